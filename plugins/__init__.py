@@ -1,0 +1,1 @@
+"""The bundled queuectl plugins: ordinary plugins, registered through entry points."""

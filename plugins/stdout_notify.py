@@ -1,0 +1,50 @@
+"""Stdout notifications: one line per worker event, ``[worker-10293] completed: job1``."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from queuectl_core import hookimpl
+
+if TYPE_CHECKING:
+    from queuectl_core.models import JobEvent
+
+
+def format_event(event: JobEvent) -> str | None:
+    """The log line for an event, or None for events the CLI reports itself (enqueue, DLQ retry)."""
+    from queuectl_core.timeutil import format_time
+
+    if event.worker_id is None:
+        return None
+    job = event.job
+    kind = str(event.kind)
+    prefix = f"[{event.worker_id}]"
+    if kind == "claimed" and job is not None:
+        return f"{prefix} Picked job: {job.id} | cmd: {job.command}"
+    if kind == "completed" and job is not None:
+        return f"{prefix} completed: {job.id}"
+    if kind == "failed" and job is not None:
+        return (f"{prefix} failed attempt {job.attempts} of {job.id} ({job.last_error}); "
+                f"retry at {format_time(job.run_at)}")
+    if kind == "dead" and job is not None:
+        return f"{prefix} DLQ: {job.id} ({job.last_error})"
+    if kind == "released" and job is not None:
+        return f"{prefix} released: {job.id} (stopped before it finished; runnable again)"
+    if kind == "lease_lost" and job is not None:
+        return f"{prefix} lease lost: {job.id} (another worker holds it now; this attempt's result is discarded)"
+    if kind == "worker_started":
+        return f"{prefix} started{': ' + event.message if event.message else ''}"
+    if kind == "worker_stopping":
+        return f"{prefix} stopping: {event.message}"
+    if kind == "worker_stopped":
+        return f"{prefix} stopped"
+    return None
+
+
+@hookimpl(trylast=True)
+def queuectl_job_event(event: JobEvent) -> None:
+    line = format_event(event)
+    if line is not None:
+        # One write per line, so lines from several worker processes never interleave.
+        os.write(1, (line + "\n").encode("utf-8", "replace"))

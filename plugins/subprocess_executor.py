@@ -1,0 +1,234 @@
+"""Subprocess executor: each attempt runs ``sh -c COMMAND`` in its own session and process group,
+its stdout and stderr going to one bounded log file per attempt."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from queuectl_core import hookimpl
+from queuectl_core.settings import Setting
+
+if TYPE_CHECKING:
+    from queuectl_core.interfaces import RunContext
+    from queuectl_core.models import AttemptResult, Job
+    from queuectl_core.settings import Config
+
+TAIL_FOR_STORAGE = 4096
+
+
+class BoundedLog:
+    """Keeps the first ``limit // 2`` bytes on disk as they come and the last ``limit // 2`` in
+    memory, so neither the disk nor memory grows with a job that prints gigabytes."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        self.path = path
+        self.head_limit = limit // 2
+        self.tail_limit = limit - self.head_limit
+        self.written = 0
+        self.total = 0
+        self.tail: deque[bytes] = deque()
+        self.tail_size = 0
+        self.fd: int | None = None
+
+    def write(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.head_limit - self.written
+        if room > 0:
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            head = data[:room]
+            os.write(self.fd, head)
+            self.written += len(head)
+            data = data[room:]
+        if data:
+            self.tail.append(data)
+            self.tail_size += len(data)
+            while self.tail and self.tail_size - len(self.tail[0]) >= self.tail_limit:
+                self.tail_size -= len(self.tail.popleft())
+
+    def close(self) -> str:
+        """Finish the file; returns the last few KiB of output for storage."""
+        tail = b"".join(self.tail)
+        if len(tail) > self.tail_limit:
+            tail = tail[-self.tail_limit:]
+        if tail and self.fd is not None:
+            omitted = self.total - self.written - len(tail)
+            if omitted > 0:
+                os.write(self.fd, f"\n[queuectl: {omitted} bytes of output omitted]\n".encode())
+            os.write(self.fd, tail)
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if len(tail) < TAIL_FOR_STORAGE and self.written:
+            with open(self.path, "rb") as fh:
+                fh.seek(max(0, self.written - (TAIL_FOR_STORAGE - len(tail))))
+                tail = fh.read(TAIL_FOR_STORAGE - len(tail)) + tail
+        return tail[-TAIL_FOR_STORAGE:].decode("utf-8", "replace")
+
+
+def describe_exit(returncode: int) -> str | None:
+    """A short, human-readable reason for a non-zero exit."""
+    import signal
+
+    if returncode == 0:
+        return None
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}"
+    if returncode == 127:
+        return "exit 127: command not found"
+    if returncode == 126:
+        return "exit 126: command not executable"
+    if returncode > 128:
+        try:
+            import signal as _s
+
+            return f"exit {returncode} (shell reported {_s.Signals(returncode - 128).name})"
+        except ValueError:
+            pass
+    return f"exit {returncode}"
+
+
+class SubprocessExecutor:
+    def __init__(self, log_dir: Path, max_log_bytes: int, kill_grace: float, shell: str) -> None:
+        self.log_dir = log_dir
+        self.max_log_bytes = max_log_bytes
+        self.kill_grace = kill_grace
+        self.shell = shell
+        self._made_dir = False
+
+    def run(self, job: Job, ctx: RunContext) -> AttemptResult:
+        import select
+        import signal
+        import subprocess
+
+        from queuectl_core.models import AttemptResult
+
+        if not self._made_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self._made_dir = True
+        log_path = self.log_dir / f"{job.id}.{ctx.attempt}.log"
+        log = BoundedLog(log_path, self.max_log_bytes)
+        started = time.monotonic()
+        r, w = os.pipe()
+        env = dict(os.environ, QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(ctx.attempt))
+        try:
+            proc = subprocess.Popen([self.shell, "-c", job.command], stdin=subprocess.DEVNULL, stdout=w, stderr=w,
+                                    start_new_session=True, env=env)
+        except OSError as exc:
+            os.close(r)
+            os.close(w)
+            return AttemptResult(exit_code=None, error=f"cannot start {self.shell}: {exc.strerror or exc}",
+                                 log_path=None, duration=time.monotonic() - started)
+        os.close(w)
+        pgid = proc.pid
+        ctx.on_spawn(pgid)
+        pidfd = os.pidfd_open(proc.pid)
+        os.set_blocking(r, False)
+        deadline = started + job.timeout if job.timeout else None
+        next_tick = started + ctx.tick_interval
+        error: str | None = None
+        aborted = False
+        pipe_open = True
+        kill_at: float | None = None  # SIGKILL the group at this time if it is still alive
+
+        def drain() -> bool:
+            nonlocal pipe_open
+            while pipe_open:
+                try:
+                    data = os.read(r, 65536)
+                except BlockingIOError:
+                    return True
+                if not data:
+                    pipe_open = False
+                    return False
+                log.write(data)
+            return False
+
+        def signal_group(sig: int) -> None:
+            try:
+                os.killpg(pgid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+        try:
+            while True:
+                now = time.monotonic()
+                wake = next_tick
+                if deadline is not None and error is None:
+                    wake = min(wake, deadline)
+                if kill_at is not None:
+                    wake = min(wake, kill_at)
+                fds = [pidfd]
+                if pipe_open:
+                    fds.append(r)
+                if ctx.wakeup_fd is not None:
+                    fds.append(ctx.wakeup_fd)
+                ready, _, _ = select.select(fds, [], [], max(0.0, wake - now))
+                if r in ready:
+                    drain()
+                if pidfd in ready:
+                    break
+                now = time.monotonic()
+                if ctx.wakeup_fd in ready or now >= next_tick:
+                    next_tick = now + ctx.tick_interval
+                    if ctx.tick() and kill_at is None:
+                        aborted = True
+                        signal_group(signal.SIGTERM)
+                        kill_at = now + self.kill_grace
+                if deadline is not None and error is None and now >= deadline:
+                    error = f"timed out after {job.timeout:g}s"
+                    signal_group(signal.SIGTERM)
+                    kill_at = now + self.kill_grace
+                if kill_at is not None and now >= kill_at:
+                    signal_group(signal.SIGKILL)
+                    kill_at = now + 3600  # nothing more to escalate to; wait for the exit
+            # The leader has exited but is not reaped, so its group id cannot be reused yet:
+            # collect what is already in the pipe, then take down anything it left running.
+            drain()
+            signal_group(signal.SIGKILL)
+            proc.wait()
+        finally:
+            os.close(pidfd)
+            os.close(r)
+            ctx.on_reaped(pgid)
+            tail = log.close()
+        returncode = proc.returncode
+        if error is None and not aborted:
+            error = describe_exit(returncode)
+        return AttemptResult(
+            exit_code=returncode,
+            error=error,
+            log_path=str(log_path),
+            output_tail=tail,
+            duration=time.monotonic() - started,
+            aborted=aborted,
+        )
+
+
+def _make(config: Config) -> SubprocessExecutor:
+    return SubprocessExecutor(Path(config["subprocess.log_dir"]).expanduser(), config["subprocess.max_log_bytes"],
+                              config["subprocess.kill_grace_seconds"], config["subprocess.shell"])
+
+
+@hookimpl
+def queuectl_register_executors(register: Callable[[str, Any], None]) -> None:
+    register("subprocess", _make)
+
+
+@hookimpl
+def queuectl_register_settings(register: Callable[[Setting], None]) -> None:
+    register(Setting("subprocess.log_dir", str, lambda home: str(home / "logs"),
+                     "Where each attempt's output is written (default: logs in QUEUECTL_HOME)."))
+    register(Setting("subprocess.max_log_bytes", int, 4 * 1024 * 1024,
+                     "Most bytes kept per attempt: the first and last halves; the middle is dropped.", minimum=1024))
+    register(Setting("subprocess.kill_grace_seconds", float, 5.0,
+                     "After SIGTERM (timeout or forced stop), how long before SIGKILL.", minimum=0))
+    register(Setting("subprocess.shell", str, "/bin/sh", "The shell that runs each command as `SHELL -c COMMAND`."))

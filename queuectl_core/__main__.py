@@ -1,0 +1,3 @@
+from queuectl_core.cli import main
+
+main()

@@ -1,0 +1,47 @@
+"""Wires configuration to the chosen providers: one place that opens storage, executor, backoff."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from queuectl_core.errors import ConfigError
+from queuectl_core.plugins import registries
+from queuectl_core.settings import Config, home, read_file_values, validate_file_values
+
+if TYPE_CHECKING:
+    from queuectl_core.interfaces import BackoffPolicy, Executor, Storage
+
+
+class App:
+    """One command's view of the queue. Storage is opened on first use and closed by ``close``."""
+
+    def __init__(self) -> None:
+        self.home = home()
+        if self.home.exists() and not self.home.is_dir():
+            raise ConfigError(f"QUEUECTL_HOME {self.home} is not a directory")
+        self.registries = registries()
+        values = read_file_values(self.home)
+        validate_file_values(values, self.registries.settings, self.home / "config.toml")
+        self.config = Config(self.home, self.registries.settings, values)
+        self._storage: Storage | None = None
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            provider = self.registries.storages.get(self.config["storage"])
+            self._storage = provider.factory(self.config)
+        return self._storage
+
+    @cached_property
+    def executor(self) -> Executor:
+        return self.registries.executors.get(self.config["executor"]).factory(self.config)
+
+    @cached_property
+    def backoff(self) -> BackoffPolicy:
+        return self.registries.backoffs.get(self.config["backoff"]).factory(self.config)
+
+    def close(self) -> None:
+        if self._storage is not None:
+            self._storage.close()
+            self._storage = None

@@ -1,0 +1,414 @@
+"""The ``queuectl`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from queuectl_core import __version__
+from queuectl_core.errors import QueuectlError
+
+if TYPE_CHECKING:
+    from queuectl_core.app import App
+    from queuectl_core.models import Job
+
+STATES = ("pending", "processing", "completed", "failed", "dead")
+
+
+class QueuectlGroup(click.Group):
+    """A group whose commands turn every QueuectlError into one ``Error:`` line and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except QueuectlError as exc:
+            raise click.ClickException(str(exc)) from None
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+
+    def group(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", QueuectlGroup)
+        return super().group(*args, **kwargs)
+
+
+def _quiet_broken_pipe() -> NoReturn:
+    import os
+
+    # `queuectl list | head`: the reader left; exit quietly without a traceback on flush.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(1)
+
+
+def _app(ctx: click.Context) -> App:
+    from queuectl_core.app import App
+
+    if ctx.obj is None:
+        ctx.obj = App()
+        ctx.call_on_close(ctx.obj.close)
+    return ctx.obj
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@click.group(cls=QueuectlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="queuectl")
+def cli() -> None:
+    """A background job queue for shell commands: enqueue, run with workers, retry with backoff,
+    park what keeps failing in a dead letter queue.
+
+    State lives in QUEUECTL_HOME (default: the per-user app directory).
+    """
+
+
+# -- enqueue ------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("job_json", required=False)
+@click.option("--id", "job_id", help="Job id (default: generated, short and sortable).")
+@click.option("--cmd", "command", help="The shell command to run.")
+@click.option("--max-retries", type=int, help="Retries after the first attempt (default: config max_retries).")
+@click.option("--priority", type=int, help="Higher runs first (default 0).")
+@click.option("--delay", type=float, help="Run no sooner than this many seconds from now.")
+@click.option("--run-at", help="Run no sooner than this ISO 8601 time (e.g. 2026-01-10T10:35:00Z).")
+@click.option("--timeout", type=float, help="Kill the job's whole process group after this many seconds.")
+@click.option("--file", "file_", type=click.File("r", encoding="utf-8"),
+              help="Read jobs from a file: one JSON object, an array, or JSON Lines; '-' reads stdin.")
+@click.pass_context
+def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, command: str | None,
+            max_retries: int | None, priority: int | None, delay: float | None, run_at: str | None,
+            timeout: float | None, file_: Any) -> None:
+    """Add jobs to the queue; prints the id of each.
+
+    \b
+      queuectl enqueue --cmd 'echo hello'
+      queuectl enqueue '{"id": "job1", "command": "sleep 2"}'
+      queuectl enqueue --file jobs.jsonl        # all or nothing
+    """
+    from queuectl_core import jobspec
+    from queuectl_core.errors import ValidationError
+
+    flags = {"id": job_id, "command": command, "max_retries": max_retries, "priority": priority,
+             "delay": delay, "run_at": run_at, "timeout": timeout}
+    given = {k: v for k, v in flags.items() if v is not None}
+    sources = sum(x is not None for x in (job_json, file_)) + (1 if given else 0)
+    if sources == 0:
+        raise click.UsageError("give --cmd, a JSON job argument, or --file")
+    if sources > 1:
+        raise click.UsageError("give only one of: flags (--cmd ...), a JSON job argument, or --file")
+    if given and "command" not in given:
+        raise click.UsageError("--cmd is required (or pass a JSON job, or --file)")
+    if delay is not None and run_at is not None:
+        raise click.UsageError("give --delay or --run-at, not both")
+    if file_ is not None:
+        objs = jobspec.parse_documents(file_.read())
+    elif job_json is not None:
+        try:
+            objs = [json.loads(job_json)]
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"invalid JSON job: {exc.msg} (column {exc.colno})") from None
+    else:
+        objs = [given]
+    app = _app(ctx)
+    jobs = jobspec.validate_all(objs, app.config["max_retries"])
+    created = _enqueue_with_fresh_ids(app, jobs, {o.get("id") for o in objs if isinstance(o, dict)})
+    from queuectl_core.models import EventKind, JobEvent
+    from queuectl_core.plugins import emit
+
+    for job in created:
+        emit(JobEvent(EventKind.ENQUEUED, job=job))
+    click.echo("\n".join(job.id for job in created))
+
+
+def _enqueue_with_fresh_ids(app: App, jobs: list[Any], given_ids: set[Any]) -> list[Job]:
+    """Enqueue; a clash on an id we generated (never one the user chose) draws a new id."""
+    from dataclasses import replace
+
+    from queuectl_core.errors import DuplicateJobError
+    from queuectl_core.ids import new_id
+
+    for _ in range(5):
+        try:
+            return app.storage.enqueue(jobs)
+        except DuplicateJobError as exc:
+            if exc.job_id in given_ids:
+                raise
+            jobs = [replace(j, id=new_id()) if j.id == exc.job_id else j for j in jobs]
+    return app.storage.enqueue(jobs)
+
+
+# -- workers ------------------------------------------------------------------------------------
+@cli.group()
+def worker() -> None:
+    """Run and stop workers."""
+
+
+@worker.command("start")
+@click.option("--count", default=1, show_default=True, type=click.IntRange(1, 512), help="Worker processes.")
+@click.option("--burst", is_flag=True, help="Drain the queue (waiting for scheduled retries), then exit.")
+@click.pass_context
+def worker_start(ctx: click.Context, count: int, burst: bool) -> None:
+    """Run workers in the foreground. Ctrl+C or SIGTERM: finish running jobs, then exit;
+    a second one stops at once and releases the jobs."""
+    from queuectl_core.supervisor import supervise
+
+    app = _app(ctx)
+    # Fail fast, with one line, on a bad provider name or an unreachable store, before forking.
+    for registry in (app.registries.storages, app.registries.executors, app.registries.backoffs):
+        registry.get(app.config[registry.config_key])
+    app.storage  # noqa: B018 - opens (and migrates) the store
+    app.executor  # noqa: B018
+    app.backoff  # noqa: B018
+    app.close()  # never carry an open database connection across fork()
+
+    def run_one() -> int:
+        from queuectl_core.app import App
+        from queuectl_core.worker import Worker
+
+        worker_app = App()
+        try:
+            return Worker(worker_app, burst=burst).run()
+        finally:
+            worker_app.close()
+
+    ctx.exit(supervise(count, run_one))
+
+
+@worker.command("stop")
+@click.pass_context
+def worker_stop(ctx: click.Context) -> None:
+    """Ask every worker using this queue to finish its current job and exit."""
+    n = _app(ctx).storage.request_stop()
+    click.echo(f"asked {n} worker(s) to stop" if n else "no live workers")
+
+
+# -- inspecting ---------------------------------------------------------------------------------
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """How many jobs are in each state, and the live workers."""
+    app = _app(ctx)
+    counts = app.storage.counts()
+    workers = app.storage.live_workers()
+    if as_json:
+        _print_json({"counts": {str(s): n for s, n in counts.items()}, "workers": [w.to_dict() for w in workers]})
+        return
+    for state, n in counts.items():
+        click.echo(f"{state:<11} {n}")
+    click.echo(f"workers     {len(workers)}")
+    from queuectl_core.timeutil import format_time
+
+    for w in workers:
+        doing = f"running {w.current_job}" if w.current_job else "idle"
+        click.echo(f"  {w.id} on {w.hostname}, since {format_time(w.started_at)}, {doing}")
+
+
+def _job_table(jobs: list[Job], with_error: bool = False) -> None:
+    from queuectl_core.timeutil import format_time
+
+    if not jobs:
+        click.echo("no jobs")
+        return
+    rows = [("ID", "STATE", "ATTEMPTS", "PRIORITY", "RUN_AT", "LAST_ERROR" if with_error else "COMMAND")]
+    for j in jobs:
+        last = (j.last_error or "") if with_error else j.command
+        rows.append((j.id, str(j.state), f"{j.attempts}/{j.max_retries + 1}", str(j.priority),
+                     format_time(j.run_at) or "", last.replace("\n", " ")))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5][:80])
+
+
+@cli.command("list")
+@click.option("--state", type=click.Choice(STATES), help="Only jobs in this state.")
+@click.option("--limit", type=click.IntRange(1), help="At most this many jobs.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array of jobs.")
+@click.pass_context
+def list_(ctx: click.Context, state: str | None, limit: int | None, as_json: bool) -> None:
+    """List jobs, oldest first."""
+    from queuectl_core.models import JobState
+
+    jobs = _app(ctx).storage.list_jobs(JobState(state) if state else None, limit)
+    if as_json:
+        _print_json([j.to_dict() for j in jobs])
+    else:
+        _job_table(jobs)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.pass_context
+def logs(ctx: click.Context, job_id: str) -> None:
+    """Print the captured stdout and stderr of a job's last attempt."""
+    from queuectl_core.errors import JobNotFoundError
+
+    job = _app(ctx).storage.get(job_id)
+    if job is None:
+        raise JobNotFoundError(job_id)
+    if job.log_path is None:
+        if job.attempts == 0:
+            raise click.ClickException(f"job {job_id!r} has not run yet")
+        raise click.ClickException(f"job {job_id!r} has no finished attempt with output yet")
+    out = sys.stdout.buffer
+    try:
+        with open(job.log_path, "rb") as fh:
+            while chunk := fh.read(1 << 16):
+                out.write(chunk)
+    except FileNotFoundError:
+        if job.output_tail:
+            click.echo(f"(log file {job.log_path} is not on this machine; showing the stored tail)", err=True)
+            out.write(job.output_tail.encode())
+        # else: the attempt printed nothing, so no file was ever made
+    out.flush()
+
+
+# -- DLQ ----------------------------------------------------------------------------------------
+@cli.group()
+def dlq() -> None:
+    """The dead letter queue: jobs that exhausted their retries."""
+
+
+@dlq.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array of jobs.")
+@click.pass_context
+def dlq_list(ctx: click.Context, as_json: bool) -> None:
+    """List dead jobs with their last error."""
+    from queuectl_core.models import JobState
+
+    jobs = _app(ctx).storage.list_jobs(JobState.DEAD)
+    if as_json:
+        _print_json([j.to_dict() for j in jobs])
+    else:
+        _job_table(jobs, with_error=True)
+
+
+@dlq.command("retry")
+@click.argument("job_id")
+@click.pass_context
+def dlq_retry(ctx: click.Context, job_id: str) -> None:
+    """Put a dead job back in the queue with its attempts reset."""
+    from queuectl_core.models import EventKind, JobEvent
+    from queuectl_core.plugins import emit
+
+    job = _app(ctx).storage.retry_dead(job_id)
+    emit(JobEvent(EventKind.RETRIED, job=job))
+    click.echo(job.id)
+
+
+# -- config -------------------------------------------------------------------------------------
+@cli.group()
+def config() -> None:
+    """Show and change settings (config.toml in QUEUECTL_HOME)."""
+
+
+@config.command("set")
+@click.argument("key")
+@click.argument("value")
+@click.pass_context
+def config_set(ctx: click.Context, key: str, value: str) -> None:
+    """Set KEY to VALUE, validated; max-retries and max_retries are the same key."""
+    from queuectl_core.settings import write_file_values
+
+    app = _app(ctx)
+    setting = app.config.setting(key)
+    coerced = setting.coerce(value)
+    for registry in (app.registries.storages, app.registries.executors, app.registries.backoffs):
+        if setting.key == registry.config_key:
+            registry.get(coerced)
+    values = dict(app.config.file_values)
+    values[setting.key] = coerced
+    write_file_values(app.home, values)
+    shown = "****" if setting.secret else coerced
+    click.echo(f"{setting.key} = {shown}")
+    if setting.env_var in app.config.env:
+        click.echo(f"note: {setting.env_var} is set and overrides this", err=True)
+
+
+def _mask(setting: Any, value: Any) -> Any:
+    if not setting.secret or value in (None, ""):
+        return value
+    text = str(value)
+    if "://" in text and "@" in text:  # a DSN: hide only the password
+        import re
+
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1****@", text)
+    return "****"
+
+
+@config.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def config_show(ctx: click.Context, as_json: bool) -> None:
+    """Every effective setting, its default, and where its value came from."""
+    app = _app(ctx)
+    cfg = app.config
+    rows = []
+    for key in cfg.keys():
+        s = cfg.setting(key)
+        rows.append({"key": key, "value": _mask(s, cfg.get(key)), "default": _mask(s, s.default_for(cfg.home)),
+                     "source": cfg.source(key), "plugin": s.plugin, "help": s.help})
+    if as_json:
+        _print_json({"config_file": str(cfg.path), "settings": {r.pop("key"): r for r in rows}})
+        return
+    click.echo(f"# {cfg.path}")
+    width = max(len(r["key"]) for r in rows)
+    for r in rows:
+        extra = "" if r["source"] == "default" else f"  (default {r['default']!r}; from {r['source']})"
+        click.echo(f"{r['key']:<{width}} = {r['value']!r}{extra}")
+
+
+# -- plugins ------------------------------------------------------------------------------------
+@cli.group()
+def plugins() -> None:
+    """Installed plugins."""
+
+
+@plugins.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+def plugins_list(as_json: bool) -> None:
+    """Each plugin, its version, the hooks it implements and what it provides."""
+    from queuectl_core.plugins import plugin_version, pm, registries
+
+    regs = registries()
+    out = []
+    for name, plugin in sorted(pm.list_name_plugin()):
+        hooks = sorted(h.name for h in (pm.get_hookcallers(plugin) or []))
+        out.append({
+            "name": name,
+            "module": getattr(plugin, "__name__", repr(plugin)),
+            "version": plugin_version(name),
+            "hooks": hooks,
+            "provides": {
+                "storages": regs.storages.by_plugin(name),
+                "executors": regs.executors.by_plugin(name),
+                "backoff_policies": regs.backoffs.by_plugin(name),
+                "settings": regs.settings_by_plugin(name),
+            },
+        })
+    if as_json:
+        _print_json(out)
+        return
+    for p in out:
+        provides = "; ".join(f"{k}: {', '.join(v)}" for k, v in p["provides"].items() if v)
+        click.echo(f"{p['name']} {p['version'] or ''}".rstrip())
+        click.echo(f"  hooks: {', '.join(p['hooks'])}")
+        if provides:
+            click.echo(f"  provides: {provides}")
+
+
+def main() -> None:
+    """Entry point: load plugins (they may add commands), then run the CLI."""
+    from queuectl_core.plugins import call_each, load_plugins
+
+    try:
+        load_plugins()
+        call_each("queuectl_register_commands", cli=cli)
+    except QueuectlError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    cli(prog_name="queuectl")

@@ -1,0 +1,35 @@
+"""Exceptions core and plugins raise; the CLI turns every one into a single ``Error:`` line."""
+
+from __future__ import annotations
+
+
+class QueuectlError(Exception):
+    """A failure a user should see as one clear line."""
+
+
+class ConfigError(QueuectlError):
+    pass
+
+
+class ValidationError(QueuectlError):
+    pass
+
+
+class StorageError(QueuectlError):
+    """The backend failed (unreachable, corrupt, locked for too long)."""
+
+
+class DuplicateJobError(QueuectlError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"a job with id {job_id!r} already exists")
+        self.job_id = job_id
+
+
+class JobNotFoundError(QueuectlError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class RegistryError(QueuectlError):
+    pass

@@ -1,0 +1,37 @@
+"""Job ids: short, unique and sortable by creation time (a tiny monotonic ULID)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+_RANDOM_BITS = 25
+_lock = threading.Lock()
+_last = 0
+
+
+def _encode(value: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        value, rem = divmod(value, 32)
+        chars.append(_ALPHABET[rem])
+    return "".join(reversed(chars))
+
+
+def new_id() -> str:
+    """A 14-character id: 9 characters of milliseconds, 5 of randomness.
+
+    Within one process ids strictly increase (the random part counts up inside a millisecond),
+    so a batch enqueued at once keeps its order; across processes a clash is a 1 in 33 million
+    event per millisecond, and storage rejects it (the caller then draws again).
+    """
+    global _last
+    ms = time.time_ns() // 1_000_000
+    with _lock:
+        candidate = (ms << _RANDOM_BITS) | int.from_bytes(os.urandom(4), "big") >> (32 - _RANDOM_BITS + 4)
+        if candidate <= _last:
+            candidate = _last + 1
+        _last = candidate
+    return _encode(candidate, 14)

@@ -1,0 +1,109 @@
+"""The typed interfaces a storage backend, an executor and a backoff policy satisfy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
+
+if TYPE_CHECKING:
+    from queuectl_core.models import AttemptResult, Job, JobState, NewJob, WorkerInfo
+    from queuectl_core.settings import Config
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Where jobs and workers live. Every write about a claimed job is fenced by its lease token:
+    it changes nothing, and returns None or False, unless the token still holds the lease.
+
+    Times a backend writes (created_at, run_at, leases) come from its own clock (:meth:`now`).
+    """
+
+    def now(self) -> datetime: ...
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
+        """Insert all the jobs or none; raise DuplicateJobError naming an id that exists."""
+
+    def get(self, job_id: str) -> Job | None: ...
+
+    def list_jobs(self, state: JobState | None = None, limit: int | None = None) -> list[Job]:
+        """Jobs oldest first (by id), optionally only those in one state."""
+
+    def counts(self) -> dict[JobState, int]:
+        """How many jobs in each state, every state present."""
+
+    def claim(self, worker_id: str, lease_seconds: float) -> Job | None:
+        """Atomically take the next runnable job (highest priority, then earliest run_at, then id):
+        state processing, attempts + 1, a fresh lease_token, lease_expires_at = now + lease."""
+
+    def heartbeat(self, job_id: str, token: str, lease_seconds: float) -> bool:
+        """Extend the lease; False if the token no longer holds it."""
+
+    def complete(self, job_id: str, token: str, result: AttemptResult) -> Job | None: ...
+
+    def fail(self, job_id: str, token: str, result: AttemptResult, retry_in: float | None) -> Job | None:
+        """Record a failed attempt: state failed with run_at = now + retry_in, or dead when None."""
+
+    def release(self, job_id: str, token: str) -> Job | None:
+        """Hand an interrupted job back: pending, runnable now, the attempt not counted."""
+
+    def recover_expired(self) -> list[Job]:
+        """Take back jobs whose lease expired (their worker died): failed and runnable now, or dead
+        when that lost attempt was the last allowed. Returns the jobs changed."""
+
+    def retry_dead(self, job_id: str) -> Job:
+        """DLQ replay: a dead job back to pending, attempts 0, runnable now."""
+
+    def next_run_at(self) -> datetime | None:
+        """The earliest run_at among pending and failed jobs, or None."""
+
+    def register_worker(self, info: WorkerInfo) -> None: ...
+
+    def worker_seen(self, worker_id: str, current_job: str | None) -> bool:
+        """Record that a worker is alive; True when it has been asked to stop."""
+
+    def unregister_worker(self, worker_id: str) -> None: ...
+
+    def live_workers(self) -> list[WorkerInfo]: ...
+
+    def request_stop(self) -> int:
+        """Ask every live worker to stop after its current job; returns how many were asked."""
+
+    def wait_for_work(self, timeout: float, wakeup_fd: int | None = None) -> None:
+        """Block until work may be available (a wake-up from enqueue or a stop request),
+        ``wakeup_fd`` is readable, or ``timeout`` seconds pass. Polling alone must stay correct."""
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What the worker hands the executor for one attempt."""
+
+    attempt: int
+    tick_interval: float
+    # Called at least every tick_interval seconds and whenever wakeup_fd is readable; it renews the
+    # lease. True means stop the job now (a second Ctrl+C, or this worker lost the lease).
+    tick: Callable[[], bool]
+    wakeup_fd: int | None = None
+    # The job's process group, so the worker can take it down with it if the worker dies.
+    on_spawn: Callable[[int], None] = lambda pgid: None
+    on_reaped: Callable[[int], None] = lambda pgid: None
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs one attempt of a job and reports how it ended. Never raises for a job's own failure."""
+
+    def run(self, job: Job, ctx: RunContext) -> AttemptResult: ...
+
+
+@runtime_checkable
+class BackoffPolicy(Protocol):
+    def delay(self, attempt: int, job: Job) -> float:
+        """Seconds to wait before retry number ``attempt`` (1 after the first failure)."""
+
+
+StorageFactory = Callable[["Config"], Storage]
+ExecutorFactory = Callable[["Config"], Executor]
+BackoffFactory = Callable[["Config"], BackoffPolicy]

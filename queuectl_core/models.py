@@ -1,0 +1,140 @@
+"""The job model: states, jobs, attempt outcomes, workers and the events plugins receive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from queuectl_core.timeutil import format_time
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+# A job in one of these states still has work ahead of it; --burst waits for them.
+UNFINISHED_STATES = (JobState.PENDING, JobState.PROCESSING, JobState.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A validated job about to be enqueued; ``run_at`` None means now (storage's clock)."""
+
+    id: str
+    command: str
+    max_retries: int
+    priority: int = 0
+    run_at: datetime | None = None
+    delay: float | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as storage knows it."""
+
+    id: str
+    command: str
+    state: JobState
+    attempts: int
+    max_retries: int
+    priority: int
+    created_at: datetime
+    updated_at: datetime
+    run_at: datetime
+    timeout: float | None = None
+    last_exit_code: int | None = None
+    last_error: str | None = None
+    log_path: str | None = None
+    output_tail: str | None = None
+    worker_id: str | None = None
+    lease_token: str | None = None
+    lease_expires_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of a job (spec §3), as ``list --json`` prints it."""
+        return {
+            "id": self.id,
+            "command": self.command,
+            "state": str(self.state),
+            "attempts": self.attempts,
+            "max_retries": self.max_retries,
+            "priority": self.priority,
+            "created_at": format_time(self.created_at),
+            "updated_at": format_time(self.updated_at),
+            "run_at": format_time(self.run_at),
+            "timeout": self.timeout,
+            "last_exit_code": self.last_exit_code,
+            "last_error": self.last_error,
+            "log_path": self.log_path,
+            "worker_id": self.worker_id,
+            "lease_expires_at": format_time(self.lease_expires_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """How one attempt ended, as the executor saw it."""
+
+    exit_code: int | None
+    error: str | None = None
+    log_path: str | None = None
+    output_tail: str | None = None
+    duration: float = 0.0
+    aborted: bool = False  # stopped by the worker (shutdown or lost lease), not by the job
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.aborted and self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    id: str
+    hostname: str
+    pid: int
+    started_at: datetime
+    last_seen: datetime
+    current_job: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "hostname": self.hostname,
+            "pid": self.pid,
+            "started_at": format_time(self.started_at),
+            "last_seen": format_time(self.last_seen),
+            "current_job": self.current_job,
+        }
+
+
+class EventKind(StrEnum):
+    ENQUEUED = "enqueued"
+    CLAIMED = "claimed"
+    COMPLETED = "completed"
+    FAILED = "failed"  # an attempt failed and a retry is scheduled
+    DEAD = "dead"
+    RETRIED = "retried"  # replayed from the DLQ
+    RELEASED = "released"  # handed back unfinished by a worker stopping at once
+    LEASE_LOST = "lease_lost"  # another claim took over; this worker's result was discarded
+    WORKER_STARTED = "worker_started"
+    WORKER_STOPPING = "worker_stopping"
+    WORKER_STOPPED = "worker_stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One thing that happened, broadcast to every ``queuectl_job_event`` implementation."""
+
+    kind: EventKind
+    job: Job | None = None
+    worker_id: str | None = None
+    result: AttemptResult | None = None
+    message: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,224 @@
+"""Config keys (core and plugin), the one config.toml, and how values are resolved.
+
+A value comes from, in order: the environment (``QUEUECTL_<KEY>``, dots as underscores), then
+config.toml, then the key's default.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from queuectl_core.errors import ConfigError
+
+CONFIG_FILE = "config.toml"
+
+
+def home() -> Path:
+    """QUEUECTL_HOME, or the platform's per-user app directory."""
+    env = os.environ.get("QUEUECTL_HOME")
+    if env:
+        return Path(env).expanduser()
+    import click
+
+    return Path(click.get_app_dir("queuectl"))
+
+
+def normalize_key(key: str) -> str:
+    return key.strip().replace("-", "_").lower()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One config key: its type, default, help and what it accepts."""
+
+    key: str
+    type: type
+    default: Any
+    help: str
+    minimum: float | None = None
+    exclusive_minimum: bool = False
+    choices: tuple[str, ...] | None = None
+    secret: bool = False
+    # A callable default is computed from the home directory (e.g. a path inside it).
+    plugin: str = "core"
+    validate: Callable[[Any], None] | None = None
+
+    @property
+    def env_var(self) -> str:
+        return "QUEUECTL_" + self.key.upper().replace(".", "_")
+
+    def default_for(self, home_dir: Path) -> Any:
+        return self.default(home_dir) if callable(self.default) else self.default
+
+    def coerce(self, value: Any) -> Any:
+        """Turn text (from the CLI or environment) or a TOML value into this key's type, or raise
+        ConfigError naming the key."""
+        want = self.type
+        try:
+            if want is bool:
+                if isinstance(value, bool):
+                    out: Any = value
+                elif isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+                    out = True
+                elif isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+                    out = False
+                else:
+                    raise ValueError
+            elif want is int:
+                if isinstance(value, bool) or isinstance(value, float):
+                    raise ValueError
+                out = int(value)
+            elif want is float:
+                if isinstance(value, bool):
+                    raise ValueError
+                out = float(value)
+                if not math.isfinite(out):
+                    raise ValueError
+            else:
+                if not isinstance(value, str):
+                    raise ValueError
+                out = value
+        except (TypeError, ValueError):
+            raise ConfigError(f"{self.key} must be {_type_name(want)}, got {value!r}") from None
+        if self.minimum is not None:
+            if out < self.minimum or (self.exclusive_minimum and out == self.minimum):
+                op = ">" if self.exclusive_minimum else ">="
+                raise ConfigError(f"{self.key} must be {op} {self.minimum:g}, got {value!r}")
+        if self.choices is not None and out not in self.choices:
+            raise ConfigError(f"{self.key} must be one of {', '.join(self.choices)}; got {value!r}")
+        if self.validate is not None:
+            try:
+                self.validate(out)
+            except ValueError as exc:
+                raise ConfigError(f"{self.key}: {exc}") from None
+        return out
+
+
+def _type_name(t: type) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(t, t.__name__)
+
+
+CORE_SETTINGS = (
+    Setting("max_retries", int, 3, "Retries after the first attempt (a job runs at most N + 1 times).", minimum=0),
+    Setting("backoff_base", float, 2.0, "Retry delay base: retry k waits backoff_base ** k seconds.",
+            minimum=0, exclusive_minimum=True),
+    Setting("poll_interval_ms", int, 500, "How often an idle worker checks for work without a wake-up.",
+            minimum=0, exclusive_minimum=True),
+    Setting("lease_seconds", float, 60.0, "A claimed job's lease, renewed by a heartbeat while it runs.",
+            minimum=0, exclusive_minimum=True),
+    Setting("storage", str, "sqlite", "Which registered storage backend holds the queue."),
+    Setting("executor", str, "subprocess", "Which registered executor runs jobs."),
+    Setting("backoff", str, "exponential", "Which registered backoff policy spaces retries."),
+)
+
+
+@dataclass
+class Config:
+    """Resolved configuration: every registered key's effective value and where it came from."""
+
+    home: Path
+    schema: dict[str, Setting]
+    file_values: dict[str, Any] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=lambda: os.environ)
+
+    @property
+    def path(self) -> Path:
+        return self.home / CONFIG_FILE
+
+    def setting(self, key: str) -> Setting:
+        norm = normalize_key(key)
+        try:
+            return self.schema[norm]
+        except KeyError:
+            known = ", ".join(sorted(self.schema))
+            raise ConfigError(f"unknown config key {key!r} (known keys: {known})") from None
+
+    def source(self, key: str) -> str:
+        s = self.setting(key)
+        if s.env_var in self.env:
+            return f"env {s.env_var}"
+        if s.key in self.file_values:
+            return "config.toml"
+        return "default"
+
+    def get(self, key: str) -> Any:
+        s = self.setting(key)
+        if s.env_var in self.env:
+            return s.coerce(self.env[s.env_var])
+        if s.key in self.file_values:
+            return s.coerce(self.file_values[s.key])
+        return s.default_for(self.home)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.get(key)
+
+    def keys(self) -> Iterable[str]:
+        return sorted(self.schema)
+
+
+def read_file_values(home_dir: Path) -> dict[str, Any]:
+    """config.toml flattened to dotted keys; a missing file is empty, a broken one an error."""
+    path = home_dir / CONFIG_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}); fix or remove it") from None
+    flat: dict[str, Any] = {}
+    _flatten(data, "", flat)
+    return flat
+
+
+def _flatten(data: Mapping[str, Any], prefix: str, out: dict[str, Any]) -> None:
+    for k, v in data.items():
+        key = normalize_key(prefix + k)
+        if isinstance(v, dict):
+            _flatten(v, key + ".", out)
+        else:
+            out[key] = v
+
+
+def validate_file_values(values: Mapping[str, Any], schema: Mapping[str, Setting], path: Path) -> None:
+    """Known keys must hold valid values; unknown keys (a plugin since removed) are left alone."""
+    for key, value in values.items():
+        if key in schema:
+            try:
+                schema[key].coerce(value)
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+
+
+def write_file_values(home_dir: Path, values: Mapping[str, Any]) -> None:
+    """Write config.toml atomically: a temporary file in the same directory, fsync, rename."""
+    import tomli_w
+
+    nested: dict[str, Any] = {}
+    for key in sorted(values):
+        parts = key.split(".")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = values[key]
+    text = tomli_w.dumps(nested)
+    tomllib.loads(text)  # never write what we could not read back
+    home_dir.mkdir(parents=True, exist_ok=True)
+    path = home_dir / CONFIG_FILE
+    tmp = path.with_name(f".{CONFIG_FILE}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

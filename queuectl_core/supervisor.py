@@ -1,0 +1,102 @@
+"""``worker start --count N``: N worker processes under one foreground supervisor.
+
+With one worker the supervisor is the worker. With more, the workers are forked into a process
+group of their own, so a terminal's Ctrl+C reaches only the supervisor, which forwards each
+SIGINT/SIGTERM exactly once to every worker (the first is graceful, the second immediate, as for a
+lone worker). Each worker dies with the supervisor (PR_SET_PDEATHSIG), and its janitor then takes
+its jobs down, so a SIGKILLed supervisor leaves nothing running unsupervised.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from typing import Callable
+
+PR_SET_PDEATHSIG = 1
+RESTART_LIMIT = 5  # crashed workers restarted per minute before giving up
+
+
+def _die_with_parent(parent: int) -> None:
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def supervise(count: int, run_one: Callable[[], int]) -> int:
+    if count == 1:
+        return run_one()
+    parent = os.getpid()
+    children: dict[int, int] = {}  # pid -> slot
+    pgid = 0
+    signals = 0
+    restarts: list[float] = []
+
+    def spawn(slot: int) -> None:
+        nonlocal pgid
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                _die_with_parent(parent)
+                code = run_one()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException as exc:
+                print(f"queuectl: worker crashed: {exc!r}", file=sys.stderr, flush=True)
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        try:
+            os.setpgid(pid, pgid or pid)
+        except OSError:
+            pass
+        pgid = pgid or pid
+        children[pid] = slot
+
+    def forward(signum: int, frame: object) -> None:
+        nonlocal signals
+        signals += 1
+        for pid in list(children):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    # Handlers first, so a signal arriving while workers start is still forwarded.
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    for slot in range(count):
+        spawn(slot)
+    worst = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        slot = children.pop(pid, None)
+        if slot is None:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        if code == 0 or signals:
+            worst = max(worst, 0 if code == 0 else 1)
+            continue
+        # A crashed worker (never a job's failure: those are recorded) is replaced, within reason.
+        now = time.monotonic()
+        restarts = [t for t in restarts if now - t < 60] + [now]
+        print(f"queuectl: worker {pid} exited with {code}", file=sys.stderr, flush=True)
+        if len(restarts) > RESTART_LIMIT:
+            worst = 1
+            continue
+        spawn(slot)
+    return worst
