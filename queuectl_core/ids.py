@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import time
@@ -12,12 +13,12 @@ _lock = threading.Lock()
 _last = 0
 
 
-def _encode(value: int, width: int) -> str:
-    chars = []
-    for _ in range(width):
-        value, rem = divmod(value, 32)
-        chars.append(_ALPHABET[rem])
-    return "".join(reversed(chars))
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
+
+
+def _encode(value: int) -> str:
+    """70 bits as 14 base32 characters (10 bytes encode to 16; the top 2 are always zero)."""
+    return base64.b32encode(value.to_bytes(10, "big")).translate(_TO_CROCKFORD)[2:].decode()
 
 
 def new_id() -> str:
@@ -34,4 +35,4 @@ def new_id() -> str:
         if candidate <= _last:
             candidate = _last + 1
         _last = candidate
-    return _encode(candidate, 14)
+    return _encode(candidate)
