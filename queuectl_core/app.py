@@ -24,6 +24,9 @@ class App:
         values = read_file_values(self.home)
         validate_file_values(values, self.registries.settings, self.home / "config.toml")
         self.config = Config(self.home, self.registries.settings, values)
+        for key, setting in self.registries.settings.items():
+            if setting.env_var in self.config.env:
+                self.config.get(key)  # a bad QUEUECTL_* value fails every command, not just its reader
         self._storage: Storage | None = None
 
     @property

@@ -18,14 +18,43 @@ if TYPE_CHECKING:
 STATES = ("pending", "processing", "completed", "failed", "dead")
 
 
+class OneLineUsageError(click.UsageError):
+    """A usage error shown as a single ``Error:`` line (click's default adds a usage block).
+
+    The contract is one clear line on stderr for every error, so scripts can log it and users
+    see the cause without scrolling; the help hint goes on the same line. Exit status stays 2.
+    """
+
+    def show(self, file: Any = None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"Error: {self.format_message()}{hint}", file=file or sys.stderr)
+
+
+def _one_line(exc: click.UsageError) -> click.UsageError:
+    # A bare group's help screen (NoArgsIsHelpError) is help, not an error: leave it alone.
+    if isinstance(exc, (OneLineUsageError, click.exceptions.NoArgsIsHelpError)):
+        return exc
+    return OneLineUsageError(exc.format_message(), exc.ctx)
+
+
 class QueuectlGroup(click.Group):
-    """A group whose commands turn every QueuectlError into one ``Error:`` line and exit 1."""
+    """A group whose commands turn every QueuectlError into one ``Error:`` line and exit 1,
+    and every usage error into one ``Error:`` line and exit 2."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        # The root group's own arguments are parsed here, outside any parent's invoke().
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except QueuectlError as exc:
             raise click.ClickException(str(exc)) from None
+        except click.UsageError as exc:  # subcommand parsing and our own UsageErrors
+            raise _one_line(exc) from None
         except BrokenPipeError:
             _quiet_broken_pipe()
 
@@ -76,7 +105,8 @@ def cli() -> None:
 @click.option("--delay", type=float, help="Run no sooner than this many seconds from now.")
 @click.option("--run-at", help="Run no sooner than this ISO 8601 time (e.g. 2026-01-10T10:35:00Z).")
 @click.option("--timeout", type=float, help="Kill the job's whole process group after this many seconds.")
-@click.option("--file", "file_", type=click.File("r", encoding="utf-8"),
+# Bytes, decoded by us: a file that is not UTF-8 must be one error line, not a traceback.
+@click.option("--file", "file_", type=click.File("rb"),
               help="Read jobs from a file: one JSON object, an array, or JSON Lines; '-' reads stdin.")
 @click.pass_context
 def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, command: str | None,
@@ -105,7 +135,12 @@ def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, comman
     if delay is not None and run_at is not None:
         raise click.UsageError("give --delay or --run-at, not both")
     if file_ is not None:
-        objs = jobspec.parse_documents(file_.read())
+        raw = file_.read()
+        try:
+            text = raw.decode("utf-8-sig")  # -sig: tolerate the BOM some editors write
+        except UnicodeDecodeError as exc:
+            raise ValidationError(f"{file_.name}: not UTF-8 text (bad byte at offset {exc.start})") from None
+        objs = jobspec.parse_documents(text)
     elif job_json is not None:
         try:
             objs = [json.loads(job_json)]
@@ -306,7 +341,9 @@ def config() -> None:
     """Show and change settings (config.toml in QUEUECTL_HOME)."""
 
 
-@config.command("set")
+# ignore_unknown_options: `config set max_retries -1` must reach validation ("must be >= 0")
+# rather than die as "no such option -1".
+@config.command("set", context_settings={"ignore_unknown_options": True})
 @click.argument("key")
 @click.argument("value")
 @click.pass_context
@@ -370,13 +407,20 @@ def plugins() -> None:
 
 @plugins.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
-def plugins_list(as_json: bool) -> None:
+@click.pass_context
+def plugins_list(ctx: click.Context, as_json: bool) -> None:
     """Each plugin, its version, the hooks it implements and what it provides."""
-    from queuectl_core.plugins import plugin_version, pm, registries
+    from queuectl_core.plugins import plugin_version, pm
 
-    regs = registries()
+    # Through App, like every other command: a corrupt config.toml is reported here too rather
+    # than surfacing later in a worker. App opens no storage until asked, so this stays cheap.
+    regs = _app(ctx).registries
     out = []
+    blocked: list[str] = []
     for name, plugin in sorted(pm.list_name_plugin()):
+        if plugin is None:  # pluggy keeps a blocked name (QUEUECTL_DISABLE_PLUGINS) mapped to None
+            blocked.append(name)
+            continue
         hooks = sorted(h.name for h in (pm.get_hookcallers(plugin) or []))
         out.append({
             "name": name,
@@ -399,6 +443,8 @@ def plugins_list(as_json: bool) -> None:
         click.echo(f"  hooks: {', '.join(p['hooks'])}")
         if provides:
             click.echo(f"  provides: {provides}")
+    if blocked:
+        click.echo(f"disabled by QUEUECTL_DISABLE_PLUGINS: {', '.join(blocked)}")
 
 
 def main() -> None:

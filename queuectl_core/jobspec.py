@@ -54,7 +54,7 @@ def validate(obj: Any, default_max_retries: int) -> NewJob:
         job_id = new_id()
     elif not isinstance(job_id, str) or not _ID_RE.match(job_id):
         raise ValidationError(
-            f"'id' must be 1-128 characters of letters, digits and ._:@+- (not starting with one of those), "
+            f"'id' must be 1-128 characters of letters, digits and ._:@+-, starting with a letter or digit; "
             f"got {job_id!r}"
         )
     max_retries = default_max_retries if obj.get("max_retries") is None else _int("max_retries", obj["max_retries"], 0)

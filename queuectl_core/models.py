@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from queuectl_core.timeutil import format_time
+from queuectl_core.timeutil import format_time, now
 
 
 class JobState(StrEnum):
@@ -138,3 +138,4 @@ class JobEvent:
     result: AttemptResult | None = None
     message: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    at: datetime = field(default_factory=now)  # when it happened (the emitting process's clock)

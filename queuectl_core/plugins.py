@@ -22,6 +22,7 @@ DEFAULT_PLUGINS = (
     ("subprocess", "queuectl_plugins.subprocess_executor"),
     ("exponential", "queuectl_plugins.exponential_backoff"),
     ("stdout", "queuectl_plugins.stdout_notify"),
+    ("postgres", "queuectl_plugins.postgres_storage"),
 )
 
 pm = pluggy.PluginManager(NAME)
@@ -61,9 +62,6 @@ def load_plugins() -> None:
     for name, module_name in DEFAULT_PLUGINS:
         if name not in blocked and not pm.has_plugin(name):
             pm.register(importlib.import_module(module_name), name=name)
-    if os.environ.get("QUEUECTL_TRACE_PLUGINS"):
-        pm.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
-        pm.enable_tracing()
 
 
 def _entry_points(group: str) -> list[tuple[str, str, str]]:
@@ -124,15 +122,28 @@ def plugin_version(name: str) -> str | None:
     return version
 
 
+def _trace(hook_name: str, plugin_name: str) -> None:
+    if os.environ.get("QUEUECTL_TRACE_PLUGINS"):
+        print(f"queuectl trace: {hook_name} -> {plugin_name}", file=sys.stderr, flush=True)
+
+
 def call_each(hook_name: str, **kwargs: Any) -> None:
-    """Call every implementation of a hook on its own, passing what each one declares.
+    """Call every implementation of a hook on its own, in pluggy's order (last registered first,
+    tryfirst/trylast honoured), passing what each one declares.
 
     ``register`` arguments become per-plugin callbacks so registries know who provided what.
+    A plugin raising anything but a QueuectlError is reported as one line naming it.
     """
     hook = getattr(pm.hook, hook_name)
-    for impl in reversed(hook.get_hookimpls()):  # registration order
+    for impl in reversed(hook.get_hookimpls()):
         args = {k: (v(impl.plugin_name) if k == "register" else v) for k, v in kwargs.items() if k in impl.argnames}
-        impl.function(**args)
+        _trace(hook_name, impl.plugin_name)
+        try:
+            impl.function(**args)
+        except QueuectlError:
+            raise
+        except Exception as exc:
+            raise QueuectlError(f"plugin {impl.plugin_name!r} failed in {hook_name}: {exc!r}") from None
 
 
 @dataclass
@@ -193,7 +204,8 @@ def reset() -> None:
 
 def emit(event: Any) -> None:
     """Broadcast an event to every notification plugin; one raising never stops the others."""
-    for impl in pm.hook.queuectl_job_event.get_hookimpls():
+    for impl in reversed(pm.hook.queuectl_job_event.get_hookimpls()):
+        _trace("queuectl_job_event", impl.plugin_name)
         try:
             impl.function(event=event)
         except Exception as exc:

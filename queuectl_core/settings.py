@@ -149,7 +149,11 @@ class Config:
     def get(self, key: str) -> Any:
         s = self.setting(key)
         if s.env_var in self.env:
-            return s.coerce(self.env[s.env_var])
+            try:
+                return s.coerce(self.env[s.env_var])
+            except ConfigError as exc:
+                # Say where the bad value lives: config.toml may be fine and `config set` no help.
+                raise ConfigError(f"environment variable {s.env_var}: {exc}") from None
         if s.key in self.file_values:
             return s.coerce(self.file_values[s.key])
         return s.default_for(self.home)
@@ -220,5 +224,11 @@ def write_file_values(home_dir: Path, values: Mapping[str, Any]) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        # A read-only home or a full disk: one line, and the old config.toml is untouched.
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
