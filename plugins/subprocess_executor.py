@@ -195,6 +195,12 @@ class SubprocessExecutor:
             drain()
             signal_group(signal.SIGKILL)
             proc.wait()
+        except BaseException:
+            # The executor itself failed (say, the log cannot be written): the worker records a
+            # failed attempt, so the job must not run on unsupervised, nor be left unreaped.
+            signal_group(signal.SIGKILL)
+            proc.wait()
+            raise
         finally:
             os.close(pidfd)
             os.close(r)

@@ -189,6 +189,12 @@ def worker() -> None:
 def worker_start(ctx: click.Context, count: int, burst: bool) -> None:
     """Run workers in the foreground. Ctrl+C or SIGTERM: finish running jobs, then exit;
     a second one stops at once and releases the jobs."""
+    import signal
+
+    # Hold Ctrl+C/SIGTERM (pending, not lost) until the workers' handlers exist: a stop request
+    # during start-up is then honoured gracefully instead of aborting half-way. supervise() and
+    # the worker unblock them when ready.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     from queuectl_core.supervisor import supervise
 
     app = _app(ctx)
@@ -457,4 +463,7 @@ def main() -> None:
     except QueuectlError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
-    cli(prog_name="queuectl")
+    try:
+        cli(prog_name="queuectl")
+    except KeyboardInterrupt:  # Ctrl+C while Python was still starting up: no traceback
+        sys.exit(130)

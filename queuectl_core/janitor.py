@@ -17,13 +17,21 @@ import time
 class Janitor:
     def __init__(self, grace: float = 2.0) -> None:
         r, w = os.pipe()
-        pid = os.fork()
+        # Forked with the stop signals blocked, so the worker's Python handlers (inherited) never
+        # run in the janitor before it has set them to ignore; they stay blocked there.
+        saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
+            raise
         if pid == 0:  # the janitor
             try:
                 os.close(w)
                 _serve(r, grace)
             finally:
                 os._exit(0)
+        signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
         os.close(r)
         self.pid = pid
         self._w: int | None = w

@@ -17,6 +17,9 @@ from typing import Callable
 
 PR_SET_PDEATHSIG = 1
 RESTART_LIMIT = 5  # crashed workers restarted per minute before giving up
+# Blocked (held pending, never lost) until a handler is ready for them: the worker unblocks them
+# once its own handlers are installed (Worker._install_signals).
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _die_with_parent(parent: int) -> None:
@@ -32,8 +35,18 @@ def _die_with_parent(parent: int) -> None:
 
 
 def supervise(count: int, run_one: Callable[[], int]) -> int:
-    if count == 1:
-        return run_one()
+    # A Ctrl+C during start-up is held until someone can honour it gracefully, rather than
+    # raising KeyboardInterrupt half-way through opening the worker.
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        if count == 1:
+            return run_one()
+        return _supervise(count, run_one, old_mask)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _supervise(count: int, run_one: Callable[[], int], old_mask: set[signal.Signals]) -> int:
     parent = os.getpid()
     children: dict[int, int] = {}  # pid -> slot
     pgid = 0
@@ -42,7 +55,16 @@ def supervise(count: int, run_one: Callable[[], int]) -> int:
 
     def spawn(slot: int) -> None:
         nonlocal pgid
-        pid = os.fork()
+        # Fork with the stop signals blocked: in the child, a forwarded signal must not run the
+        # supervisor's inherited `forward` (it would signal the siblings again and be lost for
+        # this worker), nor kill it before its handlers exist; it stays pending until the worker
+        # unblocks it. In the parent it waits until the child is in `children`.
+        saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
+            raise
         if pid == 0:
             code = 1
             try:
@@ -63,6 +85,7 @@ def supervise(count: int, run_one: Callable[[], int]) -> int:
             pass
         pgid = pgid or pid
         children[pid] = slot
+        signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
 
     def forward(signum: int, frame: object) -> None:
         nonlocal signals
@@ -78,6 +101,8 @@ def supervise(count: int, run_one: Callable[[], int]) -> int:
     signal.signal(signal.SIGTERM, forward)
     for slot in range(count):
         spawn(slot)
+    # Every worker exists: a signal that arrived meanwhile is now forwarded to all of them.
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     worst = 0
     while children:
         try:

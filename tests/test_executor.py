@@ -1,0 +1,249 @@
+"""The subprocess executor with real processes: sessions, timeouts that take the whole process
+group down, bounded output, readable errors, and a worker that no job can kill or litter."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def proc_stat(pid: int) -> tuple[str, int, int, int] | None:
+    """(state, ppid, pgrp, session) of a process, or None if it is gone."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = data[data.rindex(")") + 2:].split()
+    return fields[0], int(fields[1]), int(fields[2]), int(fields[3])
+
+
+def alive(pid: int) -> bool:
+    st = proc_stat(pid)
+    return st is not None and st[0] != "Z"  # pid 1 here may never reap an orphaned zombie
+
+
+def group_alive(pgid: int) -> bool:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = proc_stat(int(entry))
+            if st is not None and st[2] == pgid and st[0] != "Z":
+                return True
+    return False
+
+
+def children(pid: int) -> list[tuple[int, str]]:
+    """(pid, state) of every process whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = proc_stat(int(entry))
+            if st is not None and st[1] == pid:
+                found.append((int(entry), st[0]))
+    return found
+
+
+class Output:
+    """Drains a worker's stdout/stderr in the background and keeps the lines."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._threads = [threading.Thread(target=self._read, args=(s,), daemon=True)
+                         for s in (proc.stdout, proc.stderr)]
+        for t in self._threads:
+            t.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        for t in self._threads:
+            t.join(timeout=5)
+        return "".join(self.lines)
+
+
+def start(q: Any, *args: str) -> tuple[subprocess.Popen[str], Output]:
+    proc = q.start_worker(*args)
+    return proc, Output(proc)
+
+
+def pid_from(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text else None
+
+
+def stop(proc: subprocess.Popen[str], out: Output) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, out.text()
+
+
+def vm_hwm_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+# -- tests -------------------------------------------------------------------------------------
+def test_job_runs_in_its_own_session_and_process_group(q: Any, tmp_path: Path) -> None:
+    q.run("enqueue", "--id", "own", "--cmd", f"echo $$ > {tmp_path}/pid; sleep 2; echo ok")
+    proc, out = start(q)
+    job_pid = q.wait_for(lambda: pid_from(tmp_path / "pid"), timeout=60, what="the job to start")
+    state = proc_stat(job_pid)
+    assert state is not None
+    _, ppid, pgrp, session = state
+    assert ppid == proc.pid  # the worker's own child, reaped by it
+    assert pgrp == job_pid and session == job_pid  # a session of its own, out of reach of the terminal
+    # The worker's start-up signal blocking is not inherited: a timeout's SIGTERM must reach the job.
+    status = dict(line.split(":\t", 1) for line in Path(f"/proc/{job_pid}/status").read_text().splitlines()
+                  if ":\t" in line)
+    assert int(status["SigBlk"], 16) == 0, status["SigBlk"]
+    # A terminal's Ctrl+C reaches the worker's group only; the job finishes normally.
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=60) == 0, out.text()
+    assert q.job("own")["state"] == "completed"
+    assert q.run("logs", "own").stdout == "ok\n"
+
+
+def test_timeout_kills_the_whole_process_group(q: Any, tmp_path: Path) -> None:
+    q.run("enqueue", "--id", "slow", "--timeout", "1", "--max-retries", "0", "--cmd",
+          f"echo $$ > {tmp_path}/pid; sleep 999 & echo $! > {tmp_path}/bg; sleep 999")
+    q.run("worker", "start", "--burst", timeout=120)
+    job = q.job("slow")
+    assert job["state"] == "dead", job
+    assert "timed out" in job["last_error"], job
+    pgid, bg = pid_from(tmp_path / "pid"), pid_from(tmp_path / "bg")
+    assert pgid and bg
+    assert not alive(bg)  # the background sleep, too
+    assert not group_alive(pgid)
+
+
+def test_timeout_escalates_to_sigkill_after_the_grace(q: Any, tmp_path: Path) -> None:
+    q.config("subprocess.kill_grace_seconds", 1)
+    # SIGTERM is ignored by the shell and, inherited, by its sleep: only SIGKILL ends this one.
+    q.run("enqueue", "--id", "stubborn", "--timeout", "1", "--max-retries", "0", "--cmd",
+          f"trap '' TERM; echo $$ > {tmp_path}/pid; sleep 999")
+    q.run("worker", "start", "--burst", timeout=120)
+    job = q.job("stubborn")
+    assert job["state"] == "dead" and "timed out" in job["last_error"], job
+    assert not group_alive(pid_from(tmp_path / "pid") or 0)
+
+
+def test_huge_output_is_bounded_in_the_log_memory_and_database(q: Any, tmp_path: Path) -> None:
+    limit = 64 * 1024
+    q.config("subprocess.max_log_bytes", limit)
+    q.run("enqueue", "--id", "chatty", "--cmd", "echo first; yes queuectl | head -c 100000000; echo; echo last")
+    q.run("enqueue", "--id", "binary", "--cmd", "head -c 100000000 /dev/zero")
+    proc, out = start(q)
+    job = q.wait_state("chatty", "completed", timeout=120)
+    q.wait_state("binary", "completed", timeout=120)
+    # Measured before the worker exits: its peak resident memory stayed far below 100 MB.
+    hwm_mib = vm_hwm_kib(proc.pid) / 1024
+    stop(proc, out)
+    assert hwm_mib < 80, f"worker peaked at {hwm_mib:.0f} MiB"
+
+    log = Path(job["log_path"])
+    assert log.stat().st_size <= limit + 200  # plus the one-line "omitted" notice
+    text = q.run("logs", "chatty").stdout
+    assert text.startswith("first\nqueuectl\n")
+    assert text.endswith("queuectl\nq\nlast\n")  # 10^8 % 9 == 1: head cut the last line to "q"
+    assert "bytes of output omitted" in text
+    assert Path(q.job("binary")["log_path"]).stat().st_size <= limit + 200
+    db_bytes = sum(p.stat().st_size for p in q.home.glob("queue.db*"))
+    assert db_bytes < 2 * 1024 * 1024, f"database is {db_bytes} bytes"
+
+
+def test_command_not_found_is_a_failed_attempt(q: Any) -> None:
+    q.run("enqueue", "--id", "missing", "--max-retries", "0", "--cmd", "no-such-command-queuectl-test")
+    q.run("enqueue", "--id", "next", "--priority", "-1", "--cmd", "true")
+    q.run("worker", "start", "--burst", timeout=120)
+    job = q.job("missing")
+    assert (job["state"], job["last_exit_code"]) == ("dead", 127), job
+    assert "command not found" in job["last_error"]
+    assert "not found" in q.run("logs", "missing").stdout  # the shell's own message is kept
+    assert q.job("next")["state"] == "completed"
+
+
+def test_command_not_executable_is_a_failed_attempt(q: Any, tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    q.run("enqueue", "--id", "noexec", "--max-retries", "0", "--cmd", str(script))
+    q.run("worker", "start", "--burst", timeout=120)
+    job = q.job("noexec")
+    assert (job["state"], job["last_exit_code"]) == ("dead", 126), job
+    assert "not executable" in job["last_error"]
+
+
+def test_job_killed_by_a_signal_reports_the_signal(q: Any) -> None:
+    q.run("enqueue", "--id", "killed", "--max-retries", "0", "--cmd", "kill -KILL $$")
+    q.run("enqueue", "--id", "segv", "--max-retries", "0", "--cmd", "kill -SEGV $$")
+    q.run("enqueue", "--id", "exit3", "--max-retries", "0", "--cmd", "exit 3")
+    q.run("worker", "start", "--burst", timeout=120)
+    assert q.job("killed")["last_error"] == "killed by SIGKILL"
+    assert q.job("segv")["last_error"] == "killed by SIGSEGV"
+    exit3 = q.job("exit3")
+    assert (exit3["last_exit_code"], exit3["last_error"]) == (3, "exit 3")
+
+
+def test_worker_survives_hostile_jobs_and_leaves_no_zombies(q: Any, tmp_path: Path) -> None:
+    q.config("subprocess.kill_grace_seconds", 0.5)
+    hostile = {
+        "notfound": "no-such-command-queuectl-test",
+        "selfkill": "kill -KILL $$",
+        "timeout": f"sleep 999 & echo $! > {tmp_path}/bg_timeout; sleep 999",
+        "orphan": f"sleep 999 & echo $! > {tmp_path}/bg_orphan",  # leader exits, child lingers
+        "closed": "exec >&- 2>&-; sleep 0.2",  # closes its output early
+        "chatty": "yes | head -c 20000000",
+        "badshell": "(",  # a syntax error
+        "stdin": "cat",  # stdin is /dev/null: must not hang
+    }
+    proc, out = start(q)
+    for name, cmd in hostile.items():
+        extra = ["--timeout", "1"] if name == "timeout" else []
+        q.run("enqueue", "--id", name, "--max-retries", "0", *extra, "--cmd", cmd)
+    q.run("enqueue", "--id", "z-final", "--priority", "-1", "--cmd", "echo fine")
+    q.wait_state("z-final", "completed", timeout=120)
+    assert proc.poll() is None, out.text()
+
+    states = {name: q.job(name)["state"] for name in hostile}
+    assert states == {"notfound": "dead", "selfkill": "dead", "timeout": "dead", "orphan": "completed",
+                      "closed": "completed", "chatty": "completed", "badshell": "dead", "stdin": "completed"}
+    for name in ("timeout", "orphan"):
+        bg = pid_from(tmp_path / f"bg_{name}")
+        assert bg is not None
+        q.wait_for(lambda: not alive(bg), timeout=10, what=f"{name}'s background process to be gone")
+    # Every job reaped: the worker's only child is its janitor, and it is no zombie.
+    kids = children(proc.pid)
+    assert [state for _, state in kids if state == "Z"] == [], kids
+    assert len(kids) == 1, kids
+    stop(proc, out)
+    assert "Traceback" not in out.text()
+
+
+def test_executor_failure_stops_the_job_and_keeps_the_worker(q: Any, tmp_path: Path) -> None:
+    # A directory where the attempt's log file should go: the executor fails on the first output.
+    (q.home / "logs" / "unloggable.1.log").mkdir(parents=True)
+    late = tmp_path / "late"
+    q.run("enqueue", "--id", "unloggable", "--max-retries", "0", "--cmd",
+          f"echo $$ > {tmp_path}/pid; echo hi; sleep 3; echo late > {late}")
+    q.run("enqueue", "--id", "z-next", "--priority", "-1", "--cmd", "true")
+    proc, out = start(q)
+    job = q.wait_state("unloggable", "dead", timeout=60)
+    assert "executor error" in job["last_error"] and "Is a directory" in job["last_error"], job
+    q.wait_state("z-next", "completed", timeout=60)
+    # Recorded as failed, so it must not go on running: its group is gone and it never finishes.
+    pgid = pid_from(tmp_path / "pid")
+    assert pgid is not None and not group_alive(pgid)
+    assert [state for _, state in children(proc.pid) if state == "Z"] == []
+    stop(proc, out)
+    assert not late.exists()
