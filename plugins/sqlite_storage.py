@@ -202,13 +202,21 @@ class SQLiteStorage:
                 found = self._read(f"SELECT id FROM jobs WHERE id IN ({','.join('?' * len(chunk))})", chunk)
                 if found:
                     raise DuplicateJobError(found[0][0]) from None
-            raise
+            # Nothing existed before: the batch itself repeats an id (the rollback undid its first copy).
+            seen: set[str] = set()
+            for job_id in ids:
+                if job_id in seen:
+                    raise DuplicateJobError(job_id) from None
+                seen.add(job_id)
+            raise self._StorageError(f"SQLite {self.path}: cannot insert jobs") from None
         self._wake_workers()
         from queuectl_core.models import Job, JobState
         from queuectl_core.timeutil import from_ms
 
+        created = from_ms(now)  # shared: most jobs run "now", and datetimes are immutable
         return [Job(id=r[0], command=r[1], state=JobState.PENDING, attempts=0, max_retries=r[2], priority=r[3],
-                    created_at=from_ms(now), updated_at=from_ms(now), run_at=from_ms(r[6]), timeout=r[7])
+                    created_at=created, updated_at=created, run_at=created if r[6] == now else from_ms(r[6]),
+                    timeout=r[7])
                 for r in rows]
 
     def get(self, job_id: str) -> Job | None:
@@ -220,7 +228,7 @@ class SQLiteStorage:
         if state is not None:
             sql += " WHERE state = ?"
             params.append(str(state))
-        sql += " ORDER BY id"
+        sql += " ORDER BY created_at, id"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)

@@ -1,0 +1,57 @@
+"""The storage conformance suite (queuectl_core.testing.StorageConformance) against every bundled
+backend: SQLite on a temporary file, PostgreSQL in a schema of its own per test."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from queuectl_core.testing import StorageConformance, temporary_postgres_database
+
+
+class TestSQLiteConformance(StorageConformance):
+    @pytest.fixture
+    def storage_factory(self, tmp_path: Path) -> Iterator[Callable[[], Any]]:
+        from queuectl_plugins.sqlite_storage import SQLiteStorage
+
+        opened: list[Any] = []
+
+        def factory() -> Any:
+            opened.append(SQLiteStorage(tmp_path / "queue.db"))
+            return opened[-1]
+
+        yield factory
+        for storage in opened:
+            storage.close()
+
+
+@pytest.fixture(scope="module")
+def pg_database() -> Iterator[str]:
+    """One database for the module; each test gets its own schema in it (much cheaper than a
+    database per test, and it exercises the postgres.schema setting)."""
+    with temporary_postgres_database("queuectl_conformance") as dsn:
+        yield dsn
+
+
+class TestPostgresConformance(StorageConformance):
+    @pytest.fixture
+    def storage_factory(self, pg_database: str) -> Iterator[Callable[[], Any]]:
+        import psycopg
+
+        from queuectl_plugins.postgres_storage import PostgresStorage
+
+        schema = f"t_{secrets.token_hex(6)}"
+        opened: list[Any] = []
+
+        def factory() -> Any:
+            opened.append(PostgresStorage(pg_database, schema))
+            return opened[-1]
+
+        yield factory
+        for storage in opened:
+            storage.close()
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
