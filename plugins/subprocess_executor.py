@@ -118,16 +118,21 @@ class SubprocessExecutor:
         log = BoundedLog(log_path, self.max_log_bytes)
         started = time.monotonic()
         r, w = os.pipe()
-        env = dict(os.environ, QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(ctx.attempt))
+        # The job inherits this process's environment plus its id and attempt. Setting them here and
+        # passing env=None spares Popen re-encoding the whole environment for every job.
+        os.environ["QUEUECTL_JOB_ID"] = job.id
+        os.environ["QUEUECTL_ATTEMPT"] = str(ctx.attempt)
         try:
             proc = subprocess.Popen([self.shell, "-c", job.command], stdin=subprocess.DEVNULL, stdout=w, stderr=w,
-                                    start_new_session=True, env=env)
+                                    start_new_session=True)
         except OSError as exc:
+            os.environ.pop("QUEUECTL_JOB_ID", None)
             os.close(r)
             os.close(w)
             return AttemptResult(exit_code=None, error=f"cannot start {self.shell}: {exc.strerror or exc}",
                                  log_path=None, duration=time.monotonic() - started)
         os.close(w)
+        del os.environ["QUEUECTL_JOB_ID"], os.environ["QUEUECTL_ATTEMPT"]
         pgid = proc.pid
         ctx.on_spawn(pgid)
         pidfd = os.pidfd_open(proc.pid)

@@ -194,7 +194,15 @@ def worker_start(ctx: click.Context, count: int, burst: bool) -> None:
     # Hold Ctrl+C/SIGTERM (pending, not lost) until the workers' handlers exist: a stop request
     # during start-up is then honoured gracefully instead of aborting half-way. supervise() and
     # the worker unblock them when ready.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        code = _start_workers(ctx, count, burst)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    ctx.exit(code)
+
+
+def _start_workers(ctx: click.Context, count: int, burst: bool) -> int:
     from queuectl_core.supervisor import supervise
 
     app = _app(ctx)
@@ -216,7 +224,7 @@ def worker_start(ctx: click.Context, count: int, burst: bool) -> None:
         finally:
             worker_app.close()
 
-    ctx.exit(supervise(count, run_one))
+    return supervise(count, run_one)
 
 
 @worker.command("stop")

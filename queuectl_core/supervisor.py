@@ -41,12 +41,12 @@ def supervise(count: int, run_one: Callable[[], int]) -> int:
     try:
         if count == 1:
             return run_one()
-        return _supervise(count, run_one, old_mask)
+        return _supervise(count, run_one)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
-def _supervise(count: int, run_one: Callable[[], int], old_mask: set[signal.Signals]) -> int:
+def _supervise(count: int, run_one: Callable[[], int]) -> int:
     parent = os.getpid()
     children: dict[int, int] = {}  # pid -> slot
     pgid = 0
@@ -102,7 +102,8 @@ def _supervise(count: int, run_one: Callable[[], int], old_mask: set[signal.Sign
     for slot in range(count):
         spawn(slot)
     # Every worker exists: a signal that arrived meanwhile is now forwarded to all of them.
-    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    # (Unblock rather than restore: the caller may have blocked them itself, as `worker start` does.)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     worst = 0
     while children:
         try:
