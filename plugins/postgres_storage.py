@@ -12,8 +12,8 @@ shows on any other host.
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 import select
 import time
 from datetime import datetime, timedelta
@@ -296,7 +296,7 @@ class PostgresStorage:
         return counts
 
     def claim(self, worker_id: str, lease_seconds: float) -> Job | None:
-        token = secrets.token_hex(8)
+        token = os.urandom(8).hex()
         # The CTE is MATERIALIZED and LIMIT 1, and the UPDATE joins it on the primary key: the planner
         # cannot re-run the subquery per row or turn it into a semi-join that locks and updates more
         # rows than the limit. SKIP LOCKED lets concurrent claimers take different rows without waiting.
