@@ -4,6 +4,7 @@ its stdout and stderr going to one bounded log file per attempt."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections import deque
 from pathlib import Path
@@ -96,12 +97,43 @@ def describe_exit(returncode: int) -> str | None:
     return f"exit {returncode}"
 
 
+# A command made only of these characters has no quoting, expansion, redirection, globbing or
+# operators: `sh -c` would split it on spaces and exec the first word, exactly as we can ourselves.
+_PLAIN = re.compile(r"[A-Za-z0-9_./,:+%@-]+( +[A-Za-z0-9_./,:+%@=-]+)*\Z")
+# Words sh runs itself rather than from PATH (or that mean something else to it).
+_SHELL_WORDS = frozenset(
+    "! . : alias bg break builtin case cd command continue do done echo elif else esac eval exec exit export "
+    "false fc fg fi for getopts hash if in jobs kill local printf pwd read readonly return set shift source "
+    "test then times trap true type ulimit umask unalias unset until wait while".split()
+)
+
+
+def direct_argv(command: str) -> list[str] | None:
+    """The argv to exec without a shell, when the command needs none (saving a shell's start-up
+    per job); None when it has any shell syntax or starts with a shell builtin or keyword."""
+    import shutil
+
+    if not _PLAIN.match(command):
+        return None
+    argv = command.split()
+    if argv[0] in _SHELL_WORDS:
+        # `true` and `false` are builtins, but their binaries behave identically.
+        if argv[0] not in ("true", "false"):
+            return None
+    path = shutil.which(argv[0]) if "/" not in argv[0] else argv[0]
+    if path is None or not os.access(path, os.X_OK) or os.path.isdir(path):
+        return None  # let the shell say "not found" / "not executable" with its usual exit status
+    return [path, *argv[1:]]
+
+
 class SubprocessExecutor:
-    def __init__(self, log_dir: Path, max_log_bytes: int, kill_grace: float, shell: str) -> None:
+    def __init__(self, log_dir: Path, max_log_bytes: int, kill_grace: float, shell: str,
+                 direct_exec: bool = True) -> None:
         self.log_dir = log_dir
         self.max_log_bytes = max_log_bytes
         self.kill_grace = kill_grace
         self.shell = shell
+        self.direct_exec = direct_exec
         self._made_dir = False
 
     def run(self, job: Job, ctx: RunContext) -> AttemptResult:
@@ -123,7 +155,8 @@ class SubprocessExecutor:
         os.environ["QUEUECTL_JOB_ID"] = job.id
         os.environ["QUEUECTL_ATTEMPT"] = str(ctx.attempt)
         try:
-            proc = subprocess.Popen([self.shell, "-c", job.command], stdin=subprocess.DEVNULL, stdout=w, stderr=w,
+            argv = (direct_argv(job.command) if self.direct_exec else None) or [self.shell, "-c", job.command]
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=w, stderr=w,
                                     start_new_session=True)
         except OSError as exc:
             os.environ.pop("QUEUECTL_JOB_ID", None)
@@ -226,7 +259,8 @@ class SubprocessExecutor:
 
 def _make(config: Config) -> SubprocessExecutor:
     return SubprocessExecutor(Path(config["subprocess.log_dir"]).expanduser(), config["subprocess.max_log_bytes"],
-                              config["subprocess.kill_grace_seconds"], config["subprocess.shell"])
+                              config["subprocess.kill_grace_seconds"], config["subprocess.shell"],
+                              config["subprocess.direct_exec"])
 
 
 @hookimpl
@@ -243,3 +277,5 @@ def queuectl_register_settings(register: Callable[[Setting], None]) -> None:
     register(Setting("subprocess.kill_grace_seconds", float, 5.0,
                      "After SIGTERM (timeout or forced stop), how long before SIGKILL.", minimum=0))
     register(Setting("subprocess.shell", str, "/bin/sh", "The shell that runs each command as `SHELL -c COMMAND`."))
+    register(Setting("subprocess.direct_exec", bool, True,
+                     "Run a command with no shell syntax (plain words only) directly, without starting a shell."))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 
 from queuectl_core.errors import StorageError
 from queuectl_core.interfaces import RunContext
-from queuectl_core.models import AttemptResult, EventKind, Job, JobEvent, JobState, WorkerInfo
+from queuectl_core.models import UNFINISHED_STATES, AttemptResult, EventKind, Job, JobEvent, JobState, WorkerInfo
 from queuectl_core.plugins import emit
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ HOUSEKEEPING_SECONDS = 1.0  # how often a worker says it is alive, checks for st
 # After a job, `worker stop` is checked before the next claim unless it was checked this recently:
 # a stopping worker claims nothing more, and a drain of tiny jobs pays at most ~5 extra writes/s.
 STOP_CHECK_SECONDS = 0.2
+BURST_RECHECK_SECONDS = 0.02  # a burst worker waiting only on other workers' running jobs
 
 
 class Worker:
@@ -108,9 +109,15 @@ class Worker:
                 self._run_job(job)
                 next_housekeeping = min(next_housekeeping, last_housekeeping + STOP_CHECK_SECONDS)
                 continue
-            if self.burst and not self._work_left():
-                return
-            self._idle()
+            others_running = False
+            if self.burst:
+                counts = self._storage_call(self.storage.counts, default=None)
+                if counts is not None and not any(counts[s] for s in UNFINISHED_STATES):
+                    return
+                # Nothing wakes us when another worker's job ends, so a burst worker waiting only on
+                # those rechecks often: it should exit (or take the retry) as soon as they finish.
+                others_running = counts is None or counts[JobState.PROCESSING] > 0
+            self._idle(BURST_RECHECK_SECONDS if others_running else None)
 
     def _housekeeping(self, current_job: str | None) -> None:
         stop = self._storage_call(lambda: self.storage.worker_seen(self.id, current_job), default=False)
@@ -123,14 +130,10 @@ class Worker:
                 kind = EventKind.DEAD if job.state == JobState.DEAD else EventKind.FAILED
                 emit(JobEvent(kind, job=job, worker_id=self.id))
 
-    def _work_left(self) -> bool:
-        counts = self._storage_call(self.storage.counts, default=None)
-        return counts is None or any(counts[s] for s in (JobState.PENDING, JobState.FAILED, JobState.PROCESSING))
-
-    def _idle(self) -> None:
+    def _idle(self, at_most: float | None = None) -> None:
         # Never sleep past housekeeping: with a long poll_interval_ms an idle worker would otherwise
         # drop out of the live list and notice `worker stop` (or a wake-up for it) only a poll later.
-        timeout = min(self.poll, HOUSEKEEPING_SECONDS)
+        timeout = min(self.poll, HOUSEKEEPING_SECONDS, at_most if at_most is not None else HOUSEKEEPING_SECONDS)
         next_at = self._storage_call(self.storage.next_run_at, default=None)
         if next_at is not None:
             timeout = min(timeout, max(0.0, (next_at - self.storage.now()).total_seconds()))

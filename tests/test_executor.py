@@ -4,6 +4,7 @@ group down, bounded output, readable errors, and a worker that no job can kill o
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -247,3 +248,27 @@ def test_executor_failure_stops_the_job_and_keeps_the_worker(q: Any, tmp_path: P
     assert [state for _, state in children(proc.pid) if state == "Z"] == []
     stop(proc, out)
     assert not late.exists()
+
+
+def test_plain_commands_skip_the_shell_and_shell_syntax_keeps_it(q: Any, tmp_path: Path) -> None:
+    from queuectl_plugins.subprocess_executor import direct_argv
+
+    # Plain words run directly (one exec instead of a shell's start-up plus an exec)...
+    assert direct_argv("true") == [shutil.which("true")]
+    assert direct_argv("sleep 2") == [shutil.which("sleep"), "2"]
+    # ...anything a shell would interpret, builtins and unknown commands go through sh.
+    for command in ("exit 4", "cd /tmp", "echo hi", "echo $HOME", "a | b", "sleep 1; true", "FOO=1 env",
+                    "ls *.py", "ls ~", "cat < x", "no-such-command-xyz", "'quoted' word"):
+        assert direct_argv(command) is None, command
+    # And the user-visible results are the shell's either way.
+    q.run("enqueue", "--id", "builtin", "--cmd", "exit 4", "--max-retries", "0")
+    q.run("enqueue", "--id", "missing", "--cmd", "no-such-command-xyz", "--max-retries", "0")
+    q.run("enqueue", "--id", "expand", "--cmd", "echo $QUEUECTL_JOB_ID")
+    q.run("enqueue", "--id", "direct", "--cmd", "false", "--max-retries", "0")
+    q.run("enqueue", "--id", "args", "--cmd", f"touch {tmp_path}/made")
+    q.run("worker", "start", "--burst")
+    assert q.job("builtin")["last_error"] == "exit 4"
+    assert q.job("missing")["last_error"] == "exit 127: command not found"
+    assert q.job("direct")["last_error"] == "exit 1"
+    assert q.run("logs", "expand").stdout == "expand\n"
+    assert (tmp_path / "made").exists() and q.job("args")["state"] == "completed"
