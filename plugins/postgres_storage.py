@@ -64,13 +64,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_lease ON {s}.jobs (lease_expires_at) WHERE state = 'processing';
     CREATE INDEX jobs_state ON {s}.jobs (state, id);
     CREATE TABLE {s}.workers (
-        id text PRIMARY KEY,
+        id text NOT NULL,
         hostname text NOT NULL,
         pid integer NOT NULL,
         started_at timestamptz NOT NULL,
         last_seen timestamptz NOT NULL DEFAULT now(),
         current_job text,
-        stop_requested boolean NOT NULL DEFAULT false
+        stop_requested boolean NOT NULL DEFAULT false,
+        -- Worker ids are `worker-PID`: unique on one host only (containers often all run as PID 1).
+        PRIMARY KEY (hostname, id)
     );
     """,
 )
@@ -97,6 +99,9 @@ class PostgresStorage:
     """
 
     def __init__(self, dsn: str, schema: str = "queuectl", connect_timeout: int = 5) -> None:
+        import socket
+
+        self._hostname = socket.gethostname()  # replaced by the registering worker's own
         if not _IDENT_RE.match(schema):
             from queuectl_core.errors import ConfigError
 
@@ -413,6 +418,7 @@ class PostgresStorage:
         # From now on this connection LISTENs (and re-LISTENs after every reconnect), so a job
         # enqueued before the first wait_for_work still wakes it.
         self._wants_listen = True
+        self._hostname = info.hostname
 
         def register(conn: Any) -> None:
             if not self._listening:
@@ -422,7 +428,7 @@ class PostgresStorage:
                 conn.execute(f"DELETE FROM {self.s}.workers WHERE last_seen < now() - interval '1 day'")
                 conn.execute(
                     f"INSERT INTO {self.s}.workers (id, hostname, pid, started_at, last_seen) VALUES (%s, %s, %s, %s, now())"
-                    f" ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, pid = excluded.pid,"
+                    f" ON CONFLICT (hostname, id) DO UPDATE SET pid = excluded.pid,"
                     f" started_at = excluded.started_at, last_seen = now(), current_job = NULL, stop_requested = false",
                     (info.id, info.hostname, info.pid, info.started_at))
 
@@ -430,13 +436,14 @@ class PostgresStorage:
 
     def worker_seen(self, worker_id: str, current_job: str | None) -> bool:
         row = self._run(lambda conn: conn.execute(
-            f"UPDATE {self.s}.workers SET last_seen = now(), current_job = %s WHERE id = %s RETURNING stop_requested",
-            (current_job, worker_id)).fetchone())
+            f"UPDATE {self.s}.workers SET last_seen = now(), current_job = %s WHERE hostname = %s AND id = %s"
+            f" RETURNING stop_requested", (current_job, self._hostname, worker_id)).fetchone())
         return bool(row and row[0])
 
     def unregister_worker(self, worker_id: str) -> None:
         self._wants_listen = False
-        self._run(lambda conn: conn.execute(f"DELETE FROM {self.s}.workers WHERE id = %s", (worker_id,)))
+        self._run(lambda conn: conn.execute(f"DELETE FROM {self.s}.workers WHERE hostname = %s AND id = %s",
+                                            (self._hostname, worker_id)))
 
     def live_workers(self) -> list[WorkerInfo]:
         from queuectl_core.models import WorkerInfo

@@ -100,8 +100,8 @@ class SQLiteStorage:
             self._retry(lambda: self.conn.execute("PRAGMA journal_mode = WAL").fetchone())
             self.conn.execute(f"PRAGMA synchronous = {synchronous}")
             self._migrate()
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open SQLite database {path}: {exc}") from None
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot open SQLite database {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
     # -- plumbing -------------------------------------------------------------------------
     def _retry(self, fn: Callable[[], T]) -> T:
@@ -135,7 +135,7 @@ class SQLiteStorage:
 
         try:
             return self._retry(attempt)
-        except self._sqlite3.Error as exc:
+        except (self._sqlite3.Error, OverflowError) as exc:  # OverflowError: an int beyond 64 bits
             if isinstance(exc, self._sqlite3.IntegrityError):
                 raise
             raise self._StorageError(f"SQLite {self.path}: {exc}") from None

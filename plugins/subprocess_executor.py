@@ -23,7 +23,10 @@ TAIL_FOR_STORAGE = 4096
 
 class BoundedLog:
     """Keeps the first ``limit // 2`` bytes on disk as they come and the last ``limit // 2`` in
-    memory, so neither the disk nor memory grows with a job that prints gigabytes."""
+    memory, so neither the disk nor memory grows with a job that prints gigabytes.
+
+    A failing disk (full, unwritable, gone) never fails the job: output then stays in memory only,
+    and the stored tail says why the file is short."""
 
     def __init__(self, path: Path, limit: int) -> None:
         self.path = path
@@ -33,18 +36,32 @@ class BoundedLog:
         self.total = 0
         self.tail: deque[bytes] = deque()
         self.tail_size = 0
+        self.recent = b""  # the last TAIL_FOR_STORAGE bytes, whatever happened to the file
         self.fd: int | None = None
+        self.error: str | None = None
+
+    def _disk(self, fn: Callable[[], Any]) -> None:
+        if self.error is None:
+            try:
+                fn()
+            except OSError as exc:
+                self.error = f"[queuectl: cannot write the log file {self.path}: {exc.strerror or exc}]\n"
+
+    def _open(self) -> None:
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
 
     def write(self, data: bytes) -> None:
         self.total += len(data)
+        self.recent = (self.recent + data)[-TAIL_FOR_STORAGE:]
         room = self.head_limit - self.written
-        if room > 0:
+        if room > 0 and self.error is None:
             if self.fd is None:
-                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+                self._disk(self._open)
             head = data[:room]
-            os.write(self.fd, head)
-            self.written += len(head)
-            data = data[room:]
+            self._disk(lambda: os.write(self.fd, head))  # type: ignore[arg-type]
+            if self.error is None:
+                self.written += len(head)
+                data = data[room:]
         if data:
             self.tail.append(data)
             self.tail_size += len(data)
@@ -59,16 +76,13 @@ class BoundedLog:
         if tail and self.fd is not None:
             omitted = self.total - self.written - len(tail)
             if omitted > 0:
-                os.write(self.fd, f"\n[queuectl: {omitted} bytes of output omitted]\n".encode())
-            os.write(self.fd, tail)
+                self._disk(lambda: os.write(self.fd, f"\n[queuectl: {omitted} bytes of output omitted]\n".encode()))  # type: ignore[arg-type]
+            self._disk(lambda: os.write(self.fd, tail))  # type: ignore[arg-type]
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-        if len(tail) < TAIL_FOR_STORAGE and self.written:
-            with open(self.path, "rb") as fh:
-                fh.seek(max(0, self.written - (TAIL_FOR_STORAGE - len(tail))))
-                tail = fh.read(TAIL_FOR_STORAGE - len(tail)) + tail
-        return tail[-TAIL_FOR_STORAGE:].decode("utf-8", "replace")
+        text = self.recent.decode("utf-8", "replace")
+        return text + self.error if self.error else text
 
 
 def describe_exit(returncode: int) -> str | None:
@@ -144,8 +158,11 @@ class SubprocessExecutor:
         from queuectl_core.models import AttemptResult
 
         if not self._made_dir:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            self._made_dir = True
+            try:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                self._made_dir = True
+            except OSError:
+                pass  # BoundedLog reports it; the job still runs, its output kept in memory
         log_path = self.log_dir / f"{job.id}.{ctx.attempt}.log"
         log = BoundedLog(log_path, self.max_log_bytes)
         started = time.monotonic()
@@ -154,10 +171,19 @@ class SubprocessExecutor:
         # passing env=None spares Popen re-encoding the whole environment for every job.
         os.environ["QUEUECTL_JOB_ID"] = job.id
         os.environ["QUEUECTL_ATTEMPT"] = str(ctx.attempt)
+        shell_argv = [self.shell, "-c", job.command]
+        # Only in place of the default shell: a chosen shell may be wanted for its start-up (BASH_ENV).
+        direct = direct_argv(job.command) if self.direct_exec and self.shell == "/bin/sh" else None
         try:
-            argv = (direct_argv(job.command) if self.direct_exec else None) or [self.shell, "-c", job.command]
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=w, stderr=w,
-                                    start_new_session=True)
+            try:
+                proc = subprocess.Popen(direct or shell_argv, stdin=subprocess.DEVNULL, stdout=w, stderr=w,
+                                        start_new_session=True)
+            except OSError as exc:
+                if direct is None:
+                    raise
+                # A script without a #! line (ENOEXEC) and the like: sh knows what to do with it.
+                proc = subprocess.Popen(shell_argv, stdin=subprocess.DEVNULL, stdout=w, stderr=w,
+                                        start_new_session=True)
         except OSError as exc:
             os.environ.pop("QUEUECTL_JOB_ID", None)
             os.close(r)
@@ -179,7 +205,11 @@ class SubprocessExecutor:
 
         def drain() -> bool:
             nonlocal pipe_open
-            while pipe_open:
+            # At most 1 MiB per call, so a job writing faster than we read cannot starve the
+            # heartbeat, the timeout or a second Ctrl+C.
+            for _ in range(16):
+                if not pipe_open:
+                    break
                 try:
                     data = os.read(r, 65536)
                 except BlockingIOError:

@@ -194,7 +194,9 @@ def worker_start(ctx: click.Context, count: int, burst: bool) -> None:
     # Hold Ctrl+C/SIGTERM (pending, not lost) until the workers' handlers exist: a stop request
     # during start-up is then honoured gracefully instead of aborting half-way. supervise() and
     # the worker unblock them when ready.
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    from queuectl_core.signals import HANDLED
+
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
     try:
         code = _start_workers(ctx, count, burst)
     finally:
@@ -308,10 +310,13 @@ def logs(ctx: click.Context, job_id: str) -> None:
         with open(job.log_path, "rb") as fh:
             while chunk := fh.read(1 << 16):
                 out.write(chunk)
-    except FileNotFoundError:
+    except OSError as exc:
         if job.output_tail:
-            click.echo(f"(log file {job.log_path} is not on this machine; showing the stored tail)", err=True)
+            why = "is not on this machine" if isinstance(exc, FileNotFoundError) else f"cannot be read ({exc.strerror})"
+            click.echo(f"(log file {job.log_path} {why}; showing the stored tail)", err=True)
             out.write(job.output_tail.encode())
+        elif not isinstance(exc, FileNotFoundError):
+            raise click.ClickException(f"cannot read {job.log_path}: {exc.strerror}") from None
         # else: the attempt printed nothing, so no file was ever made
     out.flush()
 
@@ -381,13 +386,27 @@ def config_set(ctx: click.Context, key: str, value: str) -> None:
 
 
 def _mask(setting: Any, value: Any) -> Any:
+    """A secret as `config show` may print it: a DSN keeps everything but its password."""
     if not setting.secret or value in (None, ""):
         return value
-    text = str(value)
-    if "://" in text and "@" in text:  # a DSN: hide only the password
-        import re
+    import re
 
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1****@", text)
+    text = str(value)
+    if "://" in text:
+        from urllib.parse import urlsplit, urlunsplit
+
+        try:
+            parts = urlsplit(text)
+        except ValueError:
+            return "****"
+        netloc = parts.netloc
+        userinfo, at, host = netloc.rpartition("@")
+        if at and ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:****@{host}"
+        query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2****", parts.query)
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    if "=" in text:  # a key=value connection string
+        return re.sub(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)", r"\1****", text)
     return "****"
 
 

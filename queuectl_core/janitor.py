@@ -16,6 +16,8 @@ import signal
 import struct
 import time
 
+from queuectl_core.signals import HANDLED
+
 SLOTS = 64  # process groups one worker can have running at once
 _SLOT = struct.Struct("=q")
 
@@ -26,7 +28,7 @@ class Janitor:
         r, w = os.pipe()
         # Forked with the stop signals blocked, so the worker's Python handlers (inherited) never
         # run in the janitor before it has set them to ignore; they stay blocked there.
-        saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+        saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
         try:
             pid = os.fork()
         except OSError:
@@ -68,7 +70,7 @@ class Janitor:
 
 def _serve(r: int, grace: float, table: mmap.mmap) -> None:
     os.setsid()  # out of the worker's process group: a kill aimed at the group must not reach us
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in HANDLED:
         signal.signal(sig, signal.SIG_IGN)
     os.closerange(0, r)
     os.closerange(r + 1, 1 << 16)

@@ -42,6 +42,7 @@ class Setting:
     help: str
     minimum: float | None = None
     exclusive_minimum: bool = False
+    maximum: float | None = None
     choices: tuple[str, ...] | None = None
     secret: bool = False
     # A callable default is computed from the home directory (e.g. a path inside it).
@@ -89,6 +90,8 @@ class Setting:
             if out < self.minimum or (self.exclusive_minimum and out == self.minimum):
                 op = ">" if self.exclusive_minimum else ">="
                 raise ConfigError(f"{self.key} must be {op} {self.minimum:g}, got {value!r}")
+        if self.maximum is not None and out > self.maximum:
+            raise ConfigError(f"{self.key} must be <= {self.maximum:g}, got {value!r}")
         if self.choices is not None and out not in self.choices:
             raise ConfigError(f"{self.key} must be one of {', '.join(self.choices)}; got {value!r}")
         if self.validate is not None:
@@ -104,13 +107,14 @@ def _type_name(t: type) -> str:
 
 
 CORE_SETTINGS = (
-    Setting("max_retries", int, 3, "Retries after the first attempt (a job runs at most N + 1 times).", minimum=0),
+    Setting("max_retries", int, 3, "Retries after the first attempt (a job runs at most N + 1 times).", minimum=0,
+            maximum=2**31 - 1),
     Setting("backoff_base", float, 2.0, "Retry delay base: retry k waits backoff_base ** k seconds.",
-            minimum=0, exclusive_minimum=True),
+            minimum=0, exclusive_minimum=True, maximum=86_400),
     Setting("poll_interval_ms", int, 500, "How often an idle worker checks for work without a wake-up.",
-            minimum=0, exclusive_minimum=True),
+            minimum=0, exclusive_minimum=True, maximum=3_600_000),
     Setting("lease_seconds", float, 60.0, "A claimed job's lease, renewed by a heartbeat while it runs.",
-            minimum=0, exclusive_minimum=True),
+            minimum=0, exclusive_minimum=True, maximum=7 * 86_400),
     Setting("storage", str, "sqlite", "Which registered storage backend holds the queue."),
     Setting("executor", str, "subprocess", "Which registered executor runs jobs."),
     Setting("backoff", str, "exponential", "Which registered backoff policy spaces retries."),

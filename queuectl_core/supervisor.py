@@ -2,8 +2,8 @@
 
 With one worker the supervisor is the worker. With more, the workers are forked into a process
 group of their own, so a terminal's Ctrl+C reaches only the supervisor, which forwards each
-SIGINT/SIGTERM exactly once to every worker (the first is graceful, the second immediate, as for a
-lone worker). Each worker dies with the supervisor (PR_SET_PDEATHSIG), and its janitor then takes
+SIGINT/SIGTERM/SIGHUP to every worker as SIGUSR1 (the first: graceful) or SIGUSR2 (later ones: at
+once), so a worker that also received the original signal does not count it twice (signals.py). Each worker dies with the supervisor (PR_SET_PDEATHSIG), and its janitor then takes
 its jobs down, so a SIGKILLed supervisor leaves nothing running unsupervised.
 """
 
@@ -15,11 +15,12 @@ import sys
 import time
 from typing import Callable
 
+from queuectl_core.signals import GRACEFUL, HANDLED, IMMEDIATE, STOP_SIGNALS
+
 PR_SET_PDEATHSIG = 1
 RESTART_LIMIT = 5  # crashed workers restarted per minute before giving up
 # Blocked (held pending, never lost) until a handler is ready for them: the worker unblocks them
 # once its own handlers are installed (Worker._install_signals).
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _die_with_parent(parent: int) -> None:
@@ -37,7 +38,7 @@ def _die_with_parent(parent: int) -> None:
 def supervise(count: int, run_one: Callable[[], int]) -> int:
     # A Ctrl+C during start-up is held until someone can honour it gracefully, rather than
     # raising KeyboardInterrupt half-way through opening the worker.
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
     try:
         if count == 1:
             return run_one()
@@ -59,7 +60,7 @@ def _supervise(count: int, run_one: Callable[[], int]) -> int:
         # supervisor's inherited `forward` (it would signal the siblings again and be lost for
         # this worker), nor kill it before its handlers exist; it stays pending until the worker
         # unblocks it. In the parent it waits until the child is in `children`.
-        saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
         try:
             pid = os.fork()
         except OSError:
@@ -68,8 +69,8 @@ def _supervise(count: int, run_one: Callable[[], int]) -> int:
         if pid == 0:
             code = 1
             try:
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                for sig in HANDLED:
+                    signal.signal(sig, signal.SIG_DFL)
                 _die_with_parent(parent)
                 code = run_one()
             except SystemExit as exc:
@@ -90,15 +91,16 @@ def _supervise(count: int, run_one: Callable[[], int]) -> int:
     def forward(signum: int, frame: object) -> None:
         nonlocal signals
         signals += 1
+        request = GRACEFUL if signals == 1 else IMMEDIATE
         for pid in list(children):
             try:
-                os.kill(pid, signum)
+                os.kill(pid, request)
             except ProcessLookupError:
                 pass
 
     # Handlers first, so a signal arriving while workers start is still forwarded.
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, forward)
     for slot in range(count):
         spawn(slot)
     # Every worker exists: a signal that arrived meanwhile is now forwarded to all of them.

@@ -1,6 +1,6 @@
 """The worker: claim a job under a lease, run it while renewing the lease, record the outcome.
 
-Shutdown: the first SIGINT/SIGTERM (or ``queuectl worker stop``) means claim nothing more and let
+Shutdown: the first SIGINT/SIGTERM/SIGHUP (or ``queuectl worker stop``) means claim nothing more and let
 the running job finish; the second stops the job's process group at once and releases the job.
 """
 
@@ -17,6 +17,7 @@ from queuectl_core.errors import StorageError
 from queuectl_core.interfaces import RunContext
 from queuectl_core.models import UNFINISHED_STATES, AttemptResult, EventKind, Job, JobEvent, JobState, WorkerInfo
 from queuectl_core.plugins import emit
+from queuectl_core.signals import GRACEFUL, HANDLED, IMMEDIATE
 
 if TYPE_CHECKING:
     from queuectl_core.app import App
@@ -40,7 +41,7 @@ class Worker:
         self.poll = app.config["poll_interval_ms"] / 1000
         self.pid = os.getpid()
         self.id = f"worker-{self.pid}"
-        self.signals = 0  # SIGINT/SIGTERM received
+        self.signals = 0  # stop requests by signal: 1 graceful, 2 or more immediate
         self.stop_requested = False  # by `queuectl worker stop`
         self._sig_r, self._sig_w = os.pipe()
         self._janitor = None
@@ -52,19 +53,26 @@ class Worker:
         return self.signals > 0 or self.stop_requested
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        self.signals += 1
-        if self.signals == 1:
+        before = self.signals
+        if signum == GRACEFUL:
+            self.signals = max(self.signals, 1)
+        elif signum == IMMEDIATE:
+            self.signals = max(self.signals, 2)
+        else:
+            self.signals += 1
+        if before == 0 and self.signals == 1:
+            name = "stop request" if signum == GRACEFUL else signal.Signals(signum).name
             emit(JobEvent(EventKind.WORKER_STOPPING, worker_id=self.id,
-                          message=f"{signal.Signals(signum).name}: finishing the current job; signal again to stop now"))
+                          message=f"{name}: finishing the current job; signal again to stop now"))
 
     def _install_signals(self) -> None:
         os.set_blocking(self._sig_w, False)
         os.set_blocking(self._sig_r, False)
         signal.set_wakeup_fd(self._sig_w, warn_on_full_buffer=False)
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.signal(signal.SIGTERM, self._on_signal)
-        # The supervisor keeps these blocked until now, so one sent during start-up is not lost.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        for sig in HANDLED:
+            signal.signal(sig, self._on_signal)
+        # `worker start` keeps these blocked until now, so one sent during start-up is not lost.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
 
     def _drain_signal_pipe(self) -> None:
         try:

@@ -1,0 +1,90 @@
+"""Failures around the queue that must never cost a job: signals from service managers and
+closed terminals, a broken log directory, out-of-range settings, odd commands."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _wait_running(q: Any, job_id: str) -> None:
+    q.wait_state(job_id, "processing", timeout=30)
+
+
+def test_sighup_is_a_graceful_stop(q: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "done"
+    q.run("enqueue", "--id", "hup", "--cmd", f"sleep 1; touch {marker}")
+    worker = q.start_worker()
+    _wait_running(q, "hup")
+    os.kill(worker.pid, signal.SIGHUP)  # the terminal went away
+    assert worker.wait(timeout=30) == 0
+    assert marker.exists() and q.job("hup")["state"] == "completed"
+
+
+def test_a_stop_sent_to_every_process_once_is_still_graceful(q: Any, tmp_path: Path) -> None:
+    # systemd's default KillMode, `kill -- -PGID` of everything: each worker gets SIGTERM directly
+    # and again, forwarded, from its supervisor. That is one request, not two.
+    for n in range(2):
+        q.run("enqueue", "--id", f"svc{n}", "--cmd", f"sleep 1.5; touch {tmp_path}/svc{n}")
+    supervisor = q.start_worker("--count", "2")
+    q.wait_for(lambda: q.counts()["processing"] == 2, timeout=30, what="both jobs running")
+    workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == supervisor.pid]
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)
+    time.sleep(0.05)
+    os.kill(supervisor.pid, signal.SIGTERM)
+    assert supervisor.wait(timeout=30) == 0
+    assert q.counts()["completed"] == 2, q.json("list")
+    assert (tmp_path / "svc0").exists() and (tmp_path / "svc1").exists()
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def test_an_unwritable_log_directory_does_not_fail_jobs(q: Any) -> None:
+    q.config("subprocess.log_dir", "/proc/queuectl-no-such-dir")
+    q.run("enqueue", "--id", "nolog", "--cmd", "echo still here", "--max-retries", "0")
+    q.run("worker", "start", "--burst")
+    assert q.job("nolog")["state"] == "completed"
+    logs = q.run("logs", "nolog")
+    assert "still here" in logs.stdout and "cannot write the log file" in logs.stdout
+
+
+def test_out_of_range_settings_are_refused(q: Any) -> None:
+    before = (q.home / "config.toml").read_bytes()
+    for key, value in (("max_retries", "99999999999999999999"), ("lease_seconds", "1e30"),
+                       ("poll_interval_ms", "100000000000")):
+        out = q.run("config", "set", key, value, check=False)
+        assert out.returncode != 0 and out.stderr.startswith("Error:") and "<=" in out.stderr, out.stderr
+    assert (q.home / "config.toml").read_bytes() == before
+
+
+def test_an_uncreatable_database_directory_is_one_line(q: Any) -> None:
+    q.config("sqlite.path", "/proc/queuectl-nope/queue.db")
+    out = q.run("status", check=False)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("Error: cannot open SQLite database") and out.stderr.count("\n") == 1
+
+
+def test_a_script_without_a_shebang_still_runs(q: Any, tmp_path: Path) -> None:
+    script = tmp_path / "noshebang"
+    script.write_text(f"touch {tmp_path}/ran\n")
+    script.chmod(0o755)
+    q.run("enqueue", "--id", "script", "--cmd", str(script), "--max-retries", "0")
+    q.run("worker", "start", "--burst")
+    assert q.job("script")["state"] == "completed", q.job("script")
+    assert (tmp_path / "ran").exists()
+
+
+def test_config_show_masks_every_form_of_dsn_password(q: Any) -> None:
+    for dsn in ("postgresql://alice@db/q?password=hunter2", "postgresql://alice:p@ss2@db/q",
+                "host=db user=alice password=hunter2"):
+        shown = q.run("config", "show", env={"QUEUECTL_POSTGRES_DSN": dsn}).stdout
+        assert "hunter2" not in shown and "ss2@" not in shown and "****" in shown, shown
