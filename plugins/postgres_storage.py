@@ -102,6 +102,7 @@ class PostgresStorage:
         import socket
 
         self._hostname = socket.gethostname()  # replaced by the registering worker's own
+        self._unconfirmed_claim: str | None = None  # the token of a claim whose reply never came
         if not _IDENT_RE.match(schema):
             from queuectl_core.errors import ConfigError
 
@@ -301,6 +302,17 @@ class PostgresStorage:
         return counts
 
     def claim(self, worker_id: str, lease_seconds: float) -> Job | None:
+        if self._unconfirmed_claim is not None:
+            # The last claim's reply was lost: it may have committed. Take that job up again under
+            # the same token rather than leave it to sit out its lease and count an attempt unrun.
+            token = self._unconfirmed_claim
+            job = self._run(lambda conn: self._one(conn.execute(
+                f"UPDATE {self.s}.jobs j SET lease_expires_at = now() + make_interval(secs => %s)"
+                f" WHERE j.lease_token = %s AND j.state = 'processing' RETURNING {_JCOLS}",
+                (lease_seconds, token)).fetchall()))
+            self._unconfirmed_claim = None
+            if job is not None:
+                return job
         token = os.urandom(8).hex()
         # The CTE is MATERIALIZED and LIMIT 1, and the UPDATE joins it on the primary key: the planner
         # cannot re-run the subquery per row or turn it into a semi-join that locks and updates more
@@ -313,7 +325,11 @@ class PostgresStorage:
             f" lease_token = %s, lease_expires_at = now() + make_interval(secs => %s), updated_at = now()"
             f" FROM next WHERE j.id = next.id RETURNING {_JCOLS}"
         )
-        return self._run(lambda conn: self._one(conn.execute(sql, (worker_id, token, lease_seconds)).fetchall()))
+        try:
+            return self._run(lambda conn: self._one(conn.execute(sql, (worker_id, token, lease_seconds)).fetchall()))
+        except self._StorageError:
+            self._unconfirmed_claim = token
+            raise
 
     def heartbeat(self, job_id: str, token: str, lease_seconds: float) -> bool:
         return self._run(lambda conn: conn.execute(

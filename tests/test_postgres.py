@@ -183,6 +183,27 @@ def test_migrations_are_safe_when_many_workers_start_at_once(pg_dsn: str) -> Non
         [(v,) for v in range(1, len(MIGRATIONS) + 1)]
 
 
+def test_a_claim_whose_reply_was_lost_is_taken_up_again(pg_dsn: str) -> None:
+    from queuectl_core.models import NewJob
+    from queuectl_plugins.postgres_storage import PostgresStorage
+
+    storage = PostgresStorage(pg_dsn, "lost_reply")
+    try:
+        storage.enqueue([NewJob(id="j", command="true", max_retries=0), NewJob(id="k", command="true", max_retries=0)])
+        first = storage.claim("worker-1", 60)
+        assert first is not None
+        # The UPDATE committed but the connection died before the reply: all the worker kept is the
+        # token it sent. Its next claim must resume that job, not leave it to sit out the lease and
+        # then count an attempt that never ran (with max_retries 0: straight to the DLQ, unrun).
+        storage._unconfirmed_claim = first.lease_token
+        again = storage.claim("worker-1", 60)
+        assert again is not None and (again.id, again.lease_token, again.attempts) == (first.id, first.lease_token, 1)
+        nxt = storage.claim("worker-1", 60)
+        assert nxt is not None and nxt.id != first.id  # and then claiming carries on as usual
+    finally:
+        storage.close()
+
+
 def _scanned_rows(plan: Any) -> int:
     """Rows the plan's scans of the jobs table produced (what a claim had to read)."""
     total = 0
