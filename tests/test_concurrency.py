@@ -3,52 +3,15 @@ contention (SQLITE_BUSY) never turns into a failed job or a dead worker."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import threading
 from pathlib import Path
 from typing import Any
 
-class Output:
-    """Drains a worker's stdout/stderr in the background: hundreds of log lines would otherwise
-    fill the pipe and block the worker."""
+import pytest
 
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self._threads = [threading.Thread(target=self._read, args=(s,), daemon=True)
-                         for s in (proc.stdout, proc.stderr)]
-        for t in self._threads:
-            t.start()
-
-    def _read(self, stream: Any) -> None:
-        for line in stream:
-            self.lines.append(line)
-
-    def text(self) -> str:
-        for t in self._threads:
-            t.join(timeout=5)
-        return "".join(self.lines)
-
-
-def start(q: Any, *args: str) -> tuple[subprocess.Popen[str], Output]:
-    proc = q.start_worker(*args)
-    return proc, Output(proc)
-
-
-def enqueue_many(q: Any, ids: list[str], command: str) -> None:
-    lines = "".join(json.dumps({"id": i, "command": command}) + "\n" for i in ids)
-    out = q.run("enqueue", "--file", "-", input=lines).stdout
-    assert out.split() == ids
-
-
-def assert_each_ran_once(q: Any, runs: Path, ids: list[str]) -> None:
-    executed = runs.read_text().split()
-    assert len(executed) == len(ids), f"{len(executed)} executions for {len(ids)} jobs"
-    assert sorted(executed) == sorted(ids)
-    jobs = q.json("list")
-    assert {j["id"]: (j["state"], j["attempts"]) for j in jobs} == {i: ("completed", 1) for i in ids}
+pytest.register_assert_rewrite("process_helpers")  # its asserts report like a test's own
+from process_helpers import assert_each_ran_once, enqueue_many, start  # noqa: E402
 
 
 def test_five_workers_while_jobs_arrive_execute_each_job_once(q: Any, tmp_path: Path) -> None:

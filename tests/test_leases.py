@@ -6,80 +6,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-
-# -- helpers -----------------------------------------------------------------------------------
-def proc_stat(pid: int) -> tuple[str, int, int, int] | None:
-    """(state, ppid, pgrp, session) of a process, or None if it is gone."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = data[data.rindex(")") + 2:].split()
-    return fields[0], int(fields[1]), int(fields[2]), int(fields[3])
-
-
-def alive(pid: int) -> bool:
-    st = proc_stat(pid)
-    return st is not None and st[0] != "Z"  # pid 1 here may never reap an orphaned zombie
-
-
-def group_alive(pgid: int) -> bool:
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = proc_stat(int(entry))
-            if st is not None and st[2] == pgid and st[0] != "Z":
-                return True
-    return False
-
-
-class Output:
-    """Drains a worker's stdout/stderr in the background and keeps the lines."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self._threads = [threading.Thread(target=self._read, args=(s,), daemon=True)
-                         for s in (proc.stdout, proc.stderr)]
-        for t in self._threads:
-            t.start()
-
-    def _read(self, stream: Any) -> None:
-        for line in stream:
-            self.lines.append(line)
-
-    def count(self, needle: str) -> int:
-        return sum(needle in line for line in list(self.lines))
-
-    def text(self) -> str:
-        for t in self._threads:
-            t.join(timeout=5)
-        return "".join(self.lines)
-
-
-def start(q: Any, *args: str) -> tuple[subprocess.Popen[str], Output]:
-    proc = q.start_worker(*args)
-    return proc, Output(proc)
-
-
-def pid_from(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        return None
-    return int(text) if text else None
-
-
-def stop(proc: subprocess.Popen[str], out: Output) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0, out.text()
+pytest.register_assert_rewrite("process_helpers")  # its asserts report like a test's own
+from process_helpers import alive, group_alive, pid_from, proc_stat, start, stop  # noqa: E402
 
 
 # -- tests -------------------------------------------------------------------------------------

@@ -6,70 +6,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-
-# -- helpers -----------------------------------------------------------------------------------
-def proc_stat(pid: int) -> tuple[str, int, int, int] | None:
-    """(state, ppid, pgrp, session) of a process, or None if it is gone."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = data[data.rindex(")") + 2:].split()
-    return fields[0], int(fields[1]), int(fields[2]), int(fields[3])
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any non-zombie process is in the group (zombies may linger: pid 1 here may not reap)."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = proc_stat(int(entry))
-            if st is not None and st[2] == pgid and st[0] != "Z":
-                return True
-    return False
-
-
-class Output:
-    """Reads a worker's stdout and stderr as they come, so a chatty worker never blocks on a full
-    pipe and a test can wait for a log line (e.g. that a signal was handled)."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self._threads = [threading.Thread(target=self._read, args=(s,), daemon=True)
-                         for s in (proc.stdout, proc.stderr)]
-        for t in self._threads:
-            t.start()
-
-    def _read(self, stream: Any) -> None:
-        for line in stream:
-            self.lines.append(line)
-
-    def count(self, needle: str) -> int:
-        return sum(needle in line for line in list(self.lines))
-
-    def text(self) -> str:
-        for t in self._threads:
-            t.join(timeout=5)
-        return "".join(self.lines)
-
-
-def start(q: Any, *args: str) -> tuple[subprocess.Popen[str], Output]:
-    proc = q.start_worker(*args)
-    return proc, Output(proc)
-
-
-def pid_from(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        return None
-    return int(text) if text else None
+pytest.register_assert_rewrite("process_helpers")  # its asserts report like a test's own
+from process_helpers import children, group_alive, pid_from, start  # noqa: E402
 
 
 # -- graceful shutdown -------------------------------------------------------------------------
@@ -227,16 +171,6 @@ def test_completed_job_stays_completed_across_worker_restarts(q: Any, tmp_path: 
     after = q.job("once")
     assert after == before
     assert runs.read_text() == "ran\n"
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = proc_stat(int(entry))
-            if st is not None and st[1] == pid:
-                found.append(int(entry))
-    return found
 
 
 @pytest.mark.parametrize("attempt", range(3))

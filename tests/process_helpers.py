@@ -1,0 +1,114 @@
+"""Helpers shared by the tests that drive real worker processes: reading /proc, draining a
+worker's output in the background, starting and stopping workers, and enqueueing in bulk.
+
+Not a test module: tests/ has no __init__.py, so pytest puts tests/ on sys.path and the test
+files import this as ``from process_helpers import ...``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+
+# -- /proc -------------------------------------------------------------------------------------
+def proc_stat(pid: int) -> tuple[str, int, int, int] | None:
+    """(state, ppid, pgrp, session) of a process, or None if it is gone."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = data[data.rindex(")") + 2:].split()
+    return fields[0], int(fields[1]), int(fields[2]), int(fields[3])
+
+
+def alive(pid: int) -> bool:
+    st = proc_stat(pid)
+    return st is not None and st[0] != "Z"  # pid 1 here may never reap an orphaned zombie
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any non-zombie process is in the group (zombies may linger: pid 1 here may not reap)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = proc_stat(int(entry))
+            if st is not None and st[2] == pgid and st[0] != "Z":
+                return True
+    return False
+
+
+def children(pid: int) -> list[tuple[int, str]]:
+    """(pid, state) of every process whose parent is ``pid``, zombies included."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = proc_stat(int(entry))
+            if st is not None and st[1] == pid:
+                found.append((int(entry), st[0]))
+    return found
+
+
+def pid_from(path: Path) -> int | None:
+    """The pid a job wrote to ``path``, or None if it has not (yet)."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text else None
+
+
+# -- worker processes --------------------------------------------------------------------------
+class Output:
+    """Reads a worker's stdout and stderr as they come, so a chatty worker never blocks on a full
+    pipe and a test can wait for a log line (e.g. that a signal was handled)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._threads = [threading.Thread(target=self._read, args=(s,), daemon=True)
+                         for s in (proc.stdout, proc.stderr)]
+        for t in self._threads:
+            t.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def count(self, needle: str) -> int:
+        return sum(needle in line for line in list(self.lines))
+
+    def text(self) -> str:
+        for t in self._threads:
+            t.join(timeout=5)
+        return "".join(self.lines)
+
+
+def start(q: Any, *args: str) -> tuple[subprocess.Popen[str], Output]:
+    """`queuectl worker start ARGS`, with its output drained in the background."""
+    proc = q.start_worker(*args)
+    return proc, Output(proc)
+
+
+def stop(proc: subprocess.Popen[str], out: Output) -> None:
+    """SIGTERM a worker (if still running) and assert it exits 0."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, out.text()
+
+
+# -- jobs --------------------------------------------------------------------------------------
+def enqueue_many(q: Any, ids: list[str], command: str) -> None:
+    lines = "".join(json.dumps({"id": i, "command": command}) + "\n" for i in ids)
+    out = q.run("enqueue", "--file", "-", input=lines).stdout
+    assert out.split() == ids
+
+
+def assert_each_ran_once(q: Any, runs: Path, ids: list[str]) -> None:
+    executed = runs.read_text().split()
+    assert len(executed) == len(ids), f"{len(executed)} executions for {len(ids)} jobs"
+    assert sorted(executed) == sorted(ids)
+    jobs = q.json("list")
+    assert {j["id"]: (j["state"], j["attempts"]) for j in jobs} == {i: ("completed", 1) for i in ids}
