@@ -178,7 +178,7 @@ class SubprocessExecutor:
             try:
                 proc = subprocess.Popen(direct or shell_argv, stdin=subprocess.DEVNULL, stdout=w, stderr=w,
                                         start_new_session=True)
-            except OSError as exc:
+            except OSError:
                 if direct is None:
                     raise
                 # A script without a #! line (ENOEXEC) and the like: sh knows what to do with it.

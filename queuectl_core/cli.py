@@ -189,18 +189,13 @@ def worker() -> None:
 def worker_start(ctx: click.Context, count: int, burst: bool) -> None:
     """Run workers in the foreground. Ctrl+C or SIGTERM: finish running jobs, then exit;
     a second one stops at once and releases the jobs."""
-    import signal
-
     # Hold Ctrl+C/SIGTERM (pending, not lost) until the workers' handlers exist: a stop request
     # during start-up is then honoured gracefully instead of aborting half-way. supervise() and
     # the worker unblock them when ready.
-    from queuectl_core.signals import HANDLED
+    from queuectl_core.signals import held
 
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
-    try:
+    with held():
         code = _start_workers(ctx, count, burst)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     ctx.exit(code)
 
 

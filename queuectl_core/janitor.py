@@ -16,7 +16,7 @@ import signal
 import struct
 import time
 
-from queuectl_core.signals import HANDLED
+from queuectl_core.signals import HANDLED, held
 
 SLOTS = 64  # process groups one worker can have running at once
 _SLOT = struct.Struct("=q")
@@ -28,19 +28,14 @@ class Janitor:
         r, w = os.pipe()
         # Forked with the stop signals blocked, so the worker's Python handlers (inherited) never
         # run in the janitor before it has set them to ignore; they stay blocked there.
-        saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
-        try:
+        with held():
             pid = os.fork()
-        except OSError:
-            signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
-            raise
-        if pid == 0:  # the janitor
-            try:
-                os.close(w)
-                _serve(r, grace, self._table)
-            finally:
-                os._exit(0)
-        signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
+            if pid == 0:  # the janitor
+                try:
+                    os.close(w)
+                    _serve(r, grace, self._table)
+                finally:
+                    os._exit(0)
         os.close(r)
         self.pid = pid
         self._w: int | None = w

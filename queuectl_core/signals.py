@@ -10,9 +10,23 @@ forwarded copy, and two copies of one request must not count as two requests.
 from __future__ import annotations
 
 import signal
+from contextlib import contextmanager
+from typing import Iterator
 
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 GRACEFUL = signal.SIGUSR1
 IMMEDIATE = signal.SIGUSR2
 # Blocked (held pending, never lost) from `worker start` until the worker's handlers exist.
 HANDLED = STOP_SIGNALS | {GRACEFUL, IMMEDIATE}
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """Hold the handled signals pending (never lost) inside the block; the previous mask is back
+    on leaving it. A child forked inside that never leaves the block (it ``os._exit``s) keeps them
+    held until it unblocks them itself, once its own handlers exist."""
+    saved = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, saved)

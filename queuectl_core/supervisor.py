@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Callable
 
-from queuectl_core.signals import GRACEFUL, HANDLED, IMMEDIATE, STOP_SIGNALS
+from queuectl_core.signals import GRACEFUL, HANDLED, IMMEDIATE, STOP_SIGNALS, held
 
 PR_SET_PDEATHSIG = 1
 RESTART_LIMIT = 5  # crashed workers restarted per minute before giving up
@@ -38,13 +38,8 @@ def _die_with_parent(parent: int) -> None:
 def supervise(count: int, run_one: Callable[[], int]) -> int:
     # A Ctrl+C during start-up is held until someone can honour it gracefully, rather than
     # raising KeyboardInterrupt half-way through opening the worker.
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
-    try:
-        if count == 1:
-            return run_one()
-        return _supervise(count, run_one)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    with held():
+        return run_one() if count == 1 else _supervise(count, run_one)
 
 
 def _supervise(count: int, run_one: Callable[[], int]) -> int:
@@ -60,33 +55,28 @@ def _supervise(count: int, run_one: Callable[[], int]) -> int:
         # supervisor's inherited `forward` (it would signal the siblings again and be lost for
         # this worker), nor kill it before its handlers exist; it stays pending until the worker
         # unblocks it. In the parent it waits until the child is in `children`.
-        saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
-        try:
+        with held():
             pid = os.fork()
-        except OSError:
-            signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
-            raise
-        if pid == 0:
-            code = 1
+            if pid == 0:
+                code = 1
+                try:
+                    for sig in HANDLED:
+                        signal.signal(sig, signal.SIG_DFL)
+                    _die_with_parent(parent)
+                    code = run_one()
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else 1
+                except BaseException as exc:
+                    print(f"queuectl: worker crashed: {exc!r}", file=sys.stderr, flush=True)
+                finally:
+                    sys.stdout.flush()
+                    os._exit(code)
             try:
-                for sig in HANDLED:
-                    signal.signal(sig, signal.SIG_DFL)
-                _die_with_parent(parent)
-                code = run_one()
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            except BaseException as exc:
-                print(f"queuectl: worker crashed: {exc!r}", file=sys.stderr, flush=True)
-            finally:
-                sys.stdout.flush()
-                os._exit(code)
-        try:
-            os.setpgid(pid, pgid or pid)
-        except OSError:
-            pass
-        pgid = pgid or pid
-        children[pid] = slot
-        signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
+                os.setpgid(pid, pgid or pid)
+            except OSError:
+                pass
+            pgid = pgid or pid
+            children[pid] = slot
 
     def forward(signum: int, frame: object) -> None:
         nonlocal signals
