@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import threading
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 _RANDOM_BITS = 25
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # 10 bits -> 2 characters
 _lock = threading.Lock()
 _last = 0
+_prefix_key = -1
+_prefix = ""
 
 
-_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
+def _encode_slow(value: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        value, rem = divmod(value, 32)
+        chars.append(_ALPHABET[rem])
+    return "".join(reversed(chars))
 
 
 def _encode(value: int) -> str:
-    """70 bits as 14 base32 characters (10 bytes encode to 16; the top 2 are always zero)."""
-    return base64.b32encode(value.to_bytes(10, "big")).translate(_TO_CROCKFORD)[2:].decode()
+    """70 bits as 14 base32 characters: 9 for the millisecond part (computed once per
+    millisecond), 5 for the low 25 bits (two table look-ups and one character)."""
+    global _prefix_key, _prefix
+    high = value >> _RANDOM_BITS
+    if high != _prefix_key:
+        _prefix_key, _prefix = high, _encode_slow(high, 9)
+    return _prefix + _PAIRS[(value >> 15) & 1023] + _PAIRS[(value >> 5) & 1023] + _ALPHABET[value & 31]
 
 
 def new_id() -> str:
@@ -33,8 +45,9 @@ def new_id() -> str:
     global _last
     ms = time.time_ns() // 1_000_000
     with _lock:
-        candidate = (ms << _RANDOM_BITS) | int.from_bytes(os.urandom(4), "big") >> (32 - _RANDOM_BITS + 4)
-        if candidate <= _last:
-            candidate = _last + 1
+        if ms <= _last >> _RANDOM_BITS:
+            candidate = _last + 1  # same millisecond (or the clock stepped back): count up, no syscall
+        else:
+            candidate = (ms << _RANDOM_BITS) | int.from_bytes(os.urandom(4), "big") >> (32 - _RANDOM_BITS + 4)
         _last = candidate
-    return _encode(candidate)
+        return _encode(candidate)
