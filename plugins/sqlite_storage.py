@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -359,12 +360,15 @@ class SQLiteStorage:
     def register_worker(self, info: WorkerInfo) -> None:
         from queuectl_core.timeutil import to_ms
 
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        # An abstract socket: no path-length limit, nothing left on disk when the worker dies.
-        addr = f"\0queuectl-{os.getpid()}-{os.urandom(6).hex()}"
-        sock.bind(addr)
-        sock.setblocking(False)
-        self._wake_sock = sock
+        addr: str | None = None
+        if sys.platform.startswith("linux"):
+            # An abstract socket: no path-length limit, nothing left on disk when the worker dies.
+            # (Other systems have none; their workers rely on polling alone, which is correct.)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            addr = f"\0queuectl-{os.getpid()}-{os.urandom(6).hex()}"
+            sock.bind(addr)
+            sock.setblocking(False)
+            self._wake_sock = sock
         now = _now_ms()
 
         def register(conn: Any) -> None:
@@ -372,7 +376,7 @@ class SQLiteStorage:
             conn.execute(
                 "INSERT OR REPLACE INTO workers (id, hostname, pid, started_at, last_seen, wake_addr)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (info.id, info.hostname, info.pid, to_ms(info.started_at), now, addr[1:]),
+                (info.id, info.hostname, info.pid, to_ms(info.started_at), now, addr[1:] if addr else None),
             )
 
         self._write(register)

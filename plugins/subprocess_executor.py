@@ -194,7 +194,8 @@ class SubprocessExecutor:
         del os.environ["QUEUECTL_JOB_ID"], os.environ["QUEUECTL_ATTEMPT"]
         pgid = proc.pid
         ctx.on_spawn(pgid)
-        pidfd = os.pidfd_open(proc.pid)
+        # Linux: a pidfd is readable when the process exits. Elsewhere, poll for the exit.
+        pidfd = os.pidfd_open(proc.pid) if hasattr(os, "pidfd_open") else None
         os.set_blocking(r, False)
         deadline = started + job.timeout if job.timeout else None
         next_tick = started + ctx.tick_interval
@@ -234,7 +235,9 @@ class SubprocessExecutor:
                     wake = min(wake, deadline)
                 if kill_at is not None:
                     wake = min(wake, kill_at)
-                fds = [pidfd]
+                fds = [pidfd] if pidfd is not None else []
+                if pidfd is None:
+                    wake = min(wake, now + 0.005)
                 if pipe_open:
                     fds.append(r)
                 if ctx.wakeup_fd is not None:
@@ -242,7 +245,7 @@ class SubprocessExecutor:
                 ready, _, _ = select.select(fds, [], [], max(0.0, wake - now))
                 if r in ready:
                     drain()
-                if pidfd in ready:
+                if (pidfd in ready) if pidfd is not None else proc.poll() is not None:
                     break
                 now = time.monotonic()
                 if ctx.wakeup_fd in ready or now >= next_tick:
@@ -270,7 +273,8 @@ class SubprocessExecutor:
             proc.wait()
             raise
         finally:
-            os.close(pidfd)
+            if pidfd is not None:
+                os.close(pidfd)
             os.close(r)
             ctx.on_reaped(pgid)
             tail = log.close()

@@ -199,3 +199,25 @@ def test_plain_commands_skip_the_shell_and_shell_syntax_keeps_it(q: Any, tmp_pat
     assert q.job("direct")["last_error"] == "exit 1"
     assert q.run("logs", "expand").stdout == "expand\n"
     assert (tmp_path / "made").exists() and q.job("args")["state"] == "completed"
+
+
+def test_without_pidfd_the_executor_polls_for_the_exit(tmp_path: Path, monkeypatch: Any) -> None:
+    # Systems without pidfd_open (macOS, Linux before 5.3) wait by polling; same results.
+    from queuectl_core.interfaces import RunContext
+    from queuectl_core.models import Job, JobState
+    from queuectl_core.timeutil import now
+    from queuectl_plugins.subprocess_executor import SubprocessExecutor
+
+    monkeypatch.delattr(os, "pidfd_open")
+    executor = SubprocessExecutor(tmp_path / "logs", 1 << 20, 1.0, "/bin/sh")
+
+    def job(job_id: str, command: str, timeout: float | None = None) -> Job:
+        t = now()
+        return Job(id=job_id, command=command, state=JobState.PROCESSING, attempts=1, max_retries=0, priority=0,
+                   created_at=t, updated_at=t, run_at=t, timeout=timeout)
+
+    ctx = RunContext(attempt=1, tick_interval=0.2, tick=lambda: False)
+    ok = executor.run(job("a", "echo polled; exit 3"), ctx)
+    assert (ok.exit_code, ok.error, ok.output_tail) == (3, "exit 3", "polled\n")
+    slow = executor.run(job("b", "sleep 30", timeout=0.5), ctx)
+    assert slow.error == "timed out after 0.5s" and slow.duration < 10
