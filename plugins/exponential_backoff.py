@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from typing import TYPE_CHECKING, Any, Callable
 
 from queuectl_core import hookimpl
@@ -28,6 +27,8 @@ class ExponentialBackoff:
             seconds = min(seconds, self.max_delay)
         seconds = min(seconds, 10 * 365 * 86400.0)  # keep run_at representable
         if self.jitter > 0:
+            import random
+
             seconds *= 1 + random.uniform(-self.jitter, self.jitter)
         return seconds
 

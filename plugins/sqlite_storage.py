@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 from datetime import datetime
@@ -14,6 +13,7 @@ from queuectl_core import hookimpl
 from queuectl_core.settings import Setting
 
 if TYPE_CHECKING:
+    import socket
     import sqlite3
 
     from queuectl_core.models import AttemptResult, Job, JobState, NewJob, WorkerInfo
@@ -88,7 +88,7 @@ class SQLiteStorage:
         self._StorageError = StorageError
         self._JobState = JobState
         self.path = path
-        self.hostname = socket.gethostname()
+        self.hostname = os.uname().nodename  # socket.gethostname(), without importing socket at start-up
         self._wake_sock: socket.socket | None = None
         self._busy_timeout = busy_timeout_ms / 1000
         try:
@@ -364,6 +364,8 @@ class SQLiteStorage:
         if sys.platform.startswith("linux"):
             # An abstract socket: no path-length limit, nothing left on disk when the worker dies.
             # (Other systems have none; their workers rely on polling alone, which is correct.)
+            import socket
+
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             addr = f"\0queuectl-{os.getpid()}-{os.urandom(6).hex()}"
             sock.bind(addr)
@@ -424,6 +426,8 @@ class SQLiteStorage:
             return
         if not rows:
             return
+        import socket
+
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
             for (addr,) in rows:
