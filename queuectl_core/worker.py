@@ -68,9 +68,8 @@ class Worker:
     def _install_signals(self) -> None:
         os.set_blocking(self._sig_w, False)
         os.set_blocking(self._sig_r, False)
-        signal.set_wakeup_fd(self._sig_w, warn_on_full_buffer=False)
-        for sig in HANDLED:
-            signal.signal(sig, self._on_signal)
+        self._old_wakeup_fd = signal.set_wakeup_fd(self._sig_w, warn_on_full_buffer=False)
+        self._old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in HANDLED}
         # `worker start` keeps these blocked until now, so one sent during start-up is not lost.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
 
@@ -100,7 +99,16 @@ class Worker:
                 pass
             self._janitor.close()
             emit(JobEvent(EventKind.WORKER_STOPPED, worker_id=self.id))
+            self._restore_signals()
         return 0
+
+    def _restore_signals(self) -> None:
+        """Leave the process as we found it (a worker run in-process, by a test or a plugin)."""
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        signal.set_wakeup_fd(self._old_wakeup_fd)
+        os.close(self._sig_r)
+        os.close(self._sig_w)
 
     def _loop(self) -> None:
         next_housekeeping = last_housekeeping = 0.0

@@ -88,3 +88,18 @@ def test_config_show_masks_every_form_of_dsn_password(q: Any) -> None:
                 "host=db user=alice password=hunter2"):
         shown = q.run("config", "show", env={"QUEUECTL_POSTGRES_DSN": dsn}).stdout
         assert "hunter2" not in shown and "ss2@" not in shown and "****" in shown, shown
+
+
+def test_an_in_process_worker_leaves_signal_handling_as_it_found_it(tmp_path: Path, monkeypatch: Any) -> None:
+    # Plugin authors and tests run workers inside their own process (queuectl_core.testing).
+    from click.testing import CliRunner
+
+    from queuectl_core.cli import cli
+
+    monkeypatch.setenv("QUEUECTL_HOME", str(tmp_path / "home"))
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    runner = CliRunner()
+    assert runner.invoke(cli, ["enqueue", "--cmd", "true"]).exit_code == 0
+    assert runner.invoke(cli, ["worker", "start", "--burst"]).exit_code == 0
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+    assert signal.set_wakeup_fd(-1) == -1  # no wake-up fd left pointing at a closed pipe
