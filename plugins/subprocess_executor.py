@@ -122,6 +122,9 @@ _SHELL_WORDS = frozenset(
 )
 
 
+_found: dict[str, str] = {}  # command name -> its path on PATH, for direct_argv
+
+
 def direct_argv(command: str) -> list[str] | None:
     """The argv to exec without a shell, when the command needs none (saving a shell's start-up
     per job); None when it has any shell syntax or starts with a shell builtin or keyword."""
@@ -134,8 +137,17 @@ def direct_argv(command: str) -> list[str] | None:
         # `true` and `false` are builtins, but their binaries behave identically.
         if argv[0] not in ("true", "false"):
             return None
-    path = shutil.which(argv[0]) if "/" not in argv[0] else argv[0]
-    if path is None or not os.access(path, os.X_OK) or os.path.isdir(path):
+    if "/" in argv[0]:
+        path: str | None = argv[0]
+        if not os.access(argv[0], os.X_OK) or os.path.isdir(argv[0]):
+            path = None
+    else:
+        # A PATH search is a stat per directory, and a worker runs the same few commands over and
+        # over. A binary removed since it was found fails at exec, which then falls back to sh.
+        path = _found.get(argv[0]) or shutil.which(argv[0])
+        if path is not None:
+            _found[argv[0]] = path
+    if path is None:
         return None  # let the shell say "not found" / "not executable" with its usual exit status
     return [path, *argv[1:]]
 

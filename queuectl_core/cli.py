@@ -374,35 +374,9 @@ def config_set(ctx: click.Context, key: str, value: str) -> None:
     values = dict(app.config.file_values)
     values[setting.key] = coerced
     write_file_values(app.home, values)
-    shown = "****" if setting.secret else coerced
-    click.echo(f"{setting.key} = {shown}")
+    click.echo(f"{setting.key} = {setting.shown(coerced)}")
     if setting.env_var in app.config.env:
         click.echo(f"note: {setting.env_var} is set and overrides this", err=True)
-
-
-def _mask(setting: Any, value: Any) -> Any:
-    """A secret as `config show` may print it: a DSN keeps everything but its password."""
-    if not setting.secret or value in (None, ""):
-        return value
-    import re
-
-    text = str(value)
-    if "://" in text:
-        from urllib.parse import urlsplit, urlunsplit
-
-        try:
-            parts = urlsplit(text)
-        except ValueError:
-            return "****"
-        netloc = parts.netloc
-        userinfo, at, host = netloc.rpartition("@")
-        if at and ":" in userinfo:
-            netloc = f"{userinfo.split(':', 1)[0]}:****@{host}"
-        query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2****", parts.query)
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
-    if "=" in text:  # a key=value connection string
-        return re.sub(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)", r"\1****", text)
-    return "****"
 
 
 @config.command("show")
@@ -415,7 +389,7 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
     rows = []
     for key in cfg.keys():
         s = cfg.setting(key)
-        rows.append({"key": key, "value": _mask(s, cfg.get(key)), "default": _mask(s, s.default_for(cfg.home)),
+        rows.append({"key": key, "value": s.shown(cfg.get(key)), "default": s.shown(s.default_for(cfg.home)),
                      "source": cfg.source(key), "plugin": s.plugin, "help": s.help})
     if as_json:
         _print_json({"config_file": str(cfg.path), "settings": {r.pop("key"): r for r in rows}})

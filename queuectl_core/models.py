@@ -137,5 +137,4 @@ class JobEvent:
     worker_id: str | None = None
     result: AttemptResult | None = None
     message: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
     at: datetime = field(default_factory=now)  # when it happened (the emitting process's clock)

@@ -29,6 +29,8 @@ pm = pluggy.PluginManager(NAME)
 pm.add_hookspecs(hookspecs)
 
 _loaded = False
+# Read once: emit() runs for every job event in a worker's hot path.
+_tracing = bool(os.environ.get("QUEUECTL_TRACE_PLUGINS"))
 _dists: dict[str, str] = {}  # plugin name -> distribution that provides it
 
 
@@ -123,7 +125,7 @@ def plugin_version(name: str) -> str | None:
 
 
 def _trace(hook_name: str, plugin_name: str) -> None:
-    if os.environ.get("QUEUECTL_TRACE_PLUGINS"):
+    if _tracing:
         print(f"queuectl trace: {hook_name} -> {plugin_name}", file=sys.stderr, flush=True)
 
 

@@ -40,7 +40,7 @@ class Registry(Generic[T]):
         try:
             return self._providers[name]
         except KeyError:
-            known = ", ".join(sorted(self._providers)) or "none"
+            known = ", ".join(self.names()) or "none"
             raise RegistryError(
                 f"unknown {self.kind} {name!r} (set with `queuectl config set {self.config_key}`; known: {known})"
             ) from None

@@ -53,6 +53,30 @@ class Setting:
     def env_var(self) -> str:
         return "QUEUECTL_" + self.key.upper().replace(".", "_")
 
+    def shown(self, value: Any) -> Any:
+        """The value as it may be printed: a secret masked; a DSN keeps all but its password."""
+        if not self.secret or value in (None, ""):
+            return value
+        import re
+
+        text = str(value)
+        if "://" in text:
+            from urllib.parse import urlsplit, urlunsplit
+
+            try:
+                parts = urlsplit(text)
+            except ValueError:
+                return "****"
+            netloc = parts.netloc
+            userinfo, at, host = netloc.rpartition("@")
+            if at and ":" in userinfo:
+                netloc = f"{userinfo.split(':', 1)[0]}:****@{host}"
+            query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2****", parts.query)
+            return urlunsplit(parts._replace(netloc=netloc, query=query))
+        if "=" in text:  # a key=value connection string
+            return re.sub(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)", r"\1****", text)
+        return "****"
+
     def default_for(self, home_dir: Path) -> Any:
         return self.default(home_dir) if callable(self.default) else self.default
 

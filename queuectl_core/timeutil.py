@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 UTC = timezone.utc
 _FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -49,8 +49,4 @@ def parse_time(text: str) -> datetime:
     return from_ms(to_ms(dt))
 
 
-def after(seconds: float, start: datetime | None = None) -> datetime:
-    return from_ms((to_ms(start) if start else now_ms()) + round(seconds * 1000))
-
-
-__all__ = ["UTC", "after", "format_time", "from_ms", "now", "now_ms", "parse_time", "timedelta", "to_ms"]
+__all__ = ["UTC", "format_time", "from_ms", "now", "now_ms", "parse_time", "to_ms"]
