@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from queuectl_core.app import App
     from queuectl_core.models import Job
 
-STATES = ("pending", "processing", "completed", "failed", "dead")
+STATES = ("pending", "processing", "completed", "failed", "dead", "cancelled")
 
 
 class OneLineUsageError(click.UsageError):
@@ -276,7 +276,7 @@ def _job_table(jobs: list[Job], with_error: bool = False) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array of jobs.")
 @click.pass_context
 def list_(ctx: click.Context, state: str | None, limit: int | None, as_json: bool) -> None:
-    """List jobs, oldest first."""
+    """List jobs, newest first."""
     from queuectl_core.models import JobState
 
     jobs = _app(ctx).storage.list_jobs(JobState(state) if state else None, limit)
@@ -341,10 +341,11 @@ def dlq_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def dlq_retry(ctx: click.Context, job_id: str) -> None:
     """Put a dead job back in the queue with its attempts reset."""
+    from queuectl_core.actions import replay
     from queuectl_core.models import EventKind, JobEvent
     from queuectl_core.plugins import emit
 
-    job = _app(ctx).storage.retry_dead(job_id)
+    job = replay(_app(ctx).storage, job_id)
     emit(JobEvent(EventKind.RETRIED, job=job))
     click.echo(job.id)
 

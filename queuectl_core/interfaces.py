@@ -7,52 +7,50 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:
+    from queuectl_core.lifecycle import Change
     from queuectl_core.models import AttemptResult, Job, JobState, NewJob, WorkerInfo
     from queuectl_core.settings import Config
 
 
 @runtime_checkable
 class Storage(Protocol):
-    """Where jobs and workers live. Every write about a claimed job is fenced by its lease token:
-    it changes nothing, and returns None or False, unless the token still holds the lease.
+    """Where jobs and workers live: persistence only. What a change means is decided in
+    :mod:`queuectl_core.lifecycle`; a storage applies it atomically, fenced by the lease token.
 
     Times a backend writes (created_at, run_at, leases) come from its own clock (:meth:`now`).
+    SQL backends get every method but the connection, locking and wake-ups from
+    :class:`queuectl_core.sqlstore.SQLStore`. Every method may raise StorageError (unreachable,
+    locked too long); a worker waits that out.
     """
 
     def now(self) -> datetime: ...
 
     def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
-        """Insert all the jobs or none; raise DuplicateJobError naming an id that exists."""
+        """Insert all the jobs, pending, or none; raise DuplicateJobError naming an id that exists
+        (or repeats within the batch)."""
 
     def get(self, job_id: str) -> Job | None: ...
 
     def list_jobs(self, state: JobState | None = None, limit: int | None = None) -> list[Job]:
-        """Jobs oldest first (by id), optionally only those in one state."""
+        """Jobs newest first (created_at, then id, descending), optionally only one state."""
 
     def counts(self) -> dict[JobState, int]:
         """How many jobs in each state, every state present."""
 
     def claim(self, worker_id: str, lease_seconds: float) -> Job | None:
-        """Atomically take the next runnable job (highest priority, then earliest run_at, then id):
-        state processing, attempts + 1, a fresh lease_token, lease_expires_at = now + lease."""
+        """Atomically take the next runnable job (pending or failed with run_at reached; highest
+        priority, then earliest run_at, then id): processing, attempts + 1, a fresh lease_token,
+        lease_expires_at = now + lease, cancel_requested cleared. None when nothing is runnable."""
 
-    def heartbeat(self, job_id: str, token: str, lease_seconds: float) -> bool:
-        """Extend the lease; False if the token no longer holds it."""
+    def apply(self, job_id: str, token: str | None, change: Change) -> Job | None:
+        """Persist one decided change atomically, only while the job is in one of
+        ``change.from_states``, still holds ``token`` (when given), and (``expired_only``) its lease
+        has expired by this storage's clock. Returns the updated job, or None when fenced out.
+        A repeat of a worker's final write (``change.idempotent``) after a lost reply returns the
+        row it already wrote."""
 
-    def complete(self, job_id: str, token: str, result: AttemptResult) -> Job | None: ...
-
-    def fail(self, job_id: str, token: str, result: AttemptResult, retry_in: float | None) -> Job | None:
-        """Record a failed attempt: state failed with run_at = now + retry_in, or dead when None."""
-
-    def release(self, job_id: str, token: str) -> Job | None:
-        """Hand an interrupted job back: pending, runnable now, the attempt not counted."""
-
-    def recover_expired(self) -> list[Job]:
-        """Take back jobs whose lease expired (their worker died): failed and runnable now, or dead
-        when that lost attempt was the last allowed. Returns the jobs changed."""
-
-    def retry_dead(self, job_id: str) -> Job:
-        """DLQ replay: a dead job back to pending, attempts 0, runnable now."""
+    def expired(self, limit: int = 100) -> list[Job]:
+        """Processing jobs whose lease has expired by this storage's clock."""
 
     def next_run_at(self) -> datetime | None:
         """The earliest run_at among pending and failed jobs, or None."""
@@ -64,14 +62,16 @@ class Storage(Protocol):
 
     def unregister_worker(self, worker_id: str) -> None: ...
 
-    def live_workers(self) -> list[WorkerInfo]: ...
+    def live_workers(self) -> list[WorkerInfo]:
+        """Workers seen in the last 15 seconds, by id."""
 
     def request_stop(self) -> int:
         """Ask every live worker to stop after its current job; returns how many were asked."""
 
     def wait_for_work(self, timeout: float, wakeup_fd: int | None = None) -> None:
-        """Block until work may be available (a wake-up from enqueue or a stop request),
-        ``wakeup_fd`` is readable, or ``timeout`` seconds pass. Polling alone must stay correct."""
+        """Block until work may be available (a wake-up from enqueue, a runnable change or a stop
+        request), ``wakeup_fd`` is readable, or ``timeout`` seconds pass. Polling alone must stay
+        correct. Never raises."""
 
     def close(self) -> None: ...
 

@@ -16,6 +16,7 @@ class JobState(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     DEAD = "dead"
+    CANCELLED = "cancelled"  # final: stopped by `cancel`, or never to run
 
 
 # A job in one of these states still has work ahead of it; --burst waits for them.
@@ -56,6 +57,8 @@ class Job:
     worker_id: str | None = None
     lease_token: str | None = None
     lease_expires_at: datetime | None = None
+    # `cancel` of a running job asks its worker to stop it; the worker records it cancelled.
+    cancel_requested: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of a job (spec §3), as ``list --json`` prints it."""
@@ -121,6 +124,9 @@ class EventKind(StrEnum):
     FAILED = "failed"  # an attempt failed and a retry is scheduled
     DEAD = "dead"
     RETRIED = "retried"  # replayed from the DLQ
+    CANCELLED = "cancelled"
+    CANCEL_REQUESTED = "cancel_requested"  # a running job's worker was asked to stop it
+    RESTARTED = "restarted"  # a finished job put back to pending
     RELEASED = "released"  # handed back unfinished by a worker stopping at once
     LEASE_LOST = "lease_lost"  # another claim took over; this worker's result was discarded
     WORKER_STARTED = "worker_started"

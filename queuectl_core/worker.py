@@ -13,6 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Callable, TypeVar
 
+from queuectl_core import lifecycle
 from queuectl_core.errors import StorageError
 from queuectl_core.interfaces import RunContext
 from queuectl_core.models import UNFINISHED_STATES, AttemptResult, EventKind, Job, JobEvent, JobState, WorkerInfo
@@ -28,6 +29,8 @@ HOUSEKEEPING_SECONDS = 1.0  # how often a worker says it is alive, checks for st
 # a stopping worker claims nothing more, and a drain of tiny jobs pays at most ~5 extra writes/s.
 STOP_CHECK_SECONDS = 0.2
 BURST_RECHECK_SECONDS = 0.02  # a burst worker waiting only on other workers' running jobs
+# A busy worker looks for expired leases this often (one indexed read; a write only when found).
+BUSY_RECOVERY_SECONDS = 2.0
 
 
 class Worker:
@@ -46,6 +49,11 @@ class Worker:
         self._sig_r, self._sig_w = os.pipe()
         self._janitor = None
         self._last_storage_error = 0.0
+        # When storage last became reachable after failing. Expired leases are taken back only
+        # once it has been reachable for a whole lease: after an outage every worker gets a lease
+        # period to record the results it held, so a finished job is never re-run by recovery.
+        self._reachable_since = float("-inf")
+        self._next_recovery = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------
     @property
@@ -141,10 +149,21 @@ class Worker:
             self.stop_requested = True
             emit(JobEvent(EventKind.WORKER_STOPPING, worker_id=self.id,
                           message="asked by `queuectl worker stop`; finishing the current job"))
-        if current_job is None:
-            for job in self._storage_call(self.storage.recover_expired, default=[]):
-                kind = EventKind.DEAD if job.state == JobState.DEAD else EventKind.FAILED
-                emit(JobEvent(kind, job=job, worker_id=self.id))
+        self._recover_expired(busy=current_job is not None)
+
+    def _recover_expired(self, busy: bool) -> None:
+        """Take back jobs whose worker is gone (their lease expired), busy or idle: a dead worker's
+        job must not wait for an idle worker. Throttled for busy workers; held back for a lease
+        after an outage (see ``_reachable_since``)."""
+        now = time.monotonic()
+        if now - self._reachable_since < self.lease or (busy and now < self._next_recovery):
+            return
+        self._next_recovery = now + BUSY_RECOVERY_SECONDS
+        for job in self._storage_call(self.storage.expired, default=[]):
+            change = lifecycle.recover(job)
+            updated = self._storage_call(lambda: self.storage.apply(job.id, job.lease_token, change), default=None)
+            if updated is not None and change.event is not None:
+                emit(JobEvent(change.event, job=updated, worker_id=self.id))
 
     def _idle(self, at_most: float | None = None) -> None:
         # Never sleep past housekeeping: with a long poll_interval_ms an idle worker would otherwise
@@ -166,9 +185,10 @@ class Worker:
         delay = 0.2
         while True:
             try:
-                return fn()
+                result = fn()
             except StorageError as exc:
                 now = time.monotonic()
+                self._reachable_since = float("inf")
                 if now - self._last_storage_error > 10:
                     print(f"[{self.id}] storage unavailable, will retry: {exc}", file=sys.stderr, flush=True)
                 self._last_storage_error = now
@@ -176,33 +196,43 @@ class Worker:
                     return default  # type: ignore[return-value]
                 self.storage.wait_for_work(delay, self._sig_r)
                 self._drain_signal_pipe()
-                delay = min(delay * 2, 5.0)
+                # Never longer than a third of a lease: after an outage a held result must be recorded
+                # before another worker may recover the job (see _recover_expired).
+                delay = min(delay * 2, 5.0, self.lease / 3)
+            else:
+                if self._reachable_since == float("inf"):
+                    self._reachable_since = time.monotonic()
+                return result
 
     # -- one job ----------------------------------------------------------------------------
     def _run_job(self, job: Job) -> None:
         emit(JobEvent(EventKind.CLAIMED, job=job, worker_id=self.id))
         token = job.lease_token or ""
-        lease_lost = False
+        lease_lost = cancel = False
         beat_every = self.lease / 3
         last_beat = time.monotonic()
         last_seen = last_beat
+        renew = lifecycle.heartbeat(self.lease)
 
         def tick() -> bool:
-            nonlocal lease_lost, last_beat, last_seen
+            nonlocal lease_lost, cancel, last_beat, last_seen
             self._drain_signal_pipe()
             if self.signals > 1:
                 return True
             now = time.monotonic()
             if now - last_beat >= beat_every:
                 try:
-                    held = self.storage.heartbeat(job.id, token, self.lease)
+                    held = self.storage.apply(job.id, token, renew)
                 except StorageError:
-                    held = True  # unreachable: keep running; the result is recorded once it is back
+                    pass  # unreachable: keep running; the result is recorded once it is back
                 else:
                     last_beat = now
-                if not held:
-                    lease_lost = True
-                    return True
+                    if held is None:
+                        lease_lost = True
+                        return True
+                    if held.cancel_requested:
+                        cancel = True
+                        return True
             if now - last_seen >= HOUSEKEEPING_SECONDS * 2:
                 last_seen = now
                 self._housekeeping(job.id)
@@ -224,26 +254,48 @@ class Worker:
         if lease_lost:
             emit(JobEvent(EventKind.LEASE_LOST, job=job, worker_id=self.id, result=result))
             return
+        if cancel:
+            self._record(job, token, result, lifecycle.cancelled(result))
+            return
         if result.aborted:
-            released = self._storage_call(lambda: self.storage.release(job.id, token))
+            change = lifecycle.release(job)
+            released = self._storage_call(lambda: self.storage.apply(job.id, token, change))
             emit(JobEvent(EventKind.RELEASED, job=released or job, worker_id=self.id, result=result))
             return
-        self._record(job, token, result)
-
-    def _record(self, job: Job, token: str, result: AttemptResult) -> None:
         if result.ok:
-            kind = EventKind.COMPLETED
-            write = lambda: self.storage.complete(job.id, token, result)  # noqa: E731
+            self._record(job, token, result, lifecycle.complete(result))
         else:
-            if job.attempts > job.max_retries:
-                kind, retry_in = EventKind.DEAD, None
-            else:
-                kind, retry_in = EventKind.FAILED, self.backoff.delay(job.attempts, job)
-            write = lambda: self.storage.fail(job.id, token, result, retry_in)  # noqa: E731
+            self._record(job, token, result, lifecycle.fail(job, result, self._delay(job)))
+
+    def _delay(self, job: Job) -> float | None:
+        """The backoff policy's delay before the next retry. A policy that fails is reported in one
+        line naming it, and the spec's ``backoff_base ** k`` is used: the job is retried as the
+        user configured rather than stranded or buried for a plugin's bug."""
+        if not lifecycle.should_retry(job):
+            return None
+        try:
+            return float(self.backoff.delay(job.attempts, job))
+        except Exception as exc:
+            name = self.app.config["backoff"]
+            try:
+                plugin = self.app.registries.backoffs.get(name).plugin
+            except Exception:
+                plugin = "?"
+            print(f"[{self.id}] backoff policy {name!r} (plugin {plugin!r}) failed in delay(): {exc!r};"
+                  f" using backoff_base ** {job.attempts}", file=sys.stderr, flush=True)
+            return lifecycle.fallback_delay(job.attempts, self.app.config["backoff_base"])
+
+    def _record(self, job: Job, token: str, result: AttemptResult, change: lifecycle.Change) -> None:
         # Keep trying through a storage outage: the result is recorded once storage is back, unless
         # the lease has meanwhile passed to another worker (then fencing rejects it, as it should).
-        updated = self._storage_call(write, until=lambda: self.signals > 1)
-        if updated is None:
+        # A stop signal ends the retrying: the job is then left to its lease, which expires.
+        gave_up = object()
+        updated = self._storage_call(lambda: self.storage.apply(job.id, token, change), default=gave_up,
+                                     until=lambda: self.signals > 0)
+        if updated is gave_up:
+            print(f"[{self.id}] could not record the result of {job.id}: stopping; its lease will expire"
+                  " and the job will be retried", file=sys.stderr, flush=True)
+        elif updated is None:
             emit(JobEvent(EventKind.LEASE_LOST, job=job, worker_id=self.id, result=result))
-        else:
-            emit(JobEvent(kind, job=updated, worker_id=self.id, result=result))
+        elif change.event is not None:
+            emit(JobEvent(change.event, job=updated, worker_id=self.id, result=result))

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from queuectl_core.testing import temporary_postgres_database
+from queuectl_plugins.postgres_testing import temporary_postgres_database
 
 
 @pytest.fixture

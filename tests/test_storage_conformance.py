@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from queuectl_core.testing import StorageConformance, temporary_postgres_database
+from queuectl_core.testing import StorageConformance
 
 
 class TestSQLiteConformance(StorageConformance):
@@ -32,6 +32,8 @@ class TestSQLiteConformance(StorageConformance):
 def pg_database() -> Iterator[str]:
     """One database for the module; each test gets its own schema in it (much cheaper than a
     database per test, and it exercises the postgres.schema setting)."""
+    from queuectl_plugins.postgres_testing import temporary_postgres_database
+
     with temporary_postgres_database("queuectl_conformance") as dsn:
         yield dsn
 

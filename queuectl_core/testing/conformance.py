@@ -1,39 +1,11 @@
-"""Helpers for testing queuectl and its plugins (import from your plugin's tests)."""
+"""The storage conformance suite: the Storage contract as a reusable pytest class.
+
+It imports pytest and queuectl's core only, never a database driver.
+"""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator
-
-from queuectl_core import plugins
-
-
-@contextmanager
-def register_plugin(plugin: Any, name: str | None = None) -> Iterator[str]:
-    """Register a plugin (a module, class or object with ``@hookimpl`` functions) in this process
-    for the duration of a ``with`` block; registries are rebuilt on entry and exit.
-
-    ::
-
-        class Recorder:
-            events = []
-
-            @hookimpl
-            def queuectl_job_event(self, event):
-                self.events.append(event)
-
-        with register_plugin(Recorder()):
-            ...
-    """
-    plugins.load_plugins()
-    registered = plugins.pm.register(plugin, name=name)
-    plugins.reset()
-    try:
-        yield registered or ""
-    finally:
-        plugins.pm.unregister(plugin)
-        plugins.reset()
-
+from typing import Any
 
 # -- the storage conformance suite ------------------------------------------------------------
 try:
@@ -95,7 +67,8 @@ class StorageConformance:
         from queuectl_core.models import AttemptResult
 
         kw.setdefault("error", "exit status 1")
-        return AttemptResult(exit_code=1, **kw)
+        kw.setdefault("exit_code", 1)
+        return AttemptResult(**kw)
 
     def ago(self, storage: Any, seconds: float) -> Any:
         from datetime import timedelta
@@ -114,6 +87,55 @@ class StorageConformance:
     def assert_near(self, when: Any, expected: Any, slack: float | None = None) -> None:
         delta = abs((when - expected).total_seconds())
         assert delta <= (slack if slack is not None else self.SLACK), f"{when} is {delta:.3f}s from {expected}"
+
+    # -- the lifecycle's changes, applied (what a worker and the CLI do) -------------------
+    @staticmethod
+    def complete(storage: Any, job_id: str, token: Any, result: Any) -> Any:
+        from queuectl_core import lifecycle
+
+        return storage.apply(job_id, token, lifecycle.complete(result))
+
+    @staticmethod
+    def retry(storage: Any, job_id: str, token: Any, result: Any, delay: float) -> Any:
+        from queuectl_core import lifecycle
+
+        return storage.apply(job_id, token, lifecycle.retry(result, delay))
+
+    @staticmethod
+    def bury(storage: Any, job_id: str, token: Any, result: Any) -> Any:
+        from queuectl_core import lifecycle
+
+        return storage.apply(job_id, token, lifecycle.bury(result))
+
+    @staticmethod
+    def release(storage: Any, job_id: str, token: Any) -> Any:
+        from queuectl_core import lifecycle
+
+        job = storage.get(job_id)
+        return storage.apply(job_id, token, lifecycle.release(job)) if job is not None else None
+
+    @staticmethod
+    def heartbeat(storage: Any, job_id: str, token: Any, lease_seconds: float) -> bool:
+        from queuectl_core import lifecycle
+
+        return storage.apply(job_id, token, lifecycle.heartbeat(lease_seconds)) is not None
+
+    @staticmethod
+    def recover(storage: Any) -> list[Any]:
+        from queuectl_core import lifecycle
+
+        out = []
+        for job in storage.expired():
+            updated = storage.apply(job.id, job.lease_token, lifecycle.recover(job))
+            if updated is not None:
+                out.append(updated)
+        return out
+
+    @staticmethod
+    def replay(storage: Any, job_id: str) -> Any:
+        from queuectl_core.actions import replay
+
+        return replay(storage, job_id)
 
     # -- enqueue, get, list, counts -------------------------------------------------------
     def test_enqueue_returns_pending_jobs_and_get_reads_them(self, storage: Any) -> None:
@@ -165,16 +187,22 @@ class StorageConformance:
         assert [j.id for j in jobs] == ids
         assert len(storage.list_jobs()) == 2000
 
-    def test_list_jobs_order_state_filter_and_limit(self, storage: Any) -> None:
+    def test_list_jobs_newest_first_state_filter_and_limit(self, storage: Any) -> None:
+        import time
+
         from queuectl_core.models import JobState
 
-        storage.enqueue([self.new(i) for i in ("c", "a", "b")])
-        assert [j.id for j in storage.list_jobs()] == ["a", "b", "c"]
-        assert [j.id for j in storage.list_jobs(limit=2)] == ["a", "b"]
+        storage.enqueue([self.new(i) for i in ("c", "a", "b")])  # one batch: one created_at, then id
+        time.sleep(0.01)
+        storage.enqueue([self.new("0-later")])  # created later: first, whatever its id
+        assert [j.id for j in storage.list_jobs()] == ["0-later", "c", "b", "a"]
+        assert [j.id for j in storage.list_jobs(limit=2)] == ["0-later", "c"]
         job = storage.claim("w", 30)
-        storage.complete(job.id, job.lease_token, self.ok())
+        self.complete(storage, job.id, job.lease_token, self.ok())
         assert [j.id for j in storage.list_jobs(JobState.COMPLETED)] == [job.id]
-        assert [j.id for j in storage.list_jobs(JobState.PENDING)] == sorted({"a", "b", "c"} - {job.id})
+        pending = [i for i in ("0-later", "c", "b", "a") if i != job.id]
+        assert [j.id for j in storage.list_jobs(JobState.PENDING)] == pending
+        assert [j.id for j in storage.list_jobs(JobState.PENDING, limit=1)] == pending[:1]
         assert storage.list_jobs(JobState.DEAD) == []
 
     def test_counts_include_every_state(self, storage: Any) -> None:
@@ -185,13 +213,13 @@ class StorageConformance:
         for outcome in ("c", "f", "d", "r"):
             job = storage.claim("w", 30)
             if outcome == "c":
-                storage.complete(job.id, job.lease_token, self.ok())
+                self.complete(storage, job.id, job.lease_token, self.ok())
             elif outcome == "f":
-                storage.fail(job.id, job.lease_token, self.bad(), 3600)
+                self.retry(storage, job.id, job.lease_token, self.bad(), 3600)
             elif outcome == "d":
-                storage.fail(job.id, job.lease_token, self.bad(), None)
+                self.bury(storage, job.id, job.lease_token, self.bad())
         assert storage.counts() == {JobState.PENDING: 2, JobState.PROCESSING: 1, JobState.COMPLETED: 1,
-                                    JobState.FAILED: 1, JobState.DEAD: 1}
+                                    JobState.FAILED: 1, JobState.DEAD: 1, JobState.CANCELLED: 0}
 
     # -- claim ----------------------------------------------------------------------------
     def test_claim_order_priority_then_run_at_then_id(self, storage: Any) -> None:
@@ -230,7 +258,7 @@ class StorageConformance:
         stored = storage.get("j")
         assert (stored.state, stored.attempts, stored.lease_token) == (JobState.PROCESSING, 1, job.lease_token)
         assert storage.claim("worker-2", 30) is None  # not handed out twice
-        storage.fail(job.id, job.lease_token, self.bad(), 0)
+        self.retry(storage, job.id, job.lease_token, self.bad(), 0)
         again = storage.claim("worker-2", 30)
         assert again.id == "j" and again.attempts == 2 and again.lease_token != job.lease_token
 
@@ -240,15 +268,15 @@ class StorageConformance:
 
         storage.enqueue([self.new("j")])
         job = storage.claim("w", 2)
-        assert storage.heartbeat("j", "not-the-token", 600) is False
+        assert self.heartbeat(storage, "j", "not-the-token", 600) is False
         assert storage.get("j").lease_expires_at == job.lease_expires_at
         time.sleep(0.05)
-        assert storage.heartbeat("j", job.lease_token, 600) is True
+        assert self.heartbeat(storage, "j", job.lease_token, 600) is True
         extended = storage.get("j").lease_expires_at
         assert (extended - job.lease_expires_at).total_seconds() > 500
-        storage.complete("j", job.lease_token, self.ok())
-        assert storage.heartbeat("j", job.lease_token, 600) is False
-        assert storage.heartbeat("missing", job.lease_token, 600) is False
+        self.complete(storage, "j", job.lease_token, self.ok())
+        assert self.heartbeat(storage, "j", job.lease_token, 600) is False
+        assert self.heartbeat(storage, "missing", job.lease_token, 600) is False
 
     def test_stale_token_changes_nothing(self, storage: Any) -> None:
         from queuectl_core.models import JobState
@@ -256,10 +284,10 @@ class StorageConformance:
         storage.enqueue([self.new("j")])
         job = storage.claim("w", 30)
         before = storage.get("j")
-        assert storage.complete("j", "stale", self.ok()) is None
-        assert storage.fail("j", "stale", self.bad(), 1) is None
-        assert storage.fail("j", "stale", self.bad(), None) is None
-        assert storage.release("j", "stale") is None
+        assert self.complete(storage, "j", "stale", self.ok()) is None
+        assert self.retry(storage, "j", "stale", self.bad(), 1) is None
+        assert self.bury(storage, "j", "stale", self.bad()) is None
+        assert self.release(storage, "j", "stale") is None
         after = storage.get("j")
         assert after == before and after.state == JobState.PROCESSING and after.lease_token == job.lease_token
 
@@ -271,15 +299,15 @@ class StorageConformance:
         storage.enqueue([self.new("j")])
         old = storage.claim("old", 0.05)
         time.sleep(0.15)
-        assert [j.id for j in storage.recover_expired()] == ["j"]
+        assert [j.id for j in self.recover(storage)] == ["j"]
         new = storage.claim("new", 30)
         assert new.id == "j" and new.lease_token != old.lease_token
-        assert storage.heartbeat("j", old.lease_token, 30) is False
-        assert storage.complete("j", old.lease_token, self.ok(output_tail="old")) is None
-        assert storage.fail("j", old.lease_token, self.bad(), None) is None
-        assert storage.release("j", old.lease_token) is None
+        assert self.heartbeat(storage, "j", old.lease_token, 30) is False
+        assert self.complete(storage, "j", old.lease_token, self.ok(output_tail="old")) is None
+        assert self.bury(storage, "j", old.lease_token, self.bad()) is None
+        assert self.release(storage, "j", old.lease_token) is None
         assert storage.get("j").state == JobState.PROCESSING
-        done = storage.complete("j", new.lease_token, self.ok(output_tail="new"))
+        done = self.complete(storage, "j", new.lease_token, self.ok(output_tail="new"))
         assert done.state == JobState.COMPLETED and storage.get("j").output_tail == "new"
 
     # -- outcomes ---------------------------------------------------------------------------
@@ -288,21 +316,21 @@ class StorageConformance:
 
         storage.enqueue([self.new("j")])
         job = storage.claim("w", 30)
-        done = storage.complete("j", job.lease_token, self.ok(log_path="/logs/j.1.log", output_tail="hi\n"))
+        done = self.complete(storage, "j", job.lease_token, self.ok(log_path="/logs/j.1.log", output_tail="hi\n"))
         assert done.state == JobState.COMPLETED and done.attempts == 1
         stored = storage.get("j")
         assert (stored.state, stored.last_exit_code, stored.log_path, stored.output_tail) == \
             (JobState.COMPLETED, 0, "/logs/j.1.log", "hi\n")
         assert stored.lease_expires_at is None
         # A repeat of the same write may return the job (idempotent) or None, but changes nothing.
-        storage.complete("j", job.lease_token, self.ok(output_tail="again"))
+        self.complete(storage, "j", job.lease_token, self.ok(output_tail="again"))
         assert storage.get("j") == stored
         assert storage.claim("w", 30) is None
 
     def test_output_with_nul_bytes_is_stored(self, storage: Any) -> None:
         storage.enqueue([self.new("j")])
         job = storage.claim("w", 30)
-        assert storage.complete("j", job.lease_token, self.ok(output_tail="a\x00b")) is not None
+        assert self.complete(storage, "j", job.lease_token, self.ok(output_tail="a\x00b")) is not None
         assert storage.get("j").output_tail.startswith("a")
 
     def test_fail_with_retry_schedules_it(self, storage: Any) -> None:
@@ -314,7 +342,7 @@ class StorageConformance:
         storage.enqueue([self.new("j")])
         job = storage.claim("w", 30)
         before = storage.now()
-        failed = storage.fail("j", job.lease_token, self.bad(error="exit status 3", output_tail="boom"), 0.5)
+        failed = self.retry(storage, "j", job.lease_token, self.bad(error="exit status 3", output_tail="boom"), 0.5)
         assert failed.state == JobState.FAILED and failed.attempts == 1
         self.assert_near(failed.run_at, before + timedelta(seconds=0.5), 0.3)
         stored = storage.get("j")
@@ -330,7 +358,7 @@ class StorageConformance:
 
         storage.enqueue([self.new("j", max_retries=0)])
         job = storage.claim("w", 30)
-        dead = storage.fail("j", job.lease_token, self.bad(), None)
+        dead = self.bury(storage, "j", job.lease_token, self.bad())
         assert dead.state == JobState.DEAD
         assert [j.id for j in storage.list_jobs(JobState.DEAD)] == ["j"]
         assert storage.claim("w", 30) is None
@@ -341,10 +369,10 @@ class StorageConformance:
 
         storage.enqueue([self.new("j")])
         job = storage.claim("w", 30)
-        released = storage.release("j", job.lease_token)
+        released = self.release(storage, "j", job.lease_token)
         assert released.state == JobState.PENDING and released.attempts == 0
         assert released.lease_token is None and released.lease_expires_at is None
-        assert storage.release("j", job.lease_token) is None
+        assert self.release(storage, "j", job.lease_token) is None
         again = storage.claim("w", 30)
         assert again.id == "j" and again.attempts == 1
 
@@ -361,17 +389,17 @@ class StorageConformance:
         storage.claim("w", 0.05)
         alive = storage.claim("w", 60)
         time.sleep(0.2)
-        recovered = {j.id: j for j in storage.recover_expired()}
+        recovered = {j.id: j for j in self.recover(storage)}
         assert set(recovered) == {"retry", "last"}
         assert recovered["retry"].state == JobState.FAILED and recovered["last"].state == JobState.DEAD
         for job in recovered.values():
             assert job.last_error and job.lease_token is None and job.lease_expires_at is None
         self.assert_near(storage.get("retry").run_at, storage.now())
         assert storage.get("alive").state == JobState.PROCESSING
-        assert storage.recover_expired() == []
+        assert self.recover(storage) == []
         again = storage.claim("w", 30)
         assert again.id == "retry" and again.attempts == 2
-        assert storage.complete("alive", alive.lease_token, self.ok()) is not None
+        assert self.complete(storage, "alive", alive.lease_token, self.ok()) is not None
 
     def test_retry_dead(self, storage: Any) -> None:
         from queuectl_core.errors import JobNotFoundError, QueuectlError
@@ -380,16 +408,16 @@ class StorageConformance:
         storage.enqueue([self.new("d", max_retries=0), self.new("p")])
         job = storage.claim("w", 30)
         assert job.id == "d"
-        storage.fail("d", job.lease_token, self.bad(), None)
-        retried = storage.retry_dead("d")
+        self.bury(storage, "d", job.lease_token, self.bad())
+        retried = self.replay(storage, "d")
         assert retried.state == JobState.PENDING and retried.attempts == 0
         self.assert_near(retried.run_at, storage.now())
         assert storage.get("d").state == JobState.PENDING
         with pytest.raises(QueuectlError):
-            storage.retry_dead("p")  # pending, not dead
+            self.replay(storage, "p")  # pending, not dead
         assert storage.get("p").state == JobState.PENDING
         with pytest.raises(JobNotFoundError):
-            storage.retry_dead("missing")
+            self.replay(storage, "missing")
         again = {j.id: j for j in (storage.claim("w", 30), storage.claim("w", 30))}
         assert set(again) == {"d", "p"} and again["d"].attempts == 1
 
@@ -404,6 +432,84 @@ class StorageConformance:
         assert job.id == "now"
         # processing, completed and dead jobs do not count
         self.assert_near(storage.next_run_at(), storage.now() + timedelta(seconds=30))
+
+    # -- apply: the fenced compare-and-set every transition goes through -----------------------
+    def test_apply_requires_the_from_state(self, storage: Any) -> None:
+        import dataclasses
+
+        from queuectl_core import lifecycle
+        from queuectl_core.models import JobState
+
+        storage.enqueue([self.new("j", max_retries=0)])
+        job = storage.claim("w", 30)
+        self.bury(storage, "j", job.lease_token, self.bad())
+        dead = storage.get("j")
+        # a replay decided against an older read (the job was pending) no longer applies
+        stale_read = dataclasses.replace(dead, state=JobState.PENDING)
+        assert storage.apply("j", None, lifecycle.cancel(stale_read)) is None
+        assert storage.get("j") == dead
+        assert storage.apply("missing", None, lifecycle.replay(dead)) is None
+
+    def test_a_repeated_final_write_returns_the_row_and_changes_nothing(self, storage: Any) -> None:
+        from queuectl_core.models import JobState
+
+        storage.enqueue([self.new("j"), self.new("k")])
+        for job_id, write in (("j", lambda s, t: self.complete(s, "j", t, self.ok(output_tail="1"))),
+                              ("k", lambda s, t: self.bury(s, "k", t, self.bad(output_tail="1")))):
+            job = storage.claim("w", 30)
+            assert job.id == job_id
+            first = write(storage, job.lease_token)
+            # finished rows keep their token (the lease expiry is cleared), so a write retried
+            # after a lost reply is recognised instead of reported as a lost lease
+            assert first.lease_token == job.lease_token and first.lease_expires_at is None
+            assert write(storage, job.lease_token) == first
+            assert storage.get(job_id) == first
+        assert storage.get("j").state == JobState.COMPLETED and storage.get("k").state == JobState.DEAD
+
+    def test_expired_lists_only_expired_leases(self, storage: Any) -> None:
+        import time
+
+        storage.enqueue([self.new("short", priority=2), self.new("long", priority=1), self.new("waiting")])
+        short = storage.claim("w", 0.05)
+        storage.claim("w", 60)
+        assert short.id == "short"
+        time.sleep(0.2)
+        expired = storage.expired()
+        assert [j.id for j in expired] == ["short"]
+        assert expired[0].lease_token == short.lease_token
+        # a heartbeat that lands first wins: recovery applies only to a lease still expired
+        from queuectl_core import lifecycle
+
+        assert self.heartbeat(storage, "short", short.lease_token, 60)
+        assert storage.apply("short", short.lease_token, lifecycle.recover(expired[0])) is None
+        assert storage.expired() == []
+
+    def test_cancel_restart_and_a_cancel_request(self, storage: Any) -> None:
+        from queuectl_core import actions, lifecycle
+        from queuectl_core.errors import QueuectlError
+        from queuectl_core.models import JobState
+
+        storage.enqueue([self.new("run", priority=9), self.new("wait"), self.new("later", delay=3600)])
+        run = storage.claim("w", 30)
+        assert actions.cancel(storage, "wait").state == JobState.CANCELLED
+        assert actions.cancel(storage, "later").state == JobState.CANCELLED
+        assert storage.next_run_at() is None and storage.claim("w", 30) is None
+        with pytest.raises(QueuectlError):
+            actions.cancel(storage, "wait")  # already finished
+        asked = actions.cancel(storage, "run")
+        assert asked.state == JobState.PROCESSING and asked.cancel_requested
+        beat = storage.apply("run", run.lease_token, lifecycle.heartbeat(30))
+        assert beat is not None and beat.cancel_requested  # the running worker learns of it here
+        done = storage.apply("run", run.lease_token, lifecycle.cancelled(self.bad(exit_code=None, error="killed")))
+        assert done.state == JobState.CANCELLED and not done.cancel_requested
+        assert storage.counts()[JobState.CANCELLED] == 3
+        again = actions.restart(storage, "run", command="echo again")
+        assert (again.state, again.attempts, again.command, again.lease_token) == \
+            (JobState.PENDING, 0, "echo again", None)
+        with pytest.raises(QueuectlError):
+            actions.restart(storage, "run")  # pending: not finished
+        claimed = storage.claim("w", 30)
+        assert claimed.id == "run" and claimed.attempts == 1 and not claimed.cancel_requested
 
     # -- workers --------------------------------------------------------------------------
     def _info(self, storage: Any, worker_id: str) -> Any:
@@ -518,7 +624,7 @@ class StorageConformance:
                 start.wait()
                 while (job := store.claim(f"w{n}", 30)) is not None:
                     claimed[n].append(job.id)
-                    assert store.complete(job.id, job.lease_token, self.ok()) is not None
+                    assert self.complete(store, job.id, job.lease_token, self.ok()) is not None
             except BaseException as exc:  # reported below, with the thread's name
                 errors.append(exc)
 
@@ -535,65 +641,3 @@ class StorageConformance:
         assert first.counts()[JobState.COMPLETED] == total
 
 
-# -- a real PostgreSQL for tests ---------------------------------------------------------------
-
-# Not QUEUECTL_*: the test fixtures strip those from the environment of every test.
-POSTGRES_TEST_DSN_ENV = "TEST_POSTGRES_DSN"
-DEFAULT_POSTGRES_TEST_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def postgres_test_dsn() -> str:
-    """The maintenance DSN tests create their databases through (a superuser, or CREATEDB)."""
-    import os
-
-    return os.environ.get(POSTGRES_TEST_DSN_ENV) or DEFAULT_POSTGRES_TEST_DSN
-
-
-def require_postgres() -> str:
-    """The admin DSN of a reachable server; otherwise skip the test, or fail it when the CI
-    environment variable is set (CI must never silently skip the PostgreSQL tests)."""
-    import os
-
-    dsn = postgres_test_dsn()
-    try:
-        import psycopg
-    except ImportError:
-        reason = "psycopg is not installed (pip install 'queuectl[postgres]')"
-    else:
-        try:
-            psycopg.connect(dsn, connect_timeout=3).close()
-            return dsn
-        except psycopg.Error as exc:
-            reason = f"PostgreSQL is unreachable at {dsn}: {' '.join(str(exc).split())}"
-    assert pytest is not None
-    if os.environ.get("CI"):
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
-    raise AssertionError("unreachable")
-
-
-def _with_dbname(dsn: str, dbname: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    params = conninfo_to_dict(dsn)
-    params["dbname"] = dbname
-    return make_conninfo(**params)
-
-
-@contextmanager
-def temporary_postgres_database(prefix: str = "queuectl_test") -> Iterator[str]:
-    """Create a fresh database and yield its DSN; dropped afterwards even if connections linger
-    (``WITH (FORCE)`` ends them: a test's killed workers may still hold one)."""
-    import secrets
-
-    import psycopg
-
-    admin = require_postgres()
-    name = f"{prefix}_{secrets.token_hex(6)}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _with_dbname(admin, name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,175 @@
+"""The job lifecycle, decided once: every transition a job can make, as data.
+
+Nothing here touches a database or a clock. Each function takes what is known (the job as last read,
+an attempt's result, a retry delay) and returns a :class:`Change`: the next state, attempts, when it
+runs next (a delay on the storage's own clock), what happens to the lease, the reason text and the
+event to announce. A storage applies a Change atomically and fenced (``Storage.apply``); it never
+decides one. The table in docs/architecture.md is this module in prose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from queuectl_core.errors import ValidationError
+from queuectl_core.models import EventKind, JobState
+
+if TYPE_CHECKING:
+    from queuectl_core.models import AttemptResult, Job
+
+# A claim takes the next job in one of these states whose run_at has come.
+RUNNABLE_STATES = (JobState.PENDING, JobState.FAILED)
+FINISHED_STATES = (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
+LEASE_EXPIRED_REASON = "worker lost: lease expired while the job was running"
+CANCELLED_REASON = "cancelled"
+# The longest retry delay stored: a policy's absurd (or infinite) delay still fits every database.
+MAX_DELAY_SECONDS = 10 * 365 * 86400.0
+
+
+class Transition(StrEnum):
+    HEARTBEAT = "heartbeat"
+    COMPLETE = "complete"
+    RETRY = "retry"  # a failed attempt with a retry scheduled
+    BURY = "bury"  # a failed attempt that was the last allowed: to the DLQ
+    RELEASE = "release"
+    RECOVER = "recover"  # a lease expired: its worker is gone
+    CANCEL = "cancel"
+    REQUEST_CANCEL = "request_cancel"
+    REPLAY = "replay"  # DLQ retry
+    RESTART = "restart"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One decided transition. Fields left None leave the stored value as it is.
+
+    A storage applies it only while the job is in one of ``from_states`` (and, when a lease token is
+    given to ``apply``, only while that token holds the lease; with ``expired_only``, only while the
+    lease has expired by the storage's clock). Otherwise it changes nothing and returns None.
+    """
+
+    transition: Transition
+    from_states: tuple[JobState, ...]
+    event: EventKind | None
+    state: JobState | None = None
+    attempts: int | None = None  # the new count, absolute
+    run_in: float | None = None  # run_at = storage clock + run_in seconds
+    lease_seconds: float | None = None  # lease_expires_at = storage clock + lease_seconds
+    clear_lease: bool = False  # lease_expires_at = NULL
+    clear_token: bool = False  # lease_token = NULL (and worker_id = NULL)
+    result: AttemptResult | None = None  # last_exit_code, last_error, log_path, output_tail
+    reason: str | None = None  # last_error (last_exit_code NULL) when there is no result
+    cancel_requested: bool | None = None
+    command: str | None = None  # restart/replay with a new command
+    expired_only: bool = False
+
+    @property
+    def idempotent(self) -> bool:
+        """A worker's own final write keeps its token on the row, so repeating it after a lost
+        reply finds the row already changed and returns it instead of reporting a lost lease."""
+        return self.state is not None and not self.clear_token and self.lease_seconds is None
+
+
+def heartbeat(lease_seconds: float) -> Change:
+    return Change(Transition.HEARTBEAT, (JobState.PROCESSING,), None, lease_seconds=lease_seconds)
+
+
+def complete(result: AttemptResult) -> Change:
+    return Change(Transition.COMPLETE, (JobState.PROCESSING,), EventKind.COMPLETED,
+                  state=JobState.COMPLETED, clear_lease=True, result=result, cancel_requested=False)
+
+
+def should_retry(job: Job) -> bool:
+    """``max_retries = N``: at most N retries after the first attempt (N + 1 runs)."""
+    return job.attempts <= job.max_retries
+
+
+def fail(job: Job, result: AttemptResult, delay: float | None) -> Change:
+    """A failed attempt: a retry after ``delay`` seconds, or the DLQ when it was the last allowed
+    (or ``delay`` is None: no retry could be scheduled)."""
+    if delay is not None and should_retry(job):
+        return retry(result, delay)
+    return bury(result)
+
+
+def retry(result: AttemptResult, delay: float) -> Change:
+    """A failed attempt retried after ``delay`` seconds (:func:`fail` decides between the two)."""
+    return Change(Transition.RETRY, (JobState.PROCESSING,), EventKind.FAILED, state=JobState.FAILED,
+                  run_in=min(max(0.0, delay), MAX_DELAY_SECONDS), clear_lease=True, result=result,
+                  cancel_requested=False)
+
+
+def bury(result: AttemptResult) -> Change:
+    """A failed attempt that goes to the DLQ."""
+    return Change(Transition.BURY, (JobState.PROCESSING,), EventKind.DEAD, state=JobState.DEAD,
+                  clear_lease=True, result=result, cancel_requested=False)
+
+
+def fallback_delay(attempt: int, backoff_base: float) -> float:
+    """The spec's delay, used when the configured backoff policy fails: ``backoff_base ** k``."""
+    try:
+        return float(backoff_base) ** attempt
+    except OverflowError:
+        return float("inf")
+
+
+def release(job: Job) -> Change:
+    """An interrupted attempt handed back: pending, runnable now, the attempt not counted."""
+    return Change(Transition.RELEASE, (JobState.PROCESSING,), EventKind.RELEASED, state=JobState.PENDING,
+                  attempts=max(job.attempts - 1, 0), run_in=0.0, clear_lease=True, clear_token=True,
+                  cancel_requested=False)
+
+
+def recover(job: Job) -> Change:
+    """A lease that expired (its worker died or vanished): the lost attempt counts as failed, retried
+    at once, or dead when it was the last allowed. Applied only while the lease is still expired."""
+    state = JobState.FAILED if should_retry(job) else JobState.DEAD
+    if job.cancel_requested:
+        state = JobState.CANCELLED
+    event = {JobState.FAILED: EventKind.FAILED, JobState.DEAD: EventKind.DEAD}.get(state, EventKind.CANCELLED)
+    return Change(Transition.RECOVER, (JobState.PROCESSING,), event, state=state, run_in=0.0,
+                  clear_lease=True, clear_token=True, reason=LEASE_EXPIRED_REASON, expired_only=True,
+                  cancel_requested=False)
+
+
+def cancel(job: Job) -> Change:
+    """``cancel``: a waiting job is cancelled at once; a running one gets a request its worker
+    honours (stopping the process group, then :func:`cancelled` under its lease)."""
+    if job.state in (JobState.PENDING, JobState.FAILED):
+        return Change(Transition.CANCEL, (JobState.PENDING, JobState.FAILED), EventKind.CANCELLED,
+                      state=JobState.CANCELLED, clear_lease=True, clear_token=True, reason=CANCELLED_REASON)
+    if job.state == JobState.PROCESSING:
+        return Change(Transition.REQUEST_CANCEL, (JobState.PROCESSING,), EventKind.CANCEL_REQUESTED,
+                      cancel_requested=True)
+    raise ValidationError(f"job {job.id!r} is already finished (its state is {job.state})")
+
+
+def cancelled(result: AttemptResult) -> Change:
+    """The running worker stopped a job whose cancel was requested: recorded under its lease."""
+    return Change(Transition.CANCEL, (JobState.PROCESSING,), EventKind.CANCELLED, state=JobState.CANCELLED,
+                  clear_lease=True, result=result, reason=CANCELLED_REASON, cancel_requested=False)
+
+
+def replay(job: Job, command: str | None = None) -> Change:
+    """``dlq retry``: a dead job back to pending, attempts 0, runnable now."""
+    if job.state != JobState.DEAD:
+        raise ValidationError(f"job {job.id!r} is not in the DLQ (its state is {job.state})")
+    return Change(Transition.REPLAY, (JobState.DEAD,), EventKind.RETRIED, state=JobState.PENDING, attempts=0,
+                  run_in=0.0, clear_lease=True, clear_token=True, command=command, cancel_requested=False)
+
+
+def restart(job: Job, command: str | None = None) -> Change:
+    """``restart``: a finished job (completed, dead, cancelled) back to pending, attempts 0."""
+    if job.state not in FINISHED_STATES:
+        raise ValidationError(f"job {job.id!r} is not finished (its state is {job.state})")
+    return Change(Transition.RESTART, FINISHED_STATES, EventKind.RESTARTED, state=JobState.PENDING, attempts=0,
+                  run_in=0.0, clear_lease=True, clear_token=True, command=command, cancel_requested=False)
+
+
+__all__ = [
+    "CANCELLED_REASON", "FINISHED_STATES", "MAX_DELAY_SECONDS", "LEASE_EXPIRED_REASON", "RUNNABLE_STATES", "Change", "Transition",
+    "bury", "cancel", "cancelled", "complete", "fail", "fallback_delay", "heartbeat", "recover", "release", "replay",
+    "restart", "retry", "should_retry",
+]
