@@ -404,10 +404,13 @@ def _dsn_secrets(dsn: str) -> tuple[str, ...] | None:
     except Error:
         return None
     found = {str(password)} if password else set()
-    match = re.search(r"://[^/@?#]*?:([^@/?#]*)@", dsn)
-    if match and match.group(1):
-        found |= {match.group(1), unquote(match.group(1))}
-    return tuple(sorted(found, key=len, reverse=True))
+    # Also what the user may have meant: userinfo up to the last '@' (an unencoded '@' in a password).
+    match = re.search(r"://([^/?#]*)@", dsn)
+    if match and ":" in match.group(1):
+        written = match.group(1).split(":", 1)[1]
+        found |= {written, unquote(written)}
+    # Masking a one- or two-letter password would garble every message and hide nothing.
+    return tuple(sorted((f for f in found if len(f) >= 3), key=len, reverse=True))
 
 
 def _redact(text: str, secrets: Sequence[str]) -> str:

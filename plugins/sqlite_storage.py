@@ -133,19 +133,17 @@ class SQLiteStorage(SQLStore):
         self._busy_timeout = busy_timeout_ms / 1000
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # SQLite gives -wal, -shm and -journal the database file's own mode: creating it 0600
+            # (whatever the umask) keeps all of them private.
             if not path.exists():
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            _private(path)
             # isolation_level=None: we open every transaction ourselves (BEGIN IMMEDIATE for writes);
             # Python's default would open DEFERRED ones that fail with SQLITE_BUSY on upgrade.
             # timeout=0: SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, which on a
             # lock held for ~100 µs caps two busy workers below one; _retry polls far finer instead.
-            old = os.umask(0o077)  # -wal and -shm are created by SQLite itself, later
-            try:
-                self.conn = sqlite3.connect(str(path), isolation_level=None, timeout=0, check_same_thread=False)
-                self._retry(lambda: self.conn.execute("PRAGMA journal_mode = WAL").fetchone())
-            finally:
-                os.umask(old)
-            _private(path)
+            self.conn = sqlite3.connect(str(path), isolation_level=None, timeout=0, check_same_thread=False)
+            self._retry(lambda: self.conn.execute("PRAGMA journal_mode = WAL").fetchone())
             self.conn.execute(f"PRAGMA synchronous = {synchronous}")
             self._migrate()
         except (sqlite3.Error, OSError) as exc:

@@ -12,7 +12,7 @@ from typing import Any
 from conftest import Q
 from test_enqueue import assert_one_line_error
 
-STATES = ["pending", "processing", "completed", "failed", "dead"]
+STATES = ["pending", "processing", "completed", "failed", "dead", "cancelled"]  # cancelled: spec §10
 TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 JOB_FIELDS = {"id", "command", "state", "attempts", "max_retries", "priority", "created_at", "updated_at",
               "run_at", "timeout", "last_exit_code", "last_error", "log_path"}
@@ -61,7 +61,8 @@ def test_failing_job_reaches_the_dlq_and_replays(q: Q, tmp_path: Path) -> None:
     q.run("worker", "start", "--burst", timeout=60)
 
     counts = one_json_document(q.run("status", "--json"))["counts"]
-    assert counts == {"pending": 0, "processing": 0, "completed": 1, "failed": 0, "dead": 1}
+    assert counts == {"pending": 0, "processing": 0, "completed": 1, "failed": 0, "dead": 1,
+                      "cancelled": 0}
     assert [j["id"] for j in q.json("list", "--state", "dead")] == ["flaky"]
     assert [j["id"] for j in q.json("list", "--state", "completed")] == ["fine"]
     assert q.json("list", "--state", "pending") == []

@@ -88,7 +88,8 @@ def test_cli_round_trip(pq: Any, tmp_path: Path) -> None:
     assert "Picked job: urgent" in result.stdout and "DLQ: broken" in result.stdout
 
     status = pq.json("status")
-    assert status["counts"] == {"pending": 0, "processing": 0, "completed": 2, "failed": 0, "dead": 1}
+    assert status["counts"] == {"pending": 0, "processing": 0, "completed": 2, "failed": 0, "dead": 1,
+                                "cancelled": 0}
     hello = pq.job("hello")
     assert hello["state"] == "completed" and hello["attempts"] == 1 and hello["last_exit_code"] == 0
     assert hello["created_at"].endswith("Z") and hello["run_at"].endswith("Z")
@@ -106,7 +107,7 @@ def test_cli_round_trip(pq: Any, tmp_path: Path) -> None:
     assert pq.job("broken")["state"] == "pending" and pq.job("broken")["attempts"] == 0
     bad = pq.run("dlq", "retry", "hello", check=False)
     assert bad.returncode != 0 and bad.stderr.startswith("Error:")
-    assert [j["id"] for j in pq.json("list", "--state", "completed")] == ["hello", "urgent"]
+    assert [j["id"] for j in pq.json("list", "--state", "completed")] == ["urgent", "hello"]  # newest first
 
 
 def test_config_show_masks_the_password_and_env_var_works(q: Any, pg_dsn: str) -> None:

@@ -1,0 +1,127 @@
+"""The job lifecycle as pure decisions: no database, no clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import pytest
+
+from queuectl_core import lifecycle
+from queuectl_core.errors import ValidationError
+from queuectl_core.lifecycle import Transition
+from queuectl_core.models import AttemptResult, EventKind, Job, JobState
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+OK = AttemptResult(exit_code=0)
+BAD = AttemptResult(exit_code=1, error="exit status 1")
+
+
+def job(state: JobState = JobState.PROCESSING, attempts: int = 1, max_retries: int = 3, **kw: object) -> Job:
+    return replace(Job(id="j", command="true", state=state, attempts=attempts, max_retries=max_retries,
+                       priority=0, created_at=T0, updated_at=T0, run_at=T0, lease_token="tok"), **kw)
+
+
+def test_complete_keeps_the_token_and_clears_the_lease() -> None:
+    c = lifecycle.complete(OK)
+    assert (c.state, c.from_states, c.event, c.result) == (JobState.COMPLETED, (JobState.PROCESSING,),
+                                                          EventKind.COMPLETED, OK)
+    assert c.clear_lease and not c.clear_token and c.idempotent
+
+
+@pytest.mark.parametrize("attempts, max_retries, delay, expected", [
+    (1, 3, 2.0, JobState.FAILED),
+    (3, 3, 8.0, JobState.FAILED),   # the third failure of four allowed runs: one retry left
+    (4, 3, 16.0, JobState.DEAD),    # max_retries = 3: at most 4 runs
+    (1, 0, 1.0, JobState.DEAD),
+    (1, 3, None, JobState.DEAD),    # no delay could be decided: the DLQ
+])
+def test_fail_retries_until_max_retries_then_dead(attempts: int, max_retries: int, delay: float | None,
+                                                   expected: JobState) -> None:
+    c = lifecycle.fail(job(attempts=attempts, max_retries=max_retries), BAD, delay)
+    assert c.state == expected and c.result == BAD and c.clear_lease and not c.clear_token
+    if expected == JobState.FAILED:
+        assert (c.transition, c.event, c.run_in) == (Transition.RETRY, EventKind.FAILED, delay)
+    else:
+        assert (c.transition, c.event, c.run_in) == (Transition.BURY, EventKind.DEAD, None)
+
+
+def test_retry_delay_is_clamped_to_what_a_database_can_store() -> None:
+    assert lifecycle.retry(BAD, float("inf")).run_in == lifecycle.MAX_DELAY_SECONDS
+    assert lifecycle.retry(BAD, -5).run_in == 0.0
+
+
+def test_fallback_delay_is_the_spec_formula() -> None:
+    assert lifecycle.fallback_delay(3, 2) == 8.0
+    assert lifecycle.fallback_delay(10_000, 2) == float("inf")
+
+
+def test_heartbeat_renews_only() -> None:
+    c = lifecycle.heartbeat(30)
+    assert (c.state, c.lease_seconds, c.event, c.from_states) == (None, 30, None, (JobState.PROCESSING,))
+    assert not c.idempotent
+
+
+def test_release_hands_back_uncounted() -> None:
+    c = lifecycle.release(job(attempts=2))
+    assert (c.state, c.attempts, c.run_in, c.event) == (JobState.PENDING, 1, 0.0, EventKind.RELEASED)
+    assert c.clear_token and c.clear_lease
+    assert lifecycle.release(job(attempts=0)).attempts == 0
+
+
+@pytest.mark.parametrize("attempts, max_retries, expected, event", [
+    (1, 1, JobState.FAILED, EventKind.FAILED),
+    (2, 1, JobState.DEAD, EventKind.DEAD),
+])
+def test_recover_counts_the_lost_attempt(attempts: int, max_retries: int, expected: JobState,
+                                         event: EventKind) -> None:
+    c = lifecycle.recover(job(attempts=attempts, max_retries=max_retries))
+    assert (c.state, c.event, c.reason, c.run_in) == (expected, event, lifecycle.LEASE_EXPIRED_REASON, 0.0)
+    assert c.expired_only and c.clear_token and c.from_states == (JobState.PROCESSING,)
+
+
+def test_recover_of_a_job_whose_cancel_was_requested_cancels_it() -> None:
+    assert lifecycle.recover(job(cancel_requested=True)).state == JobState.CANCELLED
+
+
+def test_cancel_depends_on_the_state() -> None:
+    for state in (JobState.PENDING, JobState.FAILED):
+        c = lifecycle.cancel(job(state=state))
+        assert (c.state, c.event, c.transition) == (JobState.CANCELLED, EventKind.CANCELLED, Transition.CANCEL)
+        assert c.from_states == (JobState.PENDING, JobState.FAILED)
+    asked = lifecycle.cancel(job(state=JobState.PROCESSING))
+    assert (asked.state, asked.cancel_requested, asked.event) == (None, True, EventKind.CANCEL_REQUESTED)
+    for state in lifecycle.FINISHED_STATES:
+        with pytest.raises(ValidationError, match="already finished"):
+            lifecycle.cancel(job(state=state))
+    done = lifecycle.cancelled(BAD)
+    assert (done.state, done.reason, done.from_states) == (JobState.CANCELLED, "cancelled", (JobState.PROCESSING,))
+
+
+def test_replay_only_from_the_dlq() -> None:
+    c = lifecycle.replay(job(state=JobState.DEAD, attempts=4), command="echo fixed")
+    assert (c.state, c.attempts, c.run_in, c.command, c.event) == \
+        (JobState.PENDING, 0, 0.0, "echo fixed", EventKind.RETRIED)
+    assert c.from_states == (JobState.DEAD,) and c.clear_token
+    with pytest.raises(ValidationError, match="not in the DLQ"):
+        lifecycle.replay(job(state=JobState.COMPLETED))
+
+
+def test_restart_only_finished_jobs() -> None:
+    for state in lifecycle.FINISHED_STATES:
+        c = lifecycle.restart(job(state=state, attempts=2))
+        assert (c.state, c.attempts, c.event) == (JobState.PENDING, 0, EventKind.RESTARTED)
+        assert c.from_states == lifecycle.FINISHED_STATES
+    for state in (JobState.PENDING, JobState.PROCESSING, JobState.FAILED):
+        with pytest.raises(ValidationError, match="not finished"):
+            lifecycle.restart(job(state=state))
+
+
+def test_every_transition_is_decided_here() -> None:
+    made = {lifecycle.heartbeat(1).transition, lifecycle.complete(OK).transition,
+            lifecycle.retry(BAD, 1).transition, lifecycle.bury(BAD).transition,
+            lifecycle.release(job()).transition, lifecycle.recover(job()).transition,
+            lifecycle.cancel(job(state=JobState.PENDING)).transition,
+            lifecycle.cancel(job()).transition, lifecycle.replay(job(state=JobState.DEAD)).transition,
+            lifecycle.restart(job(state=JobState.COMPLETED)).transition}
+    assert made == set(Transition)
