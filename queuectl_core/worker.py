@@ -224,9 +224,13 @@ class Worker:
                 try:
                     held = self.storage.apply(job.id, token, renew)
                 except StorageError:
-                    pass  # unreachable: keep running; the result is recorded once it is back
+                    # Unreachable: keep running; the result is recorded once it is back. This
+                    # worker saw the outage, so it holds back recovery for a lease afterwards.
+                    self._reachable_since = float("inf")
                 else:
                     last_beat = now
+                    if self._reachable_since == float("inf"):
+                        self._reachable_since = now
                     if held is None:
                         lease_lost = True
                         return True

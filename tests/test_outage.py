@@ -205,3 +205,113 @@ def test_no_command_shows_the_dsn_password(q: Any, dsn: str, secret: str) -> Non
         assert secret not in result.stdout + result.stderr, (args, result.stderr)
         if args[0] != "config":
             assert result.returncode != 0 and result.stderr.startswith("Error:"), (args, result.stderr)
+
+
+class TcpProxy:
+    """A loopback TCP proxy the test can cut: a database outage without touching the shared server."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+        import threading
+
+        self.target = target
+        self._lock = threading.Lock()
+        self._socks: list[Any] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._serving = True
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def _accept(self, listener: Any) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._socks += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: Any, dst: Any) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        """Drop every connection and refuse new ones."""
+        import socket
+
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked on it
+        except OSError:
+            pass
+        self.listener.close()
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+    def restore(self) -> None:
+        import socket
+        import threading
+
+        self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def close(self) -> None:
+        self.cut()
+
+
+def test_postgres_outage_longer_than_the_lease_reruns_no_finished_job(q: Any, tmp_path: Path) -> None:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from queuectl_plugins.postgres_testing import temporary_postgres_database
+
+    with temporary_postgres_database() as dsn:
+        params = conninfo_to_dict(dsn)
+        proxy = TcpProxy((params.get("host") or "127.0.0.1", int(params.get("port") or 5432)))
+        try:
+            q.config("storage", "postgres")
+            q.config("postgres.dsn", make_conninfo(**{**params, "host": "127.0.0.1", "port": str(proxy.port)}))
+            q.config("postgres.connect_timeout", 1)
+            lease = 2.0
+            q.config("lease_seconds", lease)
+            runs = tmp_path / "runs"
+            ids = [f"job{i:02d}" for i in range(24)]
+            enqueue_many(q, ids, f"echo $QUEUECTL_JOB_ID >> {runs}; sleep 0.4")
+            workers = [start(q) for _ in range(3)]
+            q.wait_for(lambda: runs.exists() and len(runs.read_text().split()) >= 4, timeout=60,
+                       what="the drain to start")
+            proxy.cut()
+            time.sleep(1.5 * lease)
+            proxy.restore()
+            q.wait_for(lambda: q.counts()["completed"] == len(ids), timeout=90, what="every job to complete")
+            for proc, out in workers:
+                stop(proc, out)
+            executed = runs.read_text().split()
+            twice = {i for i in executed if executed.count(i) > 1}
+            assert not twice, (twice, [out.text() for _, out in workers])
+            assert_each_ran_once(q, runs, ids)
+        finally:
+            proxy.close()
