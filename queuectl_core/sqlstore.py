@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, TypeVar
 
-from queuectl_core.errors import DuplicateJobError
-from queuectl_core.lifecycle import RUNNABLE_STATES
-from queuectl_core.models import Job, JobState, WorkerInfo
-
 if TYPE_CHECKING:
     from queuectl_core.lifecycle import Change
-    from queuectl_core.models import NewJob
+    from queuectl_core.models import Job, JobState, NewJob, WorkerInfo
+
+# Start-up: every storage plugin module imports this one to subclass SQLStore, and `queuectl --help`
+# imports every plugin module. So the models and the lifecycle are imported on first use, not here.
 
 T = TypeVar("T")
 
@@ -31,34 +29,43 @@ JOB_COLUMNS = ("id", "command", "state", "attempts", "max_retries", "priority", 
                "run_at", "timeout", "last_exit_code", "last_error", "log_path", "output_tail", "worker_id",
                "lease_token", "lease_expires_at", "cancel_requested")
 _COLS = ", ".join(JOB_COLUMNS)
-_RUNNABLE = ", ".join(f"'{s}'" for s in RUNNABLE_STATES)
-_NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
+_RUNNABLE = "'pending', 'failed'"  # lifecycle.RUNNABLE_STATES (a test keeps them equal)
 
 
-@dataclass(frozen=True)
 class Dialect:
     """What differs between SQL databases, and nothing else.
 
     Statements are written with ``:name`` parameters; ``paramstyle`` "named" keeps them (sqlite3),
     "pyformat" rewrites them to ``%(name)s`` (psycopg). ``now`` is the SQL expression for the
     storage clock in stored time units (it may use the ``:now`` parameter, which every statement
-    receives from :meth:`clock_param`), and ``after(p)`` is that clock plus ``:p`` seconds.
+    receives from ``clock_param()``), and ``after(p)`` is that clock plus ``:p`` seconds.
+    ``to_db``/``from_db`` convert an aware datetime to and from the stored form.
     """
 
-    paramstyle: str
-    now: str
-    after: Callable[[str], str]
-    to_db: Callable[[datetime], Any]
-    from_db: Callable[[Any], datetime]
-    clock_param: Callable[[], Any]
-    skip_locked: str = ""  # " FOR UPDATE SKIP LOCKED" where the database has it
-    materialized: str = ""  # "MATERIALIZED" where a CTE could otherwise be inlined
-    ready_index: str = ""  # an index hint for the claim (SQLite's INDEXED BY)
-    due_index: str = ""
-    true: str = "TRUE"
+    # A plain class, not a dataclass: every storage plugin module imports this one at start-up,
+    # and generating a 12-field dataclass costs `queuectl --help` about 2 ms.
+    __slots__ = ("paramstyle", "now", "after", "to_db", "from_db", "clock_param", "skip_locked", "materialized",
+                 "ready_index", "due_index", "true")
+
+    def __init__(self, *, paramstyle: str, now: str, after: Callable[[str], str], to_db: Callable[[datetime], Any],
+                 from_db: Callable[[Any], datetime], clock_param: Callable[[], Any], skip_locked: str = "",
+                 materialized: str = "", ready_index: str = "", due_index: str = "", true: str = "TRUE") -> None:
+        self.paramstyle = paramstyle
+        self.now = now
+        self.after = after
+        self.to_db = to_db
+        self.from_db = from_db
+        self.clock_param = clock_param
+        self.skip_locked = skip_locked  # " FOR UPDATE SKIP LOCKED" where the database has it
+        self.materialized = materialized  # "MATERIALIZED" where a CTE could otherwise be inlined
+        self.ready_index = ready_index  # an index hint for the claim (SQLite's INDEXED BY)
+        self.due_index = due_index
+        self.true = true
 
     def sql(self, text: str) -> str:
-        return _NAMED.sub(r"%(\1)s", text) if self.paramstyle == "pyformat" else text
+        if self.paramstyle != "pyformat":
+            return text
+        return re.sub(r"(?<![:\w]):([a-z_][a-z0-9_]*)", r"%(\1)s", text)
 
 
 class Tx(Protocol):
@@ -89,6 +96,8 @@ class SQLStore:
 
     # -- rows -----------------------------------------------------------------------------
     def _job(self, row: Sequence[Any]) -> Job:
+        from queuectl_core.models import Job, JobState
+
         t = self.dialect.from_db
         return Job(
             id=row[0], command=row[1], state=JobState(row[2]), attempts=row[3], max_retries=row[4],
@@ -99,14 +108,22 @@ class SQLStore:
         )
 
     def _q(self, tx: Tx, sql: str, **params: Any) -> list[Sequence[Any]]:
+        """Run one statement: ``{j}``, ``{w}``, ``{now}`` filled in and parameters in the dialect's
+        style (cached per statement text: a worker's hot path repeats a handful of them)."""
+        cache: dict[str, str] = self.__dict__.setdefault("_sql_cache", {})
+        final = cache.get(sql)
+        if final is None:
+            final = cache[sql] = self.dialect.sql(sql.format(j=self.jobs, w=self.workers, now=self.dialect.now))
         params["now"] = self.dialect.clock_param()
-        return tx.rows(self.dialect.sql(sql.format(j=self.jobs, w=self.workers, now=self.dialect.now)), params)
+        return tx.rows(final, params)
 
     def _read(self, sql: str, **params: Any) -> list[Sequence[Any]]:
         return self._tx(lambda tx: self._q(tx, sql, **params), write=False)
 
     # -- jobs -----------------------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
+        from queuectl_core.errors import DuplicateJobError
+
         if not jobs:
             return []
         ids = [j.id for j in jobs]
@@ -153,6 +170,8 @@ class SQLStore:
         return [self._job(r) for r in self._read(sql, state=str(state) if state else None, limit=limit)]
 
     def counts(self) -> dict[JobState, int]:
+        from queuectl_core.models import JobState
+
         counts = {s: 0 for s in JobState}
         for state, n in self._read("SELECT state, count(*) FROM {j} GROUP BY state"):
             counts[JobState(state)] = n
@@ -224,10 +243,12 @@ class SQLStore:
             where += " AND lease_expires_at < {now}"
         sql = "UPDATE {j} SET " + ", ".join(sets) + " WHERE " + where + " RETURNING " + _COLS
 
+        runnable = change.state is not None and f"'{change.state}'" in _RUNNABLE
+
         def run(tx: Tx) -> list[Sequence[Any]]:
             rows = self._q(tx, sql, **p)
             if rows:
-                if change.state in RUNNABLE_STATES:
+                if runnable:
                     tx.wake()
             elif token is not None and change.idempotent:
                 # The same write repeated after its reply was lost: the row already says so.
@@ -261,6 +282,8 @@ class SQLStore:
                                     host=self.hostname, id=worker_id))
 
     def live_workers(self) -> list[WorkerInfo]:
+        from queuectl_core.models import WorkerInfo
+
         t = self.dialect.from_db
         rows = self._read("SELECT id, hostname, pid, started_at, last_seen, current_job FROM {w}"
                           " WHERE last_seen >= " + self.dialect.after("window") + " ORDER BY id",

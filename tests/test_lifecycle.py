@@ -125,3 +125,9 @@ def test_every_transition_is_decided_here() -> None:
             lifecycle.cancel(job()).transition, lifecycle.replay(job(state=JobState.DEAD)).transition,
             lifecycle.restart(job(state=JobState.COMPLETED)).transition}
     assert made == set(Transition)
+
+
+def test_the_sql_layer_claims_what_the_lifecycle_calls_runnable() -> None:
+    from queuectl_core import sqlstore
+
+    assert sqlstore._RUNNABLE == ", ".join(f"'{s}'" for s in lifecycle.RUNNABLE_STATES)
