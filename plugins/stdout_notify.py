@@ -29,6 +29,8 @@ def format_event(event: JobEvent) -> str | None:
                 f"retry at {format_time(job.run_at)}")
     if kind == "dead" and job is not None:
         return f"{prefix} DLQ: {job.id} ({job.last_error})"
+    if kind == "cancelled" and job is not None:
+        return f"{prefix} cancelled: {job.id}"
     if kind == "released" and job is not None:
         return f"{prefix} released: {job.id} (stopped before it finished; runnable again)"
     if kind == "lease_lost" and job is not None:

@@ -31,6 +31,7 @@ STOP_CHECK_SECONDS = 0.2
 BURST_RECHECK_SECONDS = 0.02  # a burst worker waiting only on other workers' running jobs
 # A busy worker looks for expired leases this often (one indexed read; a write only when found).
 BUSY_RECOVERY_SECONDS = 2.0
+CANCEL_CHECK_SECONDS = 0.5  # a running job's worker looks for a cancel request this often
 
 
 class Worker:
@@ -211,11 +212,11 @@ class Worker:
         lease_lost = cancel = False
         beat_every = self.lease / 3
         last_beat = time.monotonic()
-        last_seen = last_beat
+        last_seen = last_cancel_check = last_beat
         renew = lifecycle.heartbeat(self.lease)
 
         def tick() -> bool:
-            nonlocal lease_lost, cancel, last_beat, last_seen
+            nonlocal lease_lost, cancel, last_beat, last_seen, last_cancel_check
             self._drain_signal_pipe()
             if self.signals > 1:
                 return True
@@ -237,6 +238,17 @@ class Worker:
                     if held.cancel_requested:
                         cancel = True
                         return True
+            if now - last_cancel_check >= CANCEL_CHECK_SECONDS:
+                # `cancel` promises about a second; heartbeats may be far apart (lease / 3). One
+                # read by primary key, and never a write.
+                last_cancel_check = now
+                try:
+                    current = self.storage.get(job.id)
+                except StorageError:
+                    current = None
+                if current is not None and current.lease_token == token and current.cancel_requested:
+                    cancel = True
+                    return True
             if now - last_seen >= HOUSEKEEPING_SECONDS * 2:
                 last_seen = now
                 self._housekeeping(job.id)
