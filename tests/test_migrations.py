@@ -1,0 +1,52 @@
+"""A queue created by the previous release opens, migrates once, and keeps its jobs (both backends)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from queuectl_core import actions
+from queuectl_core.models import JobState
+
+
+def test_sqlite_v1_database_is_migrated_in_place(tmp_path: Path) -> None:
+    from queuectl_plugins.sqlite_storage import MIGRATIONS, SQLiteStorage
+
+    db = tmp_path / "queue.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(MIGRATIONS[0])
+    conn.execute("INSERT INTO jobs (id, command, state, attempts, max_retries, priority, created_at, updated_at,"
+                 " run_at) VALUES ('old', 'true', 'pending', 0, 3, 0, 1, 1, 1)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    storage = SQLiteStorage(db)
+    try:
+        job = storage.claim("w", 30)
+        assert job is not None and job.id == "old" and not job.cancel_requested
+        assert actions.cancel(storage, "old").cancel_requested
+        assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    finally:
+        storage.close()
+
+
+def test_postgres_v1_schema_is_migrated_in_place() -> None:
+    import psycopg
+
+    from queuectl_plugins.postgres_storage import MIGRATIONS, PostgresStorage
+    from queuectl_plugins.postgres_testing import temporary_postgres_database
+
+    with temporary_postgres_database() as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute('CREATE SCHEMA "queuectl"')
+            conn.execute("CREATE TABLE queuectl.schema_migrations (version integer PRIMARY KEY,"
+                         " applied_at timestamptz NOT NULL DEFAULT now())")
+            conn.execute(MIGRATIONS[0].format(s='"queuectl"'))
+            conn.execute("INSERT INTO queuectl.schema_migrations (version) VALUES (1)")
+            conn.execute("INSERT INTO queuectl.jobs (id, command, state, max_retries) VALUES ('old', 'true', 'pending', 3)")
+        storage = PostgresStorage(dsn)
+        try:
+            assert actions.cancel(storage, "old").state == JobState.CANCELLED  # a state v1 did not allow
+            assert storage.counts()[JobState.CANCELLED] == 1
+        finally:
+            storage.close()
