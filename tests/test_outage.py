@@ -87,8 +87,9 @@ def test_busy_workers_recover_a_dead_workers_job(q: Any, tmp_path: Path) -> None
     assert victim["state"] == "failed" and "lease expired" in victim["last_error"]
     assert q.job("long")["state"] == "processing"
     os.kill(busy.pid, signal.SIGINT)
+    q.wait_for(lambda: out.count("stopping"), timeout=10, what="the first signal to be handled")
     os.kill(busy.pid, signal.SIGINT)  # stop now: do not wait for the 20 s job
-    busy.wait(timeout=30)
+    assert busy.wait(timeout=10) == 0, out.text()
 
 
 def test_first_sigterm_stops_a_worker_stuck_retrying_a_write(q: Any, tmp_path: Path) -> None:

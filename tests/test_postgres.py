@@ -283,7 +283,8 @@ def test_eight_workers_execute_every_job_exactly_once(pq: Any, tmp_path: Path) -
     counts = _runs(runs)
     assert len(counts) == total and set(counts.values()) == {1}, \
         f"ran more than once: {[k for k, v in counts.items() if v > 1][:10]}"
-    assert pq.counts() == {"pending": 0, "processing": 0, "completed": total, "failed": 0, "dead": 0}
+    assert pq.counts() == {"pending": 0, "processing": 0, "completed": total, "failed": 0, "dead": 0,
+                           "cancelled": 0}
     assert _psql(pq.pg_dsn, "SELECT count(*) FROM queuectl.jobs WHERE attempts <> 1") == [(0,)]
     # Every worker took part: SKIP LOCKED lets them claim side by side.
     per_worker = _psql(pq.pg_dsn, "SELECT worker_id, count(*) FROM queuectl.jobs GROUP BY worker_id")
@@ -343,7 +344,8 @@ def test_database_restart_mid_run_loses_nothing(pq: Any, tmp_path: Path) -> None
 
     counts = _runs(runs)
     assert set(counts) == {f"r{i:04d}" for i in range(total)}, "a job was lost"
-    assert pq.counts() == {"pending": 0, "processing": 0, "completed": total, "failed": 0, "dead": 0}
+    assert pq.counts() == {"pending": 0, "processing": 0, "completed": total, "failed": 0, "dead": 0,
+                           "cancelled": 0}
     # At-least-once: a claim committed just before the connection dropped is re-run after its
     # lease, so a rare job may run twice; never more, with one restart.
     duplicates = {k: v for k, v in counts.items() if v > 1}
