@@ -185,12 +185,13 @@ class PostgresStorage(SQLStore):
         )
         try:
             conn.add_notify_handler(self._on_notify)
-            t0 = time.time()
-            db_now = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-            t1 = time.time()
             from queuectl_core.timeutil import UTC
 
-            self._offset = db_now - datetime.fromtimestamp((t0 + t1) / 2, tz=UTC)
+            t0 = time.time()
+            row = conn.execute("SELECT clock_timestamp()").fetchone()
+            t1 = time.time()
+            local = datetime.fromtimestamp((t0 + t1) / 2, tz=UTC)
+            self._offset = (row[0] if row else local) - local
             if not self._migrated:
                 self._migrate(conn)
                 self._migrated = True
@@ -271,7 +272,7 @@ class PostgresStorage(SQLStore):
 
         return datetime.now(tz=UTC) + self._offset
 
-    def _insert(self, tx: _Tx, jobs: Sequence[NewJob]) -> list[Sequence[Any]]:
+    def _insert(self, tx: Any, jobs: Sequence[NewJob]) -> list[Sequence[Any]]:
         # One statement for the whole batch (arrays, not one INSERT per job): --file of tens of
         # thousands of jobs stays one round trip. DO NOTHING + RETURNING tells the shared layer
         # which ids already existed without aborting on the first.

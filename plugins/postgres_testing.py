@@ -50,7 +50,7 @@ def _with_dbname(dsn: str, dbname: str) -> str:
 
     params = conninfo_to_dict(dsn)
     params["dbname"] = dbname
-    return make_conninfo(**params)
+    return make_conninfo("", **params)
 
 
 @contextmanager

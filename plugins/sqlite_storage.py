@@ -211,13 +211,13 @@ class SQLiteStorage(SQLStore):
 
         return from_ms(_now_ms())
 
-    def _insert(self, tx: _Tx, jobs: Sequence[NewJob]) -> list[Sequence[Any]]:
+    def _insert(self, tx: Any, jobs: Sequence[NewJob]) -> list[Sequence[Any]]:
         # executemany without RETURNING: 10,000 jobs in one transaction at >50,000 jobs/s.
         from queuectl_core.errors import DuplicateJobError
         from queuectl_core.timeutil import to_ms
 
         now = _now_ms()
-        rows = [(j.id, j.command, "pending", 0, j.max_retries, j.priority, now, now,
+        rows: list[Sequence[Any]] = [(j.id, j.command, "pending", 0, j.max_retries, j.priority, now, now,
                  to_ms(j.run_at) if j.run_at is not None else now + round((j.delay or 0) * 1000), j.timeout,
                  None, None, None, None, None, None, None, 0) for j in jobs]
         try:

@@ -22,6 +22,7 @@ from queuectl_core.signals import GRACEFUL, HANDLED, IMMEDIATE
 
 if TYPE_CHECKING:
     from queuectl_core.app import App
+    from queuectl_core.janitor import Janitor
 
 T = TypeVar("T")
 HOUSEKEEPING_SECONDS = 1.0  # how often a worker says it is alive, checks for stop, recovers leases
@@ -48,7 +49,7 @@ class Worker:
         self.signals = 0  # stop requests by signal: 1 graceful, 2 or more immediate
         self.stop_requested = False  # by `queuectl worker stop`
         self._sig_r, self._sig_w = os.pipe()
-        self._janitor = None
+        self._janitor: Janitor | None = None
         self._last_storage_error = 0.0
         # When storage last became reachable after failing. Expired leases are taken back only
         # once it has been reachable for a whole lease: after an outage every worker gets a lease
@@ -160,7 +161,8 @@ class Worker:
         if now - self._reachable_since < self.lease or (busy and now < self._next_recovery):
             return
         self._next_recovery = now + BUSY_RECOVERY_SECONDS
-        for job in self._storage_call(self.storage.expired, default=[]):
+        expired: list[Job] = self._storage_call(lambda: self.storage.expired(), default=[])
+        for job in expired:
             change = lifecycle.recover(job)
             updated = self._storage_call(lambda: self.storage.apply(job.id, job.lease_token, change), default=None)
             if updated is not None and change.event is not None:
@@ -305,10 +307,16 @@ class Worker:
         # Keep trying through a storage outage: the result is recorded once storage is back, unless
         # the lease has meanwhile passed to another worker (then fencing rejects it, as it should).
         # A stop signal ends the retrying: the job is then left to its lease, which expires.
-        gave_up = object()
-        updated = self._storage_call(lambda: self.storage.apply(job.id, token, change), default=gave_up,
-                                     until=lambda: self.signals > 0)
-        if updated is gave_up:
+        written = False
+
+        def write() -> Job | None:
+            nonlocal written
+            out = self.storage.apply(job.id, token, change)
+            written = True
+            return out
+
+        updated = self._storage_call(write, until=lambda: self.signals > 0)
+        if not written:
             print(f"[{self.id}] could not record the result of {job.id}: stopping; its lease will expire"
                   " and the job will be retried", file=sys.stderr, flush=True)
         elif updated is None:
