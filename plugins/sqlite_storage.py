@@ -236,9 +236,6 @@ class SQLiteStorage(SQLStore):
             raise
         return rows
 
-    def claim(self, worker_id: str, lease_seconds: float) -> Any:
-        return self._claim(worker_id, os.urandom(8).hex(), lease_seconds)
-
     # -- workers ----------------------------------------------------------------------------
     def register_worker(self, info: WorkerInfo) -> None:
         from queuectl_core.timeutil import to_ms
