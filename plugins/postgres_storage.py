@@ -119,9 +119,6 @@ class _Tx:
                 params[key] = _text(params[key])
         return self.conn.execute(sql, params).fetchall()
 
-    def count(self, sql: str, params: dict[str, Any]) -> int:
-        return int(self.conn.execute(sql, params).rowcount)
-
     def wake(self) -> None:
         # Inside the transaction: delivered at commit, never for a rolled-back change.
         self.conn.execute("SELECT pg_notify(%s, '')", (self.channel,))

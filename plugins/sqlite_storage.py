@@ -109,9 +109,6 @@ class _Tx:
     def rows(self, sql: str, params: dict[str, Any]) -> list[Sequence[Any]]:
         return self.conn.execute(sql, params).fetchall()
 
-    def count(self, sql: str, params: dict[str, Any]) -> int:
-        return int(self.conn.execute(sql, params).rowcount)
-
     def wake(self) -> None:
         self.woken = True
 

@@ -73,9 +73,6 @@ class Tx(Protocol):
 
     def rows(self, sql: str, params: dict[str, Any]) -> list[Sequence[Any]]: ...
 
-    def count(self, sql: str, params: dict[str, Any]) -> int:
-        """Run a statement; the number of rows it changed."""
-
     def wake(self) -> None:
         """Wake idle workers once this transaction commits."""
 
