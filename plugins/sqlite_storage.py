@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from queuectl_core import hookimpl
-from queuectl_core.settings import Setting
+from queuectl_core.settings import Setting, check_path
 from queuectl_core.sqlstore import SQLStore
 
 if TYPE_CHECKING:
@@ -321,7 +321,7 @@ def queuectl_register_storages(register: Callable[[str, Any], None]) -> None:
 @hookimpl
 def queuectl_register_settings(register: Callable[[Setting], None]) -> None:
     register(Setting("sqlite.path", str, lambda home: str(home / "queue.db"),
-                     "The SQLite database file (default: queue.db in QUEUECTL_HOME)."))
+                     "The SQLite database file (default: queue.db in QUEUECTL_HOME).", validate=check_path))
     register(Setting("sqlite.synchronous", str, "NORMAL",
                      "SQLite's synchronous level: NORMAL survives crashes, FULL also survives power loss.",
                      choices=("NORMAL", "FULL")))

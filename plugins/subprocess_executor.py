@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from queuectl_core import hookimpl
-from queuectl_core.settings import Setting
+from queuectl_core.settings import Setting, check_path
 
 if TYPE_CHECKING:
     from queuectl_core.interfaces import RunContext
@@ -317,7 +317,7 @@ def queuectl_register_executors(register: Callable[[str, Any], None]) -> None:
 @hookimpl
 def queuectl_register_settings(register: Callable[[Setting], None]) -> None:
     register(Setting("subprocess.log_dir", str, lambda home: str(home / "logs"),
-                     "Where each attempt's output is written (default: logs in QUEUECTL_HOME)."))
+                     "Where each attempt's output is written (default: logs in QUEUECTL_HOME).", validate=check_path))
     register(Setting("subprocess.max_log_bytes", int, 4 * 1024 * 1024,
                      "Most bytes kept per attempt: the first and last halves; the middle is dropped.", minimum=1024))
     register(Setting("subprocess.kill_grace_seconds", float, 5.0,

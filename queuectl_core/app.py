@@ -5,9 +5,8 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from queuectl_core.errors import ConfigError
 from queuectl_core.plugins import registries
-from queuectl_core.settings import Config, home, read_file_values, validate_file_values
+from queuectl_core.settings import Config, ensure_private_dir, home, read_file_values, validate_file_values
 
 if TYPE_CHECKING:
     from queuectl_core.interfaces import BackoffPolicy, Executor, Storage
@@ -18,8 +17,7 @@ class App:
 
     def __init__(self) -> None:
         self.home = home()
-        if self.home.exists() and not self.home.is_dir():
-            raise ConfigError(f"QUEUECTL_HOME {self.home} is not a directory")
+        ensure_private_dir(self.home)  # 0700, created or tightened; one stat when already so
         self.registries = registries()
         values = read_file_values(self.home)
         validate_file_values(values, self.registries.settings, self.home / "config.toml")

@@ -16,6 +16,21 @@ if TYPE_CHECKING:
     from queuectl_core.models import Job
 
 STATES = ("pending", "processing", "completed", "failed", "dead", "cancelled")
+_MAX_INT = 2**31 - 1
+
+
+class JobId(click.ParamType):
+    """A job id argument: text that cannot be an id (bad bytes, wrong characters) is refused here,
+    before it reaches storage, which could not even encode some of it."""
+
+    name = "job_id"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        from queuectl_core.jobspec import ID_RULE, is_job_id, short
+
+        if not is_job_id(value):
+            self.fail(f"{short(value)} is not a job id (ids are {ID_RULE})", param, ctx)
+        return value
 
 
 class OneLineUsageError(click.UsageError):
@@ -102,16 +117,17 @@ def cli() -> None:
 @click.option("--cmd", "command", help="The shell command to run.")
 @click.option("--max-retries", type=int, help="Retries after the first attempt (default: config max_retries).")
 @click.option("--priority", type=int, help="Higher runs first (default 0).")
-@click.option("--delay", type=float, help="Run no sooner than this many seconds from now.")
-@click.option("--run-at", help="Run no sooner than this ISO 8601 time (e.g. 2026-01-10T10:35:00Z).")
-@click.option("--timeout", type=float, help="Kill the job's whole process group after this many seconds.")
+@click.option("--delay", help="Run no sooner than this from now: seconds, or 90s, 5m, 1h30m, 7d.")
+@click.option("--run-at",
+              help="Run no sooner than this ISO 8601 time (e.g. 2026-01-10T10:35:00Z; no zone: local time).")
+@click.option("--timeout", help="Kill the job's whole process group after this long (seconds, or 30s, 5m, 2h).")
 # Bytes, decoded by us: a file that is not UTF-8 must be one error line, not a traceback.
 @click.option("--file", "file_", type=click.File("rb"),
               help="Read jobs from a file: one JSON object, an array, or JSON Lines; '-' reads stdin.")
 @click.pass_context
 def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, command: str | None,
-            max_retries: int | None, priority: int | None, delay: float | None, run_at: str | None,
-            timeout: float | None, file_: Any) -> None:
+            max_retries: int | None, priority: int | None, delay: str | None, run_at: str | None,
+            timeout: str | None, file_: Any) -> None:
     """Add jobs to the queue; prints the id of each.
 
     \b
@@ -134,18 +150,20 @@ def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, comman
         raise click.UsageError("--cmd is required (or pass a JSON job, or --file)")
     if delay is not None and run_at is not None:
         raise click.UsageError("give --delay or --run-at, not both")
+    if given:
+        given.update(_flag_times(given))
     if file_ is not None:
-        raw = file_.read()
+        try:
+            raw = file_.read()
+        except OSError as exc:  # EIO, a directory via '-', a vanished mount
+            raise ValidationError(f"cannot read {file_.name}: {exc.strerror or exc}") from None
         try:
             text = raw.decode("utf-8-sig")  # -sig: tolerate the BOM some editors write
         except UnicodeDecodeError as exc:
             raise ValidationError(f"{file_.name}: not UTF-8 text (bad byte at offset {exc.start})") from None
         objs = jobspec.parse_documents(text)
     elif job_json is not None:
-        try:
-            objs = [json.loads(job_json)]
-        except json.JSONDecodeError as exc:
-            raise ValidationError(f"invalid JSON job: {exc.msg} (column {exc.colno})") from None
+        objs = [_parse_job_argument(job_json)]
     else:
         objs = [given]
     app = _app(ctx)
@@ -157,6 +175,57 @@ def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, comman
     for job in created:
         emit(JobEvent(EventKind.ENQUEUED, job=job))
     click.echo("\n".join(job.id for job in created))
+
+
+def _flag_times(flags: dict[str, Any]) -> dict[str, Any]:
+    """Flags are typed by people: durations with units, and a --run-at without a zone is local
+    time. Converted here to what a JSON job holds; jobspec then checks ranges as for JSON."""
+    from queuectl_core.errors import ValidationError
+    from queuectl_core.timeutil import format_time, parse_duration, parse_time
+
+    parsers = {"delay": parse_duration, "timeout": parse_duration,
+               "run_at": lambda text: format_time(parse_time(text, local_if_naive=True))}
+    out: dict[str, Any] = {}
+    for key, parse in parsers.items():
+        if key in flags:
+            try:
+                out[key] = parse(flags[key])
+            except ValueError as exc:
+                raise ValidationError(f"{key!r}: {exc}") from None
+    return out
+
+
+def _parse_job_argument(text: str) -> Any:
+    """The positional JSON job; something that is plainly a shell command gets a hint to --cmd."""
+    from queuectl_core import jobspec
+    from queuectl_core.errors import ValidationError
+
+    try:
+        obj = jobspec.loads(text)
+    except json.JSONDecodeError as exc:
+        if text.lstrip()[:1] not in ("{", "[", '"'):
+            _suggest_cmd(text)
+        raise ValidationError(f"invalid JSON job: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(obj, (dict, list)):
+        _suggest_cmd(text)
+    return obj
+
+
+def _suggest_cmd(text: str) -> NoReturn:
+    import shlex
+
+    from queuectl_core.errors import ValidationError
+    from queuectl_core.jobspec import short
+
+    try:
+        text.encode("utf-8")
+        quoted = shlex.quote(text)
+    except UnicodeEncodeError:
+        quoted = "'...'"
+    if len(quoted) > 80:
+        quoted = "'...'"
+    raise ValidationError(f"{short(text)} is not a JSON job; to enqueue a shell command use: "
+                          f"queuectl enqueue --cmd {quoted}")
 
 
 def _enqueue_with_fresh_ids(app: App, jobs: list[Any], given_ids: set[Any]) -> list[Job]:
@@ -272,7 +341,7 @@ def _job_table(jobs: list[Job], with_error: bool = False) -> None:
 
 @cli.command("list")
 @click.option("--state", type=click.Choice(STATES), help="Only jobs in this state.")
-@click.option("--limit", type=click.IntRange(1), help="At most this many jobs.")
+@click.option("--limit", type=click.IntRange(1, _MAX_INT), help="At most this many jobs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array of jobs.")
 @click.pass_context
 def list_(ctx: click.Context, state: str | None, limit: int | None, as_json: bool) -> None:
@@ -287,7 +356,7 @@ def list_(ctx: click.Context, state: str | None, limit: int | None, as_json: boo
 
 
 @cli.command()
-@click.argument("job_id")
+@click.argument("job_id", type=JobId())
 @click.pass_context
 def logs(ctx: click.Context, job_id: str) -> None:
     """Print the captured stdout and stderr of a job's last attempt."""
@@ -301,19 +370,45 @@ def logs(ctx: click.Context, job_id: str) -> None:
             raise click.ClickException(f"job {job_id!r} has not run yet")
         raise click.ClickException(f"job {job_id!r} has no finished attempt with output yet")
     out = sys.stdout.buffer
+    tail = job.output_tail or ""
+    # The executor appends this note to the stored tail when the disk refused the log (full,
+    # unwritable): the file, if any, then stops short of what the job printed.
+    write_failed = _LOG_WRITE_FAILED in tail
     try:
         with open(job.log_path, "rb") as fh:
             while chunk := fh.read(1 << 16):
                 out.write(chunk)
     except OSError as exc:
-        if job.output_tail:
-            why = "is not on this machine" if isinstance(exc, FileNotFoundError) else f"cannot be read ({exc.strerror})"
+        if tail:
+            if write_failed and isinstance(exc, FileNotFoundError):
+                why = f"was never written ({_write_failure(tail)})"
+            elif isinstance(exc, FileNotFoundError):
+                why = "is not on this machine"
+            else:
+                why = f"cannot be read ({exc.strerror})"
+            out.flush()
             click.echo(f"(log file {job.log_path} {why}; showing the stored tail)", err=True)
-            out.write(job.output_tail.encode())
+            out.write(tail.encode())
         elif not isinstance(exc, FileNotFoundError):
             raise click.ClickException(f"cannot read {job.log_path}: {exc.strerror}") from None
         # else: the attempt printed nothing, so no file was ever made
+    else:
+        if write_failed:
+            out.flush()
+            click.echo(f"(log file {job.log_path} is incomplete: {_write_failure(tail)}; "
+                       f"the last {len(tail.encode())} bytes of output, as stored, follow)", err=True)
+            out.write(b"\n[queuectl: the log file ends here; the stored tail follows]\n")
+            out.write(tail.encode())
     out.flush()
+
+
+_LOG_WRITE_FAILED = "[queuectl: cannot write the log file "
+
+
+def _write_failure(tail: str) -> str:
+    """The reason from the executor's note, e.g. 'No space left on device'."""
+    note = tail[tail.rindex(_LOG_WRITE_FAILED):].strip().rstrip("]")
+    return note.rpartition(": ")[2] or "writing it failed"
 
 
 # -- DLQ ----------------------------------------------------------------------------------------
@@ -337,7 +432,7 @@ def dlq_list(ctx: click.Context, as_json: bool) -> None:
 
 
 @dlq.command("retry")
-@click.argument("job_id")
+@click.argument("job_id", type=JobId())
 @click.pass_context
 def dlq_retry(ctx: click.Context, job_id: str) -> None:
     """Put a dead job back in the queue with its attempts reset."""

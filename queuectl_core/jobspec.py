@@ -15,23 +15,66 @@ from queuectl_core.timeutil import parse_time
 ALLOWED_KEYS = ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout")
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}\Z")
 _MAX_PRIORITY = 2**31 - 1
+ID_RULE = "1-128 characters of letters, digits and ._:@+-, starting with a letter or digit"
+
+
+def is_job_id(text: str) -> bool:
+    """Whether text can be a job id at all (every stored id is one): ASCII, so always encodable."""
+    return _ID_RE.match(text) is not None and text.isascii()
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """repr() cut to one readable length: error lines quote input, which may be megabytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**limit:
+        return "<an integer too long to show>"
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):
+        return f"<a {type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def loads(text: str) -> Any:
+    """json.loads, with every way it can fail as a ValidationError (JSONDecodeError carries the
+    position; nesting too deep and numbers too long to convert raise other exceptions)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise ValidationError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # an integer beyond Python's int-string conversion limit
+        raise ValidationError("invalid JSON: a number has too many digits") from None
+
+
+def utf8_text(key: str, value: str) -> str:
+    """Commands and ids are stored and shown as UTF-8 text: a lone surrogate (from an argument
+    with invalid UTF-8 bytes, or a JSON ``\\ud800`` escape) is refused, naming the key."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = value[exc.start]
+        what = f"byte 0x{ord(bad) - 0xDC00:02x}" if 0xDC80 <= ord(bad) <= 0xDCFF else f"lone surrogate U+{ord(bad):04X}"
+        raise ValidationError(f"{key!r} is not valid UTF-8 text ({what} at character {exc.start})") from None
+    return value
 
 
 def _int(key: str, value: Any, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(f"{key!r} must be an integer, got {value!r}")
+        raise ValidationError(f"{key!r} must be an integer, got {short(value)}")
     if minimum is not None and value < minimum:
-        raise ValidationError(f"{key!r} must be >= {minimum}, got {value!r}")
+        raise ValidationError(f"{key!r} must be >= {minimum}, got {short(value)}")
     if abs(value) > _MAX_PRIORITY:
-        raise ValidationError(f"{key!r} is out of range: {value!r}")
+        raise ValidationError(f"{key!r} is out of range (at most {_MAX_PRIORITY}): {short(value)}")
     return value
 
 
 def _seconds(key: str, value: Any) -> float:
+    # JSON keeps its types: a number of seconds (durations with units are for people, on flags).
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValidationError(f"{key!r} must be a number of seconds, got {value!r}")
+        raise ValidationError(f"{key!r} must be a number of seconds, got {short(value)}")
     if not math.isfinite(value) or value < 0 or value > 10 * 365 * 86400:
-        raise ValidationError(f"{key!r} must be between 0 and ten years in seconds, got {value!r}")
+        raise ValidationError(f"{key!r} must be between 0 and ten years in seconds, got {short(value)}")
     return float(value)
 
 
@@ -41,7 +84,7 @@ def validate(obj: Any, default_max_retries: int) -> NewJob:
         raise ValidationError(f"a job must be a JSON object, got {type(obj).__name__}")
     unknown = [k for k in obj if k not in ALLOWED_KEYS]
     if unknown:
-        raise ValidationError(f"unknown key {unknown[0]!r} (allowed: {', '.join(ALLOWED_KEYS)})")
+        raise ValidationError(f"unknown key {short(unknown[0])} (allowed: {', '.join(ALLOWED_KEYS)})")
     command = obj.get("command")
     if "command" not in obj:
         raise ValidationError("'command' is required")
@@ -49,20 +92,18 @@ def validate(obj: Any, default_max_retries: int) -> NewJob:
         raise ValidationError("'command' must be a non-empty string")
     if "\x00" in command:
         raise ValidationError("'command' must not contain NUL bytes")
+    utf8_text("command", command)
     job_id = obj.get("id")
     if job_id is None:
         job_id = new_id()
-    elif not isinstance(job_id, str) or not _ID_RE.match(job_id):
-        raise ValidationError(
-            f"'id' must be 1-128 characters of letters, digits and ._:@+-, starting with a letter or digit; "
-            f"got {job_id!r}"
-        )
+    elif not isinstance(job_id, str) or not is_job_id(job_id):
+        raise ValidationError(f"'id' must be {ID_RULE}; got {short(job_id)}")
     max_retries = default_max_retries if obj.get("max_retries") is None else _int("max_retries", obj["max_retries"], 0)
     priority = 0 if obj.get("priority") is None else _int("priority", obj["priority"])
     run_at = None
     if obj.get("run_at") is not None:
         if not isinstance(obj["run_at"], str):
-            raise ValidationError(f"'run_at' must be an ISO 8601 time string, got {obj['run_at']!r}")
+            raise ValidationError(f"'run_at' must be an ISO 8601 time string, got {short(obj['run_at'])}")
         try:
             run_at = parse_time(obj["run_at"])
         except ValueError as exc:
@@ -85,14 +126,16 @@ def parse_documents(text: str) -> list[Any]:
     if not stripped:
         raise ValidationError("no jobs in input")
     try:
-        doc = json.loads(stripped)
+        doc = loads(stripped)
     except json.JSONDecodeError as whole_error:
         objs = []
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                objs.append(json.loads(line))
+                objs.append(loads(line))
+            except ValidationError as exc:
+                raise ValidationError(f"line {lineno}: {exc}") from None
             except json.JSONDecodeError as exc:
                 if lineno == 1 and not objs:
                     raise ValidationError(f"invalid JSON: {whole_error.msg} (line {whole_error.lineno} column {whole_error.colno})") from None

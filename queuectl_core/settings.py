@@ -22,10 +22,57 @@ def home() -> Path:
     """QUEUECTL_HOME, or the platform's per-user app directory."""
     env = os.environ.get("QUEUECTL_HOME")
     if env:
-        return Path(env).expanduser()
+        try:
+            return Path(check_path(env)).expanduser()
+        except ValueError as exc:
+            raise ConfigError(f"environment variable QUEUECTL_HOME: {exc}") from None
     import click
 
     return Path(click.get_app_dir("queuectl"))
+
+
+def check_path(value: str) -> str:
+    """A path setting must name something: not empty, no NUL, and a leading ``~user`` must be a
+    user this machine knows (else every later command would fail expanding it). ValueError if not.
+    Plugins pass it as a Setting's ``validate``."""
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if "\x00" in value:
+        raise ValueError("must not contain NUL bytes")
+    if value.startswith("~"):
+        try:
+            Path(value).expanduser()
+        except RuntimeError:
+            raise ValueError(f"{value.split('/', 1)[0]!r}: no such user (write the path in full)") from None
+    return value
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create ``path`` 0700, or tighten it to 0700 if it exists with group/other bits, as ssh and
+    gpg do for their own directories: config.toml may hold a DSN password, and the database every
+    job's command. One stat when all is well; a directory we do not own is left as it is."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        try:
+            path.mkdir(mode=0o700, parents=True)
+            os.chmod(path, 0o700)  # whatever the umask
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ConfigError(f"cannot create {path}: {exc.strerror or exc}") from None
+        return
+    except OSError as exc:
+        raise ConfigError(f"cannot use QUEUECTL_HOME {path}: {exc.strerror or exc}") from None
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"QUEUECTL_HOME {path} is not a directory")
+    if st.st_mode & 0o077 and st.st_uid == os.getuid():
+        try:
+            os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+        except OSError:
+            pass
 
 
 def normalize_key(key: str) -> str:
@@ -48,6 +95,18 @@ class Setting:
     # A callable default is computed from the home directory (e.g. a path inside it).
     plugin: str = "core"
     validate: Callable[[Any], None] | None = None
+
+    @property
+    def duration_unit(self) -> float | None:
+        """Seconds per unit when the key is a time span (``*_seconds``, ``*_ms``): its value may
+        then be given as a duration such as ``5m`` or ``1h30m``."""
+        if self.type not in (int, float):
+            return None
+        if self.key.endswith("_seconds"):
+            return 1.0
+        if self.key.endswith("_ms"):
+            return 0.001
+        return None
 
     @property
     def env_var(self) -> str:
@@ -84,6 +143,28 @@ class Setting:
         """Turn text (from the CLI or environment) or a TOML value into this key's type, or raise
         ConfigError naming the key."""
         want = self.type
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ConfigError(f"{self.key} must not contain NUL bytes")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                # config.toml is UTF-8: an argument or variable with invalid bytes cannot be kept.
+                raise ConfigError(f"{self.key} is not valid UTF-8 text: {_short(value)}") from None
+            if self.duration_unit is not None and value.strip() and value.strip()[-1:].isalpha() \
+                    and value.strip().lower() not in ("nan", "inf", "infinity"):
+                from queuectl_core.timeutil import parse_duration
+
+                try:
+                    seconds = parse_duration(value)
+                except ValueError as exc:
+                    raise ConfigError(f"{self.key}: {exc}") from None
+                value = seconds * round(1 / self.duration_unit)
+                if want is int:
+                    if value != int(value):
+                        raise ConfigError(f"{self.key} must be a whole number of {'ms' if self.duration_unit < 1 else 'seconds'}, "
+                                          f"got {_short(value)}")
+                    value = str(int(value))
         try:
             if want is bool:
                 if isinstance(value, bool):
@@ -108,16 +189,17 @@ class Setting:
                 if not isinstance(value, str):
                     raise ValueError
                 out = value
-        except (TypeError, ValueError):
-            raise ConfigError(f"{self.key} must be {_type_name(want)}, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            # ValueError also covers digits beyond Python's int-string conversion limit.
+            raise ConfigError(f"{self.key} must be {_type_name(want, self.duration_unit)}, got {_short(value)}") from None
         if self.minimum is not None:
             if out < self.minimum or (self.exclusive_minimum and out == self.minimum):
                 op = ">" if self.exclusive_minimum else ">="
-                raise ConfigError(f"{self.key} must be {op} {self.minimum:g}, got {value!r}")
+                raise ConfigError(f"{self.key} must be {op} {self.minimum:g}, got {_short(value)}")
         if self.maximum is not None and out > self.maximum:
-            raise ConfigError(f"{self.key} must be <= {self.maximum:g}, got {value!r}")
+            raise ConfigError(f"{self.key} must be <= {self.maximum:g}, got {_short(value)}")
         if self.choices is not None and out not in self.choices:
-            raise ConfigError(f"{self.key} must be one of {', '.join(self.choices)}; got {value!r}")
+            raise ConfigError(f"{self.key} must be one of {', '.join(self.choices)}; got {_short(value)}")
         if self.validate is not None:
             try:
                 self.validate(out)
@@ -126,8 +208,16 @@ class Setting:
         return out
 
 
-def _type_name(t: type) -> str:
+def _type_name(t: type, duration_unit: float | None = None) -> str:
+    if duration_unit is not None:
+        return "a number of " + ("ms" if duration_unit < 1 else "seconds") + " or a duration like 5m or 1h30m"
     return {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(t, t.__name__)
+
+
+def _short(value: Any) -> str:
+    from queuectl_core.jobspec import short
+
+    return short(value)
 
 
 CORE_SETTINGS = (
@@ -137,8 +227,9 @@ CORE_SETTINGS = (
             minimum=0, exclusive_minimum=True, maximum=86_400),
     Setting("poll_interval_ms", int, 500, "How often an idle worker checks for work without a wake-up.",
             minimum=0, exclusive_minimum=True, maximum=3_600_000),
+    # At least a second: a shorter lease expires between heartbeats, so a running job is re-run.
     Setting("lease_seconds", float, 60.0, "A claimed job's lease, renewed by a heartbeat while it runs.",
-            minimum=0, exclusive_minimum=True, maximum=7 * 86_400),
+            minimum=1, maximum=7 * 86_400),
     Setting("storage", str, "sqlite", "Which registered storage backend holds the queue."),
     Setting("executor", str, "subprocess", "Which registered executor runs jobs."),
     Setting("backoff", str, "exponential", "Which registered backoff policy spaces retries."),
@@ -163,8 +254,13 @@ class Config:
         try:
             return self.schema[norm]
         except KeyError:
+            import difflib
+
+            close = difflib.get_close_matches(norm, self.schema, n=1, cutoff=0.6)
+            if close:
+                raise ConfigError(f"unknown config key {_short(key)}; did you mean {close[0]!r}?") from None
             known = ", ".join(sorted(self.schema))
-            raise ConfigError(f"unknown config key {key!r} (known keys: {known})") from None
+            raise ConfigError(f"unknown config key {_short(key)} (known keys: {known})") from None
 
     def source(self, key: str) -> str:
         s = self.setting(key)
@@ -197,11 +293,27 @@ def read_file_values(home_dir: Path) -> dict[str, Any]:
     """config.toml flattened to dotted keys; a missing file is empty, a broken one an error."""
     path = home_dir / CONFIG_FILE
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        # It may hold a DSN password: 0600, tightened if an older version or an editor left it open.
+        if st.st_mode & 0o077 and st.st_uid == os.getuid():
+            try:
+                os.fchmod(fd, 0o600)
+            except OSError:
+                pass
+        with os.fdopen(fd, "rb") as fh:
+            fd = -1
+            raw = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -243,11 +355,13 @@ def write_file_values(home_dir: Path, values: Mapping[str, Any]) -> None:
         node[parts[-1]] = values[key]
     text = tomli_w.dumps(nested)
     tomllib.loads(text)  # never write what we could not read back
-    home_dir.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(home_dir)
     path = home_dir / CONFIG_FILE
     tmp = path.with_name(f".{CONFIG_FILE}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        os.fchmod(fd, 0o600)  # whatever the umask
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())

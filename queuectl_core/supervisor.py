@@ -18,7 +18,13 @@ from typing import Callable
 from queuectl_core.signals import GRACEFUL, HANDLED, IMMEDIATE, STOP_SIGNALS, held
 
 PR_SET_PDEATHSIG = 1
-RESTART_LIMIT = 5  # crashed workers restarted per minute before giving up
+# A crashed slot is always refilled (an OOM killer may take workers again and again; a slot given
+# up would stay lost until someone noticed), after a delay that doubles with each crash in a row,
+# up to RESTART_CAP, so a worker that cannot start does not spin. A worker that stayed up for
+# STABLE_AFTER seconds has its count reset.
+RESTART_FIRST = 0.5
+RESTART_CAP = 30.0
+STABLE_AFTER = 60.0
 # Blocked (held pending, never lost) until a handler is ready for them: the worker unblocks them
 # once its own handlers are installed (Worker._install_signals).
 
@@ -33,6 +39,13 @@ def _die_with_parent(parent: int) -> None:
         return
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
 
 
 def supervise(count: int, run_one: Callable[[], int]) -> int:
@@ -97,11 +110,30 @@ def _supervise(count: int, run_one: Callable[[], int]) -> int:
     # (Unblock rather than restore: the caller may have blocked them itself, as `worker start` does.)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     worst = 0
-    while children:
+    started: dict[int, float] = {slot: time.monotonic() for slot in range(count)}
+    crashes: dict[int, int] = {}  # slot -> crashes in a row
+    due: dict[int, float] = {}  # slot -> when to respawn it
+    while children or (due and not signals):
+        if signals:
+            due.clear()  # stopping: a crashed slot is not refilled
+        now = time.monotonic()
+        for slot in [s for s, t in due.items() if t <= now]:
+            del due[slot]
+            started[slot] = now
+            spawn(slot)
         try:
-            pid, status = os.wait()
+            if due:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+                if pid == 0:
+                    time.sleep(min(0.1, max(0.0, min(due.values()) - time.monotonic())))
+                    continue
+            else:
+                pid, status = os.wait()
         except ChildProcessError:
-            break
+            if not due:
+                break
+            time.sleep(0.1)
+            continue
         slot = children.pop(pid, None)
         if slot is None:
             continue
@@ -109,12 +141,14 @@ def _supervise(count: int, run_one: Callable[[], int]) -> int:
         if code == 0 or signals:
             worst = max(worst, 0 if code == 0 else 1)
             continue
-        # A crashed worker (never a job's failure: those are recorded) is replaced, within reason.
+        # A crashed worker (never a job's failure: those are recorded) is replaced, always.
         now = time.monotonic()
-        restarts = [t for t in restarts if now - t < 60] + [now]
-        print(f"queuectl: worker {pid} exited with {code}", file=sys.stderr, flush=True)
-        if len(restarts) > RESTART_LIMIT:
-            worst = 1
-            continue
-        spawn(slot)
+        if now - started.get(slot, now) >= STABLE_AFTER:
+            crashes[slot] = 0
+        delay = 0.0 if not crashes.get(slot) else min(RESTART_CAP, RESTART_FIRST * 2 ** (crashes[slot] - 1))
+        crashes[slot] = crashes.get(slot, 0) + 1
+        how = f"killed by {_signal_name(-code)}" if code < 0 else f"exited with {code}"
+        print(f"queuectl: worker {pid} (slot {slot + 1}) {how}; restarting in {delay:g}s",
+              file=sys.stderr, flush=True)
+        due[slot] = now + delay
     return worst

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from datetime import datetime, timezone
 
@@ -35,18 +37,53 @@ def format_time(dt: datetime | None) -> str | None:
     return f"{dt.strftime(_FORMAT)}.{dt.microsecond // 1000:03d}Z"
 
 
-def parse_time(text: str) -> datetime:
-    """Parse ISO 8601; a time without a zone is rejected rather than guessed.
+def parse_time(text: str, local_if_naive: bool = False) -> datetime:
+    """Parse ISO 8601. A time without a zone is rejected rather than guessed, unless
+    ``local_if_naive`` (a person typing ``--run-at``): then it is read in the machine's zone.
 
     Raises ``ValueError`` with a readable message.
     """
     try:
         dt = datetime.fromisoformat(text.strip().replace("z", "Z"))
-    except ValueError:
+        if dt.tzinfo is None:
+            if not local_if_naive:
+                raise ValueError(f"time has no zone (add 'Z' for UTC): {text!r}")
+            dt = dt.astimezone()  # a naive datetime's astimezone() reads it as local time
+        return from_ms(to_ms(dt))
+    except ValueError as exc:
+        if "no zone" in str(exc):
+            raise
         raise ValueError(f"not an ISO 8601 time: {text!r}") from None
-    if dt.tzinfo is None:
-        raise ValueError(f"time has no zone (add 'Z' for UTC): {text!r}")
-    return from_ms(to_ms(dt))
+    except (OverflowError, OSError):  # year 9999 +14:00 and the like: out of the clock's range
+        raise ValueError(f"time out of range: {text!r}") from None
 
 
-__all__ = ["UTC", "format_time", "from_ms", "now", "now_ms", "parse_time", "to_ms"]
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)")
+_PLAIN_NUMBER = re.compile(r"[+]?(\d+(?:\.\d*)?|\.\d+)(e[+-]?\d+)?\Z", re.IGNORECASE)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``90``, ``1.5s``, ``250ms``, ``5m``, ``1h30m`` or ``7d`` (units combined,
+    largest first or not; no sign, no spaces inside). Finite and >= 0.
+
+    Raises ``ValueError`` with a readable message.
+    """
+    s = text.strip().lower()
+    if _PLAIN_NUMBER.match(s):
+        seconds = float(s)
+    else:
+        pos, seconds = 0, 0.0
+        for m in _PART.finditer(s):
+            if m.start() != pos:
+                break
+            seconds += float(m.group(1)) * _UNITS[m.group(2)]
+            pos = m.end()
+        if pos != len(s) or not s:
+            raise ValueError(f"not a duration: {text[:40]!r} (seconds, or units ms s m h d: 90, 1.5s, 5m, 1h30m, 7d)")
+    if not math.isfinite(seconds):
+        raise ValueError(f"duration out of range: {text[:40]!r}")
+    return seconds
+
+
+__all__ = ["UTC", "format_time", "from_ms", "now", "now_ms", "parse_duration", "parse_time", "to_ms"]
