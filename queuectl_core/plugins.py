@@ -113,16 +113,16 @@ def _import_bundled(module_name: str) -> Any:
     except ModuleNotFoundError as exc:
         if exc.name not in ("queuectl_plugins", module_name):
             raise
-    import importlib.util
+    from importlib.util import module_from_spec, spec_from_file_location
     from pathlib import Path
 
     source = Path(__file__).resolve().parent.parent / "plugins"
     init = source / "__init__.py"
     if "queuectl_plugins" not in sys.modules and init.is_file():
-        spec = importlib.util.spec_from_file_location("queuectl_plugins", init,
+        spec = spec_from_file_location("queuectl_plugins", init,
                                                       submodule_search_locations=[str(source)])
         if spec is not None and spec.loader is not None:
-            package = importlib.util.module_from_spec(spec)
+            package = module_from_spec(spec)
             sys.modules["queuectl_plugins"] = package
             spec.loader.exec_module(package)
     try:
