@@ -14,7 +14,6 @@ from queuectl_core.settings import Setting
 
 if TYPE_CHECKING:
     import socket
-    import sqlite3
 
     from queuectl_core.models import AttemptResult, Job, JobState, NewJob, WorkerInfo
     from queuectl_core.settings import Config

@@ -190,12 +190,12 @@ def plugin_version(name: str) -> str | None:
         except PackageNotFoundError:
             pass
     plugin = pm.get_plugin(name)
-    version = getattr(plugin, "__version__", None)
-    if version is None and getattr(plugin, "__name__", "").startswith("queuectl_plugins."):
+    found: str | None = getattr(plugin, "__version__", None)
+    if found is None and getattr(plugin, "__name__", "").startswith("queuectl_plugins."):
         from queuectl_core import __version__
 
-        version = __version__
-    return version
+        found = __version__
+    return found
 
 
 def _trace(hook_name: str, plugin_name: str) -> None:

@@ -102,9 +102,9 @@ def _supervise(count: int, run_one: Callable[[], int]) -> int:
             pid, status = os.wait()
         except ChildProcessError:
             break
-        slot = children.pop(pid, None)
-        if slot is None:
+        if pid not in children:
             continue
+        slot = children.pop(pid)
         code = os.waitstatus_to_exitcode(status)
         if code == 0 or signals:
             worst = max(worst, 0 if code == 0 else 1)

@@ -21,6 +21,7 @@ from queuectl_core.signals import GRACEFUL, HANDLED, IMMEDIATE
 
 if TYPE_CHECKING:
     from queuectl_core.app import App
+    from queuectl_core.janitor import Janitor
 
 T = TypeVar("T")
 HOUSEKEEPING_SECONDS = 1.0  # how often a worker says it is alive, checks for stop, recovers leases
@@ -44,7 +45,7 @@ class Worker:
         self.signals = 0  # stop requests by signal: 1 graceful, 2 or more immediate
         self.stop_requested = False  # by `queuectl worker stop`
         self._sig_r, self._sig_w = os.pipe()
-        self._janitor = None
+        self._janitor: Janitor = None  # type: ignore[assignment]  # set first thing in run()
         self._last_storage_error = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -142,7 +143,8 @@ class Worker:
             emit(JobEvent(EventKind.WORKER_STOPPING, worker_id=self.id,
                           message="asked by `queuectl worker stop`; finishing the current job"))
         if current_job is None:
-            for job in self._storage_call(self.storage.recover_expired, default=[]):
+            recovered: list[Job] = self._storage_call(self.storage.recover_expired, default=[])
+            for job in recovered:
                 kind = EventKind.DEAD if job.state == JobState.DEAD else EventKind.FAILED
                 emit(JobEvent(kind, job=job, worker_id=self.id))
 
