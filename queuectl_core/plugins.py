@@ -34,7 +34,17 @@ DEFAULT_PLUGINS = (
     ("postgres", "queuectl_plugins.postgres_storage"),
 )
 
-pm = pluggy.PluginManager(NAME)
+class PluginManager(pluggy.PluginManager):
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        """As pluggy's, except that registering a plugin again under the name it already has is
+        a no-op: a test registering a plugin that is also installed (and so loaded through its
+        entry point) must not fail with "Plugin name already registered"."""
+        if name is not None and self.get_plugin(name) is plugin:
+            return name
+        return super().register(plugin, name)
+
+
+pm = PluginManager(NAME)
 pm.add_hookspecs(hookspecs)
 
 _loaded = False
