@@ -219,7 +219,7 @@ def _is_wrapper(impl: Any) -> bool:
 
 def _failed(plugin: str, hook_name: str, exc: BaseException, hint: str = "") -> PluginError:
     _debug_traceback()
-    return PluginError(f"plugin {plugin!r} failed in {hook_name}: {exc!r}{hint}")
+    return PluginError(f"plugin {plugin!r} failed in {hook_name}: {exc!r}{hint.format(plugin=plugin)}")
 
 
 @contextmanager
@@ -264,7 +264,8 @@ def call_each(hook_name: str, **kwargs: Any) -> None:
     """
     hook = getattr(pm.hook, hook_name)
     impls = list(reversed(hook.get_hookimpls()))
-    hint = " (disable the plugin with QUEUECTL_DISABLE_PLUGINS)" if "register" in kwargs else ""
+    # Every command runs the register hooks: the way out has to be in the line itself.
+    hint = " (disable it with QUEUECTL_DISABLE_PLUGINS={plugin})" if hook_name.startswith("queuectl_register_") else ""
 
     def args_for(impl: Any) -> dict[str, Any]:
         return {k: (v(impl.plugin_name) if k == "register" else v) for k, v in kwargs.items() if k in impl.argnames}

@@ -570,7 +570,7 @@ def test_a_failing_register_hook_is_one_line_naming_plugin_hook_and_the_way_out(
                             "@hookimpl\ndef queuectl_register_settings(register):\n    raise RuntimeError('boom')\n")
     line = _one_error_line(q.run("status", check=False, env=env))
     assert line.startswith("Error: plugin 'badreg' failed in queuectl_register_settings: RuntimeError('boom')")
-    assert "QUEUECTL_DISABLE_PLUGINS" in line
+    assert line.rstrip().endswith("(disable it with QUEUECTL_DISABLE_PLUGINS=badreg)")
     debug = q.run("status", check=False, env={**env, "QUEUECTL_DEBUG": "1"})
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "boom" in debug.stderr
     q.run("status", env={**env, "QUEUECTL_DISABLE_PLUGINS": "badreg"})
