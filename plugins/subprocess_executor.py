@@ -172,13 +172,9 @@ def direct_argv(command: str) -> list[str] | None:
 SECRET_ENV = frozenset({"PGPASSWORD", "PGPASSFILE", "PGSERVICEFILE"})
 
 
-def job_environment(base: Mapping[str, str], hidden: frozenset[str], job: Job, attempt: int) -> dict[str, str]:
-    """The environment of one attempt: ``base`` without the ``hidden`` names, plus the job's id
-    and attempt number."""
-    env = {k: v for k, v in base.items() if k not in hidden}
-    env["QUEUECTL_JOB_ID"] = job.id
-    env["QUEUECTL_ATTEMPT"] = str(attempt)
-    return env
+def job_environment(base: Mapping[str, str], hidden: frozenset[str]) -> dict[str, str]:
+    """What every job of this worker inherits: ``base`` without the ``hidden`` names."""
+    return {k: v for k, v in base.items() if k not in hidden}
 
 
 def private_dir(path: Path) -> None:
@@ -322,6 +318,7 @@ class SubprocessExecutor:
         self.direct_exec = direct_exec
         self.hidden_env = hidden_env
         self._made_dir = False
+        self._base_env: dict[str, str] | None = None  # filtered once: the worker's env does not change
 
     def _prepare_log_dir(self) -> None:
         if not self._made_dir:
@@ -330,6 +327,11 @@ class SubprocessExecutor:
                 self._made_dir = True
             except OSError:
                 pass  # BoundedLog reports it; the job still runs, its output kept in memory
+
+    def _env(self, job: Job, attempt: int) -> dict[str, str]:
+        if self._base_env is None:
+            self._base_env = job_environment(os.environ, self.hidden_env)
+        return {**self._base_env, "QUEUECTL_JOB_ID": job.id, "QUEUECTL_ATTEMPT": str(attempt)}
 
     def _spawn(self, command: str, out_fd: int, env: dict[str, str]) -> Any:
         """Start the command in its own session; raises OSError when not even the shell starts."""
@@ -356,7 +358,7 @@ class SubprocessExecutor:
         started = time.monotonic()
         r, w = os.pipe()
         try:
-            proc = self._spawn(job.command, w, job_environment(os.environ, self.hidden_env, job, ctx.attempt))
+            proc = self._spawn(job.command, w, self._env(job, ctx.attempt))
         except OSError as exc:
             os.close(r)
             return AttemptResult(exit_code=None, error=f"cannot start {self.shell}: {exc.strerror or exc}",
