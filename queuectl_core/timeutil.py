@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-UTC = UTC
 _FORMAT = "%Y-%m-%dT%H:%M:%S"
 
 
