@@ -3,12 +3,13 @@ its stdout and stderr going to one bounded log file per attempt."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from queuectl_core import hookimpl
 from queuectl_core.settings import Setting, check_path
@@ -48,7 +49,20 @@ class BoundedLog:
                 self.error = f"[queuectl: cannot write the log file {self.path}: {exc.strerror or exc}]\n"
 
     def _open(self) -> None:
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        # O_NOFOLLOW: a symlink planted at the log path must not make the worker write through it
+        # (the open fails, and the output stays in memory with the reason in the stored tail).
+        # 0600, and tightened if the file existed: a job's output is its owner's alone.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            self.fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            # A symlink where this attempt's log goes: replace the link (never its target) with
+            # the log; O_EXCL fails rather than follow one planted again in between.
+            os.unlink(self.path)
+            self.fd = os.open(self.path, flags | os.O_EXCL, 0o600)
+        os.fchmod(self.fd, 0o600)
 
     def write(self, data: bytes) -> None:
         self.total += len(data)
@@ -152,146 +166,213 @@ def direct_argv(command: str) -> list[str] | None:
     return [path, *argv[1:]]
 
 
+# Environment variables a job never inherits: libpq's password sources (a job is not meant to
+# reach the queue's database as the worker does). queuectl's own secret settings are added per
+# config. A job that needs a secret is given it explicitly (``--env``, or its command).
+SECRET_ENV = frozenset({"PGPASSWORD", "PGPASSFILE", "PGSERVICEFILE"})
+
+
+def job_environment(base: Mapping[str, str], hidden: frozenset[str]) -> dict[str, str]:
+    """What every job of this worker inherits: ``base`` without the ``hidden`` names."""
+    return {k: v for k, v in base.items() if k not in hidden}
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` 0700 whatever the umask, and tighten it if it exists: job logs hold
+    commands' output, which is their owner's alone."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+
+
+class _Attempt:
+    """One running attempt: its process group, the pipe carrying its output, and the loop that
+    waits for its exit while renewing the lease, enforcing the timeout and honouring a stop."""
+
+    def __init__(self, proc: Any, read_fd: int, log: BoundedLog, job: Job, ctx: RunContext,
+                 kill_grace: float, started: float) -> None:
+        self.proc = proc
+        self.pgid = proc.pid
+        self.r = read_fd
+        self.log = log
+        self.ctx = ctx
+        self.kill_grace = kill_grace
+        self.timeout = job.timeout
+        self.deadline = started + job.timeout if job.timeout else None
+        self.next_tick = started + ctx.tick_interval
+        self.error: str | None = None
+        self.aborted = False
+        self.pipe_open = True
+        self.kill_at: float | None = None  # SIGKILL the group at this time if it is still alive
+        # Linux: a pidfd is readable when the process exits. Elsewhere, poll for the exit.
+        self.pidfd = os.pidfd_open(proc.pid) if hasattr(os, "pidfd_open") else None
+        os.set_blocking(read_fd, False)
+
+    def drain(self) -> None:
+        # At most 1 MiB per call, so a job writing faster than we read cannot starve the
+        # heartbeat, the timeout or a second Ctrl+C.
+        for _ in range(16):
+            if not self.pipe_open:
+                return
+            try:
+                data = os.read(self.r, 65536)
+            except BlockingIOError:
+                return
+            if not data:
+                self.pipe_open = False
+                return
+            self.log.write(data)
+
+    def signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _terminate(self, now: float) -> None:
+        import signal
+
+        self.signal_group(signal.SIGTERM)
+        self.kill_at = now + self.kill_grace
+
+    def _wait_ready(self) -> list[int]:
+        """Sleep until output, the exit, a wake-up, or the next thing due (tick, timeout, kill)."""
+        import select
+
+        now = time.monotonic()
+        wake = self.next_tick
+        if self.deadline is not None and self.error is None:
+            wake = min(wake, self.deadline)
+        if self.kill_at is not None:
+            wake = min(wake, self.kill_at)
+        fds = [self.pidfd] if self.pidfd is not None else []
+        if self.pidfd is None:
+            wake = min(wake, now + 0.005)
+        if self.pipe_open:
+            fds.append(self.r)
+        if self.ctx.wakeup_fd is not None:
+            fds.append(self.ctx.wakeup_fd)
+        ready, _, _ = select.select(fds, [], [], max(0.0, wake - now))
+        return ready
+
+    def _exited(self, ready: list[int]) -> bool:
+        if self.pidfd is not None:
+            return self.pidfd in ready
+        return self.proc.poll() is not None
+
+    def _on_time(self, ready: list[int]) -> None:
+        """Renew the lease, time out, escalate to SIGKILL: whichever is due."""
+        import signal
+
+        now = time.monotonic()
+        if self.ctx.wakeup_fd in ready or now >= self.next_tick:
+            self.next_tick = now + self.ctx.tick_interval
+            if self.ctx.tick() and self.kill_at is None:
+                self.aborted = True
+                self._terminate(now)
+        if self.deadline is not None and self.error is None and now >= self.deadline:
+            self.error = f"timed out after {self.timeout:g}s"
+            self._terminate(now)
+        if self.kill_at is not None and now >= self.kill_at:
+            self.signal_group(signal.SIGKILL)
+            self.kill_at = now + 3600  # nothing more to escalate to; wait for the exit
+
+    def supervise(self) -> int:
+        """Run the attempt to its end and return its exit status; the group is reaped either way."""
+        import signal
+
+        try:
+            while True:
+                ready = self._wait_ready()
+                if self.r in ready:
+                    self.drain()
+                if self._exited(ready):
+                    break
+                self._on_time(ready)
+            # The leader has exited but is not reaped, so its group id cannot be reused yet:
+            # collect what is already in the pipe, then take down anything it left running.
+            self.drain()
+            self.signal_group(signal.SIGKILL)
+            self.proc.wait()
+        except BaseException:
+            # The executor itself failed (say, the log cannot be written): the worker records a
+            # failed attempt, so the job must not run on unsupervised, nor be left unreaped.
+            self.signal_group(signal.SIGKILL)
+            self.proc.wait()
+            raise
+        finally:
+            if self.pidfd is not None:
+                os.close(self.pidfd)
+            os.close(self.r)
+            self.ctx.on_reaped(self.pgid)
+        return int(self.proc.returncode)
+
+
 class SubprocessExecutor:
     def __init__(self, log_dir: Path, max_log_bytes: int, kill_grace: float, shell: str,
-                 direct_exec: bool = True) -> None:
+                 direct_exec: bool = True, hidden_env: frozenset[str] = SECRET_ENV) -> None:
         self.log_dir = log_dir
         self.max_log_bytes = max_log_bytes
         self.kill_grace = kill_grace
         self.shell = shell
         self.direct_exec = direct_exec
+        self.hidden_env = hidden_env
         self._made_dir = False
+        self._base_env: dict[str, str] | None = None  # filtered once: the worker's env does not change
 
-    def run(self, job: Job, ctx: RunContext) -> AttemptResult:
-        import select
-        import signal
-        import subprocess
-
-        from queuectl_core.models import AttemptResult
-
+    def _prepare_log_dir(self) -> None:
         if not self._made_dir:
             try:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
+                private_dir(self.log_dir)
                 self._made_dir = True
             except OSError:
                 pass  # BoundedLog reports it; the job still runs, its output kept in memory
+
+    def _env(self, job: Job, attempt: int) -> dict[str, str]:
+        if self._base_env is None:
+            self._base_env = job_environment(os.environ, self.hidden_env)
+        return {**self._base_env, "QUEUECTL_JOB_ID": job.id, "QUEUECTL_ATTEMPT": str(attempt)}
+
+    def _spawn(self, command: str, out_fd: int, env: dict[str, str]) -> Any:
+        """Start the command in its own session; raises OSError when not even the shell starts."""
+        import subprocess
+
+        shell_argv = [self.shell, "-c", command]
+        # Only in place of the default shell: a chosen shell may be wanted for its start-up (BASH_ENV).
+        direct = direct_argv(command) if self.direct_exec and self.shell == "/bin/sh" else None
+        options: dict[str, Any] = dict(stdin=subprocess.DEVNULL, stdout=out_fd, stderr=out_fd,
+                                       start_new_session=True, env=env)
+        if direct is not None:
+            try:
+                return subprocess.Popen(direct, **options)
+            except OSError:
+                pass  # a script without a #! line (ENOEXEC) and the like: sh knows what to do with it
+        return subprocess.Popen(shell_argv, **options)
+
+    def run(self, job: Job, ctx: RunContext) -> AttemptResult:
+        from queuectl_core.models import AttemptResult
+
+        self._prepare_log_dir()
         log_path = self.log_dir / f"{job.id}.{ctx.attempt}.log"
         log = BoundedLog(log_path, self.max_log_bytes)
         started = time.monotonic()
         r, w = os.pipe()
-        # The job inherits this process's environment plus its id and attempt. Setting them here and
-        # passing env=None spares Popen re-encoding the whole environment for every job.
-        os.environ["QUEUECTL_JOB_ID"] = job.id
-        os.environ["QUEUECTL_ATTEMPT"] = str(ctx.attempt)
-        shell_argv = [self.shell, "-c", job.command]
-        # Only in place of the default shell: a chosen shell may be wanted for its start-up (BASH_ENV).
-        direct = direct_argv(job.command) if self.direct_exec and self.shell == "/bin/sh" else None
         try:
-            try:
-                proc = subprocess.Popen(direct or shell_argv, stdin=subprocess.DEVNULL, stdout=w, stderr=w,
-                                        start_new_session=True)
-            except OSError:
-                if direct is None:
-                    raise
-                # A script without a #! line (ENOEXEC) and the like: sh knows what to do with it.
-                proc = subprocess.Popen(shell_argv, stdin=subprocess.DEVNULL, stdout=w, stderr=w,
-                                        start_new_session=True)
+            proc = self._spawn(job.command, w, self._env(job, ctx.attempt))
         except OSError as exc:
-            os.environ.pop("QUEUECTL_JOB_ID", None)
             os.close(r)
-            os.close(w)
             return AttemptResult(exit_code=None, error=f"cannot start {self.shell}: {exc.strerror or exc}",
                                  log_path=None, duration=time.monotonic() - started)
-        os.close(w)
-        del os.environ["QUEUECTL_JOB_ID"], os.environ["QUEUECTL_ATTEMPT"]
-        pgid = proc.pid
-        ctx.on_spawn(pgid)
-        # Linux: a pidfd is readable when the process exits. Elsewhere, poll for the exit.
-        pidfd = os.pidfd_open(proc.pid) if hasattr(os, "pidfd_open") else None
-        os.set_blocking(r, False)
-        deadline = started + job.timeout if job.timeout else None
-        next_tick = started + ctx.tick_interval
-        error: str | None = None
-        aborted = False
-        pipe_open = True
-        kill_at: float | None = None  # SIGKILL the group at this time if it is still alive
-
-        def drain() -> bool:
-            nonlocal pipe_open
-            # At most 1 MiB per call, so a job writing faster than we read cannot starve the
-            # heartbeat, the timeout or a second Ctrl+C.
-            for _ in range(16):
-                if not pipe_open:
-                    break
-                try:
-                    data = os.read(r, 65536)
-                except BlockingIOError:
-                    return True
-                if not data:
-                    pipe_open = False
-                    return False
-                log.write(data)
-            return False
-
-        def signal_group(sig: int) -> None:
-            try:
-                os.killpg(pgid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-        try:
-            while True:
-                now = time.monotonic()
-                wake = next_tick
-                if deadline is not None and error is None:
-                    wake = min(wake, deadline)
-                if kill_at is not None:
-                    wake = min(wake, kill_at)
-                fds = [pidfd] if pidfd is not None else []
-                if pidfd is None:
-                    wake = min(wake, now + 0.005)
-                if pipe_open:
-                    fds.append(r)
-                if ctx.wakeup_fd is not None:
-                    fds.append(ctx.wakeup_fd)
-                ready, _, _ = select.select(fds, [], [], max(0.0, wake - now))
-                if r in ready:
-                    drain()
-                if (pidfd in ready) if pidfd is not None else proc.poll() is not None:
-                    break
-                now = time.monotonic()
-                if ctx.wakeup_fd in ready or now >= next_tick:
-                    next_tick = now + ctx.tick_interval
-                    if ctx.tick() and kill_at is None:
-                        aborted = True
-                        signal_group(signal.SIGTERM)
-                        kill_at = now + self.kill_grace
-                if deadline is not None and error is None and now >= deadline:
-                    error = f"timed out after {job.timeout:g}s"
-                    signal_group(signal.SIGTERM)
-                    kill_at = now + self.kill_grace
-                if kill_at is not None and now >= kill_at:
-                    signal_group(signal.SIGKILL)
-                    kill_at = now + 3600  # nothing more to escalate to; wait for the exit
-            # The leader has exited but is not reaped, so its group id cannot be reused yet:
-            # collect what is already in the pipe, then take down anything it left running.
-            drain()
-            signal_group(signal.SIGKILL)
-            proc.wait()
-        except BaseException:
-            # The executor itself failed (say, the log cannot be written): the worker records a
-            # failed attempt, so the job must not run on unsupervised, nor be left unreaped.
-            signal_group(signal.SIGKILL)
-            proc.wait()
-            raise
         finally:
-            if pidfd is not None:
-                os.close(pidfd)
-            os.close(r)
-            ctx.on_reaped(pgid)
+            os.close(w)
+        ctx.on_spawn(proc.pid)
+        attempt = _Attempt(proc, r, log, job, ctx, self.kill_grace, started)
+        try:
+            returncode = attempt.supervise()
+        finally:
             tail = log.close()
-        returncode = proc.returncode
-        if error is None and not aborted:
+        error = attempt.error
+        if error is None and not attempt.aborted:
             error = describe_exit(returncode)
         return AttemptResult(
             exit_code=returncode,
@@ -299,14 +380,19 @@ class SubprocessExecutor:
             log_path=str(log_path),
             output_tail=tail,
             duration=time.monotonic() - started,
-            aborted=aborted,
+            aborted=attempt.aborted,
         )
+
+
+def hidden_environment(config: Config) -> frozenset[str]:
+    """Names a job must not inherit: libpq's password sources and queuectl's secret settings."""
+    return SECRET_ENV | {s.env_var for s in config.schema.values() if s.secret}
 
 
 def _make(config: Config) -> SubprocessExecutor:
     return SubprocessExecutor(Path(config["subprocess.log_dir"]).expanduser(), config["subprocess.max_log_bytes"],
                               config["subprocess.kill_grace_seconds"], config["subprocess.shell"],
-                              config["subprocess.direct_exec"])
+                              config["subprocess.direct_exec"], hidden_environment(config))
 
 
 @hookimpl

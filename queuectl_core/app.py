@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from queuectl_core.plugins import registries
+from queuectl_core.plugins import make_provider, registries, set_config
 from queuectl_core.settings import Config, ensure_private_dir, home, read_file_values, validate_file_values
 
 if TYPE_CHECKING:
@@ -26,23 +26,45 @@ class App:
             if setting.env_var in self.config.env:
                 self.config.get(key)  # a bad QUEUECTL_* value fails every command, not just its reader
         self._storage: Storage | None = None
+        set_config(self.config)
+        global _current
+        _current = self
 
     @property
     def storage(self) -> Storage:
         if self._storage is None:
-            provider = self.registries.storages.get(self.config["storage"])
-            self._storage = provider.factory(self.config)
+            self._storage = make_provider(self.registries.storages, self.config["storage"], self.config)
         return self._storage
 
     @cached_property
     def executor(self) -> Executor:
-        return self.registries.executors.get(self.config["executor"]).factory(self.config)
+        return make_provider(self.registries.executors, self.config["executor"], self.config)
 
     @cached_property
     def backoff(self) -> BackoffPolicy:
-        return self.registries.backoffs.get(self.config["backoff"]).factory(self.config)
+        return make_provider(self.registries.backoffs, self.config["backoff"], self.config)
 
     def close(self) -> None:
         if self._storage is not None:
             self._storage.close()
             self._storage = None
+
+
+_current: App | None = None
+
+
+def current_app() -> App:
+    """The App of the running command (the one the CLI opened), or a new one.
+
+    A plugin's command uses it for the configured storage: ``current_app().storage``.
+    """
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        if ctx.obj is None:  # as the core commands do: opened once, closed when the command ends
+            ctx.obj = App()
+            ctx.call_on_close(ctx.obj.close)
+        if isinstance(ctx.obj, App):
+            return ctx.obj
+    return _current if _current is not None else App()

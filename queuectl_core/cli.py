@@ -513,7 +513,7 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
     # Through App, like every other command: a corrupt config.toml is reported here too rather
     # than surfacing later in a worker. App opens no storage until asked, so this stays cheap.
     regs = _app(ctx).registries
-    out = []
+    out: list[dict[str, Any]] = []
     blocked: list[str] = []
     for name, plugin in sorted(pm.list_name_plugin()):
         if plugin is None:  # pluggy keeps a blocked name (QUEUECTL_DISABLE_PLUGINS) mapped to None

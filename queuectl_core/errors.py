@@ -33,3 +33,7 @@ class JobNotFoundError(QueuectlError):
 
 class RegistryError(QueuectlError):
     pass
+
+
+class PluginError(QueuectlError):
+    """A plugin failed (loading, a hook, a provider's factory, a command); the message names it."""

@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from queuectl_core.timeutil import format_time, now
+
+if TYPE_CHECKING:
+    from queuectl_core.settings import Config
 
 
 class JobState(StrEnum):
@@ -144,3 +147,5 @@ class JobEvent:
     result: AttemptResult | None = None
     message: str | None = None
     at: datetime = field(default_factory=now)  # when it happened (the emitting process's clock)
+    # The emitting process's configuration, so a notifier reads its own keys from the event.
+    config: Config | None = field(default=None, compare=False, repr=False)

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
-from dataclasses import dataclass, field
-from typing import Any
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import pluggy
 
 from queuectl_core import NAME, hookspecs
-from queuectl_core.errors import QueuectlError
+from queuectl_core.errors import PluginError, QueuectlError
 from queuectl_core.registry import Registry
 from queuectl_core.settings import CORE_SETTINGS, Setting
+
+if TYPE_CHECKING:
+    from queuectl_core.interfaces import BackoffPolicy, Executor, Storage
+    from queuectl_core.models import JobEvent
+    from queuectl_core.settings import Config
+
+T = TypeVar("T")
 
 # Bundled plugins, by entry-point name. Normally found through entry points like any other
 # plugin; imported directly only when the package metadata is missing (a bare source tree).
@@ -25,7 +34,17 @@ DEFAULT_PLUGINS = (
     ("postgres", "queuectl_plugins.postgres_storage"),
 )
 
-pm = pluggy.PluginManager(NAME)
+class PluginManager(pluggy.PluginManager):
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        """As pluggy's, except that registering a plugin again under the name it already has is
+        a no-op: a test registering a plugin that is also installed (and so loaded through its
+        entry point) must not fail with "Plugin name already registered"."""
+        if name is not None and self.get_plugin(name) is plugin:
+            return name
+        return super().register(plugin, name)
+
+
+pm = PluginManager(NAME)
 pm.add_hookspecs(hookspecs)
 
 _loaded = False
@@ -40,7 +59,11 @@ def disabled_plugins() -> set[str]:
 
 
 def load_plugins() -> None:
-    """Register every installed plugin once; QUEUECTL_DISABLE_PLUGINS blocks names."""
+    """Register every installed plugin once; QUEUECTL_DISABLE_PLUGINS blocks names.
+
+    A hook implementation whose name no hook has (``queuectl_job_evnt``) is an error here, at
+    load, rather than a hook that is silently never called.
+    """
     global _loaded
     if _loaded:
         return
@@ -57,13 +80,74 @@ def load_plugins() -> None:
             for part in filter(None, attr.strip().split(".")):
                 plugin = getattr(plugin, part)
         except Exception as exc:  # a broken third-party plugin must not break the CLI
+            _debug_traceback()
             print(f"queuectl: plugin {name!r} failed to load: {exc}", file=sys.stderr)
             continue
-        pm.register(plugin, name=name)
+        _register(plugin, name)
         _dists[name] = dist
     for name, module_name in DEFAULT_PLUGINS:
         if name not in blocked and not pm.has_plugin(name):
-            pm.register(importlib.import_module(module_name), name=name)
+            _register(_import_bundled(module_name), name)
+    check_pending()
+
+
+def _register(plugin: object, name: str) -> None:
+    try:
+        pm.register(plugin, name=name)
+    except ValueError as exc:
+        # The same module under a second entry-point name (an editable install beside a
+        # regular one, or a plugin listed twice): register it once.
+        if pm.is_registered(plugin):
+            return
+        raise PluginError(f"plugin {name!r} cannot be registered: {exc}") from None
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {name!r} is invalid: {exc}; disable it with "
+                          f"QUEUECTL_DISABLE_PLUGINS={name}") from None
+
+
+def check_pending() -> None:
+    """Fail on a hook implementation that matches no hook (a misspelt ``queuectl_*`` name)."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        raise PluginError(f"plugin {name!r}: {exc} (see docs/plugins/hooks.md for the hook names; "
+                          f"disable it with QUEUECTL_DISABLE_PLUGINS={name})") from None
+
+
+def _import_bundled(module_name: str) -> Any:
+    """Import a bundled plugin; in a bare source tree (no installed metadata, so no
+    ``queuectl_plugins`` package) load it from the ``plugins/`` directory beside the core."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("queuectl_plugins", module_name):
+            raise
+    from importlib.util import module_from_spec, spec_from_file_location
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parent.parent / "plugins"
+    init = source / "__init__.py"
+    if "queuectl_plugins" not in sys.modules and init.is_file():
+        spec = spec_from_file_location("queuectl_plugins", init,
+                                                      submodule_search_locations=[str(source)])
+        if spec is not None and spec.loader is not None:
+            package = module_from_spec(spec)
+            sys.modules["queuectl_plugins"] = package
+            spec.loader.exec_module(package)
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        raise PluginError(f"the bundled plugin {module_name!r} cannot be imported; "
+                          f"install queuectl (pip install -e .)") from None
+
+
+def _debug_traceback() -> None:
+    """QUEUECTL_DEBUG=1 prints the traceback a plugin failure otherwise hides behind one line."""
+    if os.environ.get("QUEUECTL_DEBUG"):
+        import traceback
+
+        traceback.print_exc()
 
 
 def _entry_points(group: str) -> list[tuple[str, str, str]]:
@@ -116,12 +200,12 @@ def plugin_version(name: str) -> str | None:
         except PackageNotFoundError:
             pass
     plugin = pm.get_plugin(name)
-    version = getattr(plugin, "__version__", None)
-    if version is None and getattr(plugin, "__name__", "").startswith("queuectl_plugins."):
+    found: str | None = getattr(plugin, "__version__", None)
+    if found is None and getattr(plugin, "__name__", "").startswith("queuectl_plugins."):
         from queuectl_core import __version__
 
-        version = __version__
-    return version
+        found = __version__
+    return found
 
 
 def _trace(hook_name: str, plugin_name: str) -> None:
@@ -129,23 +213,103 @@ def _trace(hook_name: str, plugin_name: str) -> None:
         print(f"queuectl trace: {hook_name} -> {plugin_name}", file=sys.stderr, flush=True)
 
 
-def call_each(hook_name: str, **kwargs: Any) -> None:
-    """Call every implementation of a hook on its own, in pluggy's order (last registered first,
-    tryfirst/trylast honoured), passing what each one declares.
+def _is_wrapper(impl: Any) -> bool:
+    return bool(impl.hookwrapper or getattr(impl, "wrapper", False))
 
-    ``register`` arguments become per-plugin callbacks so registries know who provided what.
-    A plugin raising anything but a QueuectlError is reported as one line naming it.
-    """
-    hook = getattr(pm.hook, hook_name)
-    for impl in reversed(hook.get_hookimpls()):
-        args = {k: (v(impl.plugin_name) if k == "register" else v) for k, v in kwargs.items() if k in impl.argnames}
+
+def _failed(plugin: str, hook_name: str, exc: BaseException, hint: str = "") -> PluginError:
+    _debug_traceback()
+    return PluginError(f"plugin {plugin!r} failed in {hook_name}: {exc!r}{hint.format(plugin=plugin)}")
+
+
+@contextmanager
+def _wrappers(hook_name: str, impls: list[Any], args_for: Callable[[Any], dict[str, Any]],
+              hint: str = "") -> Iterator[None]:
+    """Run ``wrapper=True`` / ``hookwrapper=True`` implementations around the plain ones, as
+    pluggy would: their code before ``yield`` first, the rest after. Core calls plain
+    implementations one by one (to pass each its own ``register`` and isolate failures), which
+    pluggy's own call would not allow."""
+    started: list[tuple[Any, Any]] = []
+    for impl in impls:
         _trace(hook_name, impl.plugin_name)
         try:
-            impl.function(**args)
-        except QueuectlError:
+            gen = impl.function(**args_for(impl))
+            next(gen)
+        except Exception as exc:
+            raise _failed(impl.plugin_name, hook_name, exc, hint) from None
+        started.append((impl, gen))
+    try:
+        yield
+    except BaseException:
+        for _, gen in reversed(started):
+            gen.close()
+        raise
+    for impl, gen in reversed(started):
+        try:
+            gen.send(pluggy.Result(None, None) if impl.hookwrapper else None)
+        except StopIteration:
+            continue
+        except Exception as exc:
+            raise _failed(impl.plugin_name, hook_name, exc, hint) from None
+        gen.close()
+
+
+def call_each(hook_name: str, **kwargs: Any) -> None:
+    """Call every implementation of a hook on its own, in pluggy's order (last registered first,
+    tryfirst/trylast honoured, wrappers around the rest), passing what each one declares.
+
+    ``register`` arguments become per-plugin callbacks so registries know who provided what.
+    A plugin raising anything but a QueuectlError is reported as one line naming it and the hook,
+    and for ``register`` hooks how to disable it.
+    """
+    hook = getattr(pm.hook, hook_name)
+    impls = list(reversed(hook.get_hookimpls()))
+    # Every command runs the register hooks: the way out has to be in the line itself.
+    hint = " (disable it with QUEUECTL_DISABLE_PLUGINS={plugin})" if hook_name.startswith("queuectl_register_") else ""
+
+    def args_for(impl: Any) -> dict[str, Any]:
+        return {k: (v(impl.plugin_name) if k == "register" else v) for k, v in kwargs.items() if k in impl.argnames}
+
+    with _wrappers(hook_name, [i for i in impls if _is_wrapper(i)], args_for, hint):
+        for impl in impls:
+            if _is_wrapper(impl):
+                continue
+            _trace(hook_name, impl.plugin_name)
+            cli = kwargs.get("cli")
+            before = set(getattr(cli, "commands", {}))
+            try:
+                impl.function(**args_for(impl))
+            except QueuectlError:
+                raise
+            except Exception as exc:
+                raise _failed(impl.plugin_name, hook_name, exc, hint) from None
+            if cli is not None:
+                for name in set(cli.commands) - before:
+                    _guard_command(cli.commands[name], impl.plugin_name)
+
+
+def _guard_command(command: Any, plugin: str) -> None:
+    """A plugin's command raising is one ``Error:`` line naming the plugin, not a traceback."""
+    import click
+
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _guard_command(sub, plugin)
+    callback = command.callback
+    if callback is None or getattr(callback, "_queuectl_guarded", False):
+        return
+
+    @functools.wraps(callback)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except (QueuectlError, click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
-            raise QueuectlError(f"plugin {impl.plugin_name!r} failed in {hook_name}: {exc!r}") from None
+            raise _failed(plugin, f"its command {command.name!r} (queuectl_register_commands)", exc) from None
+
+    guarded._queuectl_guarded = True  # type: ignore[attr-defined]
+    command.callback = guarded
 
 
 @dataclass
@@ -204,15 +368,71 @@ def reset() -> None:
     _registries = None
 
 
-def emit(event: Any) -> None:
-    """Broadcast an event to every notification plugin; one raising never stops the others."""
-    for impl in reversed(pm.hook.queuectl_job_event.get_hookimpls()):
+_config: Config | None = None
+
+
+def set_config(config: Config) -> None:
+    """The configuration of this process's queue; every emitted event carries it."""
+    global _config
+    _config = config
+
+
+def make_provider(registry: Registry[T], name: str, config: Config) -> T:
+    """Build the provider ``name`` of a registry with ``config``; a factory raising is one line
+    naming its plugin and the hook it was registered in."""
+    provider = registry.get(name)
+    try:
+        return provider.factory(config)
+    except QueuectlError:
+        raise
+    except Exception as exc:
+        hook = {"storage": "queuectl_register_storages", "executor": "queuectl_register_executors",
+                "backoff": "queuectl_register_backoff_policies"}[registry.config_key]
+        raise _failed(provider.plugin, f"{hook} (the factory of {registry.kind} {name!r})", exc) from None
+
+
+def get_storage(name: str, config: Config) -> Storage:
+    return make_provider(registries().storages, name, config)
+
+
+def get_executor(name: str, config: Config) -> Executor:
+    return make_provider(registries().executors, name, config)
+
+
+def get_backoff(name: str, config: Config) -> BackoffPolicy:
+    return make_provider(registries().backoffs, name, config)
+
+
+def emit(event: JobEvent) -> None:
+    """Broadcast an event to every notification plugin; one raising never stops the others.
+
+    The event gets this process's config (``event.config``) when its emitter did not set one.
+    """
+    if event.config is None and _config is not None:
+        event = replace(event, config=_config)
+    impls = list(reversed(pm.hook.queuectl_job_event.get_hookimpls()))
+    wrappers = [i for i in impls if _is_wrapper(i)]
+    try:
+        with _wrappers("queuectl_job_event", wrappers, lambda impl: {"event": event}):
+            _broadcast(impls, event)
+    except PluginError as exc:
+        _warn(f"queuectl: {exc}")
+
+
+def _broadcast(impls: list[Any], event: JobEvent) -> None:
+    for impl in impls:
+        if _is_wrapper(impl):
+            continue
         _trace("queuectl_job_event", impl.plugin_name)
         try:
             impl.function(event=event)
         except Exception as exc:
-            try:
-                print(f"queuectl: plugin {impl.plugin_name!r} failed handling {event.kind}: {exc!r}",
-                      file=sys.stderr, flush=True)
-            except Exception:
-                pass
+            _debug_traceback()
+            _warn(f"queuectl: plugin {impl.plugin_name!r} failed handling {event.kind}: {exc!r}")
+
+
+def _warn(line: str) -> None:
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except Exception:
+        pass

@@ -94,7 +94,7 @@ class Setting:
     secret: bool = False
     # A callable default is computed from the home directory (e.g. a path inside it).
     plugin: str = "core"
-    validate: Callable[[Any], None] | None = None
+    validate: Callable[[Any], object] | None = None
 
     @property
     def duration_unit(self) -> float | None:

@@ -60,7 +60,6 @@ def _supervise(count: int, run_one: Callable[[], int]) -> int:
     children: dict[int, int] = {}  # pid -> slot
     pgid = 0
     signals = 0
-    restarts: list[float] = []
 
     def spawn(slot: int) -> None:
         nonlocal pgid
@@ -134,9 +133,9 @@ def _supervise(count: int, run_one: Callable[[], int]) -> int:
                 break
             time.sleep(0.1)
             continue
-        slot = children.pop(pid, None)
-        if slot is None:
+        if pid not in children:
             continue
+        slot = children.pop(pid)
         code = os.waitstatus_to_exitcode(status)
         if code == 0 or signals:
             worst = max(worst, 0 if code == 0 else 1)

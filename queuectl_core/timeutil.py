@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-UTC = timezone.utc
 _FORMAT = "%Y-%m-%dT%H:%M:%S"
 
 

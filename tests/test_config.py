@@ -7,7 +7,6 @@ import tomllib
 from typing import Iterator
 
 import pytest
-
 from conftest import Q
 from test_enqueue import assert_one_line_error
 

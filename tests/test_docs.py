@@ -112,3 +112,68 @@ def test_relative_links_resolve(doc: str) -> None:
     path = DOCS / doc
     for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", path.read_text()):
         assert (path.parent / target).exists(), f"{doc} links to missing {target}"
+
+
+# -- the public plugin API (docs/plugins/api.md) ------------------------------------------------
+def _api_doc() -> str:
+    return (DOCS / "plugins" / "api.md").read_text()
+
+
+def test_every_public_api_name_is_documented() -> None:
+    from queuectl_core import api
+
+    text = _api_doc()
+    missing = [name for name in api.__all__ if f"`{name}`" not in text]
+    assert not missing, f"docs/plugins/api.md does not document: {missing}"
+    public = {n for n in vars(api) if not n.startswith("_") and n != "annotations"}
+    assert public <= set(api.__all__), f"queuectl_core.api: names missing from __all__: {public - set(api.__all__)}"
+
+
+def _model_params() -> list[tuple[str, str]]:
+    import dataclasses
+
+    from queuectl_core import api
+
+    return [(cls.__name__, f.name) for cls in (api.Job, api.NewJob, api.AttemptResult, api.WorkerInfo,
+                                               api.JobEvent, api.RunContext, api.Setting)
+            for f in dataclasses.fields(cls)]
+
+
+@pytest.mark.parametrize("model, field", _model_params(), ids=[f"{m}.{f}" for m, f in _model_params()])
+def test_every_model_field_is_documented(model: str, field: str) -> None:
+    sections = _sections(_api_doc())
+    assert model in sections, f"docs/plugins/api.md has no '## `{model}`' section"
+    assert f"| `{field}` |" in sections[model], f"docs/plugins/api.md: {model}.{field} is not in its table"
+
+
+@pytest.mark.parametrize("enum", ["JobState", "EventKind"])
+def test_every_state_and_event_kind_is_documented(enum: str) -> None:
+    from queuectl_core import api
+
+    body = _sections(_api_doc())[enum]
+    missing = [str(m) for m in getattr(api, enum) if f"`{m}`" not in body]
+    assert not missing, f"docs/plugins/api.md, {enum}: {missing}"
+
+
+def test_plugin_docs_import_only_the_public_api() -> None:
+    """A plugin author never needs an internal module: the examples import queuectl_core.api."""
+    for page in ("hooks.md", "api.md", "tutorial.md"):
+        text = (DOCS / "plugins" / page).read_text()
+        for line in re.findall(r"^\s*(?:from|import) queuectl_core\S*", text, flags=re.M):
+            assert line.split()[1] in ("queuectl_core.api", "queuectl_core.cli", "queuectl_core.testing"), \
+                f"docs/plugins/{page}: {line.strip()}"
+    example = (DOCS / "plugins" / "example" / "queuectl_jsonl_events.py").read_text()
+    assert re.findall(r"^(?:from|import) queuectl_core\S*", example, flags=re.M) == ["from queuectl_core.api"]
+
+
+def test_the_tutorial_shows_the_example_as_it_is() -> None:
+    """Each code block of tutorial.md is a verbatim part of docs/plugins/example."""
+    example = DOCS / "plugins" / "example"
+    files = "\n".join(p.read_text() for p in (example / "pyproject.toml", example / "queuectl_jsonl_events.py",
+                                              example / "tests" / "test_jsonl_events.py"))
+    blocks = re.findall(r"^```(?:python|toml)\n(.*?)^```", (DOCS / "plugins" / "tutorial.md").read_text(),
+                        flags=re.M | re.S)
+    assert len(blocks) >= 4
+    for block in blocks:
+        for part in filter(None, (p.strip() for p in block.split("\n\n"))):
+            assert part in files, f"tutorial.md shows code that is not in docs/plugins/example:\n{part}"

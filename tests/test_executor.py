@@ -221,3 +221,53 @@ def test_without_pidfd_the_executor_polls_for_the_exit(tmp_path: Path, monkeypat
     assert (ok.exit_code, ok.error, ok.output_tail) == (3, "exit 3", "polled\n")
     slow = executor.run(job("b", "sleep 30", timeout=0.5), ctx)
     assert slow.error == "timed out after 0.5s" and slow.duration < 10
+
+
+# -- secrets and permissions (issue 6) ----------------------------------------------------------
+def test_jobs_do_not_inherit_queuectl_secrets_or_libpq_passwords(q: Any, tmp_path: Path) -> None:
+    out = tmp_path / "env"
+    q.run("enqueue", "--id", "env", "--cmd", f"env > {out}")
+    secrets = {"PGPASSWORD": "pw-S3cr3t", "PGPASSFILE": "/tmp/pgpass-S3cr3t",
+               "QUEUECTL_POSTGRES_DSN": "postgresql://u:dsn-S3cr3t@127.0.0.1:1/x"}
+    # The DSN is set but unused (storage stays sqlite): it must still not reach the job.
+    q.run("worker", "start", "--burst", env={**secrets, "JOB_VISIBLE": "yes"})
+    assert q.job("env")["state"] == "completed"
+    text = out.read_text()
+    assert "S3cr3t" not in text, text
+    assert "JOB_VISIBLE=yes" in text and "QUEUECTL_JOB_ID=env" in text and "QUEUECTL_ATTEMPT=1" in text
+
+
+def test_a_symlink_at_the_log_path_is_not_written_through(q: Any, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    logs = q.home / "logs"
+    logs.mkdir(parents=True)
+    (logs / "sym.1.log").symlink_to(victim)
+    done = tmp_path / "done"
+    q.run("enqueue", "--id", "sym", "--max-retries", "0", "--cmd", f"echo planted-output; touch {done}")
+    q.run("worker", "start", "--burst")
+    job = q.job("sym")
+    assert job["state"] == "completed" and done.exists(), job  # the attempt still ran
+    assert victim.read_text() == "precious\n"  # neither truncated nor written through
+    assert not (logs / "sym.1.log").is_symlink()
+    assert "planted-output" in q.run("logs", "sym").stdout  # the output is kept, in a file of our own
+
+
+def test_log_files_are_0600_and_the_logs_dir_0700_whatever_the_umask(q: Any, tmp_path: Path) -> None:
+    logs = q.home / "logs"
+    logs.mkdir(parents=True, mode=0o755)
+    logs.chmod(0o755)  # an existing, too open directory is tightened
+    stale = logs / "perm.1.log"
+    stale.write_text("old")
+    stale.chmod(0o644)  # a log file left from before is tightened when rewritten
+    q.run("enqueue", "--id", "perm", "--cmd", "echo hi")
+    q.run("enqueue", "--id", "perm2", "--cmd", "echo there")
+    old = os.umask(0)
+    try:
+        q.run("worker", "start", "--burst")
+    finally:
+        os.umask(old)
+    assert (logs.stat().st_mode & 0o777) == 0o700
+    for name in ("perm.1.log", "perm2.1.log"):
+        assert ((logs / name).stat().st_mode & 0o777) == 0o600, name
+    assert (logs / "perm.1.log").read_text() == "hi\n"

@@ -127,3 +127,29 @@ def test_example_plugin_installs_next_to_the_wheel(venv: Path, tmp_path: Path) -
         assert kinds == ["enqueued", "worker_started", "claimed", "completed", "worker_stopped"]
     finally:
         _sh(venv / "bin" / "python", "-m", "pip", "uninstall", "-q", "-y", "queuectl-jsonl-events", env=env)
+
+
+def _tutorial_sh_blocks() -> list[str]:
+    import re
+
+    text = (ROOT / "docs" / "plugins" / "tutorial.md").read_text()
+    return re.findall(r"^```sh\n(.*?)^```", text, flags=re.M | re.S)
+
+
+def test_the_tutorial_step_by_step_against_the_installed_wheel(venv: Path, tmp_path: Path) -> None:
+    """docs/plugins/tutorial.md's shell steps, run as written from a checkout: install the example,
+    try it, then install its test extra and run its own tests against the installed package."""
+    shutil.copytree(ROOT / "docs" / "plugins" / "example", tmp_path / "docs" / "plugins" / "example",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build", ".pytest_cache"))
+    env = _env(venv, tmp_path / "unused")
+    env["TMPDIR"] = str(tmp_path)
+    try_it, test_it = _tutorial_sh_blocks()
+    try:
+        out = _sh("sh", "-ec", try_it, env=env, cwd=tmp_path, timeout=300).stdout
+        assert "jsonl_events 0.1.0" in out
+        kinds = [json.loads(line)["kind"] for line in out.splitlines() if line.startswith('{"kind"')]
+        assert kinds == ["enqueued", "worker_started", "claimed", "completed", "worker_stopped"]
+        tests = _sh("sh", "-ec", test_it, env=env, cwd=tmp_path, timeout=300).stdout
+        assert "2 passed" in tests, tests
+    finally:
+        _sh(venv / "bin" / "python", "-m", "pip", "uninstall", "-q", "-y", "queuectl-jsonl-events", env=env)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,7 +12,7 @@ from queuectl_core.errors import ValidationError
 from queuectl_core.lifecycle import Transition
 from queuectl_core.models import AttemptResult, EventKind, Job, JobState
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 OK = AttemptResult(exit_code=0)
 BAD = AttemptResult(exit_code=1, error="exit status 1")
 

@@ -9,6 +9,7 @@ import importlib
 import inspect
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -479,3 +480,155 @@ def test_example_plugin_from_the_tutorial(fast, monkeypatch: pytest.MonkeyPatch,
     assert completed["time"].endswith("Z")
     dead = next(line for line in lines if line["kind"] == "dead")
     assert dead["job"]["last_error"] == "exit 1"
+
+
+# -- the public API: provider look-up, events with config, the current app ----------------------
+def test_a_plugin_wraps_the_subprocess_executor_and_reads_config_from_events(fast, tmp_path: Path) -> None:
+    """Everything from queuectl_core.api: an executor putting `nice -n 10` in front of every job,
+    a notifier reading its own key from the event, a command using the configured storage."""
+    from dataclasses import replace
+
+    from queuectl_core import api
+
+    seen: list[Any] = []
+
+    class Nice:
+        @hookimpl
+        def queuectl_register_settings(self, register):
+            register(api.Setting("nice.level", int, 10, "Niceness of every job.", minimum=0, maximum=19))
+
+        @hookimpl
+        def queuectl_register_executors(self, register):
+            def factory(config: api.Config) -> api.Executor:
+                inner = api.get_executor("subprocess", config)
+                level = config["nice.level"]
+
+                class NiceExecutor:
+                    def run(self, job: api.Job, ctx: api.RunContext) -> api.AttemptResult:
+                        return inner.run(replace(job, command=f"nice -n {level} {job.command}"), ctx)
+
+                return NiceExecutor()
+
+            register("nice", factory)
+
+        @hookimpl
+        def queuectl_job_event(self, event: api.JobEvent) -> None:
+            if event.kind == api.EventKind.COMPLETED:
+                seen.append(event.config["nice.level"] if event.config else None)
+
+        @hookimpl
+        def queuectl_register_commands(self, cli):
+            @cli.command("nice-count")
+            def nice_count():
+                click.echo(api.current_app().storage.counts()[api.JobState.COMPLETED])
+
+    out = tmp_path / "nice"
+    try:
+        with register_plugin(Nice(), name="nice"):
+            call_each("queuectl_register_commands", cli=cli)
+            ok("config", "set", "executor", "nice")
+            ok("config", "set", "nice.level", "7")
+            ok("enqueue", "--id", "n", "--cmd", f"{sys.executable} -c 'import os; print(os.nice(0))' > {out}")
+            ok("worker", "start", "--burst")
+            assert jobs()["n"]["state"] == "completed"
+            assert out.read_text().strip() == str(os.nice(0) + 7)
+            assert seen == [7]
+            assert ok("nice-count").stdout == "1\n"
+    finally:
+        cli.commands.pop("nice-count", None)
+
+
+def _installed_plugin(tmp_path: Path, name: str, source: str) -> dict[str, str]:
+    """A plugin as pip would install it: a module and a dist-info with its entry point, on the
+    path of the `queuectl` processes the test starts."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / f"{name}.py").write_text("from queuectl_core.api import hookimpl, Setting\nimport click\n" + source)
+    info = site / f"{name}-0.1.dist-info"
+    info.mkdir()
+    (info / "entry_points.txt").write_text(f"[queuectl]\n{name} = {name}\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    return {"PYTHONPATH": str(site)}
+
+
+def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stderr.startswith("Error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc.stderr
+
+
+def test_a_misspelt_hook_is_an_error_at_load(q, tmp_path: Path) -> None:
+    env = _installed_plugin(tmp_path, "typo", "@hookimpl\ndef queuectl_job_evnt(event):\n    pass\n")
+    line = _one_error_line(q.run("status", check=False, env=env))
+    assert "'typo'" in line and "queuectl_job_evnt" in line and "QUEUECTL_DISABLE_PLUGINS" in line
+    q.run("status", env={**env, "QUEUECTL_DISABLE_PLUGINS": "typo"})
+
+
+def test_a_failing_register_hook_is_one_line_naming_plugin_hook_and_the_way_out(q, tmp_path: Path) -> None:
+    env = _installed_plugin(tmp_path, "badreg",
+                            "@hookimpl\ndef queuectl_register_settings(register):\n    raise RuntimeError('boom')\n")
+    line = _one_error_line(q.run("status", check=False, env=env))
+    assert line.startswith("Error: plugin 'badreg' failed in queuectl_register_settings: RuntimeError('boom')")
+    assert line.rstrip().endswith("(disable it with QUEUECTL_DISABLE_PLUGINS=badreg)")
+    debug = q.run("status", check=False, env={**env, "QUEUECTL_DEBUG": "1"})
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "boom" in debug.stderr
+    q.run("status", env={**env, "QUEUECTL_DISABLE_PLUGINS": "badreg"})
+
+
+def test_a_failing_factory_is_one_line_naming_plugin_and_hook(q, tmp_path: Path) -> None:
+    env = _installed_plugin(tmp_path, "badfactory", (
+        "def make(config):\n    raise OSError('no disk')\n"
+        "@hookimpl\ndef queuectl_register_storages(register):\n    register('brittle', make)\n"))
+    line = _one_error_line(q.run("status", check=False, env={**env, "QUEUECTL_STORAGE": "brittle"}))
+    assert "plugin 'badfactory' failed in queuectl_register_storages" in line and "no disk" in line
+
+
+def test_a_failing_plugin_command_is_one_line_naming_the_plugin(q, tmp_path: Path) -> None:
+    env = _installed_plugin(tmp_path, "badcmd", (
+        "@hookimpl\ndef queuectl_register_commands(cli):\n"
+        "    @cli.command('explode')\n    def explode():\n        raise KeyError('x')\n"))
+    line = _one_error_line(q.run("explode", check=False, env=env))
+    assert "plugin 'badcmd' failed in its command 'explode'" in line and "KeyError" in line
+
+
+def test_wrapper_implementations_run_around_the_others(fast) -> None:
+    calls: list[str] = []
+
+    class Wrap:
+        @hookimpl(wrapper=True)
+        def queuectl_register_settings(self, register):
+            calls.append("settings before")
+            result = yield
+            calls.append("settings after")
+            return result
+
+        @hookimpl(hookwrapper=True)
+        def queuectl_job_event(self, event):
+            calls.append(f"old-style before {event.kind}")
+            yield
+
+    with register_plugin(Wrap(), name="wrap"):
+        ok("enqueue", "--id", "w", "--cmd", "true")
+    assert "settings before" in calls and "settings after" in calls
+    assert "old-style before enqueued" in calls
+
+
+def test_a_bare_source_tree_loads_the_bundled_plugins(tmp_path: Path) -> None:
+    """No installed metadata, queuectl_plugins not importable: plugins/ beside the core is used."""
+    import click as click_module
+    import pluggy
+    import tomli_w
+
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "queuectl_core", src / "queuectl_core")
+    shutil.copytree(ROOT / "plugins", src / "plugins")
+    libs = {str(Path(m.__file__).resolve().parent.parent) for m in (click_module, pluggy, tomli_w)}
+    code = ("import queuectl_core.plugins as p\np._entry_points = lambda group: []\np.load_plugins()\n"
+            "print(sorted(n for n, _ in p.pm.list_name_plugin()))\n")
+    env = {"PATH": os.environ["PATH"], "QUEUECTL_HOME": str(tmp_path / "home"),
+           "PYTHONPATH": os.pathsep.join([str(src), *libs])}
+    proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env,
+                          timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert BUNDLED <= set(eval(proc.stdout))

@@ -11,17 +11,12 @@ The file is ``events.jsonl`` in QUEUECTL_HOME unless ``jsonl_events.path`` says 
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-from queuectl_core import hookimpl
-from queuectl_core.settings import Setting
-
-if TYPE_CHECKING:
-    from queuectl_core.models import JobEvent
+from queuectl_core.api import JobEvent, Setting, hookimpl
 
 __version__ = "0.1.0"
 
@@ -34,11 +29,11 @@ def queuectl_register_settings(register: Callable[[Setting], None]) -> None:
 
 @hookimpl
 def queuectl_job_event(event: JobEvent) -> None:
-    from queuectl_core.timeutil import format_time, now
-
+    if event.config is None:  # emitted outside a configured queue: nowhere to write
+        return
     record = {
         "kind": str(event.kind),
-        "time": format_time(now()),
+        "time": event.at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "worker_id": event.worker_id,
         "job": event.job.to_dict() if event.job is not None else None,
         "exit_code": event.result.exit_code if event.result is not None else None,
@@ -46,27 +41,11 @@ def queuectl_job_event(event: JobEvent) -> None:
         "message": event.message,
     }
     line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    path = Path(event.config["jsonl_events.path"]).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
     # O_APPEND and one write per line: lines from several worker processes never interleave.
-    fd = os.open(_events_path(), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         os.write(fd, line)
     finally:
         os.close(fd)
-
-
-def _events_path() -> str:
-    from queuectl_core.settings import home
-
-    return _resolve_path(str(home()))
-
-
-@functools.lru_cache(maxsize=8)
-def _resolve_path(home_dir: str) -> str:
-    """The configured path, read once per process and queue (events do not carry the config)."""
-    from queuectl_core.plugins import registries
-    from queuectl_core.settings import Config, read_file_values
-
-    home = Path(home_dir)
-    path = Path(Config(home, registries().settings, read_file_values(home))["jsonl_events.path"]).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return str(path)

@@ -1,0 +1,65 @@
+"""The public API for plugin authors: everything a plugin imports comes from here.
+
+Quick start::
+
+    from queuectl_core.api import JobEvent, hookimpl
+
+    @hookimpl
+    def queuectl_job_event(event: JobEvent) -> None:
+        if event.kind == "dead":
+            print("job went to the DLQ:", event.job.id)
+
+Names outside this module (and ``queuectl_core.testing``) are internals that may change.
+``docs/plugins/api.md`` documents each name and every model field.
+"""
+
+from __future__ import annotations
+
+from queuectl_core import NAME, __version__, hookimpl
+from queuectl_core.app import App, current_app
+from queuectl_core.errors import (
+    ConfigError,
+    DuplicateJobError,
+    JobNotFoundError,
+    PluginError,
+    QueuectlError,
+    RegistryError,
+    StorageError,
+    ValidationError,
+)
+from queuectl_core.interfaces import BackoffPolicy, Executor, RunContext, Storage
+from queuectl_core.models import AttemptResult, EventKind, Job, JobEvent, JobState, NewJob, WorkerInfo
+from queuectl_core.plugins import get_backoff, get_executor, get_storage
+from queuectl_core.settings import Config, Setting
+
+__all__ = [
+    "NAME",
+    "App",
+    "AttemptResult",
+    "BackoffPolicy",
+    "Config",
+    "ConfigError",
+    "DuplicateJobError",
+    "EventKind",
+    "Executor",
+    "Job",
+    "JobEvent",
+    "JobNotFoundError",
+    "JobState",
+    "NewJob",
+    "PluginError",
+    "QueuectlError",
+    "RegistryError",
+    "RunContext",
+    "Setting",
+    "Storage",
+    "StorageError",
+    "ValidationError",
+    "WorkerInfo",
+    "__version__",
+    "current_app",
+    "get_backoff",
+    "get_executor",
+    "get_storage",
+    "hookimpl",
+]
