@@ -167,7 +167,7 @@ def seeded(request: Any, tmp_path_factory: Any) -> Iterator[Seeded]:
         q.run("enqueue", "--id", "seed1", "--cmd", "echo seeded", "--priority", "3")
         q.run("enqueue", "--id", "dead1", "--cmd", "echo to the dlq; false", "--max-retries", "0")
         q.run("worker", "start", "--burst")
-        q.run("enqueue", "--id", "later", "--cmd", "true", "--delay", "1h")
+        q.run("enqueue", "--id", "later", "--cmd", "true", "--delay", "3600")
         yield Seeded(q, request.param, dsn, inputs)
         q.cleanup()
 
