@@ -43,7 +43,7 @@ def loads(text: str) -> Any:
         raise
     except RecursionError:
         raise ValidationError("invalid JSON: nested too deeply") from None
-    except ValueError as exc:  # an integer beyond Python's int-string conversion limit
+    except ValueError:  # an integer beyond Python's int-string conversion limit
         raise ValidationError("invalid JSON: a number has too many digits") from None
 
 

@@ -60,7 +60,6 @@ def _supervise(count: int, run_one: Callable[[], int]) -> int:
     children: dict[int, int] = {}  # pid -> slot
     pgid = 0
     signals = 0
-    restarts: list[float] = []
 
     def spawn(slot: int) -> None:
         nonlocal pgid
