@@ -42,7 +42,16 @@ class OneLineUsageError(click.UsageError):
 
     def show(self, file: Any = None) -> None:
         hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
-        click.echo(f"Error: {self.format_message()}{hint}", file=file or sys.stderr)
+        click.echo(f"Error: {_cut_quotes(self.format_message())}{hint}", file=file or sys.stderr)
+
+
+def _cut_quotes(message: str) -> str:
+    """click quotes the bad value whole; a 5,000-digit argument must not become a 5 KB line."""
+    if len(message) < 200:
+        return message
+    import re
+
+    return re.sub(r"'([^']{60})[^']+'", r"'\1…'", message)
 
 
 def _one_line(exc: click.UsageError) -> click.UsageError:
