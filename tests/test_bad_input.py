@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-
 from conftest import Q
-from queuectl_core.testing import temporary_postgres_database
+
+from queuectl_plugins.postgres_testing import temporary_postgres_database
 
 HUGE = "9" * 5000
 DEEP = "[" * 100_000
@@ -43,7 +43,7 @@ CASES = [
     # -- from the issue
     _c("enqueue", DEEP, needle="nested too deeply"),
     _c("enqueue", "--file", "{dir}/deep.json", needle="nested too deeply"),
-    _c("enqueue", '{"command": "x", "priority": %s}' % HUGE, needle="digits"),
+    _c("enqueue", f'{{"command": "x", "priority": {HUGE}}}', needle="digits"),
     _c("enqueue", "--file", "{dir}/huge.json", needle="digits"),
     _c("enqueue", "--cmd", "echo \udcff", needle="'command' is not valid UTF-8"),
     _c("enqueue", '{"command": "echo \\ud800"}', needle="'command' is not valid UTF-8"),
@@ -118,8 +118,8 @@ CASES = [
 def _write_inputs(d: Path) -> None:
     d.mkdir(exist_ok=True)
     (d / "deep.json").write_text(DEEP)
-    (d / "huge.json").write_text('{"command": "x", "priority": %s}' % HUGE)
-    (d / "huge.jsonl").write_text('{"command": "x"}\n{"command": "y", "priority": %s}\n' % HUGE)
+    (d / "huge.json").write_text(f'{{"command": "x", "priority": {HUGE}}}')
+    (d / "huge.jsonl").write_text(f'{{"command": "x"}}\n{{"command": "y", "priority": {HUGE}}}\n')
     (d / "surrogate3.jsonl").write_text('{"command": "a"}\n{"command": "b"}\n{"command": "echo \\udc00"}\n')
     (d / "latin1.json").write_bytes(b'{"command": "echo caf\xe9"}')
     (d / "empty.json").write_text("  \n")

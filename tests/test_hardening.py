@@ -13,8 +13,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
 from conftest import QUEUECTL, Q
+
 from queuectl_core.timeutil import parse_duration, parse_time
 
 
