@@ -28,6 +28,7 @@ from queuectl_core.errors import (
     ValidationError,
 )
 from queuectl_core.interfaces import BackoffPolicy, Executor, RunContext, Storage
+from queuectl_core.lifecycle import Change, Transition
 from queuectl_core.models import AttemptResult, EventKind, Job, JobEvent, JobState, NewJob, WorkerInfo
 from queuectl_core.plugins import get_backoff, get_executor, get_storage
 from queuectl_core.settings import Config, Setting
@@ -37,6 +38,7 @@ __all__ = [
     "App",
     "AttemptResult",
     "BackoffPolicy",
+    "Change",
     "Config",
     "ConfigError",
     "DuplicateJobError",
@@ -54,6 +56,7 @@ __all__ = [
     "Setting",
     "Storage",
     "StorageError",
+    "Transition",
     "ValidationError",
     "WorkerInfo",
     "__version__",
