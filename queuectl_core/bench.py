@@ -257,6 +257,14 @@ class Bench:
 
     def run(self) -> dict[str, Any]:
         import platform
+        import signal
+
+        # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl+C, so the idle worker of W4 is
+        # stopped and the throw-away queues are removed rather than left behind.
+        def terminate(signum: int, frame: Any) -> None:
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, terminate)
 
         result: dict[str, Any] = {
             "storage": self.storage_name, "cpus": os.cpu_count(), "python": platform.python_version(),
