@@ -383,6 +383,12 @@ class PostgresStorage(SQLStore):
     def close(self) -> None:
         self._drop()
 
+    def drop_schema(self) -> None:
+        """Delete this queue's schema and everything in it: for throw-away queues (`queuectl
+        bench`), never called on a user's queue."""
+        self._run(lambda conn: conn.execute(f"DROP SCHEMA IF EXISTS {self.s} CASCADE"))
+        self._migrated = False
+
 
 def _float(value: float | None) -> float | None:
     # psycopg refuses a list mixing int and float; NewJob allows either for seconds.

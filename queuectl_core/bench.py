@@ -1,0 +1,337 @@
+"""`queuectl bench`: W1–W4 on a throw-away queue of the configured backend, beside this machine's floors.
+
+Imported only when the command runs. Every workload gets a queue of its own (a temporary
+QUEUECTL_HOME; on PostgreSQL also a temporary schema, dropped afterwards), so the user's queue is
+never read or written. Children get none of the caller's ``QUEUECTL_*`` variables (one of them could
+point at the real database), only what this module sets.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from queuectl_core.errors import QueuectlError
+
+# Keys that say where a backend keeps its data: never carried into the throw-away queue.
+# sqlite.path falls back to its default inside the temporary home; postgres.schema gets a
+# fresh name. A backend not listed here cannot be benchmarked safely.
+_DATA_LOCATION = {"sqlite": ("sqlite.path",), "postgres": ("postgres.schema",)}
+# Core keys carried over: they shape speed and locate nothing.
+_CORE_CARRIED = ("storage", "executor", "backoff", "poll_interval_ms", "lease_seconds")
+# Environment variables that choose what is loaded, not where data lives: kept for children.
+_KEEP_ENV = ("QUEUECTL_DISABLE_PLUGINS",)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    enqueue_processes: int = 30   # W1
+    file_jobs: int = 10_000       # W2
+    drain_jobs: int = 1_000       # W3
+    workers: tuple[int, ...] = (2,)  # W3
+    latency_samples: int = 20     # W4
+
+
+@dataclass
+class Queue:
+    """One throw-away queue: its home, the environment its `queuectl` children run in, and an
+    in-process storage on it (for the in-process enqueue of W4 and to look at it)."""
+
+    home: Path
+    env: dict[str, str]
+    storage: Any
+    cleanup: list[Any] = field(default_factory=list)
+
+
+def queuectl_command() -> list[str]:
+    """The `queuectl` a user runs: the console script beside this interpreter if there is one."""
+    script = Path(sys.executable).with_name("queuectl")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "queuectl_core"]
+
+
+def _median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def _p95_ms(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[max(0, -(-len(ordered) * 95 // 100) - 1)] * 1000
+
+
+def _timed(cmd: list[str], env: dict[str, str] | None = None, stdin: Any = subprocess.DEVNULL) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        line = (proc.stderr.decode(errors="replace").strip().splitlines() or ["(no output)"])[-1]
+        raise QueuectlError(f"bench: {' '.join(cmd[-3:])} exited {proc.returncode}: {line}")
+    return elapsed
+
+
+class Bench:
+    def __init__(self, app: Any, sizes: Sizes, progress: Any = None) -> None:
+        from queuectl_core.plugins import registries
+
+        self.app = app
+        self.sizes = sizes
+        self.progress = progress or (lambda line: None)
+        self.storage_name: str = app.config["storage"]
+        if self.storage_name not in _DATA_LOCATION:
+            known = ", ".join(sorted(_DATA_LOCATION))
+            raise QueuectlError(f"queuectl bench can make a throw-away queue only on the {known} storages, "
+                                f"not {self.storage_name!r}; it never runs on your own queue")
+        self.settings = registries().settings
+        self.queuectl = queuectl_command()
+        self.python = sys.executable
+
+    # -- throw-away queues ---------------------------------------------------------------
+    def _carried(self) -> dict[str, Any]:
+        """The caller's effective values that shape the backend's speed (the providers, the
+        polling and lease, the storage plugin's own keys), minus the keys that locate its data."""
+        config = self.app.config
+        storage_plugin = self.app.registries.storages.get(self.storage_name).plugin
+        skip = set(_DATA_LOCATION[self.storage_name])
+        out: dict[str, Any] = {}
+        for key, setting in self.settings.items():
+            wanted = key in _CORE_CARRIED or (setting.plugin == storage_plugin and key not in skip)
+            if wanted and config.source(key) != "default":
+                out[key] = config[key]
+        out["storage"] = self.storage_name
+        return out
+
+    @contextmanager
+    def queue(self) -> Iterator[Queue]:
+        import secrets
+
+        from queuectl_core.plugins import make_provider
+        from queuectl_core.settings import Config, ensure_private_dir, write_file_values
+
+        home = Path(tempfile.mkdtemp(prefix="queuectl-bench-"))
+        try:
+            ensure_private_dir(home)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUECTL_") or k in _KEEP_ENV}
+            env["QUEUECTL_HOME"] = str(home)
+            values = self._carried()
+            if self.storage_name == "postgres":
+                values["postgres.schema"] = f"queuectl_bench_{secrets.token_hex(6)}"
+            on_disk = {}
+            for key, value in values.items():
+                setting = self.settings[key]
+                if setting.secret:  # a DSN's password stays out of the temporary config.toml
+                    env[setting.env_var] = str(value)
+                else:
+                    on_disk[key] = value
+            write_file_values(home, on_disk)
+            storage = make_provider(self.app.registries.storages, self.storage_name,
+                                    Config(home, self.settings, on_disk, env))
+            queue = Queue(home, env, storage)
+            try:
+                yield queue
+            finally:
+                for proc in queue.cleanup:
+                    _stop(proc)
+                drop = getattr(storage, "drop_schema", None)
+                if drop is not None:
+                    drop()
+                storage.close()
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+
+    # -- floors --------------------------------------------------------------------------
+    def floors(self) -> dict[str, Any]:
+        """Process start, `xargs -P N sh -c true` and a direct spawn, measured now."""
+        n = max(self.sizes.enqueue_processes, 5)
+        bare, with_sqlite = [], []
+        for _ in range(n):
+            bare.append(_timed([self.python, "-c", "pass"]))
+            with_sqlite.append(_timed([self.python, "-c", "import sqlite3"]))
+        out: dict[str, Any] = {
+            "python_pass_ms": _median_ms(bare),
+            "python_import_sqlite3_ms": _median_ms(with_sqlite),
+        }
+        if self.sizes.drain_jobs:
+            out["xargs_jobs_per_s"] = {str(w): self.sizes.drain_jobs / self._xargs(w) for w in self.sizes.workers}
+        if self.sizes.latency_samples:
+            with tempfile.TemporaryDirectory(prefix="queuectl-bench-") as tmp:
+                lat = [self._direct_spawn(Path(tmp) / str(i)) for i in range(self.sizes.latency_samples)]
+            out["direct_spawn_p50_ms"] = _median_ms(lat)
+        return out
+
+    def _xargs(self, workers: int) -> float:
+        start = time.perf_counter()
+        subprocess.run(["xargs", f"-P{workers}", "-n1", "sh", "-c", "true"], check=True,
+                       input=b"x\n" * self.sizes.drain_jobs, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - start
+
+    @staticmethod
+    def _direct_spawn(marker: Path) -> float:
+        t0 = time.time()
+        subprocess.run(["/bin/sh", "-c", f"date +%s.%N > '{marker}'"], check=True)
+        return float(marker.read_text()) - t0
+
+    # -- workloads -----------------------------------------------------------------------
+    def w1(self) -> dict[str, Any]:
+        """One `queuectl enqueue` process per job, with the process-start floor interleaved."""
+        n = self.sizes.enqueue_processes
+        ours, floor = [], []
+        with self.queue() as q:
+            cmd = [*self.queuectl, "enqueue", "--cmd", "true"]
+            for _ in range(n):
+                ours.append(_timed(cmd, q.env))
+                floor.append(_timed([self.python, "-c", "import sqlite3"]))
+            enqueued = q.storage.counts()
+        if sum(enqueued.values()) != n:
+            raise QueuectlError(f"bench: W1 enqueued {sum(enqueued.values())} jobs, expected {n}")
+        ms, floor_ms = _median_ms(ours), _median_ms(floor)
+        return {"processes": n, "median_ms": ms, "jobs_per_s": 1000 / ms,
+                "floor_import_sqlite3_ms": floor_ms, "of_floor": floor_ms / ms}
+
+    def w2(self) -> dict[str, Any]:
+        """`enqueue --file` of N JSON Lines, one whole process."""
+        n = self.sizes.file_jobs
+        with self.queue() as q:
+            path = q.home / "jobs.jsonl"
+            path.write_text('{"command": "true"}\n' * n)
+            elapsed = _timed([*self.queuectl, "enqueue", "--file", str(path)], q.env)
+        return {"jobs": n, "seconds": elapsed, "jobs_per_s": n / elapsed}
+
+    def w3(self) -> list[dict[str, Any]]:
+        """Drain N `true` jobs with `worker start --count W --burst` (its start-up included)."""
+        out = []
+        n = self.sizes.drain_jobs
+        for workers in self.sizes.workers:
+            with self.queue() as q:
+                path = q.home / "jobs.jsonl"
+                path.write_text('{"command": "true"}\n' * n)
+                _timed([*self.queuectl, "enqueue", "--file", str(path)], q.env)
+                elapsed = _timed([*self.queuectl, "worker", "start", "--count", str(workers), "--burst"], q.env)
+                done = q.storage.counts()
+            if done.get("completed", 0) != n:
+                raise QueuectlError(f"bench: W3 completed {done.get('completed', 0)} of {n} jobs")
+            xargs = self._xargs(workers)
+            out.append({"jobs": n, "workers": workers, "seconds": elapsed, "jobs_per_s": n / elapsed,
+                        "xargs_jobs_per_s": n / xargs, "of_xargs": xargs / elapsed})
+        return out
+
+    def w4(self) -> dict[str, Any]:
+        """Idle worker → job start: enqueued by a `queuectl` process, then in-process."""
+        from queuectl_core.ids import new_id
+        from queuectl_core.models import NewJob
+
+        n = self.sizes.latency_samples
+        with self.queue() as q:
+            worker = subprocess.Popen([*self.queuectl, "worker", "start"], env=q.env, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            q.cleanup.append(worker)
+            _wait(lambda: q.storage.live_workers(), "the worker to start", worker)
+            time.sleep(0.3)  # let it settle into its idle wait
+
+            def sample(i: int, enqueue: Any) -> float:
+                marker = q.home / f"started-{i}"
+                command = f"date +%s.%N > '{marker}'"
+                t0 = time.time()
+                enqueue(command)
+                _wait(lambda: marker.exists() and marker.read_text().strip(), "a job to start", worker)
+                started = float(marker.read_text())
+                # Idle again before the next sample: the figure is pickup by an idle worker.
+                _wait(lambda: not q.storage.counts().get("processing"), "the job to finish", worker)
+                time.sleep(0.02)
+                return started - t0
+
+            cli = [sample(i, lambda c: _timed([*self.queuectl, "enqueue", "--cmd", c, "--max-retries", "0"], q.env))
+                   for i in range(n)]
+            inproc = [sample(n + i, lambda c: q.storage.enqueue([NewJob(id=new_id(), command=c, max_retries=0)]))
+                      for i in range(n)]
+        return {"samples": n, "cli_p50_ms": _median_ms(cli), "cli_p95_ms": _p95_ms(cli),
+                "in_process_p50_ms": _median_ms(inproc), "in_process_p95_ms": _p95_ms(inproc)}
+
+    def run(self) -> dict[str, Any]:
+        import platform
+        import signal
+
+        # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl+C, so the idle worker of W4 is
+        # stopped and the throw-away queues are removed rather than left behind.
+        def terminate(signum: int, frame: Any) -> None:
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, terminate)
+
+        result: dict[str, Any] = {
+            "storage": self.storage_name, "cpus": os.cpu_count(), "python": platform.python_version(),
+            "queuectl": " ".join(self.queuectl),
+        }
+        steps = [("floors", self.floors, True), ("w1", self.w1, self.sizes.enqueue_processes),
+                 ("w2", self.w2, self.sizes.file_jobs),
+                 ("w3", self.w3, self.sizes.drain_jobs and self.sizes.workers),
+                 ("w4", self.w4, self.sizes.latency_samples)]
+        for name, step, wanted in steps:
+            if wanted:
+                self.progress(f"running {name} ...")
+                result[name] = step()
+        return result
+
+
+def _wait(predicate: Any, what: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise QueuectlError(f"bench: the worker exited ({proc.returncode}) while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise QueuectlError(f"bench: timed out waiting for {what}")
+        time.sleep(0.0005)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    import signal
+
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def format_report(r: dict[str, Any]) -> list[str]:
+    """The human report: each figure beside the floor it is compared with."""
+    lines = [f"queuectl bench: storage {r['storage']} (a throw-away queue), {r['cpus']} CPUs, "
+             f"Python {r['python']}, {r['queuectl']}"]
+    f = r.get("floors", {})
+    if f:
+        lines.append(f"floors: process start `python -c pass` {f['python_pass_ms']:.1f} ms, "
+                     f"`python -c 'import sqlite3'` {f['python_import_sqlite3_ms']:.1f} ms")
+        for w, rate in f.get("xargs_jobs_per_s", {}).items():
+            lines.append(f"        `xargs -P{w} sh -c true` {rate:,.0f} jobs/s")
+        if "direct_spawn_p50_ms" in f:
+            lines.append(f"        spawning a job directly p50 {f['direct_spawn_p50_ms']:.1f} ms")
+    if "w1" in r:
+        w = r["w1"]
+        lines.append(f"W1 one `queuectl enqueue` process per job: {w['jobs_per_s']:.1f} jobs/s "
+                     f"(median {w['median_ms']:.1f} ms over {w['processes']}); "
+                     f"{w['of_floor']:.2f} of `import sqlite3` ({1000 / w['floor_import_sqlite3_ms']:.1f}/s)")
+    if "w2" in r:
+        w = r["w2"]
+        lines.append(f"W2 `enqueue --file`, {w['jobs']:,} JSON Lines: {w['jobs_per_s']:,.0f} jobs/s "
+                     f"({w['seconds']:.2f} s, whole process)")
+    for w in r.get("w3", []):
+        lines.append(f"W3 drain {w['jobs']:,} `true`, {w['workers']} workers: {w['jobs_per_s']:,.0f} jobs/s "
+                     f"({w['of_xargs']:.2f} of `xargs -P{w['workers']} sh -c true` {w['xargs_jobs_per_s']:,.0f}/s)")
+    if "w4" in r:
+        w = r["w4"]
+        lines.append(f"W4 idle worker -> job start, `queuectl enqueue`: p50 {w['cli_p50_ms']:.1f} ms, "
+                     f"p95 {w['cli_p95_ms']:.1f} ms (n={w['samples']})")
+        lines.append(f"W4 idle worker -> job start, in-process enqueue: p50 {w['in_process_p50_ms']:.1f} ms, "
+                     f"p95 {w['in_process_p95_ms']:.1f} ms (direct spawn p50 "
+                     f"{f.get('direct_spawn_p50_ms', float('nan')):.1f} ms)")
+    return lines

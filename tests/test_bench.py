@@ -1,0 +1,119 @@
+"""`queuectl bench`: small sizes run quickly on both backends, print every figure, and leave the
+user's queue (and the machine) as they were."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SMALL = ("--enqueue-processes", "2", "--file-jobs", "20", "--drain-jobs", "10", "--latency-samples", "2")
+
+FIGURES = [
+    r"floors: process start `python -c pass` [\d.]+ ms, `python -c 'import sqlite3'` [\d.]+ ms",
+    r"`xargs -P2 sh -c true` [\d,]+ jobs/s",
+    r"spawning a job directly p50 [\d.]+ ms",
+    r"W1 one `queuectl enqueue` process per job: [\d.]+ jobs/s .* of `import sqlite3`",
+    r"W2 `enqueue --file`, 20 JSON Lines: [\d,]+ jobs/s",
+    r"W3 drain 10 `true`, 2 workers: [\d,]+ jobs/s \([\d.]+ of `xargs -P2 sh -c true`",
+    r"W4 idle worker -> job start, `queuectl enqueue`: p50 [\d.]+ ms, p95 [\d.]+ ms",
+    r"W4 idle worker -> job start, in-process enqueue: p50 [\d.]+ ms, p95 [\d.]+ ms \(direct spawn p50 [\d.]+ ms\)",
+]
+
+
+def _user_queue(q: Any) -> tuple[Any, Any]:
+    return q.json("list"), q.json("status")["counts"]
+
+
+def _bench(q: Any, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir(exist_ok=True)
+    proc = q.run("bench", *SMALL, *args, env={"TMPDIR": str(scratch), **(env or {})}, timeout=240)
+    assert list(scratch.iterdir()) == [], "bench left its throw-away queues behind"
+    return proc
+
+
+def test_bench_sqlite_prints_every_figure_and_leaves_the_users_queue_alone(q: Any, tmp_path: Path) -> None:
+    # The user's database is somewhere of their choosing, and named in the environment as well:
+    # neither may reach the throw-away queue.
+    db = tmp_path / "mine" / "queue.db"
+    db.parent.mkdir()
+    q.config("sqlite.path", db)
+    q.run("enqueue", "--id", "mine", "--cmd", "echo mine")
+    before = _user_queue(q)
+    config_before = (q.home / "config.toml").read_bytes()
+
+    out = _bench(q, tmp_path, env={"QUEUECTL_SQLITE_PATH": str(db)}).stdout
+    for figure in FIGURES:
+        assert re.search(figure, out), f"missing {figure!r} in:\n{out}"
+    assert "storage sqlite" in out
+    assert _user_queue(q) == before
+    assert (q.home / "config.toml").read_bytes() == config_before
+    assert sorted(p.name for p in db.parent.iterdir() if not p.name.startswith("queue.db")) == []
+
+
+def test_bench_json_and_sizes(q: Any, tmp_path: Path) -> None:
+    out = _bench(q, tmp_path, "--workers", "1", "--workers", "2", "--latency-samples", "0", "--json").stdout
+    result = json.loads(out)
+    assert result["storage"] == "sqlite"
+    assert set(result) >= {"floors", "w1", "w2", "w3"} and "w4" not in result
+    assert result["w1"]["processes"] == 2 and result["w1"]["jobs_per_s"] > 0
+    assert result["w2"]["jobs"] == 20
+    assert [w["workers"] for w in result["w3"]] == [1, 2]
+    assert set(result["floors"]["xargs_jobs_per_s"]) == {"1", "2"}
+    assert q.json("list") == []
+
+
+def test_bench_refuses_a_storage_it_cannot_make_throw_away(q: Any, tmp_path: Path) -> None:
+    plugin = tmp_path / "plug"
+    plugin.mkdir()
+    (plugin / "memstore.py").write_text(
+        "from queuectl_core import hookimpl\n"
+        "@hookimpl\n"
+        "def queuectl_register_storages(register):\n"
+        "    register('mem', lambda config: None)\n")
+    (plugin / "memstore-1.0.dist-info").mkdir()
+    (plugin / "memstore-1.0.dist-info" / "entry_points.txt").write_text("[queuectl]\nmem = memstore\n")
+    env = {"PYTHONPATH": str(plugin)}
+    q.run("config", "set", "storage", "mem", env=env)
+    proc = q.run("bench", *SMALL, env=env, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Error: queuectl bench can make a throw-away queue only on the postgres, sqlite")
+    assert proc.stdout == ""
+
+
+@pytest.fixture
+def pq(q: Any) -> Any:
+    from queuectl_plugins.postgres_testing import temporary_postgres_database
+
+    with temporary_postgres_database() as dsn:
+        q.config("storage", "postgres")
+        q.config("postgres.dsn", dsn)
+        q.pg_dsn = dsn
+        yield q
+
+
+def _schemas(dsn: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg_%' "
+                            "AND nspname <> 'information_schema' ORDER BY 1").fetchall()
+    return [r[0] for r in rows]
+
+
+def test_bench_postgres_uses_a_temporary_schema(pq: Any, tmp_path: Path) -> None:
+    pq.run("enqueue", "--id", "mine", "--cmd", "echo mine")
+    before = _user_queue(pq)
+    schemas = _schemas(pq.pg_dsn)
+    assert "queuectl" in schemas
+
+    out = _bench(pq, tmp_path).stdout
+    for figure in FIGURES:
+        assert re.search(figure, out), f"missing {figure!r} in:\n{out}"
+    assert "storage postgres" in out
+    assert _user_queue(pq) == before
+    assert _schemas(pq.pg_dsn) == schemas
