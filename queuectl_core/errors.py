@@ -31,5 +31,15 @@ class JobNotFoundError(QueuectlError):
         self.job_id = job_id
 
 
+class UniqueKeyError(QueuectlError):
+    """Another job holds the unique_key (pending, failed or processing)."""
+
+    def __init__(self, key: str, holder: str | None) -> None:
+        held = f"job {holder!r}" if holder else "another job"
+        super().__init__(f"unique_key {key!r} is held by {held} (pending, failed or processing)")
+        self.key = key
+        self.holder = holder
+
+
 class RegistryError(QueuectlError):
     pass
