@@ -582,8 +582,10 @@ class SQLStore:
         return bool(self._tx(lambda tx: self._q(tx, "DELETE FROM {sc} WHERE name = :name RETURNING name", name=name)))
 
     def set_schedule_paused(self, name: str, paused: bool) -> bool:
-        return bool(self._tx(lambda tx: self._q(tx, "UPDATE {sc} SET paused = :paused WHERE name = :name"
-                                                    " RETURNING name", name=name, paused=paused)))
+        # Resuming skips the ticks missed while paused: the last tick becomes now.
+        return bool(self._tx(lambda tx: self._q(
+            tx, "UPDATE {sc} SET paused = :paused" + ("" if paused else ", last_tick = {now}") +
+            " WHERE name = :name RETURNING name", name=name, paused=paused)))
 
     def enqueue_tick(self, name: str, tick: datetime, job: NewJob) -> Job | None:
         """Enqueue ``job`` for the schedule's tick ``tick`` exactly once across every worker and
