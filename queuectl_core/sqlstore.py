@@ -584,7 +584,8 @@ class SQLStore:
     def set_schedule_paused(self, name: str, paused: bool) -> bool:
         # Resuming skips the ticks missed while paused: the last tick becomes now.
         return bool(self._tx(lambda tx: self._q(
-            tx, "UPDATE {sc} SET paused = :paused" + ("" if paused else ", last_tick = {now}") +
+            tx, "UPDATE {sc} SET paused = :paused" + ("" if paused else ", last_tick = CASE WHEN last_tick IS NULL OR last_tick < {now}"
+                                                      " THEN {now} ELSE last_tick END") +
             " WHERE name = :name RETURNING name", name=name, paused=paused)))
 
     def enqueue_tick(self, name: str, tick: datetime, job: NewJob) -> Job | None:
