@@ -110,7 +110,7 @@ MIGRATIONS: tuple[str, ...] = (
         concurrency integer NOT NULL DEFAULT 0,
         paused boolean NOT NULL DEFAULT false
     );
-    INSERT INTO {s}.queues (name) SELECT DISTINCT queue FROM {s}.jobs ON CONFLICT DO NOTHING;
+    INSERT INTO {s}.queues (name) SELECT 'default' UNION SELECT DISTINCT queue FROM {s}.jobs ON CONFLICT DO NOTHING;
     CREATE TABLE {s}.job_deps (
         child text NOT NULL,
         parent text NOT NULL,

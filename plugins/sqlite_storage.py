@@ -80,7 +80,7 @@ CREATE TABLE queues (
     concurrency INTEGER NOT NULL DEFAULT 0,
     paused INTEGER NOT NULL DEFAULT 0
 );
-INSERT OR IGNORE INTO queues (name) SELECT DISTINCT queue FROM jobs;
+INSERT OR IGNORE INTO queues (name) SELECT 'default' UNION SELECT DISTINCT queue FROM jobs;
 CREATE TABLE job_deps (
     child TEXT NOT NULL,
     parent TEXT NOT NULL,

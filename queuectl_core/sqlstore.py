@@ -344,32 +344,39 @@ class SQLStore:
             cond += " AND q.name NOT IN (" + _in(names) + ")"
         return cond, params
 
+    def claim_statement(self, queues: Sequence[str] | None = None, skip: Sequence[str] = ()) -> tuple[str, dict[str, Any]]:
+        """The claim's one statement and its queue parameters (besides :worker, :token, :lease and
+        :now): what :meth:`claim` runs, and what docs/architecture.md shows the plans of."""
+        d = self.dialect
+        ready = ("state IN (" + _RUNNABLE + ") AND waiting = 0 AND run_at <= {now}")
+        cond, params = self._open_queues(queues, skip)
+        # The walk is per queue: each queue's best job comes off the ready index (queue,
+        # priority DESC, run_at, id; runnable rows with nothing to wait for only), so paused
+        # queues, other workers' queues and waiting children cost nothing.
+        if d.lateral:
+            pick = ("SELECT c.id FROM {qt} q CROSS JOIN LATERAL (SELECT id, priority, run_at FROM {j}"
+                    " WHERE queue = q.name AND " + ready + " ORDER BY priority DESC, run_at, id LIMIT 1"
+                    + d.skip_locked + ") c WHERE " + cond + " ORDER BY c.priority DESC, c.run_at, c.id LIMIT 1")
+        else:
+            pick = ("SELECT c.id FROM {qt} q JOIN {j} c ON c.id = (SELECT id FROM {j} " + d.ready_index +
+                    " WHERE queue = q.name AND " + ready + " ORDER BY priority DESC, run_at, id LIMIT 1)"
+                    " WHERE " + cond + " ORDER BY c.priority DESC, c.run_at, c.id LIMIT 1")
+        # The CTE picks one row (LIMIT 1, MATERIALIZED where supported) and the UPDATE touches
+        # only it. SKIP LOCKED lets concurrent claimers take different rows without waiting.
+        sql = ("WITH next AS " + d.materialized + " (" + pick + ")"
+               " UPDATE {j} SET state = 'processing', attempts = attempts + 1, worker_id = :worker,"
+               " lease_token = :token, lease_expires_at = " + d.after("lease") + ", updated_at = {now},"
+               " cancel_requested = FALSE WHERE id = (SELECT id FROM next) RETURNING " + _COLS)
+        return sql, params
+
     def _claim(self, worker_id: str, token: str, lease_seconds: float,
                queues: Sequence[str] | None = None) -> Job | None:
         d = self.dialect
-        ready = ("state IN (" + _RUNNABLE + ") AND waiting = 0 AND run_at <= {now}")
         skip: list[str] = []
         # A limited queue that races to full is skipped and the claim tried again: at most once
         # per queue, so this ends.
         while True:
-            cond, params = self._open_queues(queues, skip)
-            # The walk is per queue: each queue's best job comes off the ready index (queue,
-            # priority DESC, run_at, id; runnable rows with nothing to wait for only), so paused
-            # queues, other workers' queues and waiting children cost nothing.
-            if d.lateral:
-                pick = ("SELECT c.id FROM {qt} q CROSS JOIN LATERAL (SELECT id, priority, run_at FROM {j}"
-                        " WHERE queue = q.name AND " + ready + " ORDER BY priority DESC, run_at, id LIMIT 1"
-                        + d.skip_locked + ") c WHERE " + cond + " ORDER BY c.priority DESC, c.run_at, c.id LIMIT 1")
-            else:
-                pick = ("SELECT c.id FROM {qt} q JOIN {j} c ON c.id = (SELECT id FROM {j} " + d.ready_index +
-                        " WHERE queue = q.name AND " + ready + " ORDER BY priority DESC, run_at, id LIMIT 1)"
-                        " WHERE " + cond + " ORDER BY c.priority DESC, c.run_at, c.id LIMIT 1")
-            # The CTE picks one row (LIMIT 1, MATERIALIZED where supported) and the UPDATE touches
-            # only it. SKIP LOCKED lets concurrent claimers take different rows without waiting.
-            sql = ("WITH next AS " + d.materialized + " (" + pick + ")"
-                   " UPDATE {j} SET state = 'processing', attempts = attempts + 1, worker_id = :worker,"
-                   " lease_token = :token, lease_expires_at = " + d.after("lease") + ", updated_at = {now},"
-                   " cancel_requested = FALSE WHERE id = (SELECT id FROM next) RETURNING " + _COLS)
+            sql, params = self.claim_statement(queues, skip)
 
             def run(tx: Tx) -> list[Sequence[Any]]:
                 rows = self._q(tx, sql, worker=worker_id, token=token, lease=float(lease_seconds), **params)

@@ -652,7 +652,7 @@ class StorageConformance:
 
     def test_paused_queue_is_not_claimed_nor_timed_and_resume_wakes(self, storage: Any) -> None:
         storage.enqueue([self.new("p1", queue="p", priority=9), self.new("o1", queue="o")])
-        assert storage.set_all_paused(True) == ["o", "p"]
+        assert {"o", "p"} <= set(storage.set_all_paused(True))
         assert storage.claim("w", 30) is None and storage.next_run_at() is None
         storage.set_queue("o", paused=False)
         assert self.claim_ids(storage) == ["o1"]
