@@ -521,7 +521,7 @@ def _pause_command(paused: bool) -> Any:
     verb = "paused" if paused else "resumed"
 
     @click.argument("names", nargs=-1)
-    @click.option("--all", "every", is_flag=True, help=f"Every queue that exists now.")
+    @click.option("--all", "every", is_flag=True, help="Every queue that exists now.")
     @click.pass_context
     def command(ctx: click.Context, names: tuple[str, ...], every: bool) -> None:
         from queuectl_core.scheduling import set_paused
