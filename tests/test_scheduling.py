@@ -211,3 +211,33 @@ def test_cron_library_is_not_imported_by_other_commands(q: Any) -> None:
             "print('cronsim' in sys.modules, 'queuectl_core.scheduling' in sys.modules, file=sys.stderr)")
     proc = subprocess.run([QUEUECTL[0], "-c", code], capture_output=True, text=True, env=q.env, timeout=30)
     assert proc.stderr.strip().splitlines()[-1] == "False False"
+
+
+def test_cron_ticks_are_read_in_the_zone_with_dst_handled_as_cron_does() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from queuectl_core.models import Schedule
+    from queuectl_core.scheduling import due_tick, next_tick
+
+    utc = timezone.utc
+    created = datetime(2026, 10, 20, tzinfo=utc)
+    daily = Schedule(name="d", job={"command": "true"}, cron="30 2 * * *", tz="Europe/Berlin", created_at=created)
+    # autumn: 02:30 happens twice in Berlin on 2026-10-25; cron runs it once (the first, CEST)
+    first = next_tick(daily, datetime(2026, 10, 24, 12, tzinfo=utc))
+    assert first == datetime(2026, 10, 25, 0, 30, tzinfo=utc)
+    after_first = next_tick(daily, first + timedelta(seconds=1))
+    assert after_first == datetime(2026, 10, 26, 1, 30, tzinfo=utc)  # the next day, CET
+    # spring: 02:30 does not exist on 2026-03-29; it runs at the jump (03:00 CEST = 01:00 UTC)
+    spring = Schedule(name="s", job={"command": "true"}, cron="30 2 * * *", tz="Europe/Berlin",
+                      created_at=datetime(2026, 3, 1, tzinfo=utc))
+    assert next_tick(spring, datetime(2026, 3, 28, 12, tzinfo=utc)) == datetime(2026, 3, 29, 1, 0, tzinfo=utc)
+    # after downtime only the latest missed tick is due, and never one already enqueued
+    now = datetime(2026, 10, 30, 12, tzinfo=utc)
+    latest = datetime(2026, 10, 30, 1, 30, tzinfo=utc)
+    assert due_tick(daily, now) == latest
+    from dataclasses import replace
+
+    assert due_tick(replace(daily, last_tick=latest), now) is None
+    every = Schedule(name="e", job={"command": "true"}, every=2.5, created_at=created)
+    assert due_tick(every, created + timedelta(seconds=2)) is None  # the first tick is one interval in
+    assert due_tick(every, created + timedelta(seconds=11)) == created + timedelta(seconds=10)
