@@ -273,6 +273,13 @@ class PostgresStorage(SQLStore):
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self._drop()
             raise self._StorageError(f"PostgreSQL unavailable: {self._message(exc)}") from None
+        except psycopg.errors.UniqueViolation as exc:
+            if "unique_key" not in str(exc):
+                raise self._StorageError(f"PostgreSQL: {self._message(exc)}") from None
+            # a restart/replay of a job whose key another job now holds
+            from queuectl_core.errors import UniqueKeyError
+
+            raise UniqueKeyError(None, None) from None
         except psycopg.Error as exc:
             if self._conn is not None and self._conn.closed:
                 self._drop()

@@ -223,6 +223,12 @@ class SQLiteStorage(SQLStore):
 
         try:
             result = self._retry(attempt)
+        except self._sqlite3.IntegrityError as exc:
+            if "unique_key" in str(exc):  # a restart/replay of a job whose key another job now holds
+                from queuectl_core.errors import UniqueKeyError
+
+                raise UniqueKeyError(None, None) from None
+            raise self._StorageError(f"SQLite {self.path}: {exc}") from None
         except (self._sqlite3.Error, OverflowError) as exc:  # OverflowError: an int beyond 64 bits
             raise self._StorageError(f"SQLite {self.path}: {exc}") from None
         if tx.woken:

@@ -34,9 +34,10 @@ class JobNotFoundError(QueuectlError):
 class UniqueKeyError(QueuectlError):
     """Another job holds the unique_key (pending, failed or processing)."""
 
-    def __init__(self, key: str, holder: str | None) -> None:
+    def __init__(self, key: str | None, holder: str | None) -> None:
         held = f"job {holder!r}" if holder else "another job"
-        super().__init__(f"unique_key {key!r} is held by {held} (pending, failed or processing)")
+        what = f"unique_key {key!r}" if key is not None else "its unique_key"
+        super().__init__(f"{what} is held by {held} (pending, failed or processing)")
         self.key = key
         self.holder = holder
 

@@ -783,6 +783,11 @@ class StorageConformance:
             storage.enqueue([self.new("u3", unique_key="k")])
         self.complete(storage, "u1", job.lease_token, self.ok())
         assert storage.enqueue([self.new("u4", unique_key="k")])[0].unique_key == "k"
+        from queuectl_core import actions
+
+        with pytest.raises(UniqueKeyError):  # restarting u1 would hold the key twice
+            actions.restart(storage, "u1")
+        assert storage.get("u1").state == "completed"
 
     def test_unique_key_of_concurrent_enqueuers_exactly_one_wins(self, storage_factory: Any) -> None:
         import threading
