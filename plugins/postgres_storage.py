@@ -86,6 +86,49 @@ MIGRATIONS: tuple[str, ...] = (
     -- `list` shows newest first.
     CREATE INDEX jobs_created ON {s}.jobs (created_at DESC, id DESC);
     """,
+    # -- scheduling (spec §11): queues, dependencies, unique keys, exit-code rules, schedules --
+    """
+    ALTER TABLE {s}.jobs ADD COLUMN queue text NOT NULL DEFAULT 'default';
+    -- How many of the jobs this one waits on (`after`) have not completed: only 0 is claimable.
+    ALTER TABLE {s}.jobs ADD COLUMN waiting integer NOT NULL DEFAULT 0;
+    ALTER TABLE {s}.jobs ADD COLUMN unique_key text;
+    ALTER TABLE {s}.jobs ADD COLUMN retry_on text;
+    ALTER TABLE {s}.jobs ADD COLUMN no_retry_on text;
+    -- The claim walks this index once per queue, so paused queues, other workers' queues and
+    -- jobs waiting on others cost it nothing.
+    DROP INDEX {s}.jobs_ready;
+    DROP INDEX {s}.jobs_due;
+    CREATE INDEX jobs_ready ON {s}.jobs (queue, priority DESC, run_at, id)
+        WHERE state IN ('pending', 'failed') AND waiting = 0;
+    CREATE INDEX jobs_due ON {s}.jobs (queue, run_at) WHERE state IN ('pending', 'failed') AND waiting = 0;
+    CREATE INDEX jobs_running ON {s}.jobs (queue) WHERE state = 'processing';
+    -- Of many concurrent enqueuers of one key, exactly one wins.
+    CREATE UNIQUE INDEX jobs_unique_key ON {s}.jobs (unique_key)
+        WHERE unique_key IS NOT NULL AND state IN ('pending', 'failed', 'processing');
+    CREATE TABLE {s}.queues (
+        name text PRIMARY KEY,
+        concurrency integer NOT NULL DEFAULT 0,
+        paused boolean NOT NULL DEFAULT false
+    );
+    INSERT INTO {s}.queues (name) SELECT 'default' UNION SELECT DISTINCT queue FROM {s}.jobs ON CONFLICT DO NOTHING;
+    CREATE TABLE {s}.job_deps (
+        child text NOT NULL,
+        parent text NOT NULL,
+        done boolean NOT NULL DEFAULT false,
+        PRIMARY KEY (child, parent)
+    );
+    CREATE INDEX job_deps_parent ON {s}.job_deps (parent) WHERE NOT done;
+    CREATE TABLE {s}.schedules (
+        name text PRIMARY KEY,
+        cron text,
+        every double precision,
+        tz text,
+        job text NOT NULL,
+        paused boolean NOT NULL DEFAULT false,
+        created_at timestamptz NOT NULL,
+        last_tick timestamptz
+    );
+    """,
 )
 
 
@@ -103,7 +146,8 @@ def _dialect() -> Any:
 
     return Dialect(paramstyle="pyformat", now="now()", after=lambda p: f"(now() + make_interval(secs => :{p}))",
                    to_db=lambda dt: dt, from_db=lambda v: v, clock_param=lambda: None,
-                   skip_locked=" FOR UPDATE SKIP LOCKED", materialized="MATERIALIZED")
+                   skip_locked=" FOR UPDATE SKIP LOCKED", materialized="MATERIALIZED",
+                   for_update=" FOR UPDATE", for_share=" FOR SHARE", lateral=True)
 
 
 class _Tx:
@@ -122,6 +166,10 @@ class _Tx:
     def wake(self) -> None:
         # Inside the transaction: delivered at commit, never for a rolled-back change.
         self.conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
+
+    def many(self, sql: str, params: Sequence[dict[str, Any]]) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(sql, params)
 
 
 class PostgresStorage(SQLStore):
@@ -153,6 +201,8 @@ class PostgresStorage(SQLStore):
         self.connect_timeout = connect_timeout
         self.s = _quote_ident(schema)
         self.jobs, self.workers = f"{self.s}.jobs", f"{self.s}.workers"
+        self.queues_table, self.deps_table = f"{self.s}.queues", f"{self.s}.job_deps"  # -- scheduling (§11)
+        self.schedules_table = f"{self.s}.schedules"
         # One channel per schema, so two queues in one database never wake each other.
         self.channel = f"queuectl_{schema}"[:63]
         self._conn: Any = None
@@ -223,6 +273,13 @@ class PostgresStorage(SQLStore):
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self._drop()
             raise self._StorageError(f"PostgreSQL unavailable: {self._message(exc)}") from None
+        except psycopg.errors.UniqueViolation as exc:
+            if "unique_key" not in str(exc):
+                raise self._StorageError(f"PostgreSQL: {self._message(exc)}") from None
+            # a restart/replay of a job whose key another job now holds
+            from queuectl_core.errors import UniqueKeyError
+
+            raise UniqueKeyError(None, None) from None
         except psycopg.Error as exc:
             if self._conn is not None and self._conn.closed:
                 self._drop()
@@ -273,18 +330,31 @@ class PostgresStorage(SQLStore):
         # One statement for the whole batch (arrays, not one INSERT per job): --file of tens of
         # thousands of jobs stays one round trip. DO NOTHING + RETURNING tells the shared layer
         # which ids already existed without aborting on the first.
-        return tx.conn.execute(
-            f"INSERT INTO {self.s}.jobs (id, command, state, max_retries, priority, run_at, timeout)"
-            f" SELECT i, c, 'pending', m, p, coalesce(r, now() + make_interval(secs => coalesce(d, 0))), t"
-            f" FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[], %s::timestamptz[],"
-            f" %s::float8[], %s::float8[]) AS u(i, c, m, p, r, d, t)"
-            f" ON CONFLICT (id) DO NOTHING RETURNING {_COLS}",
-            ([j.id for j in jobs], [j.command for j in jobs], [j.max_retries for j in jobs],
-             [j.priority for j in jobs], [j.run_at for j in jobs], [_float(j.delay) for j in jobs],
-             [_float(j.timeout) for j in jobs]),
-        ).fetchall()
+        from queuectl_core.errors import UniqueKeyError
+        from queuectl_core.sqlstore import codes_out
 
-    def claim(self, worker_id: str, lease_seconds: float) -> Job | None:
+        try:
+            return tx.conn.execute(
+                f"INSERT INTO {self.s}.jobs (id, command, state, max_retries, priority, run_at, timeout,"
+                f" queue, unique_key, retry_on, no_retry_on)"
+                f" SELECT i, c, 'pending', m, p, coalesce(r, now() + make_interval(secs => coalesce(d, 0))), t,"
+                f" q, k, ro, nro"
+                f" FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[], %s::timestamptz[],"
+                f" %s::float8[], %s::float8[], %s::text[], %s::text[], %s::text[], %s::text[])"
+                f" AS u(i, c, m, p, r, d, t, q, k, ro, nro)"
+                f" ON CONFLICT (id) DO NOTHING RETURNING {_COLS}",
+                ([j.id for j in jobs], [j.command for j in jobs], [j.max_retries for j in jobs],
+                 [j.priority for j in jobs], [j.run_at for j in jobs], [_float(j.delay) for j in jobs],
+                 [_float(j.timeout) for j in jobs],
+                 [j.queue for j in jobs], [_text(j.unique_key) for j in jobs], [codes_out(j.retry_on) for j in jobs],
+                 [codes_out(j.no_retry_on) for j in jobs]),
+            ).fetchall()
+        except self._psycopg.errors.UniqueViolation as exc:
+            if "unique_key" not in str(exc):
+                raise
+            raise UniqueKeyError(next(j.unique_key for j in jobs if j.unique_key), None) from None
+
+    def claim(self, worker_id: str, lease_seconds: float, queues: Sequence[str] | None = None) -> Job | None:
         if self._unconfirmed_claim is not None:
             # The last claim's reply was lost: it may have committed. Take that job up again under
             # the same token rather than leave it to sit out its lease and count an attempt unrun.
@@ -298,7 +368,7 @@ class PostgresStorage(SQLStore):
                 return self._job(rows[0])
         token = os.urandom(8).hex()
         try:
-            return self._claim(worker_id, token, lease_seconds)
+            return self._claim(worker_id, token, lease_seconds, queues)
         except self._StorageError:
             self._unconfirmed_claim = token
             raise

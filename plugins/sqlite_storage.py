@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -61,11 +61,50 @@ CREATE TABLE IF NOT EXISTS workers (
     wake_addr TEXT
 )
 """
+# -- scheduling (spec §11): queues, dependencies, unique keys, exit-code rules, schedules --
+_SCHEDULING = """
+ALTER TABLE jobs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE jobs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN unique_key TEXT;
+ALTER TABLE jobs ADD COLUMN retry_on TEXT;
+ALTER TABLE jobs ADD COLUMN no_retry_on TEXT;
+DROP INDEX IF EXISTS jobs_ready;
+DROP INDEX IF EXISTS jobs_due;
+CREATE INDEX jobs_ready ON jobs (queue, priority DESC, run_at, id) WHERE state IN ('pending', 'failed') AND waiting = 0;
+CREATE INDEX jobs_due ON jobs (queue, run_at) WHERE state IN ('pending', 'failed') AND waiting = 0;
+CREATE INDEX jobs_running ON jobs (queue) WHERE state = 'processing';
+CREATE UNIQUE INDEX jobs_unique_key ON jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND state IN ('pending', 'failed', 'processing');
+CREATE TABLE queues (
+    name TEXT PRIMARY KEY,
+    concurrency INTEGER NOT NULL DEFAULT 0,
+    paused INTEGER NOT NULL DEFAULT 0
+);
+INSERT OR IGNORE INTO queues (name) SELECT 'default' UNION SELECT DISTINCT queue FROM jobs;
+CREATE TABLE job_deps (
+    child TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (child, parent)
+) WITHOUT ROWID;
+CREATE INDEX job_deps_parent ON job_deps (parent) WHERE NOT done;
+CREATE TABLE schedules (
+    name TEXT PRIMARY KEY,
+    cron TEXT,
+    every REAL,
+    tz TEXT,
+    job TEXT NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    last_tick INTEGER
+)
+"""
 # Versioned: never edit a released one, add the next.
 MIGRATIONS: tuple[str, ...] = (
     _SCHEMA_V1,
     "ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;"
     "CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at DESC, id DESC)",
+    _SCHEDULING,
 )
 
 
@@ -111,6 +150,9 @@ class _Tx:
 
     def wake(self) -> None:
         self.woken = True
+
+    def many(self, sql: str, params: Sequence[dict[str, Any]]) -> None:
+        self.conn.executemany(sql, params)
 
 
 class SQLiteStorage(SQLStore):
@@ -181,6 +223,12 @@ class SQLiteStorage(SQLStore):
 
         try:
             result = self._retry(attempt)
+        except self._sqlite3.IntegrityError as exc:
+            if "unique_key" in str(exc):  # a restart/replay of a job whose key another job now holds
+                from queuectl_core.errors import UniqueKeyError
+
+                raise UniqueKeyError(None, None) from None
+            raise self._StorageError(f"SQLite {self.path}: {exc}") from None
         except (self._sqlite3.Error, OverflowError) as exc:  # OverflowError: an int beyond 64 bits
             raise self._StorageError(f"SQLite {self.path}: {exc}") from None
         if tx.woken:
@@ -210,19 +258,24 @@ class SQLiteStorage(SQLStore):
 
     def _insert(self, tx: Any, jobs: Sequence[NewJob]) -> list[Sequence[Any]]:
         # executemany without RETURNING: 10,000 jobs in one transaction at >50,000 jobs/s.
-        from queuectl_core.errors import DuplicateJobError
+        from queuectl_core.errors import DuplicateJobError, UniqueKeyError
+        from queuectl_core.sqlstore import codes_out
         from queuectl_core.timeutil import to_ms
 
         now = _now_ms()
         rows: list[Sequence[Any]] = [(j.id, j.command, "pending", 0, j.max_retries, j.priority, now, now,
                  to_ms(j.run_at) if j.run_at is not None else now + round((j.delay or 0) * 1000), j.timeout,
-                 None, None, None, None, None, None, None, 0) for j in jobs]
+                 None, None, None, None, None, None, None, 0,
+                 j.queue, 0, j.unique_key, codes_out(j.retry_on), codes_out(j.no_retry_on)) for j in jobs]
         try:
             tx.conn.executemany(
                 "INSERT INTO jobs (id, command, state, attempts, max_retries, priority, created_at, updated_at,"
-                " run_at, timeout, cancel_requested) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
-                [r[:10] for r in rows])
-        except self._sqlite3.IntegrityError:
+                " run_at, timeout, cancel_requested, queue, unique_key, retry_on, no_retry_on)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+                [(*r[:10], r[18], *r[20:]) for r in rows])
+        except self._sqlite3.IntegrityError as exc:
+            if "unique_key" in str(exc):
+                raise UniqueKeyError(next(j.unique_key for j in jobs if j.unique_key), None) from None
             ids = [j.id for j in jobs]
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]

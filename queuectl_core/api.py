@@ -25,11 +25,22 @@ from queuectl_core.errors import (
     QueuectlError,
     RegistryError,
     StorageError,
+    UniqueKeyError,
     ValidationError,
 )
 from queuectl_core.interfaces import BackoffPolicy, Executor, RunContext, Storage
 from queuectl_core.lifecycle import Change, Transition
-from queuectl_core.models import AttemptResult, EventKind, Job, JobEvent, JobState, NewJob, WorkerInfo
+from queuectl_core.models import (
+    AttemptResult,
+    EventKind,
+    Job,
+    JobEvent,
+    JobState,
+    NewJob,
+    QueueInfo,
+    Schedule,
+    WorkerInfo,
+)
 from queuectl_core.plugins import get_backoff, get_executor, get_storage
 from queuectl_core.settings import Config, Setting
 
@@ -50,13 +61,16 @@ __all__ = [
     "JobState",
     "NewJob",
     "PluginError",
+    "QueueInfo",
     "QueuectlError",
     "RegistryError",
     "RunContext",
+    "Schedule",
     "Setting",
     "Storage",
     "StorageError",
     "Transition",
+    "UniqueKeyError",
     "ValidationError",
     "WorkerInfo",
     "__version__",

@@ -133,10 +133,17 @@ def cli() -> None:
 # Bytes, decoded by us: a file that is not UTF-8 must be one error line, not a traceback.
 @click.option("--file", "file_", type=click.File("rb"),
               help="Read jobs from a file: one JSON object, an array, or JSON Lines; '-' reads stdin.")
+# -- scheduling (spec §11) --
+@click.option("--queue", help="The queue to put it in (default: default).")
+@click.option("--after", help="Run only once these jobs completed: ID[,ID...].")
+@click.option("--unique-key", help="Refuse while a job with this key is pending, failed or processing.")
+@click.option("--retry-on", help="Retry only these exit codes (e.g. 1,75); other exit codes go to the DLQ.")
+@click.option("--no-retry-on", help="These exit codes go straight to the DLQ (e.g. 2,64).")
 @click.pass_context
 def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, command: str | None,
             max_retries: int | None, priority: int | None, delay: str | None, run_at: str | None,
-            timeout: str | None, file_: Any) -> None:
+            timeout: str | None, file_: Any, queue: str | None = None, after: str | None = None,
+            unique_key: str | None = None, retry_on: str | None = None, no_retry_on: str | None = None) -> None:
     """Add jobs to the queue; prints the id of each.
 
     \b
@@ -148,7 +155,10 @@ def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, comman
     from queuectl_core.errors import ValidationError
 
     flags = {"id": job_id, "command": command, "max_retries": max_retries, "priority": priority,
-             "delay": delay, "run_at": run_at, "timeout": timeout}
+             "delay": delay, "run_at": run_at, "timeout": timeout,
+             # -- scheduling (spec §11) --
+             "queue": queue, "unique_key": unique_key, "retry_on": retry_on, "no_retry_on": no_retry_on,
+             "after": [a.strip() for a in after.split(",") if a.strip()] if after is not None else None}
     given = {k: v for k, v in flags.items() if v is not None}
     sources = sum(x is not None for x in (job_json, file_)) + (1 if given else 0)
     if sources == 0:
@@ -176,7 +186,9 @@ def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, comman
     else:
         objs = [given]
     app = _app(ctx)
-    jobs = jobspec.validate_all(objs, app.config["max_retries"])
+    from queuectl_core.settings import default_no_retry
+
+    jobs = jobspec.validate_all(objs, app.config["max_retries"], default_no_retry(app.config["no_retry_exit_codes"]))
     created = _enqueue_with_fresh_ids(app, jobs, {o.get("id") for o in objs if isinstance(o, dict)})
     from queuectl_core.models import EventKind, JobEvent
     from queuectl_core.plugins import emit
@@ -263,8 +275,9 @@ def worker() -> None:
 @worker.command("start")
 @click.option("--count", default=1, show_default=True, type=click.IntRange(1, 512), help="Worker processes.")
 @click.option("--burst", is_flag=True, help="Drain the queue (waiting for scheduled retries), then exit.")
+@click.option("--queue", "queues", help="Claim only from these queues: Q[,Q...] (default: every queue).")
 @click.pass_context
-def worker_start(ctx: click.Context, count: int, burst: bool) -> None:
+def worker_start(ctx: click.Context, count: int, burst: bool, queues: str | None = None) -> None:
     """Run workers in the foreground. Ctrl+C or SIGTERM: finish running jobs, then exit;
     a second one stops at once and releases the jobs."""
     # Hold Ctrl+C/SIGTERM (pending, not lost) until the workers' handlers exist: a stop request
@@ -272,12 +285,19 @@ def worker_start(ctx: click.Context, count: int, burst: bool) -> None:
     # the worker unblock them when ready.
     from queuectl_core.signals import held
 
+    served = None
+    if queues is not None:
+        from queuectl_core.scheduling import check_queue_name
+
+        served = [check_queue_name(name.strip()) for name in queues.split(",") if name.strip()]
+        if not served:
+            raise click.UsageError("--queue needs at least one queue name")
     with held():
-        code = _start_workers(ctx, count, burst)
+        code = _start_workers(ctx, count, burst, served)
     ctx.exit(code)
 
 
-def _start_workers(ctx: click.Context, count: int, burst: bool) -> int:
+def _start_workers(ctx: click.Context, count: int, burst: bool, queues: list[str] | None = None) -> int:
     from queuectl_core.supervisor import supervise
 
     app = _app(ctx)
@@ -295,7 +315,7 @@ def _start_workers(ctx: click.Context, count: int, burst: bool) -> int:
 
         worker_app = App()
         try:
-            return Worker(worker_app, burst=burst).run()
+            return Worker(worker_app, burst=burst, queues=queues).run()
         finally:
             worker_app.close()
 
@@ -332,7 +352,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"  {w.id} on {w.hostname}, since {format_time(w.started_at)}, {doing}")
 
 
-def _job_table(jobs: list[Job], with_error: bool = False) -> None:
+def _job_table(jobs: list[Job], with_error: bool = False, waits: dict[str, list[str]] | None = None) -> None:
     from queuectl_core.timeutil import format_time
 
     if not jobs:
@@ -341,6 +361,8 @@ def _job_table(jobs: list[Job], with_error: bool = False) -> None:
     rows = [("ID", "STATE", "ATTEMPTS", "PRIORITY", "RUN_AT", "LAST_ERROR" if with_error else "COMMAND")]
     for j in jobs:
         last = (j.last_error or "") if with_error else j.command
+        if waits and j.id in waits:
+            last = f"[waits on {', '.join(waits[j.id])}] {last}"
         rows.append((j.id, str(j.state), f"{j.attempts}/{j.max_retries + 1}", str(j.priority),
                      format_time(j.run_at) or "", last.replace("\n", " ")))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
@@ -357,11 +379,14 @@ def list_(ctx: click.Context, state: str | None, limit: int | None, as_json: boo
     """List jobs, newest first."""
     from queuectl_core.models import JobState
 
-    jobs = _app(ctx).storage.list_jobs(JobState(state) if state else None, limit)
+    storage = _app(ctx).storage
+    jobs = storage.list_jobs(JobState(state) if state else None, limit)
+    # -- scheduling (spec §11): what each waiting job waits on --
+    waits = storage.waits_on([j.id for j in jobs if j.waiting]) if any(j.waiting for j in jobs) else {}
     if as_json:
-        _print_json([j.to_dict() for j in jobs])
+        _print_json([{**j.to_dict(), "waits_on": waits.get(j.id, [])} for j in jobs])
     else:
-        _job_table(jobs)
+        _job_table(jobs, waits=waits)
 
 
 @cli.command()
@@ -371,10 +396,14 @@ def logs(ctx: click.Context, job_id: str) -> None:
     """Print the captured stdout and stderr of a job's last attempt."""
     from queuectl_core.errors import JobNotFoundError
 
-    job = _app(ctx).storage.get(job_id)
+    storage = _app(ctx).storage
+    job = storage.get(job_id)
     if job is None:
         raise JobNotFoundError(job_id)
     if job.log_path is None:
+        if job.waiting:  # -- scheduling (spec §11) --
+            waits = storage.waits_on([job.id]).get(job.id, [])
+            raise click.ClickException(f"job {job_id!r} has not run yet: it waits on {', '.join(waits)}")
         if job.attempts == 0:
             raise click.ClickException(f"job {job_id!r} has not run yet")
         raise click.ClickException(f"job {job_id!r} has no finished attempt with output yet")
@@ -452,6 +481,167 @@ def dlq_retry(ctx: click.Context, job_id: str) -> None:
     job = replay(_app(ctx).storage, job_id)
     emit(JobEvent(EventKind.RETRIED, job=job))
     click.echo(job.id)
+
+
+# -- queues and schedules (spec §11) --------------------------------------------------------------
+@cli.group("queue")
+def queue_group() -> None:
+    """Queues: concurrency limits, pause and resume."""
+
+
+@queue_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+@click.pass_context
+def queue_list(ctx: click.Context, as_json: bool) -> None:
+    """Every queue with jobs or settings: its limit, whether paused, and its jobs per state."""
+    from queuectl_core.scheduling import list_queues
+
+    queues = list_queues(_app(ctx).storage)
+    if as_json:
+        _print_json([q.to_dict() for q in queues])
+        return
+    if not queues:
+        click.echo("no queues")
+        return
+    rows: list[tuple[str, ...]] = [("QUEUE", "CONCURRENCY", "PAUSED", "PENDING", "PROCESSING", "FAILED", "COMPLETED", "DEAD", "CANCELLED")]
+    for q in queues:
+        rows.append((q.name, str(q.concurrency or "unlimited"), "yes" if q.paused else "no",
+                     *(str(q.counts.get(s, 0)) for s in ("pending", "processing", "failed", "completed", "dead",
+                                                         "cancelled"))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+@queue_group.command("set")
+@click.argument("name")
+@click.option("--concurrency", required=True, type=click.IntRange(0, _MAX_INT),
+              help="At most this many of its jobs processing at once, across all workers and hosts; 0: unlimited.")
+@click.pass_context
+def queue_set(ctx: click.Context, name: str, concurrency: int) -> None:
+    """Set a queue's concurrency limit."""
+    from queuectl_core.scheduling import set_concurrency
+
+    set_concurrency(_app(ctx).storage, name, concurrency)
+    click.echo(f"{name}: concurrency {concurrency or 'unlimited'}")
+
+
+def _pause_command(paused: bool) -> Any:
+    verb = "paused" if paused else "resumed"
+
+    @click.argument("names", nargs=-1)
+    @click.option("--all", "every", is_flag=True, help="Every queue that exists now.")
+    @click.pass_context
+    def command(ctx: click.Context, names: tuple[str, ...], every: bool) -> None:
+        from queuectl_core.scheduling import set_paused
+
+        done = set_paused(_app(ctx).storage, list(names), paused, every)
+        click.echo(f"{verb}: {', '.join(done)}" if done else f"no queue to be {verb}")
+
+    return command
+
+
+queue_group.command("pause", help="Pause queues: their jobs are not claimed; running ones finish.")(
+    _pause_command(True))
+queue_group.command("resume", help="Resume paused queues.")(_pause_command(False))
+
+
+@cli.group("schedule")
+def schedule_group() -> None:
+    """Recurring jobs: cron expressions or fixed intervals, run by every worker, each tick once."""
+
+
+@schedule_group.command("add")
+@click.argument("name")
+@click.option("--cron", help='5-field cron expression, e.g. "*/5 * * * *" (read in --tz).')
+@click.option("--every", help="An interval: seconds, or 30s, 5m, 1h30m (at least 1s).")
+@click.option("--cmd", "command", required=True, help="The shell command each tick runs.")
+@click.option("--tz", help="The time zone --cron is read in (IANA name; default: this machine's).")
+@click.option("--max-retries", type=int, help="Retries after the first attempt (default: config max_retries).")
+@click.option("--priority", type=int, help="Higher runs first (default 0).")
+@click.option("--timeout", help="Kill the job's process group after this long (seconds, or 30s, 5m, 2h).")
+@click.option("--queue", help="The queue its jobs go to (default: default).")
+@click.option("--unique-key", help="Skip a tick while a job with this key is pending, failed or processing.")
+@click.option("--retry-on", help="Retry only these exit codes (e.g. 1,75).")
+@click.option("--no-retry-on", help="These exit codes go straight to the DLQ (e.g. 2,64).")
+@click.pass_context
+def schedule_add(ctx: click.Context, name: str, cron: str | None, every: str | None, command: str, tz: str | None,
+                 **options: Any) -> None:
+    """Add a schedule: each tick enqueues a job NAME@<tick time> with these options."""
+    from queuectl_core.errors import ValidationError
+    from queuectl_core.scheduling import add_schedule, make_schedule
+    from queuectl_core.timeutil import parse_duration
+
+    job: dict[str, Any] = {"command": command, **{k: v for k, v in options.items() if v is not None}}
+    if "timeout" in job:
+        job.update(_flag_times({"timeout": job["timeout"]}))
+    seconds = None
+    if every is not None:
+        try:
+            seconds = parse_duration(every)
+        except ValueError as exc:
+            raise ValidationError(f"--every: {exc}") from None
+    app = _app(ctx)
+    schedule = make_schedule(name, job, cron=cron, every=seconds, tz=tz, default_max_retries=app.config["max_retries"])
+    add_schedule(app.storage, schedule)
+    click.echo(name)
+
+
+@schedule_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+@click.pass_context
+def schedule_list(ctx: click.Context, as_json: bool) -> None:
+    """Every schedule, with its last and next tick."""
+    from queuectl_core.scheduling import schedule_rows
+
+    rows = schedule_rows(_app(ctx).storage)
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        click.echo("no schedules")
+        return
+    table = [("NAME", "WHEN", "PAUSED", "LAST_TICK", "NEXT_TICK", "COMMAND")]
+    for r in rows:
+        when = f"cron {r['cron']} ({r['tz']})" if r["cron"] else f"every {r['every']:g}s"
+        table.append((r["name"], when, "yes" if r["paused"] else "no", r["last_tick"] or "-", r["next_tick"] or "-",
+                      r["job"]["command"]))
+    widths = [max(len(t[i]) for t in table) for i in range(5)]
+    for t in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(t, widths)) + "  " + t[5][:80])
+
+
+@schedule_group.command("remove")
+@click.argument("name")
+@click.pass_context
+def schedule_remove(ctx: click.Context, name: str) -> None:
+    """Delete a schedule (jobs it already enqueued stay)."""
+    from queuectl_core.scheduling import remove_schedule
+
+    remove_schedule(_app(ctx).storage, name)
+    click.echo(f"removed {name}")
+
+
+@schedule_group.command("pause")
+@click.argument("name")
+@click.pass_context
+def schedule_pause(ctx: click.Context, name: str) -> None:
+    """Stop a schedule's ticks until resumed (ticks missed meanwhile are not enqueued)."""
+    from queuectl_core.scheduling import set_schedule_paused
+
+    set_schedule_paused(_app(ctx).storage, name, True)
+    click.echo(f"paused {name}")
+
+
+@schedule_group.command("resume")
+@click.argument("name")
+@click.pass_context
+def schedule_resume(ctx: click.Context, name: str) -> None:
+    """Resume a paused schedule."""
+    from queuectl_core.scheduling import set_schedule_paused
+
+    set_schedule_paused(_app(ctx).storage, name, False)
+    click.echo(f"resumed {name}")
 
 
 # -- config -------------------------------------------------------------------------------------

@@ -31,6 +31,17 @@ class JobNotFoundError(QueuectlError):
         self.job_id = job_id
 
 
+class UniqueKeyError(QueuectlError):
+    """Another job holds the unique_key (pending, failed or processing)."""
+
+    def __init__(self, key: str | None, holder: str | None) -> None:
+        held = f"job {holder!r}" if holder else "another job"
+        what = f"unique_key {key!r}" if key is not None else "its unique_key"
+        super().__init__(f"{what} is held by {held} (pending, failed or processing)")
+        self.key = key
+        self.holder = holder
+
+
 class RegistryError(QueuectlError):
     pass
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkabl
 
 if TYPE_CHECKING:
     from queuectl_core.lifecycle import Change
-    from queuectl_core.models import AttemptResult, Job, JobState, NewJob, WorkerInfo
+    from queuectl_core.models import AttemptResult, Job, JobState, NewJob, QueueInfo, Schedule, WorkerInfo
     from queuectl_core.settings import Config
 
 
@@ -37,10 +37,12 @@ class Storage(Protocol):
     def counts(self) -> dict[JobState, int]:
         """How many jobs in each state, every state present."""
 
-    def claim(self, worker_id: str, lease_seconds: float) -> Job | None:
-        """Atomically take the next runnable job (pending or failed with run_at reached; highest
-        priority, then earliest run_at, then id): processing, attempts + 1, a fresh lease_token,
-        lease_expires_at = now + lease, cancel_requested cleared. None when nothing is runnable."""
+    def claim(self, worker_id: str, lease_seconds: float, queues: Sequence[str] | None = None) -> Job | None:
+        """Atomically take the next runnable job (pending or failed with run_at reached, waiting on
+        no unfinished job, in an unpaused queue below its concurrency limit, of ``queues`` when
+        given; highest priority, then earliest run_at, then id): processing, attempts + 1, a fresh
+        lease_token, lease_expires_at = now + lease, cancel_requested cleared. None when nothing
+        is runnable. A queue's concurrency is never exceeded, however many claim at once."""
 
     def apply(self, job_id: str, token: str | None, change: Change) -> Job | None:
         """Persist one decided change atomically, only while the job is in one of
@@ -52,8 +54,41 @@ class Storage(Protocol):
     def expired(self, limit: int = 100) -> list[Job]:
         """Processing jobs whose lease has expired by this storage's clock."""
 
-    def next_run_at(self) -> datetime | None:
-        """The earliest run_at among pending and failed jobs, or None."""
+    def next_run_at(self, queues: Sequence[str] | None = None) -> datetime | None:
+        """The earliest run_at among jobs a claim of ``queues`` could take once due, or None."""
+
+    # -- scheduling (spec §11) ---------------------------------------------------------------
+    # enqueue() also records NewJob.queue (creating the queue), refuses a unique_key held by a
+    # pending, failed or processing job (UniqueKeyError naming it; a unique constraint, so of
+    # concurrent enqueuers exactly one wins), and records ``after``: an unknown id is a
+    # ValidationError (nothing inserted); a job waits until every one it names is completed.
+    # apply() of a Change with release_children / cascade_reason updates the waiting jobs.
+    def burst_remaining(self, queues: Sequence[str] | None = None) -> tuple[int, int]:
+        """(jobs a --burst worker of ``queues`` still waits for, how many of them are running)."""
+
+    def waits_on(self, job_ids: Sequence[str]) -> dict[str, list[str]]:
+        """For each job that still waits on others, the ids of those not yet completed."""
+
+    def queues(self) -> list[QueueInfo]:
+        """Queues with jobs or settings, by name, with counts per state."""
+
+    def set_queue(self, name: str, *, concurrency: int | None = None, paused: bool | None = None) -> None: ...
+
+    def set_all_paused(self, paused: bool) -> list[str]:
+        """Pause or resume every existing queue; the names that changed."""
+
+    def add_schedule(self, schedule: Schedule) -> None:
+        """Store a schedule; ValidationError if the name exists."""
+
+    def schedules(self) -> list[Schedule]: ...
+
+    def remove_schedule(self, name: str) -> bool: ...
+
+    def set_schedule_paused(self, name: str, paused: bool) -> bool: ...
+
+    def enqueue_tick(self, name: str, tick: datetime, job: NewJob) -> Job | None:
+        """Enqueue a schedule's tick exactly once across all workers and hosts: only when the
+        schedule (unpaused) has no later or equal tick recorded and the job id is new."""
 
     def register_worker(self, info: WorkerInfo) -> None: ...
 

@@ -12,10 +12,34 @@ from queuectl_core.ids import new_id
 from queuectl_core.models import NewJob
 from queuectl_core.timeutil import parse_time
 
-ALLOWED_KEYS = ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout")
+ALLOWED_KEYS = ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout",
+                # -- scheduling (spec §11) --
+                "queue", "after", "unique_key", "retry_on", "no_retry_on")
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}\Z")
 _MAX_PRIORITY = 2**31 - 1
 ID_RULE = "1-128 characters of letters, digits and ._:@+-, starting with a letter or digit"
+_QUEUE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}\Z")
+QUEUE_RULE = "1-64 characters of letters, digits and ._:+-, starting with a letter or digit"
+
+
+def is_queue_name(text: str) -> bool:
+    return _QUEUE_RE.match(text) is not None and text.isascii()
+
+
+def parse_exit_codes(key: str, value: Any) -> tuple[int, ...]:
+    """Exit codes as a JSON list of integers or as ``"1,75"`` text (flags, config): 0-255, sorted."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        try:
+            value = [int(p) for p in parts]
+        except ValueError:
+            raise ValidationError(f"{key!r} must be exit codes separated by commas, e.g. 1,75; got {short(value)}") from None
+    if not isinstance(value, list) or not value:
+        raise ValidationError(f"{key!r} must be a non-empty list of exit codes, got {short(value)}")
+    for code in value:
+        if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255:
+            raise ValidationError(f"{key!r}: exit codes are integers from 0 to 255, got {short(code)}")
+    return tuple(sorted(set(value)))
 
 
 def is_job_id(text: str) -> bool:
@@ -78,7 +102,41 @@ def _seconds(key: str, value: Any) -> float:
     return float(value)
 
 
-def validate(obj: Any, default_max_retries: int) -> NewJob:
+def _scheduling(obj: dict[str, Any], default_no_retry: tuple[int, ...] | None) -> dict[str, Any]:
+    """The spec §11 keys of one job object, validated (their NewJob fields)."""
+    out: dict[str, Any] = {}
+    queue = obj.get("queue")
+    if queue is not None:
+        if not isinstance(queue, str) or not is_queue_name(queue):
+            raise ValidationError(f"'queue' must be {QUEUE_RULE}; got {short(queue)}")
+        out["queue"] = queue
+    after = obj.get("after")
+    if after is not None:
+        if isinstance(after, str):
+            after = [after]
+        if not isinstance(after, list):
+            raise ValidationError(f"'after' must be a list of job ids, got {short(after)}")
+        for parent in after:
+            if not isinstance(parent, str) or not is_job_id(parent):
+                raise ValidationError(f"'after': {short(parent)} is not a job id")
+        out["after"] = tuple(dict.fromkeys(after))
+    key = obj.get("unique_key")
+    if key is not None:
+        if not isinstance(key, str) or not key.strip() or len(key) > 256 or "\x00" in key:
+            raise ValidationError(f"'unique_key' must be a non-empty string of at most 256 characters, got {short(key)}")
+        out["unique_key"] = utf8_text("unique_key", key)
+    if obj.get("retry_on") is not None and obj.get("no_retry_on") is not None:
+        raise ValidationError("give 'retry_on' or 'no_retry_on', not both")
+    if obj.get("retry_on") is not None:
+        out["retry_on"] = parse_exit_codes("retry_on", obj["retry_on"])
+    elif obj.get("no_retry_on") is not None:
+        out["no_retry_on"] = parse_exit_codes("no_retry_on", obj["no_retry_on"])
+    elif default_no_retry:
+        out["no_retry_on"] = default_no_retry  # config no_retry_exit_codes, fixed at enqueue like max_retries
+    return out
+
+
+def validate(obj: Any, default_max_retries: int, default_no_retry: tuple[int, ...] | None = None) -> NewJob:
     """One job object to a NewJob, or ValidationError naming the offending key."""
     if not isinstance(obj, dict):
         raise ValidationError(f"a job must be a JSON object, got {type(obj).__name__}")
@@ -117,7 +175,8 @@ def validate(obj: Any, default_max_retries: int) -> NewJob:
         if timeout == 0:
             raise ValidationError("'timeout' must be > 0")
     return NewJob(id=job_id, command=command, max_retries=max_retries, priority=priority,
-                  run_at=run_at, delay=delay, timeout=timeout)
+                  run_at=run_at, delay=delay, timeout=timeout,
+                  **_scheduling(obj, default_no_retry))
 
 
 def parse_documents(text: str) -> list[Any]:
@@ -148,18 +207,34 @@ def parse_documents(text: str) -> list[Any]:
     return [doc]
 
 
-def validate_all(objs: Iterable[Any], default_max_retries: int) -> list[NewJob]:
-    """All valid or ValidationError naming which job (1-based) and key; ids unique in the batch."""
+def validate_all(objs: Iterable[Any], default_max_retries: int,
+                 default_no_retry: tuple[int, ...] | None = None) -> list[NewJob]:
+    """All valid or ValidationError naming which job (1-based) and key; ids unique in the batch.
+    A job's ``after`` may name a job earlier in the batch, never itself or a later one."""
     jobs: list[NewJob] = []
     seen: set[str] = set()
+    keys: dict[str, str] = {}
     objs = list(objs)
+    position: dict[str, int] = {}  # id -> its 1-based place in the input (ids are checked again by validate)
+    for n, obj in enumerate(objs, 1):
+        if isinstance(obj, dict) and isinstance(obj.get("id"), str):
+            position.setdefault(obj["id"], n)
     for n, obj in enumerate(objs, 1):
         try:
-            job = validate(obj, default_max_retries)
+            job = validate(obj, default_max_retries, default_no_retry)
         except ValidationError as exc:
             raise ValidationError(f"job {n}: {exc}" if len(objs) > 1 else str(exc)) from None
         if job.id in seen:
             raise ValidationError(f"job {n}: duplicate id {job.id!r} in the input")
+        # -- scheduling (spec §11) --
+        for parent in job.after:
+            if position.get(parent, 0) >= n:
+                raise ValidationError(f"job {n}: 'after' names {parent!r}, which is not earlier in the input")
+        if job.unique_key is not None:
+            if job.unique_key in keys:
+                raise ValidationError(f"job {n}: unique_key {job.unique_key!r} is also held by {keys[job.unique_key]!r}"
+                                      " in the input")
+            keys[job.unique_key] = job.id
         seen.add(job.id)
         jobs.append(job)
     return jobs

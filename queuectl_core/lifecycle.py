@@ -64,6 +64,9 @@ class Change:
     cancel_requested: bool | None = None
     command: str | None = None  # restart/replay with a new command
     expired_only: bool = False
+    # -- scheduling (spec §11): what the jobs waiting on this one (`after`) make of it --
+    release_children: bool = False  # completed: one parent fewer to wait for
+    cascade_reason: str | None = None  # dead/cancelled: waiting descendants are cancelled with this
 
     @property
     def idempotent(self) -> bool:
@@ -78,7 +81,34 @@ def heartbeat(lease_seconds: float) -> Change:
 
 def complete(result: AttemptResult) -> Change:
     return Change(Transition.COMPLETE, (JobState.PROCESSING,), EventKind.COMPLETED,
-                  state=JobState.COMPLETED, clear_lease=True, result=result, cancel_requested=False)
+                  state=JobState.COMPLETED, clear_lease=True, result=result, cancel_requested=False,
+                  release_children=True)
+
+
+# A job waiting on one that ended dead or cancelled is cancelled with this reason, and so on down
+# the chain (each names the job it waited on). Formatted by the storage with parent and state.
+DEPENDENCY_REASON = "cancelled: it waits on {parent}, which ended {state}"
+
+
+def dependency_reason(parent: str, state: str) -> str:
+    return DEPENDENCY_REASON.format(parent=parent, state=state)
+
+
+def exit_code_rule(job: Job, result: AttemptResult) -> str | None:
+    """Whether the job's exit-code rules (``retry_on`` / ``no_retry_on``) forbid a retry of this
+    failed attempt: the reason when they do, else None. Only a plain exit status is judged; a
+    signal, a timeout or a command that could not run (126, 127) follows the normal rules unless
+    ``no_retry_on`` names that code."""
+    code = result.exit_code
+    if code is None or code < 0 or result.aborted:
+        return None
+    if job.no_retry_on is not None and code in job.no_retry_on:
+        return f"not retried: exit code {code} is in no_retry_on"
+    if job.retry_on is not None and code not in job.retry_on:
+        if code in (126, 127) or (result.error or "").startswith("timed out"):
+            return None
+        return f"not retried: exit code {code} is not in retry_on"
+    return None
 
 
 def should_retry(job: Job) -> bool:
@@ -89,6 +119,9 @@ def should_retry(job: Job) -> bool:
 def fail(job: Job, result: AttemptResult, delay: float | None) -> Change:
     """A failed attempt: a retry after ``delay`` seconds, or the DLQ when it was the last allowed
     (or ``delay`` is None: no retry could be scheduled)."""
+    rule = exit_code_rule(job, result)
+    if rule is not None:
+        return bury(result, reason=f"{result.error}; {rule}" if result.error else rule)
     if delay is not None and should_retry(job):
         return retry(result, delay)
     return bury(result)
@@ -101,10 +134,11 @@ def retry(result: AttemptResult, delay: float) -> Change:
                   cancel_requested=False)
 
 
-def bury(result: AttemptResult) -> Change:
-    """A failed attempt that goes to the DLQ."""
+def bury(result: AttemptResult, reason: str | None = None) -> Change:
+    """A failed attempt that goes to the DLQ (jobs waiting on it are cancelled)."""
     return Change(Transition.BURY, (JobState.PROCESSING,), EventKind.DEAD, state=JobState.DEAD,
-                  clear_lease=True, result=result, cancel_requested=False)
+                  clear_lease=True, result=result, reason=reason, cancel_requested=False,
+                  cascade_reason=DEPENDENCY_REASON)
 
 
 def fallback_delay(attempt: int, backoff_base: float) -> float:
@@ -131,7 +165,7 @@ def recover(job: Job) -> Change:
     event = {JobState.FAILED: EventKind.FAILED, JobState.DEAD: EventKind.DEAD}.get(state, EventKind.CANCELLED)
     return Change(Transition.RECOVER, (JobState.PROCESSING,), event, state=state, run_in=0.0,
                   clear_lease=True, clear_token=True, reason=LEASE_EXPIRED_REASON, expired_only=True,
-                  cancel_requested=False)
+                  cancel_requested=False, cascade_reason=None if state == JobState.FAILED else DEPENDENCY_REASON)
 
 
 def cancel(job: Job) -> Change:
@@ -139,7 +173,8 @@ def cancel(job: Job) -> Change:
     honours (stopping the process group, then :func:`cancelled` under its lease)."""
     if job.state in (JobState.PENDING, JobState.FAILED):
         return Change(Transition.CANCEL, (JobState.PENDING, JobState.FAILED), EventKind.CANCELLED,
-                      state=JobState.CANCELLED, clear_lease=True, clear_token=True, reason=CANCELLED_REASON)
+                      state=JobState.CANCELLED, clear_lease=True, clear_token=True, reason=CANCELLED_REASON,
+                      cascade_reason=DEPENDENCY_REASON)
     if job.state == JobState.PROCESSING:
         return Change(Transition.REQUEST_CANCEL, (JobState.PROCESSING,), EventKind.CANCEL_REQUESTED,
                       cancel_requested=True)
@@ -149,7 +184,8 @@ def cancel(job: Job) -> Change:
 def cancelled(result: AttemptResult) -> Change:
     """The running worker stopped a job whose cancel was requested: recorded under its lease."""
     return Change(Transition.CANCEL, (JobState.PROCESSING,), EventKind.CANCELLED, state=JobState.CANCELLED,
-                  clear_lease=True, result=result, reason=CANCELLED_REASON, cancel_requested=False)
+                  clear_lease=True, result=result, reason=CANCELLED_REASON, cancel_requested=False,
+                  cascade_reason=DEPENDENCY_REASON)
 
 
 def replay(job: Job, command: str | None = None) -> Change:
@@ -169,7 +205,7 @@ def restart(job: Job, command: str | None = None) -> Change:
 
 
 __all__ = [
-    "CANCELLED_REASON", "FINISHED_STATES", "MAX_DELAY_SECONDS", "LEASE_EXPIRED_REASON", "RUNNABLE_STATES", "Change", "Transition",
-    "bury", "cancel", "cancelled", "complete", "fail", "fallback_delay", "heartbeat", "recover", "release", "replay",
+    "CANCELLED_REASON", "DEPENDENCY_REASON", "FINISHED_STATES", "MAX_DELAY_SECONDS", "LEASE_EXPIRED_REASON", "RUNNABLE_STATES", "Change", "Transition",
+    "bury", "cancel", "cancelled", "complete", "dependency_reason", "exit_code_rule", "fail", "fallback_delay", "heartbeat", "recover", "release", "replay",
     "restart", "retry", "should_retry",
 ]

@@ -24,6 +24,36 @@ class JobState(StrEnum):
 
 # A job in one of these states still has work ahead of it; --burst waits for them.
 UNFINISHED_STATES = (JobState.PENDING, JobState.PROCESSING, JobState.FAILED)
+DEFAULT_QUEUE = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A queue: its settings and how many of its jobs are in each state."""
+
+    name: str
+    concurrency: int = 0  # 0: unlimited
+    paused: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "concurrency": self.concurrency, "paused": self.paused,
+                "counts": dict(self.counts)}
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A recurring job: ``cron`` (5 fields, read in ``tz``) or ``every`` seconds. ``job`` holds the
+    job options as a JSON job object (without id). ``last_tick`` is the latest tick enqueued."""
+
+    name: str
+    job: dict[str, Any]
+    cron: str | None = None
+    every: float | None = None
+    tz: str | None = None
+    paused: bool = False
+    created_at: datetime | None = None
+    last_tick: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +67,12 @@ class NewJob:
     run_at: datetime | None = None
     delay: float | None = None
     timeout: float | None = None
+    # -- scheduling (spec §11) --
+    queue: str = "default"
+    after: tuple[str, ...] = ()  # ids this job waits on (each must end completed)
+    unique_key: str | None = None
+    retry_on: tuple[int, ...] | None = None  # retry only these exit codes
+    no_retry_on: tuple[int, ...] | None = None  # these exit codes go straight to the DLQ
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +98,12 @@ class Job:
     lease_expires_at: datetime | None = None
     # `cancel` of a running job asks its worker to stop it; the worker records it cancelled.
     cancel_requested: bool = False
+    # -- scheduling (spec §11) --
+    queue: str = "default"
+    waiting: int = 0  # how many of the jobs it waits on (`after`) have not completed yet
+    unique_key: str | None = None
+    retry_on: tuple[int, ...] | None = None
+    no_retry_on: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of a job (spec §3), as ``list --json`` prints it."""
@@ -81,6 +123,12 @@ class Job:
             "log_path": self.log_path,
             "worker_id": self.worker_id,
             "lease_expires_at": format_time(self.lease_expires_at),
+            # -- scheduling (spec §11) --
+            "queue": self.queue,
+            "waiting": self.waiting,
+            "unique_key": self.unique_key,
+            "retry_on": list(self.retry_on) if self.retry_on is not None else None,
+            "no_retry_on": list(self.no_retry_on) if self.no_retry_on is not None else None,
         }
 
 

@@ -233,7 +233,30 @@ CORE_SETTINGS = (
     Setting("storage", str, "sqlite", "Which registered storage backend holds the queue."),
     Setting("executor", str, "subprocess", "Which registered executor runs jobs."),
     Setting("backoff", str, "exponential", "Which registered backoff policy spaces retries."),
+    # -- scheduling (spec §11) --
+    Setting("no_retry_exit_codes", str, "",
+            "Exit codes that go straight to the DLQ unless a job says otherwise (e.g. 2,64; empty: none).",
+            validate=lambda value: _check_exit_codes(value)),
 )
+
+
+def _check_exit_codes(value: str) -> None:
+    if value.strip():
+        from queuectl_core.jobspec import parse_exit_codes
+
+        try:
+            parse_exit_codes("no_retry_exit_codes", value)
+        except Exception as exc:
+            raise ValueError(str(exc).split(": ", 1)[-1]) from None
+
+
+def default_no_retry(value: str) -> tuple[int, ...] | None:
+    """The config's no_retry_exit_codes as a job's no_retry_on default."""
+    if not value.strip():
+        return None
+    from queuectl_core.jobspec import parse_exit_codes
+
+    return parse_exit_codes("no_retry_exit_codes", value)
 
 
 @dataclass

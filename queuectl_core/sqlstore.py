@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, TypeVar
 
 if TYPE_CHECKING:
     from queuectl_core.lifecycle import Change
-    from queuectl_core.models import Job, JobState, NewJob, WorkerInfo
+    from queuectl_core.models import Job, JobState, NewJob, QueueInfo, Schedule, WorkerInfo
 
 # Start-up: every storage plugin module imports this one to subclass SQLStore, and `queuectl --help`
 # imports every plugin module. So the models and the lifecycle are imported on first use, not here.
@@ -27,9 +27,21 @@ WORKER_LIVE_SECONDS = 15.0
 
 JOB_COLUMNS = ("id", "command", "state", "attempts", "max_retries", "priority", "created_at", "updated_at",
                "run_at", "timeout", "last_exit_code", "last_error", "log_path", "output_tail", "worker_id",
-               "lease_token", "lease_expires_at", "cancel_requested")
+               "lease_token", "lease_expires_at", "cancel_requested",
+               # -- scheduling (spec §11) --
+               "queue", "waiting", "unique_key", "retry_on", "no_retry_on")
 _COLS = ", ".join(JOB_COLUMNS)
+_QUEUE_COL = JOB_COLUMNS.index("queue")
+_HELD = "'pending', 'failed', 'processing'"  # a unique_key is held in these states
+_CHUNK = 500  # ids per IN list (SQLite's bound-variable limit, and sane statement sizes)
 _RUNNABLE = "'pending', 'failed'"  # lifecycle.RUNNABLE_STATES (a test keeps them equal)
+
+
+class _QueueFull(Exception):
+    """A limited queue filled up under a racing claim: roll back, try the other queues."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
 
 
 class Dialect:
@@ -45,11 +57,12 @@ class Dialect:
     # A plain class, not a dataclass: every storage plugin module imports this one at start-up,
     # and generating a 12-field dataclass costs `queuectl --help` about 2 ms.
     __slots__ = ("paramstyle", "now", "after", "to_db", "from_db", "clock_param", "skip_locked", "materialized",
-                 "ready_index", "due_index", "true")
+                 "ready_index", "due_index", "true", "for_update", "for_share", "lateral")
 
     def __init__(self, *, paramstyle: str, now: str, after: Callable[[str], str], to_db: Callable[[datetime], Any],
                  from_db: Callable[[Any], datetime], clock_param: Callable[[], Any], skip_locked: str = "",
-                 materialized: str = "", ready_index: str = "", due_index: str = "", true: str = "TRUE") -> None:
+                 materialized: str = "", ready_index: str = "", due_index: str = "", true: str = "TRUE",
+                 for_update: str = "", for_share: str = "", lateral: bool = False) -> None:
         self.paramstyle = paramstyle
         self.now = now
         self.after = after
@@ -61,6 +74,11 @@ class Dialect:
         self.ready_index = ready_index  # an index hint for the claim (SQLite's INDEXED BY)
         self.due_index = due_index
         self.true = true
+        # Row locks where transactions run concurrently (PostgreSQL); empty where every write
+        # transaction is serialised already (SQLite's BEGIN IMMEDIATE).
+        self.for_update = for_update
+        self.for_share = for_share
+        self.lateral = lateral  # CROSS JOIN LATERAL for the per-queue claim walk
 
     def sql(self, text: str) -> str:
         if self.paramstyle != "pyformat":
@@ -76,6 +94,9 @@ class Tx(Protocol):
     def wake(self) -> None:
         """Wake idle workers once this transaction commits."""
 
+    def many(self, sql: str, params: Sequence[dict[str, Any]]) -> None:
+        """Run one statement for each parameter set (executemany)."""
+
 
 class SQLStore:
     """The Storage protocol on any SQL database, given a dialect and three backend methods:
@@ -85,6 +106,9 @@ class SQLStore:
     dialect: Dialect
     jobs = "jobs"  # table names, qualified by a backend that keeps them in a schema
     workers = "workers"
+    queues_table = "queues"  # -- scheduling (spec §11) --
+    deps_table = "job_deps"
+    schedules_table = "schedules"
     hostname = ""
 
     # -- what a backend provides ----------------------------------------------------------
@@ -102,24 +126,22 @@ class SQLStore:
             last_exit_code=row[10], last_error=row[11], log_path=row[12], output_tail=row[13],
             worker_id=row[14], lease_token=row[15],
             lease_expires_at=t(row[16]) if row[16] is not None else None, cancel_requested=bool(row[17]),
+            queue=row[18], waiting=row[19], unique_key=row[20], retry_on=_codes_in(row[21]),
+            no_retry_on=_codes_in(row[22]),
         )
 
     def _q(self, tx: Tx, sql: str, **params: Any) -> list[Sequence[Any]]:
         """Run one statement: ``{j}``, ``{w}``, ``{now}`` filled in and parameters in the dialect's
         style (cached per statement text: a worker's hot path repeats a handful of them)."""
-        cache: dict[str, str] = self.__dict__.setdefault("_sql_cache", {})
-        final = cache.get(sql)
-        if final is None:
-            final = cache[sql] = self.dialect.sql(sql.format(j=self.jobs, w=self.workers, now=self.dialect.now))
         params["now"] = self.dialect.clock_param()
-        return tx.rows(final, params)
+        return tx.rows(self._sql(sql), params)
 
     def _read(self, sql: str, **params: Any) -> list[Sequence[Any]]:
         return self._tx(lambda tx: self._q(tx, sql, **params), write=False)
 
     # -- jobs -----------------------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
-        from queuectl_core.errors import DuplicateJobError
+        from queuectl_core.errors import DuplicateJobError, UniqueKeyError
 
         if not jobs:
             return []
@@ -131,15 +153,137 @@ class SQLStore:
             seen.add(job_id)
 
         def insert(tx: Tx) -> list[Job]:
+            self._before_insert(tx, jobs)
             rows = self._insert(tx, jobs)
             if len(rows) != len(jobs):
                 inserted = {r[0] for r in rows}
                 raise DuplicateJobError(next(i for i in ids if i not in inserted))  # rolls the batch back
-            tx.wake()
             by_id = {r[0]: r for r in rows}
+            by_id.update(self._after_insert(tx, jobs))
+            tx.wake()
             return [self._job(by_id[i]) for i in ids]
 
-        return self._tx(insert)
+        try:
+            return self._tx(insert)
+        except UniqueKeyError as exc:
+            if exc.holder is not None:
+                raise
+            # Lost a race to a concurrent enqueue: the constraint refused it; name the winner.
+            keys = [j.unique_key for j in jobs if j.unique_key is not None]
+            holders = self._holders(None, keys)
+            key, holder = next(iter(holders.items()), (exc.key, None))
+            raise UniqueKeyError(key, holder) from None
+
+    # -- scheduling (spec §11): queues, unique keys and dependencies at enqueue ----------------
+    def _holders(self, tx: Tx | None, keys: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start:start + _CHUNK]
+            names = _names("k", chunk)
+            sql = ("SELECT unique_key, id FROM {j} WHERE unique_key IN (" + _in(names) + ")"
+                   " AND state IN (" + _HELD + ")")
+            rows = self._q(tx, sql, **names) if tx is not None else self._read(sql, **names)
+            out.update({r[0]: r[1] for r in rows})
+        return out
+
+    def _before_insert(self, tx: Tx, jobs: Sequence[NewJob]) -> None:
+        """Queues named for the first time get a row; a unique key already held is refused,
+        naming its holder (the partial unique index is what guarantees it under races)."""
+        from queuectl_core.errors import UniqueKeyError
+
+        for name in sorted({j.queue for j in jobs}):
+            self._q(tx, "INSERT INTO {qt} (name, concurrency, paused) VALUES (:name, 0, FALSE)"
+                    " ON CONFLICT (name) DO NOTHING RETURNING name", name=name)
+        keys = [j.unique_key for j in jobs if j.unique_key is not None]
+        if keys:
+            holders = self._holders(tx, keys)
+            if holders:
+                key = next(k for k in keys if k in holders)
+                raise UniqueKeyError(key, holders[key])
+
+    def _after_insert(self, tx: Tx, jobs: Sequence[NewJob]) -> dict[str, Sequence[Any]]:
+        """Record ``after``: refuse unknown parents (rolling the batch back), count each child's
+        unfinished parents, and cancel children of parents that already ended dead or cancelled.
+        Returns the re-read rows of the children."""
+        from queuectl_core import lifecycle
+        from queuectl_core.errors import ValidationError
+
+        children = [j for j in jobs if j.after]
+        if not children:
+            return {}
+        batch = {j.id for j in jobs}
+        outside = sorted({p for j in children for p in j.after if p not in batch})
+        states: dict[str, str] = {}
+        for start in range(0, len(outside), _CHUNK):
+            chunk = outside[start:start + _CHUNK]
+            names = _names("p", chunk)
+            # FOR SHARE: a parent cannot finish between this read and our commit, so its
+            # completion (which releases the children it sees) never misses these edges.
+            rows = self._q(tx, "SELECT id, state FROM {j} WHERE id IN (" + _in(names) + ")"
+                           + self.dialect.for_share, **names)
+            states.update({r[0]: r[1] for r in rows})
+        for job in children:
+            for parent in job.after:
+                if parent not in batch and parent not in states:
+                    raise ValidationError(f"job {job.id!r}: 'after' names {parent!r}, and no such job exists")
+        edges = [{"child": j.id, "parent": p, "done": states.get(p) == "completed"} for j in children for p in j.after]
+        tx.many(self._sql("INSERT INTO {dp} (child, parent, done) VALUES (:child, :parent, :done)"), edges)
+        child_ids = [j.id for j in children]
+        for start in range(0, len(child_ids), _CHUNK):
+            chunk = child_ids[start:start + _CHUNK]
+            names = _names("c", chunk)
+            self._q(tx, "UPDATE {j} SET waiting = (SELECT count(*) FROM {dp} d WHERE d.child = {j}.id AND NOT d.done)"
+                    " WHERE id IN (" + _in(names) + ") RETURNING id", **names)
+        for parent, state in states.items():
+            if state in ("dead", "cancelled"):
+                self._cascade(tx, parent, state, lifecycle.DEPENDENCY_REASON)
+        out: dict[str, Sequence[Any]] = {}
+        for start in range(0, len(child_ids), _CHUNK):
+            chunk = child_ids[start:start + _CHUNK]
+            names = _names("c", chunk)
+            for r in self._q(tx, "SELECT " + _COLS + " FROM {j} WHERE id IN (" + _in(names) + ")", **names):
+                out[r[0]] = r
+        return out
+
+    def _release_children(self, tx: Tx, parent: str) -> int:
+        """A parent completed: each waiting child has one parent fewer to wait for (once per edge,
+        so a parent restarted and completed again never releases a child twice)."""
+        rows = self._q(tx, "UPDATE {dp} SET done = " + self.dialect.true + " WHERE parent = :parent AND NOT done"
+                       " RETURNING child", parent=parent)
+        if not rows:
+            return 0
+        released = 0
+        for (child,) in rows:
+            released += len(self._q(tx, "UPDATE {j} SET waiting = waiting - 1 WHERE id = :id AND waiting > 0"
+                                    " RETURNING waiting", id=child))
+        return released
+
+    def _cascade(self, tx: Tx, parent: str, state: str, template: str) -> list[str]:
+        """A parent ended dead or cancelled: every job still waiting on it is cancelled with the
+        reason naming it, and so on down the chain (breadth first, one indexed statement a job)."""
+        done: list[str] = []
+        frontier = [(parent, state)]
+        while frontier:
+            nxt: list[tuple[str, str]] = []
+            for p, p_state in frontier:
+                rows = self._q(
+                    tx, "UPDATE {j} SET state = 'cancelled', updated_at = {now}, last_exit_code = NULL,"
+                    " last_error = :reason WHERE state = 'pending' AND waiting > 0 AND id IN"
+                    " (SELECT child FROM {dp} WHERE parent = :parent AND NOT done) RETURNING id",
+                    reason=template.format(parent=p, state=p_state), parent=p)
+                nxt += [(r[0], "cancelled") for r in rows]
+            done += [c for c, _ in nxt]
+            frontier = nxt
+        return done
+
+    def _sql(self, sql: str) -> str:
+        cache: dict[str, str] = self.__dict__.setdefault("_sql_cache", {})
+        final = cache.get(sql)
+        if final is None:
+            final = cache[sql] = self.dialect.sql(sql.format(
+                j=self.jobs, w=self.workers, now=self.dialect.now, qt=self.queues_table, dp=self.deps_table,
+                sc=self.schedules_table))
+        return final
 
     def _insert(self, tx: Tx, jobs: Sequence[NewJob]) -> list[Sequence[Any]]:
         """Insert the batch, skipping ids that exist; the rows inserted (every column). A backend
@@ -148,12 +292,16 @@ class SQLStore:
         for j in jobs:
             out += self._q(
                 tx, "INSERT INTO {j} (id, command, state, attempts, max_retries, priority, created_at, updated_at,"
-                " run_at, timeout, cancel_requested) VALUES (:id, :command, 'pending', 0, :max_retries, :priority,"
-                " {now}, {now}, COALESCE(:run_at, " + self.dialect.after("delay") + "), :timeout, FALSE)"
+                " run_at, timeout, cancel_requested, queue, unique_key, retry_on, no_retry_on)"
+                " VALUES (:id, :command, 'pending', 0, :max_retries, :priority,"
+                " {now}, {now}, COALESCE(:run_at, " + self.dialect.after("delay") + "), :timeout, FALSE,"
+                " :queue, :unique_key, :retry_on, :no_retry_on)"
                 " ON CONFLICT (id) DO NOTHING RETURNING " + _COLS,
                 id=j.id, command=j.command, max_retries=j.max_retries, priority=j.priority,
                 run_at=self.dialect.to_db(j.run_at) if j.run_at is not None else None,
-                delay=float(j.delay or 0), timeout=float(j.timeout) if j.timeout is not None else None)
+                delay=float(j.delay or 0), timeout=float(j.timeout) if j.timeout is not None else None,
+                queue=j.queue, unique_key=j.unique_key, retry_on=codes_out(j.retry_on),
+                no_retry_on=codes_out(j.no_retry_on))
         return out
 
     def get(self, job_id: str) -> Job | None:
@@ -174,26 +322,84 @@ class SQLStore:
             counts[JobState(state)] = n
         return counts
 
-    def claim(self, worker_id: str, lease_seconds: float) -> Job | None:
-        """The next runnable job (highest priority, earliest run_at, then id), taken in one
-        statement: processing, attempts + 1, a fresh token, lease = clock + lease_seconds."""
-        return self._claim(worker_id, os.urandom(8).hex(), lease_seconds)
+    def claim(self, worker_id: str, lease_seconds: float, queues: Sequence[str] | None = None) -> Job | None:
+        """The next runnable job (highest priority, earliest run_at, then id) of an unpaused queue
+        below its concurrency limit (of ``queues`` only, when given), taken in one statement:
+        processing, attempts + 1, a fresh token, lease = clock + lease_seconds."""
+        return self._claim(worker_id, os.urandom(8).hex(), lease_seconds, queues)
 
-    def _claim(self, worker_id: str, token: str, lease_seconds: float) -> Job | None:
+    def _open_queues(self, queues: Sequence[str] | None, skip: Sequence[str] = ()) -> tuple[str, dict[str, Any]]:
+        """The condition on queue row ``q`` of a queue a worker may claim from now: served, not
+        paused, and (when limited) fewer of its jobs processing than its concurrency."""
+        params: dict[str, Any] = {}
+        cond = ("NOT q.paused AND (q.concurrency = 0 OR q.concurrency >"
+                " (SELECT count(*) FROM {j} r WHERE r.queue = q.name AND r.state = 'processing'))")
+        if queues is not None:
+            names = _names("qn", list(queues))
+            params.update(names)
+            cond += " AND q.name IN (" + (_in(names) or "NULL") + ")"
+        if skip:
+            names = _names("qs", list(skip))
+            params.update(names)
+            cond += " AND q.name NOT IN (" + _in(names) + ")"
+        return cond, params
+
+    def claim_statement(self, queues: Sequence[str] | None = None, skip: Sequence[str] = ()) -> tuple[str, dict[str, Any]]:
+        """The claim's one statement and its queue parameters (besides :worker, :token, :lease and
+        :now): what :meth:`claim` runs, and what docs/architecture.md shows the plans of."""
         d = self.dialect
-        # The CTE picks one row (LIMIT 1, MATERIALIZED where supported) and the UPDATE touches only
-        # it: the planner cannot re-run the subquery per row. SKIP LOCKED lets concurrent claimers
-        # take different rows without waiting.
-        sql = (
-            "WITH next AS " + d.materialized + " (SELECT id FROM {j} " + d.ready_index +
-            " WHERE state IN (" + _RUNNABLE + ") AND run_at <= {now}"
-            " ORDER BY priority DESC, run_at, id LIMIT 1" + d.skip_locked + ")"
-            " UPDATE {j} SET state = 'processing', attempts = attempts + 1, worker_id = :worker,"
-            " lease_token = :token, lease_expires_at = " + d.after("lease") + ", updated_at = {now},"
-            " cancel_requested = FALSE WHERE id = (SELECT id FROM next) RETURNING " + _COLS
-        )
-        rows = self._tx(lambda tx: self._q(tx, sql, worker=worker_id, token=token, lease=float(lease_seconds)))
-        return self._job(rows[0]) if rows else None
+        ready = ("state IN (" + _RUNNABLE + ") AND waiting = 0 AND run_at <= {now}")
+        cond, params = self._open_queues(queues, skip)
+        # The walk is per queue: each queue's best job comes off the ready index (queue,
+        # priority DESC, run_at, id; runnable rows with nothing to wait for only), so paused
+        # queues, other workers' queues and waiting children cost nothing.
+        if d.lateral:
+            pick = ("SELECT c.id FROM {qt} q CROSS JOIN LATERAL (SELECT id, priority, run_at FROM {j}"
+                    " WHERE queue = q.name AND " + ready + " ORDER BY priority DESC, run_at, id LIMIT 1"
+                    + d.skip_locked + ") c WHERE " + cond + " ORDER BY c.priority DESC, c.run_at, c.id LIMIT 1")
+        else:
+            pick = ("SELECT c.id FROM {qt} q JOIN {j} c ON c.id = (SELECT id FROM {j} " + d.ready_index +
+                    " WHERE queue = q.name AND " + ready + " ORDER BY priority DESC, run_at, id LIMIT 1)"
+                    " WHERE " + cond + " ORDER BY c.priority DESC, c.run_at, c.id LIMIT 1")
+        # The CTE picks one row (LIMIT 1, MATERIALIZED where supported) and the UPDATE touches
+        # only it. SKIP LOCKED lets concurrent claimers take different rows without waiting.
+        sql = ("WITH next AS " + d.materialized + " (" + pick + ")"
+               " UPDATE {j} SET state = 'processing', attempts = attempts + 1, worker_id = :worker,"
+               " lease_token = :token, lease_expires_at = " + d.after("lease") + ", updated_at = {now},"
+               " cancel_requested = FALSE WHERE id = (SELECT id FROM next) RETURNING " + _COLS)
+        return sql, params
+
+    def _claim(self, worker_id: str, token: str, lease_seconds: float,
+               queues: Sequence[str] | None = None) -> Job | None:
+        d = self.dialect
+        skip: list[str] = []
+        # A limited queue that races to full is skipped and the claim tried again: at most once
+        # per queue, so this ends.
+        while True:
+            sql, params = self.claim_statement(queues, skip)
+
+            def run(tx: Tx) -> list[Sequence[Any]]:
+                rows = self._q(tx, sql, worker=worker_id, token=token, lease=float(lease_seconds), **params)
+                if rows and d.for_update:
+                    # Concurrent transactions (PostgreSQL): the count in the statement above saw a
+                    # snapshot. Under the queue row's lock, held to commit, the count is exact:
+                    # racing claimers of one limited queue are serialised here, never over it.
+                    queue = rows[0][_QUEUE_COL]
+                    limit = self._q(tx, "SELECT concurrency FROM {qt} WHERE name = :name AND concurrency > 0"
+                                    + d.for_update, name=queue)
+                    if limit:
+                        running = self._q(tx, "SELECT count(*) FROM {j} WHERE queue = :name AND state = 'processing'",
+                                          name=queue)[0][0]
+                        if running > limit[0][0]:
+                            raise _QueueFull(queue)
+                return rows
+
+            try:
+                rows = self._tx(run)
+            except _QueueFull as full:
+                skip.append(full.queue)
+                continue
+            return self._job(rows[0]) if rows else None
 
     def apply(self, job_id: str, token: str | None, change: Change) -> Job | None:
         """Persist a decided change, atomically and fenced: only while the job is in one of
@@ -247,6 +453,11 @@ class SQLStore:
             if rows:
                 if runnable:
                     tx.wake()
+                # -- scheduling (spec §11): the jobs waiting on this one --
+                if change.release_children and self._release_children(tx, job_id):
+                    tx.wake()
+                elif change.cascade_reason is not None and change.state is not None:
+                    self._cascade(tx, job_id, str(change.state), change.cascade_reason)
             elif token is not None and change.idempotent:
                 # The same write repeated after its reply was lost: the row already says so.
                 rows = self._q(tx, "SELECT " + _COLS + " FROM {j} WHERE id = :id AND lease_token = :token"
@@ -262,10 +473,156 @@ class SQLStore:
                           " ORDER BY lease_expires_at LIMIT :limit", limit=limit)
         return [self._job(r) for r in rows]
 
-    def next_run_at(self) -> datetime | None:
-        rows = self._read("SELECT min(run_at) FROM {j} " + self.dialect.due_index +
-                          " WHERE state IN (" + _RUNNABLE + ")")
+    def next_run_at(self, queues: Sequence[str] | None = None) -> datetime | None:
+        """The earliest run_at of a job a worker of ``queues`` could claim (paused and full
+        queues, and jobs still waiting on others, have none): an idle worker's timer."""
+        cond, params = self._open_queues(queues)
+        rows = self._read("SELECT min(m) FROM (SELECT (SELECT min(run_at) FROM {j} " + self.dialect.due_index +
+                          " WHERE queue = q.name AND state IN (" + _RUNNABLE + ") AND waiting = 0) AS m"
+                          " FROM {qt} q WHERE " + cond + ") x", **params)
         return self.dialect.from_db(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    # -- scheduling (spec §11): burst, queues, dependencies, schedules --------------------------
+    def burst_remaining(self, queues: Sequence[str] | None = None) -> tuple[int, int]:
+        """(jobs a ``--burst`` worker of ``queues`` still waits for, how many of them run now).
+
+        It waits for: its queues' running jobs (even in a paused queue: they finish); their
+        pending and failed jobs with nothing left to wait for, unless the queue is paused; and
+        running jobs anywhere that a job of its unpaused queues waits on. A job waiting on a
+        parent it does not wait for (one in a paused or unserved queue) does not hold it."""
+        served, params = "", {}
+        if queues is not None:
+            names = _names("qn", list(queues))
+            params.update(names)
+            served = " AND {alias}.queue IN (" + (_in(names) or "NULL") + ")"
+        sql = (
+            "SELECT (SELECT count(*) FROM {j} r WHERE r.state = 'processing'" + served.format(alias="r") + "),"
+            " (SELECT count(*) FROM {j} j JOIN {qt} q ON q.name = j.queue WHERE NOT q.paused"
+            " AND j.state IN (" + _RUNNABLE + ") AND j.waiting = 0" + served.format(alias="j") + "),"
+            " (SELECT count(*) FROM {j} p WHERE p.state = 'processing' AND EXISTS (SELECT 1 FROM {dp} d"
+            " JOIN {j} c ON c.id = d.child JOIN {qt} q ON q.name = c.queue WHERE d.parent = p.id AND NOT d.done"
+            " AND NOT q.paused AND c.state = 'pending'" + served.format(alias="c") + "))"
+        )
+        running, ready, parents = self._read(sql, **params)[0]
+        return running + ready + parents, running + parents
+
+    def waits_on(self, job_ids: Sequence[str]) -> dict[str, list[str]]:
+        """For each of ``job_ids`` that waits on others, the ids it still waits for."""
+        out: dict[str, list[str]] = {}
+        ids = list(job_ids)
+        for start in range(0, len(ids), _CHUNK):
+            names = _names("c", ids[start:start + _CHUNK])
+            for child, parent in self._read("SELECT child, parent FROM {dp} WHERE NOT done AND child IN ("
+                                            + _in(names) + ") ORDER BY child, parent", **names):
+                out.setdefault(child, []).append(parent)
+        return out
+
+    def queues(self) -> list[QueueInfo]:
+        """Every queue that has jobs or settings (a concurrency limit, or paused), by name."""
+        from queuectl_core.models import JobState, QueueInfo
+
+        settings = {r[0]: (r[1], bool(r[2])) for r in self._read("SELECT name, concurrency, paused FROM {qt}")}
+        counts: dict[str, dict[str, int]] = {}
+        for queue, state, n in self._read("SELECT queue, state, count(*) FROM {j} GROUP BY queue, state"):
+            counts.setdefault(queue, {str(s): 0 for s in JobState})[state] = n
+        out = []
+        for name in sorted(set(settings) | set(counts)):
+            concurrency, paused = settings.get(name, (0, False))
+            if name not in counts and not concurrency and not paused:
+                continue
+            out.append(QueueInfo(name, concurrency, paused, counts.get(name, {str(s): 0 for s in JobState})))
+        return out
+
+    def set_queue(self, name: str, *, concurrency: int | None = None, paused: bool | None = None) -> None:
+        """Change a queue's settings (creating its row); wakes idle workers."""
+        sets, p = [], {"name": name, "concurrency": concurrency or 0, "paused": bool(paused)}
+        if concurrency is not None:
+            sets.append("concurrency = :concurrency")
+        if paused is not None:
+            sets.append("paused = :paused")
+
+        def run(tx: Tx) -> None:
+            self._q(tx, "INSERT INTO {qt} (name, concurrency, paused) VALUES (:name, :concurrency, :paused)"
+                    " ON CONFLICT (name) DO UPDATE SET " + ", ".join(sets) + " RETURNING name", **p)
+            tx.wake()
+
+        self._tx(run)
+
+    def set_all_paused(self, paused: bool) -> list[str]:
+        """Pause or resume every queue that exists now; the names changed."""
+        def run(tx: Tx) -> list[str]:
+            rows = self._q(tx, "UPDATE {qt} SET paused = :paused WHERE paused <> :paused RETURNING name",
+                           paused=paused)
+            tx.wake()
+            return sorted(r[0] for r in rows)
+
+        return self._tx(run)
+
+    def add_schedule(self, schedule: Schedule) -> None:
+        """Store a new schedule; ValidationError when the name is taken."""
+        import json
+
+        from queuectl_core.errors import ValidationError
+
+        def run(tx: Tx) -> list[Sequence[Any]]:
+            return self._q(tx, "INSERT INTO {sc} (name, cron, every, tz, job, paused, created_at, last_tick)"
+                           " VALUES (:name, :cron, :every, :tz, :job, FALSE, {now}, NULL)"
+                           " ON CONFLICT (name) DO NOTHING RETURNING name",
+                           name=schedule.name, cron=schedule.cron, every=schedule.every, tz=schedule.tz,
+                           job=json.dumps(schedule.job, sort_keys=True))
+
+        if not self._tx(run):
+            raise ValidationError(f"a schedule named {schedule.name!r} already exists")
+
+    def schedules(self) -> list[Schedule]:
+        import json
+
+        from queuectl_core.models import Schedule
+
+        t = self.dialect.from_db
+        return [Schedule(name=r[0], cron=r[1], every=r[2], tz=r[3], job=json.loads(r[4]), paused=bool(r[5]),
+                         created_at=t(r[6]), last_tick=t(r[7]) if r[7] is not None else None)
+                for r in self._read("SELECT name, cron, every, tz, job, paused, created_at, last_tick FROM {sc}"
+                                    " ORDER BY name")]
+
+    def remove_schedule(self, name: str) -> bool:
+        return bool(self._tx(lambda tx: self._q(tx, "DELETE FROM {sc} WHERE name = :name RETURNING name", name=name)))
+
+    def set_schedule_paused(self, name: str, paused: bool) -> bool:
+        # Resuming skips the ticks missed while paused: the last tick becomes now.
+        return bool(self._tx(lambda tx: self._q(
+            tx, "UPDATE {sc} SET paused = :paused" + ("" if paused else ", last_tick = CASE WHEN last_tick IS NULL OR last_tick < {now}"
+                                                      " THEN {now} ELSE last_tick END") +
+            " WHERE name = :name RETURNING name", name=name, paused=paused)))
+
+    def enqueue_tick(self, name: str, tick: datetime, job: NewJob) -> Job | None:
+        """Enqueue ``job`` for the schedule's tick ``tick`` exactly once across every worker and
+        host: only if the schedule's last enqueued tick is earlier (a compare-and-set on its row)
+        and the job id (``NAME@tick``) is new (the primary key). None when another won."""
+        from queuectl_core.errors import DuplicateJobError, UniqueKeyError
+
+        class _Lost(Exception):
+            pass
+
+        def run(tx: Tx) -> Job | None:
+            moved = self._q(tx, "UPDATE {sc} SET last_tick = :tick WHERE name = :name AND NOT paused"
+                            " AND (last_tick IS NULL OR last_tick < :tick) RETURNING name",
+                            name=name, tick=self.dialect.to_db(tick))
+            if not moved:
+                return None
+            self._before_insert(tx, [job])
+            rows = self._insert(tx, [job])
+            if not rows:
+                raise _Lost()  # the id exists: roll the schedule's row back too
+            tx.wake()
+            return self._job(rows[0])
+
+        try:
+            return self._tx(run)
+        except (_Lost, DuplicateJobError):
+            return None
+        except UniqueKeyError:
+            return None  # the schedule's unique_key is still held by an earlier tick's job
 
     # -- the worker directory ---------------------------------------------------------------
     def worker_seen(self, worker_id: str, current_job: str | None) -> bool:
@@ -296,6 +653,24 @@ class SQLStore:
             return len(rows)
 
         return self._tx(stop)
+
+
+def _in(names: dict[str, Any]) -> str:
+    return ", ".join(":" + n for n in names)
+
+
+def _names(prefix: str, values: Sequence[Any]) -> dict[str, Any]:
+    """Named parameters for an IN list: {":k0": v0, ...} keyed without the colon."""
+    return {f"{prefix}{i}": v for i, v in enumerate(values)}
+
+
+def codes_out(codes: Sequence[int] | None) -> str | None:
+    """Exit codes as stored: ``"1,75"``."""
+    return ",".join(str(c) for c in codes) if codes is not None else None
+
+
+def _codes_in(text: str | None) -> tuple[int, ...] | None:
+    return tuple(int(c) for c in text.split(",")) if text else None
 
 
 __all__ = ["JOB_COLUMNS", "WORKER_LIVE_SECONDS", "Dialect", "SQLStore", "Tx"]

@@ -11,16 +11,18 @@ import signal
 import socket
 import sys
 import time
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 from queuectl_core import lifecycle
 from queuectl_core.errors import StorageError
 from queuectl_core.interfaces import RunContext
-from queuectl_core.models import UNFINISHED_STATES, AttemptResult, EventKind, Job, JobEvent, JobState, WorkerInfo
+from queuectl_core.models import AttemptResult, EventKind, Job, JobEvent, WorkerInfo
 from queuectl_core.plugins import emit
 from queuectl_core.signals import GRACEFUL, HANDLED, IMMEDIATE
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from queuectl_core.app import App
     from queuectl_core.janitor import Janitor
 
@@ -36,8 +38,11 @@ CANCEL_CHECK_SECONDS = 0.5  # a running job's worker looks for a cancel request 
 
 
 class Worker:
-    def __init__(self, app: App, *, burst: bool = False) -> None:
+    def __init__(self, app: App, *, burst: bool = False, queues: Sequence[str] | None = None) -> None:
         self.app = app
+        # -- scheduling (spec §11) --
+        self.queues = tuple(queues) if queues is not None else None  # None: every queue
+        self._next_schedule_at: datetime | None = None
         self.storage = app.storage
         self.executor = app.executor
         self.backoff = app.backoff
@@ -130,19 +135,25 @@ class Worker:
                 self._housekeeping(None)
                 if self.stopping:
                     break
-            job = self._storage_call(lambda: self.storage.claim(self.id, self.lease), until=lambda: self.stopping)
+            elif self._next_schedule_at is not None and self.storage.now() >= self._next_schedule_at:
+                self._run_schedules()  # a tick between housekeepings (--every below a second's slack)
+            job = self._storage_call(lambda: self.storage.claim(self.id, self.lease, queues=self.queues),
+                                     until=lambda: self.stopping)
             if job is not None:
                 self._run_job(job)
                 next_housekeeping = min(next_housekeeping, last_housekeeping + STOP_CHECK_SECONDS)
                 continue
             others_running = False
             if self.burst:
-                counts = self._storage_call(self.storage.counts, default=None)
-                if counts is not None and not any(counts[s] for s in UNFINISHED_STATES):
+                # What is left for this worker: its queues' running jobs, their unpaused queues'
+                # pending/failed jobs that wait on nothing, and running jobs anywhere that a job of
+                # its unpaused queues waits on. A paused queue's waiting jobs never hold it.
+                left = self._storage_call(lambda: self.storage.burst_remaining(self.queues), default=None)
+                if left is not None and left[0] == 0:
                     return
                 # Nothing wakes us when another worker's job ends, so a burst worker waiting only on
                 # those rechecks often: it should exit (or take the retry) as soon as they finish.
-                others_running = counts is None or counts[JobState.PROCESSING] > 0
+                others_running = left is None or left[1] > 0
             self._idle(BURST_RECHECK_SECONDS if others_running else None)
 
     def _housekeeping(self, current_job: str | None) -> None:
@@ -152,6 +163,18 @@ class Worker:
             emit(JobEvent(EventKind.WORKER_STOPPING, worker_id=self.id,
                           message="asked by `queuectl worker stop`; finishing the current job"))
         self._recover_expired(busy=current_job is not None)
+        self._run_schedules()
+
+    def _run_schedules(self) -> None:
+        """Every worker takes part in schedules; the storage makes each tick exactly once."""
+        from queuectl_core.scheduling import run_due
+
+        try:
+            enqueued, self._next_schedule_at = run_due(self.storage, self.app.config["max_retries"])
+        except StorageError:
+            return
+        for job in enqueued:
+            emit(JobEvent(EventKind.ENQUEUED, job=job, worker_id=self.id, message="schedule"))
 
     def _recover_expired(self, busy: bool) -> None:
         """Take back jobs whose worker is gone (their lease expired), busy or idle: a dead worker's
@@ -172,9 +195,11 @@ class Worker:
         # Never sleep past housekeeping: with a long poll_interval_ms an idle worker would otherwise
         # drop out of the live list and notice `worker stop` (or a wake-up for it) only a poll later.
         timeout = min(self.poll, HOUSEKEEPING_SECONDS, at_most if at_most is not None else HOUSEKEEPING_SECONDS)
-        next_at = self._storage_call(self.storage.next_run_at, default=None)
+        next_at = self._storage_call(lambda: self.storage.next_run_at(queues=self.queues), default=None)
         if next_at is not None:
             timeout = min(timeout, max(0.0, (next_at - self.storage.now()).total_seconds()))
+        if self._next_schedule_at is not None:
+            timeout = min(timeout, max(0.0, (self._next_schedule_at - self.storage.now()).total_seconds()))
         self.storage.wait_for_work(timeout, self._sig_r)
         self._drain_signal_pipe()
 

@@ -135,7 +135,7 @@ def _model_params() -> list[tuple[str, str]]:
     from queuectl_core import api
 
     return [(cls.__name__, f.name) for cls in (api.Job, api.NewJob, api.AttemptResult, api.WorkerInfo,
-                                               api.JobEvent, api.RunContext, api.Setting)
+                                               api.JobEvent, api.RunContext, api.Setting, api.QueueInfo, api.Schedule)
             for f in dataclasses.fields(cls)]
 
 

@@ -131,3 +131,33 @@ def test_the_sql_layer_claims_what_the_lifecycle_calls_runnable() -> None:
     from queuectl_core import sqlstore
 
     assert sqlstore._RUNNABLE == ", ".join(f"'{s}'" for s in lifecycle.RUNNABLE_STATES)
+
+
+# -- scheduling (spec §11) ----------------------------------------------------------------------
+def test_exit_code_rules_decide_in_the_fail_transition() -> None:
+    usage = AttemptResult(exit_code=2, error="exit 2")
+    # no_retry_on: straight to the DLQ even with retries left, saying why
+    c = lifecycle.fail(job(no_retry_on=(2, 64)), usage, 1.0)
+    assert c.state == JobState.DEAD and c.reason == "exit 2; not retried: exit code 2 is in no_retry_on"
+    assert lifecycle.fail(job(no_retry_on=(64,)), usage, 1.0).state == JobState.FAILED
+    # retry_on: only those are retried
+    assert lifecycle.fail(job(retry_on=(1, 75)), usage, 1.0).state == JobState.DEAD
+    assert lifecycle.fail(job(retry_on=(1, 75)), AttemptResult(exit_code=75, error="exit 75"), 1.0).state == JobState.FAILED
+    # signals, timeouts and commands that could not run follow the normal rules
+    for other in (AttemptResult(exit_code=-9, error="killed by SIGKILL"),
+                  AttemptResult(exit_code=1, error="timed out after 3s"),
+                  AttemptResult(exit_code=127, error="exit 127: command not found"),
+                  AttemptResult(exit_code=None, error="executor error")):
+        assert lifecycle.fail(job(retry_on=(1,)), other, 1.0).state == JobState.FAILED, other
+    assert lifecycle.fail(job(retry_on=(1,), attempts=4), usage, 1.0).state == JobState.DEAD  # none left anyway
+
+
+def test_dependencies_are_decided_by_the_parents_transition() -> None:
+    assert lifecycle.complete(OK).release_children and lifecycle.complete(OK).cascade_reason is None
+    assert lifecycle.bury(BAD).cascade_reason == lifecycle.DEPENDENCY_REASON
+    assert lifecycle.cancel(job(state=JobState.PENDING)).cascade_reason == lifecycle.DEPENDENCY_REASON
+    assert lifecycle.cancelled(BAD).cascade_reason == lifecycle.DEPENDENCY_REASON
+    assert lifecycle.retry(BAD, 1.0).cascade_reason is None and not lifecycle.retry(BAD, 1.0).release_children
+    assert lifecycle.recover(job(attempts=1)).cascade_reason is None  # failed: it will run again
+    assert lifecycle.recover(job(attempts=4)).cascade_reason is not None  # dead
+    assert lifecycle.dependency_reason("a", "dead") == "cancelled: it waits on a, which ended dead"

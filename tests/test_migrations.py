@@ -44,8 +44,12 @@ def test_postgres_v1_schema_is_migrated_in_place() -> None:
             conn.execute(MIGRATIONS[0].format(s='"queuectl"'))
             conn.execute("INSERT INTO queuectl.schema_migrations (version) VALUES (1)")
             conn.execute("INSERT INTO queuectl.jobs (id, command, state, max_retries) VALUES ('old', 'true', 'pending', 3)")
+            conn.execute("INSERT INTO queuectl.jobs (id, command, state, max_retries, priority)"
+                         " VALUES ('old2', 'true', 'pending', 3, 9)")
         storage = PostgresStorage(dsn)
         try:
+            claimed = storage.claim("w", 30)  # a v1 job is in the default queue, claimable (spec §11)
+            assert claimed is not None and (claimed.id, claimed.queue) == ("old2", "default")
             assert actions.cancel(storage, "old").state == JobState.CANCELLED  # a state v1 did not allow
             assert storage.counts()[JobState.CANCELLED] == 1
         finally:

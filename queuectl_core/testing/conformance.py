@@ -641,3 +641,217 @@ class StorageConformance:
         assert first.counts()[JobState.COMPLETED] == total
 
 
+    # -- scheduling (spec §11): queues, limits, pauses, dependencies, unique keys, schedules ----
+    def test_claim_only_from_the_given_queues_and_queue_is_stored(self, storage: Any) -> None:
+        storage.enqueue([self.new("a1", queue="a", priority=5), self.new("b1", queue="b"), self.new("d1")])
+        assert storage.get("a1").queue == "a" and storage.get("d1").queue == "default"
+        assert storage.claim("w", 30, queues=["b"]).id == "b1"
+        assert storage.claim("w", 30, queues=["b"]) is None
+        assert storage.next_run_at(queues=["b"]) is None
+        assert self.claim_ids(storage) == ["a1", "d1"]  # no filter: every queue, priority first
+
+    def test_paused_queue_is_not_claimed_nor_timed_and_resume_wakes(self, storage: Any) -> None:
+        storage.enqueue([self.new("p1", queue="p", priority=9), self.new("o1", queue="o")])
+        assert {"o", "p"} <= set(storage.set_all_paused(True))
+        assert storage.claim("w", 30) is None and storage.next_run_at() is None
+        storage.set_queue("o", paused=False)
+        assert self.claim_ids(storage) == ["o1"]
+        storage.set_queue("p", paused=False)
+        assert self.claim_ids(storage) == ["p1"]
+        info = {q.name: q for q in storage.queues()}
+        assert not info["p"].paused and info["p"].counts["processing"] == 1
+        storage.set_queue("never-used", paused=True)  # a queue can be paused before its first job
+        assert {q.name: q.paused for q in storage.queues()}["never-used"] is True
+
+    def test_concurrency_limit_is_enforced_by_the_claim(self, storage: Any) -> None:
+        storage.set_queue("lim", concurrency=2)
+        storage.enqueue([self.new(f"l{i}", queue="lim", priority=9) for i in range(4)] + [self.new("free")])
+        first = [storage.claim("w", 30) for _ in range(3)]
+        assert [j.id for j in first] == ["l0", "l1", "free"]
+        assert storage.claim("w", 30) is None
+        assert storage.next_run_at() is None  # a full queue is no reason to wake
+        self.complete(storage, "l0", first[0].lease_token, self.ok())
+        assert storage.claim("w", 30).id == "l2"
+        storage.set_queue("lim", concurrency=0)  # unlimited
+        assert storage.claim("w", 30).id == "l3"
+        assert {q.name: q.concurrency for q in storage.queues()}["lim"] == 0
+
+    def test_concurrency_limit_holds_under_racing_claimers(self, storage_factory: Any) -> None:
+        import threading
+
+        from queuectl_core.models import JobState
+
+        first = storage_factory()
+        first.set_queue("one", concurrency=1)
+        first.enqueue([self.new(f"r{i:03d}", queue="one") for i in range(40)])
+        stores = [storage_factory() for _ in range(6)]
+        seen: list[int] = []
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(len(stores))
+
+        def run(n: int) -> None:
+            store = stores[n]
+            try:
+                barrier.wait()
+                for _ in range(2000):
+                    job = store.claim(f"w{n}", 30)
+                    if job is None:
+                        if store.counts()[JobState.PENDING] == 0:
+                            return
+                        continue
+                    # while this one holds the queue's only slot, nobody else may be processing
+                    seen.append(store.counts()[JobState.PROCESSING])
+                    assert self.complete(store, job.id, job.lease_token, self.ok()) is not None
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(len(stores))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        assert max(seen) == 1 and len(seen) == 40
+
+    def test_after_holds_a_job_until_every_parent_completed(self, storage: Any) -> None:
+        from queuectl_core.models import JobState
+
+        storage.enqueue([self.new("p1"), self.new("p2", priority=-1)])
+        [child] = storage.enqueue([self.new("child", after=("p1", "p2"), priority=9)])
+        assert child.waiting == 2 and storage.waits_on(["child"]) == {"child": ["p1", "p2"]}
+        one = storage.claim("w", 30)
+        assert one.id == "p1"
+        self.complete(storage, "p1", one.lease_token, self.ok())
+        assert storage.get("child").waiting == 1 and storage.waits_on(["child"]) == {"child": ["p2"]}
+        two = storage.claim("w", 30)
+        assert two.id == "p2"  # the child still waits, whatever its priority
+        self.complete(storage, "p2", two.lease_token, self.ok())
+        assert storage.claim("w", 30).id == "child"
+        # a parent restarted and completed again never releases anything twice
+        from queuectl_core import actions
+
+        actions.restart(storage, "p1")
+        again = storage.claim("w", 30)
+        self.complete(storage, "p1", again.lease_token, self.ok())
+        assert storage.get("child").state == JobState.PROCESSING and storage.get("child").waiting == 0
+
+    def test_after_with_a_completed_parent_is_ready_and_unknown_parents_refuse_the_batch(self, storage: Any) -> None:
+        from queuectl_core.errors import QueuectlError
+        from queuectl_core.models import JobState
+
+        storage.enqueue([self.new("done")])
+        job = storage.claim("w", 30)
+        self.complete(storage, "done", job.lease_token, self.ok())
+        with pytest.raises(QueuectlError, match="nope"):
+            storage.enqueue([self.new("x1"), self.new("x2", after=("done", "nope"))])
+        assert storage.get("x1") is None and storage.get("x2") is None  # all or nothing
+        # a batch may name a job earlier in it
+        out = storage.enqueue([self.new("b1"), self.new("b2", after=("b1", "done"))])
+        assert [j.waiting for j in out] == [0, 1]
+        assert storage.counts()[JobState.PENDING] == 2
+
+    def test_a_dead_or_cancelled_parent_cancels_the_chain_with_reasons(self, storage: Any) -> None:
+        from queuectl_core import actions
+        from queuectl_core.models import JobState
+
+        storage.enqueue([self.new("top", max_retries=0, priority=1), self.new("mid", after=("top",)),
+                         self.new("leaf", after=("mid",)), self.new("other")])
+        top = storage.claim("w", 30)
+        assert top.id == "top"
+        self.bury(storage, "top", top.lease_token, self.bad())
+        mid, leaf = storage.get("mid"), storage.get("leaf")
+        assert mid.state == JobState.CANCELLED and "top" in mid.last_error and "dead" in mid.last_error
+        assert leaf.state == JobState.CANCELLED and "mid" in leaf.last_error and "cancelled" in leaf.last_error
+        assert storage.get("other").state == JobState.PENDING
+        # a cancelled parent cancels its waiting children too
+        storage.enqueue([self.new("c1", after=("other",))])
+        actions.cancel(storage, "other")
+        assert storage.get("c1").state == JobState.CANCELLED
+        # enqueueing after a parent that already ended dead: cancelled at once, with the reason
+        [late] = storage.enqueue([self.new("late", after=("top",))])
+        assert late.state == JobState.CANCELLED and "top" in late.last_error
+
+    def test_unique_key_is_refused_while_held_and_free_after(self, storage: Any) -> None:
+        from queuectl_core.errors import UniqueKeyError
+
+        storage.enqueue([self.new("u1", unique_key="k")])
+        with pytest.raises(UniqueKeyError, match="u1"):
+            storage.enqueue([self.new("u2", unique_key="k"), self.new("other")])
+        assert storage.get("u2") is None and storage.get("other") is None
+        job = storage.claim("w", 30)
+        with pytest.raises(UniqueKeyError):  # processing holds it too
+            storage.enqueue([self.new("u3", unique_key="k")])
+        self.complete(storage, "u1", job.lease_token, self.ok())
+        assert storage.enqueue([self.new("u4", unique_key="k")])[0].unique_key == "k"
+        from queuectl_core import actions
+
+        with pytest.raises(UniqueKeyError):  # restarting u1 would hold the key twice
+            actions.restart(storage, "u1")
+        assert storage.get("u1").state == "completed"
+
+    def test_unique_key_of_concurrent_enqueuers_exactly_one_wins(self, storage_factory: Any) -> None:
+        import threading
+
+        from queuectl_core.errors import UniqueKeyError
+
+        stores = [storage_factory() for _ in range(8)]
+        barrier = threading.Barrier(len(stores))
+        won: list[str] = []
+        refused: list[str] = []
+
+        def run(n: int) -> None:
+            barrier.wait()
+            try:
+                stores[n].enqueue([self.new(f"e{n}", unique_key="same")])
+                won.append(f"e{n}")
+            except UniqueKeyError as exc:
+                refused.append(str(exc))
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(len(stores))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(won) == 1 and len(refused) == 7
+        assert all(won[0] in message for message in refused)
+
+    def test_exit_code_rules_are_stored(self, storage: Any) -> None:
+        storage.enqueue([self.new("r", retry_on=(1, 75)), self.new("n", no_retry_on=(2,))])
+        assert storage.get("r").retry_on == (1, 75) and storage.get("r").no_retry_on is None
+        assert storage.get("n").no_retry_on == (2,)
+
+    def test_schedules_are_stored_and_each_tick_enqueued_once(self, storage_factory: Any) -> None:
+        from datetime import timedelta
+
+        from queuectl_core.errors import QueuectlError
+        from queuectl_core.models import Schedule
+
+        one, two = storage_factory(), storage_factory()
+        one.add_schedule(Schedule(name="s", job={"command": "true", "queue": "cron"}, every=60.0))
+        with pytest.raises(QueuectlError):
+            two.add_schedule(Schedule(name="s", job={"command": "true"}, every=5.0))
+        [s] = two.schedules()
+        assert (s.name, s.every, s.cron, s.job, s.paused, s.last_tick) == ("s", 60.0, None,
+                                                                             {"command": "true", "queue": "cron"}, False, None)
+        tick = s.created_at + timedelta(seconds=60)
+        job = self.new("s@tick1", queue="cron")
+        assert one.enqueue_tick("s", tick, job).id == "s@tick1"
+        assert two.enqueue_tick("s", tick, self.new("s@tick1b")) is None  # the same tick: once
+        assert one.enqueue_tick("s", tick - timedelta(seconds=1), self.new("s@older")) is None
+        assert two.schedules()[0].last_tick == tick
+        assert one.set_schedule_paused("s", True)
+        assert one.enqueue_tick("s", tick + timedelta(seconds=60), self.new("s@paused")) is None
+        assert one.set_schedule_paused("s", False) and two.schedules()[0].last_tick >= tick
+        assert one.remove_schedule("s") and not one.remove_schedule("s") and two.schedules() == []
+
+    def test_burst_remaining_ignores_paused_queues_and_counts_waiting_on_running(self, storage: Any) -> None:
+        storage.enqueue([self.new("p", queue="paused"), self.new("parent", queue="elsewhere")])
+        storage.enqueue([self.new("child", queue="mine", after=("parent",))])
+        storage.set_queue("paused", paused=True)
+        assert storage.burst_remaining(["paused"]) == (0, 0)
+        assert storage.burst_remaining(["mine"]) == (0, 0)  # its parent is in a queue it does not serve
+        parent = storage.claim("w", 30, queues=["elsewhere"])
+        assert storage.burst_remaining(["mine"]) == (1, 1)  # ...but once running, it can complete
+        self.complete(storage, "parent", parent.lease_token, self.ok())
+        assert storage.burst_remaining(["mine"]) == (1, 0)
+        assert storage.burst_remaining(None) == (1, 0)
