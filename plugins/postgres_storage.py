@@ -86,6 +86,14 @@ MIGRATIONS: tuple[str, ...] = (
     -- `list` shows newest first.
     CREATE INDEX jobs_created ON {s}.jobs (created_at DESC, id DESC);
     """,
+    # §10 control and visibility: where a job runs, its env (JSON text) and tags (",a,b,"), its last
+    # attempt's duration, `worker stop --now`, and the finished-jobs index retention purges by.
+    """
+    ALTER TABLE {s}.jobs ADD COLUMN cwd text, ADD COLUMN env text, ADD COLUMN tags text,
+        ADD COLUMN last_duration double precision;
+    ALTER TABLE {s}.workers ADD COLUMN stop_now boolean NOT NULL DEFAULT false;
+    CREATE INDEX jobs_finished ON {s}.jobs (state, updated_at) WHERE state IN ('completed', 'dead', 'cancelled');
+    """,
 )
 
 
@@ -274,14 +282,14 @@ class PostgresStorage(SQLStore):
         # thousands of jobs stays one round trip. DO NOTHING + RETURNING tells the shared layer
         # which ids already existed without aborting on the first.
         return tx.conn.execute(
-            f"INSERT INTO {self.s}.jobs (id, command, state, max_retries, priority, run_at, timeout)"
-            f" SELECT i, c, 'pending', m, p, coalesce(r, now() + make_interval(secs => coalesce(d, 0))), t"
-            f" FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[], %s::timestamptz[],"
-            f" %s::float8[], %s::float8[]) AS u(i, c, m, p, r, d, t)"
+            f"INSERT INTO {self.s}.jobs (id, command, state, max_retries, priority, run_at, timeout, cwd, env, tags)"
+            f" SELECT i, c, 'pending', m, p, coalesce(r, now() + make_interval(secs => coalesce(d, 0))), t,"
+            f" cw, en, tg FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[], %s::timestamptz[],"
+            f" %s::float8[], %s::float8[], %s::text[], %s::text[], %s::text[]) AS u(i, c, m, p, r, d, t, cw, en, tg)"
             f" ON CONFLICT (id) DO NOTHING RETURNING {_COLS}",
             ([j.id for j in jobs], [j.command for j in jobs], [j.max_retries for j in jobs],
              [j.priority for j in jobs], [j.run_at for j in jobs], [_float(j.delay) for j in jobs],
-             [_float(j.timeout) for j in jobs]),
+             [_float(j.timeout) for j in jobs], *_control_arrays(jobs)),
         ).fetchall()
 
     def claim(self, worker_id: str, lease_seconds: float) -> Job | None:
@@ -382,6 +390,13 @@ class PostgresStorage(SQLStore):
 
     def close(self) -> None:
         self._drop()
+
+
+def _control_arrays(jobs: Sequence[NewJob]) -> tuple[list[Any], list[Any], list[Any]]:
+    from queuectl_core.sqlstore import control_values
+
+    values = [control_values(j) for j in jobs]
+    return ([_text(v["cwd"]) for v in values], [_text(v["env"]) for v in values], [v["tags"] for v in values])
 
 
 def _float(value: float | None) -> float | None:

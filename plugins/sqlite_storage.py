@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -66,7 +65,17 @@ MIGRATIONS: tuple[str, ...] = (
     _SCHEMA_V1,
     "ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;"
     "CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at DESC, id DESC)",
+    # §10 control and visibility: where a job runs, its env and tags, its last attempt's duration,
+    # `worker stop --now`, and the finished-jobs index retention purges by.
+    "ALTER TABLE jobs ADD COLUMN cwd TEXT;"
+    "ALTER TABLE jobs ADD COLUMN env TEXT;"
+    "ALTER TABLE jobs ADD COLUMN tags TEXT;"
+    "ALTER TABLE jobs ADD COLUMN last_duration REAL;"
+    "ALTER TABLE workers ADD COLUMN stop_now INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (state, updated_at)"
+    " WHERE state IN ('completed', 'dead', 'cancelled')",
 )
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def _now_ms() -> int:
@@ -211,17 +220,23 @@ class SQLiteStorage(SQLStore):
     def _insert(self, tx: Any, jobs: Sequence[NewJob]) -> list[Sequence[Any]]:
         # executemany without RETURNING: 10,000 jobs in one transaction at >50,000 jobs/s.
         from queuectl_core.errors import DuplicateJobError
+        from queuectl_core.sqlstore import control_values
         from queuectl_core.timeutil import to_ms
+
+        def control_row(j: NewJob) -> tuple[Any, ...]:
+            v = control_values(j)
+            return (v["cwd"], v["env"], v["tags"], None)
 
         now = _now_ms()
         rows: list[Sequence[Any]] = [(j.id, j.command, "pending", 0, j.max_retries, j.priority, now, now,
                  to_ms(j.run_at) if j.run_at is not None else now + round((j.delay or 0) * 1000), j.timeout,
-                 None, None, None, None, None, None, None, 0) for j in jobs]
+                 None, None, None, None, None, None, None, 0, *control_row(j)) for j in jobs]
         try:
             tx.conn.executemany(
                 "INSERT INTO jobs (id, command, state, attempts, max_retries, priority, created_at, updated_at,"
-                " run_at, timeout, cancel_requested) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
-                [r[:10] for r in rows])
+                " run_at, timeout, cancel_requested, cwd, env, tags)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+                [r[:10] + r[18:21] for r in rows])
         except self._sqlite3.IntegrityError:
             ids = [j.id for j in jobs]
             for start in range(0, len(ids), 500):

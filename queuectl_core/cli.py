@@ -124,14 +124,21 @@ def cli() -> None:
 # Bytes, decoded by us: a file that is not UTF-8 must be one error line, not a traceback.
 @click.option("--file", "file_", type=click.File("rb"),
               help="Read jobs from a file: one JSON object, an array, or JSON Lines; '-' reads stdin.")
+# -- §10: where it runs, its environment, its tags (for every job given, JSON keys winning) ---------
+@click.option("--cwd", "cwd", type=click.Path(file_okay=False), help="Run in this directory (default: the current one).")
+@click.option("--env", "env", multiple=True, metavar="KEY[=VALUE]",
+              help="Set KEY for the job; KEY alone copies its value from this shell. Repeatable.")
+@click.option("--tag", "tags", multiple=True, help="Label the job (list --tag finds it). Repeatable.")
 @click.pass_context
 def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, command: str | None,
             max_retries: int | None, priority: int | None, delay: str | None, run_at: str | None,
-            timeout: str | None, file_: Any) -> None:
-    """Add jobs to the queue; prints the id of each.
+            timeout: str | None, file_: Any, cwd: str | None, env: tuple[str, ...], tags: tuple[str, ...]) -> None:
+    """Add jobs to the queue; prints the id of each. A job runs in the directory it was enqueued
+    from (or --cwd), with the worker's environment plus its --env.
 
     \b
       queuectl enqueue --cmd 'echo hello'
+      queuectl enqueue --cmd 'make test' --cwd ~/src/app --env CI=1 --env HOME --tag nightly
       queuectl enqueue '{"id": "job1", "command": "sleep 2"}'
       queuectl enqueue --file jobs.jsonl        # all or nothing
     """
@@ -166,6 +173,7 @@ def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, comman
         objs = [_parse_job_argument(job_json)]
     else:
         objs = [given]
+    objs = _with_control_defaults(objs, cwd, env, tags)
     app = _app(ctx)
     jobs = jobspec.validate_all(objs, app.config["max_retries"])
     created = _enqueue_with_fresh_ids(app, jobs, {o.get("id") for o in objs if isinstance(o, dict)})
@@ -175,6 +183,45 @@ def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, comman
     for job in created:
         emit(JobEvent(EventKind.ENQUEUED, job=job))
     click.echo("\n".join(job.id for job in created))
+
+
+def _with_control_defaults(objs: list[Any], cwd: str | None, env: tuple[str, ...],
+                           tags: tuple[str, ...]) -> list[Any]:
+    """§10: every job records where it was enqueued from (``--cwd`` overrides), and carries the
+    ``--env`` and ``--tag`` given; a job object's own ``cwd``, ``env`` keys and ``tags`` win."""
+    import os
+
+    from queuectl_core.errors import ValidationError
+
+    if cwd is None:
+        try:
+            where: str | None = os.getcwd()
+        except OSError:  # the shell's directory was removed: the worker's own is all there is
+            where = None
+    else:
+        where = os.path.abspath(os.path.expanduser(cwd))
+        if not os.path.isdir(where):
+            raise ValidationError(f"--cwd {cwd!r} is not a directory")
+    extra: dict[str, str] = {}
+    for item in env:
+        key, eq, value = item.partition("=")
+        if not eq:
+            if key not in os.environ:
+                raise ValidationError(f"--env {key}: {key} is not set in this shell (give --env {key}=VALUE)")
+            value = os.environ[key]
+        extra[key] = value
+    out = []
+    for obj in objs:
+        if isinstance(obj, dict):
+            obj = dict(obj)
+            if "cwd" not in obj and where is not None:
+                obj["cwd"] = where
+            if extra:
+                obj["env"] = {**extra, **obj["env"]} if isinstance(obj.get("env"), dict) else obj.get("env", extra)
+            if tags:
+                obj["tags"] = [*tags, *obj["tags"]] if isinstance(obj.get("tags"), list) else obj.get("tags", list(tags))
+        out.append(obj)
+    return out
 
 
 def _flag_times(flags: dict[str, Any]) -> dict[str, Any]:

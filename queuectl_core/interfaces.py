@@ -37,6 +37,28 @@ class Storage(Protocol):
     def counts(self) -> dict[JobState, int]:
         """How many jobs in each state, every state present."""
 
+    # -- §10 control and visibility ------------------------------------------------------------
+    def count_jobs(self, state: JobState | None = None, *, states: Sequence[JobState] | None = None,
+                   tag: str | None = None) -> int:
+        """How many jobs ``list_jobs`` would list with these filters and no limit. (``list_jobs``
+        takes the same keyword filters: ``states`` any of these, ``tag`` carrying this tag.)"""
+
+    def pending_summary(self) -> tuple[int, int, datetime | None]:
+        """(pending jobs due now, pending jobs scheduled later, the earliest run_at among due
+        pending and failed jobs): ``status``'s ready/scheduled split and the oldest ready job."""
+
+    def apply_many(self, changes: Sequence[tuple[str, str | None, Change]]) -> list[Job] | None:
+        """Apply several ``(job_id, token, change)`` as :meth:`apply` does, in one transaction: all,
+        or none (None) when any one is fenced out."""
+
+    def delete(self, job_ids: Sequence[str], states: Sequence[JobState]) -> list[Job] | None:
+        """Delete every listed job if each exists and is in ``states``, else nothing (None)."""
+
+    def purge(self, states: Sequence[JobState], older_than: float, limit: int | None = None) -> list[Job]:
+        """Delete jobs in ``states`` whose updated_at is more than ``older_than`` seconds ago by
+        this storage's clock, oldest first, at most ``limit``; returns them."""
+    # -- end §10
+
     def claim(self, worker_id: str, lease_seconds: float) -> Job | None:
         """Atomically take the next runnable job (pending or failed with run_at reached; highest
         priority, then earliest run_at, then id): processing, attempts + 1, a fresh lease_token,
@@ -57,16 +79,19 @@ class Storage(Protocol):
 
     def register_worker(self, info: WorkerInfo) -> None: ...
 
-    def worker_seen(self, worker_id: str, current_job: str | None) -> bool:
-        """Record that a worker is alive; True when it has been asked to stop."""
+    def worker_seen(self, worker_id: str, current_job: str | None) -> int:
+        """Record that a worker is alive: 0 carry on, 1 (truthy) asked to stop after its current
+        job, 2 asked to stop now (``worker stop --now``)."""
 
     def unregister_worker(self, worker_id: str) -> None: ...
 
     def live_workers(self) -> list[WorkerInfo]:
-        """Workers seen in the last 15 seconds, by id."""
+        """Workers seen in the last 15 seconds, by id, each with the job it holds (from the claim,
+        so from the moment it is claimed) and since when."""
 
-    def request_stop(self) -> int:
-        """Ask every live worker to stop after its current job; returns how many were asked."""
+    def request_stop(self, now: bool = False) -> int:
+        """Ask every live worker to stop after its current job (``now``: at once, releasing it);
+        returns how many were asked."""
 
     def wait_for_work(self, timeout: float, wakeup_fd: int | None = None) -> None:
         """Block until work may be available (a wake-up from enqueue, a runnable change or a stop

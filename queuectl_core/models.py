@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -37,6 +38,10 @@ class NewJob:
     run_at: datetime | None = None
     delay: float | None = None
     timeout: float | None = None
+    # -- §10: where and how it runs, and how it is found again --------------------------------
+    cwd: str | None = None  # None: the worker's own directory
+    env: dict[str, str] = field(default_factory=dict, hash=False)  # added to the worker's environment
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +67,11 @@ class Job:
     lease_expires_at: datetime | None = None
     # `cancel` of a running job asks its worker to stop it; the worker records it cancelled.
     cancel_requested: bool = False
+    # -- §10: where and how it runs, and how it is found again --------------------------------
+    cwd: str | None = None
+    env: dict[str, str] = field(default_factory=dict, hash=False)
+    tags: tuple[str, ...] = ()
+    last_duration: float | None = None  # seconds the last finished attempt ran
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of a job (spec §3), as ``list --json`` prints it."""
@@ -81,7 +91,26 @@ class Job:
             "log_path": self.log_path,
             "worker_id": self.worker_id,
             "lease_expires_at": format_time(self.lease_expires_at),
+            "cancel_requested": self.cancel_requested,
+            "queue": job_queue(self),
+            "cwd": self.cwd,
+            "env": masked_env(self.env),
+            "tags": list(self.tags),
+            "last_duration": self.last_duration,
         }
+
+
+def job_queue(job: Job) -> str:
+    """A job's queue (spec §11) where the storage has queues, else ``default``."""
+    return getattr(job, "queue", None) or "default"
+
+
+_SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH|PRIVATE|DSN|COOKIE|SESSION", re.IGNORECASE)
+
+
+def masked_env(env: dict[str, str]) -> dict[str, str]:
+    """A job's env as shown: every key, and the value of any key that looks secret as ``***``."""
+    return {k: ("***" if _SECRET_NAME.search(k) else v) for k, v in env.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,15 +137,20 @@ class WorkerInfo:
     started_at: datetime
     last_seen: datetime
     current_job: str | None = None
+    current_job_since: datetime | None = None  # when the current job was claimed
 
     def to_dict(self) -> dict[str, Any]:
+        """Spec §10's keys (``host``, ``last_seen_at``), and the older ``hostname``/``last_seen``."""
         return {
             "id": self.id,
-            "hostname": self.hostname,
+            "host": self.hostname,
             "pid": self.pid,
             "started_at": format_time(self.started_at),
-            "last_seen": format_time(self.last_seen),
+            "last_seen_at": format_time(self.last_seen),
             "current_job": self.current_job,
+            "current_job_since": format_time(self.current_job_since),
+            "hostname": self.hostname,
+            "last_seen": format_time(self.last_seen),
         }
 
 
