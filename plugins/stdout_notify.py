@@ -11,26 +11,33 @@ if TYPE_CHECKING:
     from queuectl_core.models import JobEvent
 
 
+def _took(event: JobEvent) -> str:
+    from queuectl_core.display import duration
+
+    return f" in {duration(event.result.duration)}" if event.result is not None and event.result.duration else ""
+
+
 def format_event(event: JobEvent) -> str | None:
-    """The log line for an event, or None for events the CLI reports itself (enqueue, DLQ retry)."""
+    """The log line for an event, or None for events the CLI reports itself (enqueue, DLQ retry).
+    Each starts with the local time of the event; a finished attempt says how long it took."""
     from queuectl_core.timeutil import format_time
 
     if event.worker_id is None:
         return None
     job = event.job
     kind = str(event.kind)
-    prefix = f"[{event.worker_id}]"
+    prefix = f"{event.at.astimezone().strftime('%H:%M:%S')} [{event.worker_id}]"
     if kind == "claimed" and job is not None:
         return f"{prefix} Picked job: {job.id} | cmd: {job.command}"
     if kind == "completed" and job is not None:
-        return f"{prefix} completed: {job.id}"
+        return f"{prefix} completed: {job.id}{_took(event)}"
     if kind == "failed" and job is not None:
-        return (f"{prefix} failed attempt {job.attempts} of {job.id} ({job.last_error}); "
+        return (f"{prefix} failed attempt {job.attempts} of {job.id}{_took(event)} ({job.last_error}); "
                 f"retry at {format_time(job.run_at)}")
     if kind == "dead" and job is not None:
-        return f"{prefix} DLQ: {job.id} ({job.last_error})"
+        return f"{prefix} DLQ: {job.id}{_took(event)} ({job.last_error})"
     if kind == "cancelled" and job is not None:
-        return f"{prefix} cancelled: {job.id}"
+        return f"{prefix} cancelled: {job.id}{_took(event)}"
     if kind == "released" and job is not None:
         return f"{prefix} released: {job.id} (stopped before it finished; runnable again)"
     if kind == "lease_lost" and job is not None:

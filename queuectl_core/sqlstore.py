@@ -168,23 +168,24 @@ class SQLStore:
         return self._job(rows[0]) if rows else None
 
     def list_jobs(self, state: JobState | None = None, limit: int | None = None, *,
-                  states: Sequence[JobState] | None = None, tag: str | None = None) -> list[Job]:
+                  states: Sequence[JobState] | None = None, tag: str | None = None,
+                  queue: str | None = None) -> list[Job]:
         """Newest first (created_at, then id, both descending), as `list` shows them; optionally only
-        some states and one tag."""
-        where, params = self._filter(state, states, tag)
+        some states, one tag, one queue."""
+        where, params = self._filter(state, states, tag, queue)
         sql = "SELECT " + _COLS + " FROM {j}" + where
         sql += " ORDER BY created_at DESC, id DESC" + (" LIMIT :limit" if limit is not None else "")
         return [self._job(r) for r in self._read(sql, limit=limit, **params)]
 
     def count_jobs(self, state: JobState | None = None, *, states: Sequence[JobState] | None = None,
-                   tag: str | None = None) -> int:
+                   tag: str | None = None, queue: str | None = None) -> int:
         """How many jobs :meth:`list_jobs` would list without a limit."""
-        where, params = self._filter(state, states, tag)
+        where, params = self._filter(state, states, tag, queue)
         return int(self._read("SELECT count(*) FROM {j}" + where, **params)[0][0])
 
     @staticmethod
-    def _filter(state: JobState | None, states: Sequence[JobState] | None,
-                tag: str | None) -> tuple[str, dict[str, Any]]:
+    def _filter(state: JobState | None, states: Sequence[JobState] | None, tag: str | None,
+                queue: str | None = None) -> tuple[str, dict[str, Any]]:
         wanted = [str(s) for s in ([state] if state is not None else []) + list(states or ())]
         clauses: list[str] = []
         params: dict[str, Any] = {}
@@ -195,7 +196,27 @@ class SQLStore:
             # Tags are stored ",a,b," (tag names exclude commas); LIKE's wildcards are escaped.
             clauses.append("tags LIKE :tag ESCAPE '!'")
             params["tag"] = "%," + re.sub(r"([!%_])", r"!\1", tag) + ",%"
+        if queue is not None:
+            # Queues are §11's: with a `queue` column, filter on it; without, every job is in "default".
+            if "queue" in JOB_COLUMNS:
+                clauses.append("queue = :queue")
+                params["queue"] = queue
+            elif queue != "default":
+                clauses.append("1 = 0")
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def queue_counts(self) -> dict[str, dict[JobState, int]]:
+        """Per queue, how many jobs in each state (every state present). Without §11's ``queue``
+        column, one queue: ``default``."""
+        from queuectl_core.models import JobState
+
+        if "queue" not in JOB_COLUMNS:
+            counts = self.counts()
+            return {"default": counts} if any(counts.values()) else {}  # queues exist while they have jobs
+        out: dict[str, dict[JobState, int]] = {}
+        for queue, state, n in self._read("SELECT queue, state, count(*) FROM {j} GROUP BY queue, state"):
+            out.setdefault(queue, {s: 0 for s in JobState})[JobState(state)] = n
+        return out
 
     def pending_summary(self) -> tuple[int, int, datetime | None]:
         """Pending jobs split into (ready now, scheduled later), and the earliest run_at among
