@@ -96,7 +96,7 @@ class Job:
             "cwd": self.cwd,
             "env": masked_env(self.env),
             "tags": list(self.tags),
-            "last_duration": self.last_duration,
+            "last_duration": round(self.last_duration, 3) if self.last_duration is not None else None,
         }
 
 
