@@ -236,7 +236,7 @@ class SQLiteStorage(SQLStore):
                 "INSERT INTO jobs (id, command, state, attempts, max_retries, priority, created_at, updated_at,"
                 " run_at, timeout, cancel_requested, cwd, env, tags)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
-                [r[:10] + r[18:21] for r in rows])
+                [(*r[:10], *r[18:21]) for r in rows])
         except self._sqlite3.IntegrityError:
             ids = [j.id for j in jobs]
             for start in range(0, len(ids), 500):

@@ -463,10 +463,10 @@ def _job_table(jobs: list[Job], now: Any, with_error: bool = True) -> None:
 
     colour = display.use_colour()
     cols = [display.Column("ID"), display.Column("STATE"), display.Column("TRIES", right=True),
-            display.Column("QUEUE", min_width=5, drop_first=2), display.Column("WHEN", right=True),
-            display.Column("TOOK", right=True, drop_first=1),
-            display.Column("COMMAND", min_width=12, weight=3), display.Column("LAST ERROR", min_width=10, weight=2,
-                                                                            drop_first=3)]
+            display.Column("QUEUE", drop_first=3), display.Column("WHEN", right=True),
+            display.Column("TOOK", right=True, drop_first=2),
+            display.Column("COMMAND", min_width=14, weight=3), display.Column("LAST ERROR", min_width=16, weight=2,
+                                                                            drop_first=1)]
     rows, colours = [], []
     for j in jobs:
         state = str(j.state) + ("*" if j.cancel_requested else "")
@@ -502,17 +502,24 @@ def list_(ctx: click.Context, states: tuple[str, ...], queue: str | None, tag: s
     """
     from queuectl_core.models import JobState
 
+    filters: dict[str, Any] = {"states": [JobState(s) for s in states] or None, "tag": tag, "queue": queue}
+    _show_jobs(ctx, filters, limit, all_, as_json, "no jobs" + (" match" if any((states, queue, tag)) else ""))
+
+
+def _show_jobs(ctx: click.Context, filters: dict[str, Any], limit: int | None, all_: bool, as_json: bool,
+               empty: str) -> None:
+    """`list` and `dlq list`: JSON (every match unless --limit), or a table of the newest 50 (or
+    --limit N, or --all) with a footer saying how many more there are."""
     if all_ and limit is not None:
         raise click.UsageError("give --limit or --all, not both")
     storage = _app(ctx).storage
-    filters: dict[str, Any] = {"states": [JobState(s) for s in states] or None, "tag": tag, "queue": queue}
     if as_json:
         _print_json([j.to_dict() for j in storage.list_jobs(None, limit, **filters)])
         return
     shown = None if all_ else (limit or _DEFAULT_LIMIT)
     jobs = storage.list_jobs(None, shown, **filters)
     if not jobs:
-        click.echo("no jobs" + (" match" if any((states, queue, tag)) else ""))
+        click.echo(empty)
         return
     _job_table(jobs, storage.now())
     if shown is not None and len(jobs) == shown:
@@ -660,20 +667,21 @@ def dlq() -> None:
 
 
 @dlq.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON array of jobs.")
+@click.option("--limit", type=click.IntRange(1, _MAX_INT),
+              help=f"At most this many jobs (default {_DEFAULT_LIMIT}; --json: all).")
+@click.option("--all", "all_", is_flag=True, help="Every dead job.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array of jobs (every one unless --limit).")
 @click.pass_context
-def dlq_list(ctx: click.Context, as_json: bool) -> None:
-    """List dead jobs with their last error, newest first."""
+def dlq_list(ctx: click.Context, limit: int | None, all_: bool, as_json: bool) -> None:
+    """List dead jobs with their last error, newest first: the 50 newest unless --limit or --all.
+
+    \b
+      queuectl dlq list
+      queuectl dlq list --json | jq -r '.[].id'
+    """
     from queuectl_core.models import JobState
 
-    storage = _app(ctx).storage
-    jobs = storage.list_jobs(JobState.DEAD)
-    if as_json:
-        _print_json([j.to_dict() for j in jobs])
-    elif not jobs:
-        click.echo("the DLQ is empty")
-    else:
-        _job_table(jobs, storage.now())
+    _show_jobs(ctx, {"states": [JobState.DEAD]}, limit, all_, as_json, "the DLQ is empty")
 
 
 def _ids_or_all(job_ids: tuple[str, ...], all_: bool) -> list[str] | None:

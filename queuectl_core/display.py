@@ -94,7 +94,7 @@ class Column:
     min_width: int = 0  # a flexible column (min_width > 0) shrinks to this, cutting with …
     weight: int = 0  # how the spare width is shared among flexible columns
     right: bool = False
-    drop_first: int = 0  # when even the minimums do not fit, columns are dropped, highest first
+    drop_first: int = 0  # when even the minimums do not fit, columns are dropped: empty ones, then highest first
 
 
 def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], total: int | None = None,
@@ -115,7 +115,8 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], total: int |
         droppable = [i for i in keep if columns[i].drop_first]
         if need <= total or not droppable:
             break
-        keep.remove(max(droppable, key=lambda i: columns[i].drop_first))
+        # An empty column goes first (no error to show), then by drop_first, highest first.
+        keep.remove(max(droppable, key=lambda i: (not any(r[i] for r in rows), columns[i].drop_first)))
     widths = {i: natural(i) for i in keep}
     spare = total - fixed - gap * (len(keep) - 1)
     # Flexible columns: each gets its natural width if all fit, else shares by weight above its minimum.

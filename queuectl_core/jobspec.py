@@ -12,7 +12,7 @@ from queuectl_core.ids import new_id
 from queuectl_core.models import NewJob
 from queuectl_core.timeutil import parse_time
 
-ALLOWED_KEYS = ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout")
+ALLOWED_KEYS: tuple[str, ...] = ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout")
 # -- §10: where a job runs and how it is found again -------------------------------------------------
 CONTROL_KEYS = ("cwd", "env", "tags")
 ALLOWED_KEYS += CONTROL_KEYS

@@ -25,7 +25,7 @@ T = TypeVar("T")
 # A worker that has not been seen for this long is not listed as live.
 WORKER_LIVE_SECONDS = 15.0
 
-JOB_COLUMNS = ("id", "command", "state", "attempts", "max_retries", "priority", "created_at", "updated_at",
+JOB_COLUMNS: tuple[str, ...] = ("id", "command", "state", "attempts", "max_retries", "priority", "created_at", "updated_at",
                "run_at", "timeout", "last_exit_code", "last_error", "log_path", "output_tail", "worker_id",
                "lease_token", "lease_expires_at", "cancel_requested")
 # -- §10 (control and visibility): where a job runs, its tags, how long its last attempt took ------
