@@ -32,10 +32,10 @@ def format_event(event: JobEvent) -> str | None:
     if kind == "completed" and job is not None:
         return f"{prefix} completed: {job.id}{_took(event)}"
     if kind == "failed" and job is not None:
-        return (f"{prefix} failed attempt {job.attempts} of {job.id}{_took(event)} ({job.last_error}); "
+        return (f"{prefix} failed attempt {job.attempts} of {job.id} ({job.last_error}){_took(event)}; "
                 f"retry at {format_time(job.run_at)}")
     if kind == "dead" and job is not None:
-        return f"{prefix} DLQ: {job.id}{_took(event)} ({job.last_error})"
+        return f"{prefix} DLQ: {job.id} ({job.last_error}){_took(event)}"
     if kind == "cancelled" and job is not None:
         return f"{prefix} cancelled: {job.id}{_took(event)}"
     if kind == "released" and job is not None:

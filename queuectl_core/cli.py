@@ -771,18 +771,22 @@ def config_set(ctx: click.Context, key: str, value: str) -> None:
 
 @config.command("get")
 @click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print the value as JSON.")
 @click.pass_context
-def config_get(ctx: click.Context, key: str) -> None:
+def config_get(ctx: click.Context, key: str, as_json: bool) -> None:
     """Print the effective value of KEY (a secret is masked).
 
     \b
       queuectl config get max_retries
-      queuectl config get retention.completed
+      queuectl config get retention.completed --json
     """
     cfg = _app(ctx).config
     setting = cfg.setting(key)
     value = setting.shown(cfg.get(setting.key))
-    click.echo(str(value).lower() if isinstance(value, bool) else value)
+    if as_json:
+        _print_json(value)
+    else:
+        click.echo(str(value).lower() if isinstance(value, bool) else value)
 
 
 @config.command("show")
