@@ -204,6 +204,7 @@ class _Attempt:
         self.aborted = False
         self.pipe_open = True
         self.kill_at: float | None = None  # SIGKILL the group at this time if it is still alive
+        self._reported: bytes | None = None  # the output last handed to ctx.on_output
         # Linux: a pidfd is readable when the process exits. Elsewhere, poll for the exit.
         self.pidfd = os.pidfd_open(proc.pid) if hasattr(os, "pidfd_open") else None
         os.set_blocking(read_fd, False)
@@ -267,6 +268,9 @@ class _Attempt:
         now = time.monotonic()
         if self.ctx.wakeup_fd in ready or now >= self.next_tick:
             self.next_tick = now + self.ctx.tick_interval
+            if self.log.recent is not self._reported:
+                self._reported = self.log.recent
+                self.ctx.on_output(str(self.log.path), self.log.recent.decode("utf-8", "replace"))
             if self.ctx.tick() and self.kill_at is None:
                 self.aborted = True
                 self._terminate(now)

@@ -117,6 +117,9 @@ class RunContext:
     # The job's process group, so the worker can take it down with it if the worker dies.
     on_spawn: Callable[[int], None] = lambda pgid: None
     on_reaped: Callable[[int], None] = lambda pgid: None
+    # §10: the executor reports (log path, the last few KiB of output so far) before each tick, so a
+    # heartbeat can store them for `logs` on other hosts.
+    on_output: Callable[[str, str], None] = lambda log_path, tail: None
 
 
 @runtime_checkable

@@ -135,38 +135,55 @@ def _wait_for_start(app: App, job: Job) -> Job:
             return now if now is not None else job
 
 
+def _new_part(shown: str, tail: str) -> str:
+    """What of ``tail`` (the last few KiB, as of a heartbeat) comes after what was ``shown``."""
+    if not shown:
+        return tail
+    anchor = shown[-256:]
+    at = tail.rfind(anchor)
+    if at >= 0:
+        return tail[at + len(anchor):]
+    return "\n[queuectl: some output was not seen here]\n" + tail
+
+
 def _running(app: App, job: Job, n: int, path: str | None, follow: bool, tail_lines: int | None,
              out: BinaryIO) -> int:
-    """The attempt in progress: what it printed so far, and with ``follow`` the rest as it comes."""
+    """The attempt in progress: what it printed so far, and with ``follow`` the rest as it comes.
+    Here, from its log file; from another host, as of the worker's last heartbeat (stored tail)."""
     from queuectl_core.models import JobState
 
     fh = None
-    here = path is not None and os.path.exists(path)
-    if not here:
-        host = _worker_host(app, job)
-        import socket
-
-        if host is not None and host != socket.gethostname():
-            click.echo(f"(attempt {n} is running on {host}; its output is there until the attempt ends"
-                       f"{', then shown here' if follow else ''})", err=True)
     first = True
+    shown_remote = ""
     next_state = 0.0
+    current: Job | None = job
     while True:
         if fh is None and path is not None:
             try:
                 fh = open(path, "rb")  # noqa: SIM115 - kept open while following
             except OSError:
                 fh = None
+        remote = (fh is None and current is not None and current.attempts == n and bool(current.output_tail)
+                  and current.log_path == path)
         if fh is not None:
             data = fh.read()
             if first:
                 data = _last_lines(data, tail_lines)
-            first = False
             if data:
                 out.write(data)
                 out.flush()
-        elif first:
-            first = False
+        elif remote and current is not None:
+            if not shown_remote:
+                host = _worker_host(app, current) or "another host"
+                click.echo(f"(attempt {n} is running on {host}: its output as of the last heartbeat"
+                           f"{'; following' if follow else ''})", err=True)
+            new = _new_part(shown_remote, current.output_tail or "")
+            shown_remote = current.output_tail or ""
+            data = new.encode()
+            if data:
+                out.write(_last_lines(data, tail_lines) if first else data)
+                out.flush()
+        first = False
         if not follow:
             break
         now = time.monotonic()
@@ -177,12 +194,12 @@ def _running(app: App, job: Job, n: int, path: str | None, follow: bool, tail_li
                 # The attempt is over: its file is complete (written before the outcome was recorded).
                 if fh is not None:
                     out.write(fh.read())
-                    out.flush()
-                elif current is not None and current.attempts == n:
-                    out.write(_finished_output(current, current.log_path or path or ""))
-                    out.flush()
-                if fh is not None:
                     fh.close()
+                elif current is not None and current.attempts == n:
+                    final = _finished_output(current, current.log_path or path or "")
+                    text = final.decode("utf-8", "replace")
+                    out.write(_new_part(shown_remote, text).encode() if shown_remote else final)
+                out.flush()
                 return 0 if current is not None and current.state == JobState.COMPLETED and current.attempts == n else 1
         time.sleep(FOLLOW_POLL_SECONDS)
     if fh is not None:

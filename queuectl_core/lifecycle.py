@@ -64,6 +64,8 @@ class Change:
     cancel_requested: bool | None = None
     command: str | None = None  # restart/replay with a new command
     expired_only: bool = False
+    # §10: a heartbeat's output so far (log_path and output_tail) when there is no result yet
+    progress: tuple[str, str] | None = None
 
     @property
     def idempotent(self) -> bool:
@@ -72,8 +74,11 @@ class Change:
         return self.state is not None and not self.clear_token and self.lease_seconds is None
 
 
-def heartbeat(lease_seconds: float) -> Change:
-    return Change(Transition.HEARTBEAT, (JobState.PROCESSING,), None, lease_seconds=lease_seconds)
+def heartbeat(lease_seconds: float, progress: tuple[str, str] | None = None) -> Change:
+    """Renew the lease; ``progress`` (log path, output so far) lets `logs` on another host show the
+    running attempt as of this heartbeat."""
+    return Change(Transition.HEARTBEAT, (JobState.PROCESSING,), None, lease_seconds=lease_seconds,
+                  progress=progress)
 
 
 def complete(result: AttemptResult) -> Change:

@@ -347,6 +347,9 @@ class SQLStore:
         elif change.reason is not None:
             sets += ["last_exit_code = NULL", "last_error = :error"]
             p["error"] = change.reason
+        if change.progress is not None and change.result is None:
+            sets += ["log_path = :log_path", "output_tail = :output_tail"]
+            p.update(log_path=change.progress[0], output_tail=change.progress[1])
         if change.cancel_requested is not None:
             sets.append("cancel_requested = " + (d.true if change.cancel_requested else "FALSE"))
         if change.command is not None:

@@ -247,7 +247,11 @@ class Worker:
         beat_every = self.lease / 3
         last_beat = time.monotonic()
         last_seen = last_cancel_check = last_beat
-        renew = lifecycle.heartbeat(self.lease)
+        progress: tuple[str, str] | None = None  # (log path, output so far), for the next heartbeat
+
+        def on_output(log_path: str, tail: str) -> None:
+            nonlocal progress
+            progress = (log_path, tail)
 
         def tick() -> bool:
             nonlocal lease_lost, cancel, last_beat, last_seen, last_cancel_check
@@ -257,7 +261,7 @@ class Worker:
             now = time.monotonic()
             if now - last_beat >= beat_every:
                 try:
-                    held = self.storage.apply(job.id, token, renew)
+                    held = self.storage.apply(job.id, token, lifecycle.heartbeat(self.lease, progress))
                 except StorageError:
                     # Unreachable: keep running; the result is recorded once it is back. This
                     # worker saw the outage, so it holds back recovery for a lease afterwards.
@@ -296,6 +300,7 @@ class Worker:
             wakeup_fd=self._sig_r,
             on_spawn=janitor.add if janitor else (lambda pgid: None),
             on_reaped=janitor.remove if janitor else (lambda pgid: None),
+            on_output=on_output,
         )
         try:
             result = self.executor.run(job, ctx)
