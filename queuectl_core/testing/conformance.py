@@ -583,6 +583,16 @@ class StorageConformance:
         assert [j.id for j in storage.purge([JobState.CANCELLED, JobState.DEAD], 0)] == ["new"]
         assert storage.get("waiting") is not None
 
+    def test_a_heartbeat_stores_the_running_attempts_output_so_far(self, storage: Any) -> None:
+        from queuectl_core import lifecycle
+
+        storage.enqueue([self.new("h")])
+        job = storage.claim("w", 30)
+        beat = storage.apply("h", job.lease_token, lifecycle.heartbeat(30, ("/logs/h.1.log", "so far\n")))
+        assert (beat.log_path, beat.output_tail, beat.state) == ("/logs/h.1.log", "so far\n", job.state)
+        done = self.complete(storage, "h", job.lease_token, self.ok(log_path="/logs/h.1.log", output_tail="all\n"))
+        assert done.output_tail == "all\n"
+
     def test_live_workers_show_the_claimed_job_at_once(self, storage: Any) -> None:
         storage.register_worker(self._info(storage, "worker-c"))
         storage.enqueue([self.new("j")])
