@@ -129,6 +129,14 @@ MIGRATIONS: tuple[str, ...] = (
         last_tick timestamptz
     );
     """,
+    # §10 control and visibility: where a job runs, its env (JSON text) and tags (",a,b,"), its last
+    # attempt's duration, `worker stop --now`, and the finished-jobs index retention purges by.
+    """
+    ALTER TABLE {s}.jobs ADD COLUMN cwd text, ADD COLUMN env text, ADD COLUMN tags text,
+        ADD COLUMN last_duration double precision;
+    ALTER TABLE {s}.workers ADD COLUMN stop_now boolean NOT NULL DEFAULT false;
+    CREATE INDEX jobs_finished ON {s}.jobs (state, updated_at) WHERE state IN ('completed', 'dead', 'cancelled');
+    """,
 )
 
 
@@ -336,18 +344,19 @@ class PostgresStorage(SQLStore):
         try:
             return tx.conn.execute(
                 f"INSERT INTO {self.s}.jobs (id, command, state, max_retries, priority, run_at, timeout,"
-                f" queue, unique_key, retry_on, no_retry_on)"
+                f" queue, unique_key, retry_on, no_retry_on, cwd, env, tags)"
                 f" SELECT i, c, 'pending', m, p, coalesce(r, now() + make_interval(secs => coalesce(d, 0))), t,"
-                f" q, k, ro, nro"
+                f" q, k, ro, nro, cw, en, tg"
                 f" FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[], %s::timestamptz[],"
-                f" %s::float8[], %s::float8[], %s::text[], %s::text[], %s::text[], %s::text[])"
-                f" AS u(i, c, m, p, r, d, t, q, k, ro, nro)"
+                f" %s::float8[], %s::float8[], %s::text[], %s::text[], %s::text[], %s::text[],"
+                f" %s::text[], %s::text[], %s::text[])"
+                f" AS u(i, c, m, p, r, d, t, q, k, ro, nro, cw, en, tg)"
                 f" ON CONFLICT (id) DO NOTHING RETURNING {_COLS}",
                 ([j.id for j in jobs], [j.command for j in jobs], [j.max_retries for j in jobs],
                  [j.priority for j in jobs], [j.run_at for j in jobs], [_float(j.delay) for j in jobs],
                  [_float(j.timeout) for j in jobs],
                  [j.queue for j in jobs], [_text(j.unique_key) for j in jobs], [codes_out(j.retry_on) for j in jobs],
-                 [codes_out(j.no_retry_on) for j in jobs]),
+                 [codes_out(j.no_retry_on) for j in jobs], *_control_arrays(jobs)),
             ).fetchall()
         except self._psycopg.errors.UniqueViolation as exc:
             if "unique_key" not in str(exc):
@@ -458,6 +467,13 @@ class PostgresStorage(SQLStore):
         bench`), never called on a user's queue."""
         self._run(lambda conn: conn.execute(f"DROP SCHEMA IF EXISTS {self.s} CASCADE"))
         self._migrated = False
+
+
+def _control_arrays(jobs: Sequence[NewJob]) -> tuple[list[Any], list[Any], list[Any]]:
+    from queuectl_core.sqlstore import control_values
+
+    values = [control_values(j) for j in jobs]
+    return ([_text(v["cwd"]) for v in values], [_text(v["env"]) for v in values], [v["tags"] for v in values])
 
 
 def _float(value: float | None) -> float | None:

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -105,7 +104,17 @@ MIGRATIONS: tuple[str, ...] = (
     "ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;"
     "CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at DESC, id DESC)",
     _SCHEDULING,
+    # §10 control and visibility: where a job runs, its env and tags, its last attempt's duration,
+    # `worker stop --now`, and the finished-jobs index retention purges by.
+    "ALTER TABLE jobs ADD COLUMN cwd TEXT;"
+    "ALTER TABLE jobs ADD COLUMN env TEXT;"
+    "ALTER TABLE jobs ADD COLUMN tags TEXT;"
+    "ALTER TABLE jobs ADD COLUMN last_duration REAL;"
+    "ALTER TABLE workers ADD COLUMN stop_now INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (state, updated_at)"
+    " WHERE state IN ('completed', 'dead', 'cancelled')",
 )
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def _now_ms() -> int:
@@ -259,20 +268,25 @@ class SQLiteStorage(SQLStore):
     def _insert(self, tx: Any, jobs: Sequence[NewJob]) -> list[Sequence[Any]]:
         # executemany without RETURNING: 10,000 jobs in one transaction at >50,000 jobs/s.
         from queuectl_core.errors import DuplicateJobError, UniqueKeyError
-        from queuectl_core.sqlstore import codes_out
+        from queuectl_core.sqlstore import codes_out, control_values
         from queuectl_core.timeutil import to_ms
+
+        def control_row(j: NewJob) -> tuple[Any, ...]:
+            v = control_values(j)
+            return (v["cwd"], v["env"], v["tags"], None)
 
         now = _now_ms()
         rows: list[Sequence[Any]] = [(j.id, j.command, "pending", 0, j.max_retries, j.priority, now, now,
                  to_ms(j.run_at) if j.run_at is not None else now + round((j.delay or 0) * 1000), j.timeout,
                  None, None, None, None, None, None, None, 0,
-                 j.queue, 0, j.unique_key, codes_out(j.retry_on), codes_out(j.no_retry_on)) for j in jobs]
+                 j.queue, 0, j.unique_key, codes_out(j.retry_on), codes_out(j.no_retry_on), *control_row(j))
+                for j in jobs]
         try:
             tx.conn.executemany(
                 "INSERT INTO jobs (id, command, state, attempts, max_retries, priority, created_at, updated_at,"
-                " run_at, timeout, cancel_requested, queue, unique_key, retry_on, no_retry_on)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
-                [(*r[:10], r[18], *r[20:]) for r in rows])
+                " run_at, timeout, cancel_requested, queue, unique_key, retry_on, no_retry_on, cwd, env, tags)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
+                [(*r[:10], r[18], *r[20:26]) for r in rows])
         except self._sqlite3.IntegrityError as exc:
             if "unique_key" in str(exc):
                 raise UniqueKeyError(next(j.unique_key for j in jobs if j.unique_key), None) from None

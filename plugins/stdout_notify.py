@@ -11,26 +11,39 @@ if TYPE_CHECKING:
     from queuectl_core.models import JobEvent
 
 
-def format_event(event: JobEvent) -> str | None:
-    """The log line for an event, or None for events the CLI reports itself (enqueue, DLQ retry)."""
+def _took(event: JobEvent) -> str:
+    from queuectl_core.display import duration
+
+    return f" in {duration(event.result.duration)}" if event.result is not None and event.result.duration else ""
+
+
+def format_event(event: JobEvent, width: int | None = None) -> str | None:
+    """The log line for an event, or None for events the CLI reports itself (enqueue, DLQ retry).
+    Each starts with the local time of the event; a finished attempt says how long it took."""
     from queuectl_core.timeutil import format_time
 
     if event.worker_id is None:
         return None
     job = event.job
     kind = str(event.kind)
-    prefix = f"[{event.worker_id}]"
+    prefix = f"{event.at.astimezone().strftime('%H:%M:%S')} [{event.worker_id}]"
     if kind == "claimed" and job is not None:
-        return f"{prefix} Picked job: {job.id} | cmd: {job.command}"
+        line = f"{prefix} Picked job: {job.id} | cmd: "
+        if width is None:
+            return line + job.command
+        from queuectl_core.display import cut
+
+        # On a terminal, one line per event: the command is cut with … to the width.
+        return line + cut(job.command, max(20, width - len(line)))
     if kind == "completed" and job is not None:
-        return f"{prefix} completed: {job.id}"
+        return f"{prefix} completed: {job.id}{_took(event)}"
     if kind == "failed" and job is not None:
-        return (f"{prefix} failed attempt {job.attempts} of {job.id} ({job.last_error}); "
+        return (f"{prefix} failed attempt {job.attempts} of {job.id} ({job.last_error}){_took(event)}; "
                 f"retry at {format_time(job.run_at)}")
     if kind == "dead" and job is not None:
-        return f"{prefix} DLQ: {job.id} ({job.last_error})"
+        return f"{prefix} DLQ: {job.id} ({job.last_error}){_took(event)}"
     if kind == "cancelled" and job is not None:
-        return f"{prefix} cancelled: {job.id}"
+        return f"{prefix} cancelled: {job.id}{_took(event)}"
     if kind == "released" and job is not None:
         return f"{prefix} released: {job.id} (stopped before it finished; runnable again)"
     if kind == "lease_lost" and job is not None:
@@ -44,9 +57,20 @@ def format_event(event: JobEvent) -> str | None:
     return None
 
 
+_width: list[int | None] = []  # the terminal's width, looked up once; None when stdout is not one
+
+
+def _terminal_width() -> int | None:
+    if not _width:
+        import shutil
+
+        _width.append(shutil.get_terminal_size().columns if os.isatty(1) else None)
+    return _width[0]
+
+
 @hookimpl(trylast=True)
 def queuectl_job_event(event: JobEvent) -> None:
-    line = format_event(event)
+    line = format_event(event, _terminal_width())
     if line is not None:
         # One write per line, so lines from several worker processes never interleave.
         os.write(1, (line + "\n").encode("utf-8", "replace"))

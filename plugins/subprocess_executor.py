@@ -204,6 +204,7 @@ class _Attempt:
         self.aborted = False
         self.pipe_open = True
         self.kill_at: float | None = None  # SIGKILL the group at this time if it is still alive
+        self._reported: bytes | None = None  # the output last handed to ctx.on_output
         # Linux: a pidfd is readable when the process exits. Elsewhere, poll for the exit.
         self.pidfd = os.pidfd_open(proc.pid) if hasattr(os, "pidfd_open") else None
         os.set_blocking(read_fd, False)
@@ -267,6 +268,9 @@ class _Attempt:
         now = time.monotonic()
         if self.ctx.wakeup_fd in ready or now >= self.next_tick:
             self.next_tick = now + self.ctx.tick_interval
+            if self.log.recent is not self._reported:
+                self._reported = self.log.recent
+                self.ctx.on_output(str(self.log.path), self.log.recent.decode("utf-8", "replace"))
             if self.ctx.tick() and self.kill_at is None:
                 self.aborted = True
                 self._terminate(now)
@@ -331,17 +335,19 @@ class SubprocessExecutor:
     def _env(self, job: Job, attempt: int) -> dict[str, str]:
         if self._base_env is None:
             self._base_env = job_environment(os.environ, self.hidden_env)
-        return {**self._base_env, "QUEUECTL_JOB_ID": job.id, "QUEUECTL_ATTEMPT": str(attempt)}
+        return {**self._base_env, **job.env, "QUEUECTL_JOB_ID": job.id, "QUEUECTL_ATTEMPT": str(attempt)}
 
-    def _spawn(self, command: str, out_fd: int, env: dict[str, str]) -> Any:
+    def _spawn(self, command: str, out_fd: int, env: dict[str, str], cwd: str | None = None) -> Any:
         """Start the command in its own session; raises OSError when not even the shell starts."""
         import subprocess
 
         shell_argv = [self.shell, "-c", command]
         # Only in place of the default shell: a chosen shell may be wanted for its start-up (BASH_ENV).
         direct = direct_argv(command) if self.direct_exec and self.shell == "/bin/sh" else None
+        if direct is not None and cwd is not None and not direct[0].startswith("/"):
+            direct = None  # a relative ./script is the job's directory's: leave it to the shell there
         options: dict[str, Any] = dict(stdin=subprocess.DEVNULL, stdout=out_fd, stderr=out_fd,
-                                       start_new_session=True, env=env)
+                                       start_new_session=True, env=env, cwd=cwd)
         if direct is not None:
             try:
                 return subprocess.Popen(direct, **options)
@@ -356,9 +362,13 @@ class SubprocessExecutor:
         log_path = self.log_dir / f"{job.id}.{ctx.attempt}.log"
         log = BoundedLog(log_path, self.max_log_bytes)
         started = time.monotonic()
+        if job.cwd is not None and not os.path.isdir(job.cwd):
+            # Checked here, not left to Popen: its error would blame the shell, not the directory.
+            return AttemptResult(exit_code=None, error=f"working directory {job.cwd} does not exist on this host",
+                                 log_path=None, duration=0.0)
         r, w = os.pipe()
         try:
-            proc = self._spawn(job.command, w, self._env(job, ctx.attempt))
+            proc = self._spawn(job.command, w, self._env(job, ctx.attempt), job.cwd)
         except OSError as exc:
             os.close(r)
             return AttemptResult(exit_code=None, error=f"cannot start {self.shell}: {exc.strerror or exc}",

@@ -32,6 +32,22 @@ class JobId(click.ParamType):
             self.fail(f"{short(value)} is not a job id (ids are {ID_RULE})", param, ctx)
         return value
 
+    def shell_complete(self, ctx: Any, param: Any, incomplete: str) -> list[Any]:
+        """Job ids from the queue (newest first), for `queuectl completion`'s scripts."""
+        from click.shell_completion import CompletionItem
+
+        try:
+            from queuectl_core.app import App
+
+            app = App()
+            try:
+                jobs = app.storage.list_jobs(None, 2000)
+            finally:
+                app.close()
+        except Exception:  # completion must never print a traceback into the user's shell
+            return []
+        return [CompletionItem(j.id, help=f"{j.state}: {j.command[:40]}") for j in jobs if j.id.startswith(incomplete)]
+
 
 class OneLineUsageError(click.UsageError):
     """A usage error shown as a single ``Error:`` line (click's default adds a usage block).
@@ -139,15 +155,23 @@ def cli() -> None:
 @click.option("--unique-key", help="Refuse while a job with this key is pending, failed or processing.")
 @click.option("--retry-on", help="Retry only these exit codes (e.g. 1,75); other exit codes go to the DLQ.")
 @click.option("--no-retry-on", help="These exit codes go straight to the DLQ (e.g. 2,64).")
+# -- §10: where it runs, its environment, its tags (for every job given, JSON keys winning) ---------
+@click.option("--cwd", "cwd", type=click.Path(file_okay=False), help="Run in this directory (default: the current one).")
+@click.option("--env", "env", multiple=True, metavar="KEY[=VALUE]",
+              help="Set KEY for the job; KEY alone copies its value from this shell. Repeatable.")
+@click.option("--tag", "tags", multiple=True, help="Label the job (list --tag finds it). Repeatable.")
 @click.pass_context
 def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, command: str | None,
             max_retries: int | None, priority: int | None, delay: str | None, run_at: str | None,
             timeout: str | None, file_: Any, queue: str | None = None, after: str | None = None,
-            unique_key: str | None = None, retry_on: str | None = None, no_retry_on: str | None = None) -> None:
-    """Add jobs to the queue; prints the id of each.
+            unique_key: str | None = None, retry_on: str | None = None, no_retry_on: str | None = None,
+            cwd: str | None = None, env: tuple[str, ...] = (), tags: tuple[str, ...] = ()) -> None:
+    """Add jobs to the queue; prints the id of each. A job runs in the directory it was enqueued
+    from (or --cwd), with the worker's environment plus its --env.
 
     \b
       queuectl enqueue --cmd 'echo hello'
+      queuectl enqueue --cmd 'make test' --cwd ~/src/app --env CI=1 --env HOME --tag nightly
       queuectl enqueue '{"id": "job1", "command": "sleep 2"}'
       queuectl enqueue --file jobs.jsonl        # all or nothing
     """
@@ -185,6 +209,7 @@ def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, comman
         objs = [_parse_job_argument(job_json)]
     else:
         objs = [given]
+    objs = _with_control_defaults(objs, cwd, env, tags)
     app = _app(ctx)
     from queuectl_core.settings import default_no_retry
 
@@ -196,6 +221,45 @@ def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, comman
     for job in created:
         emit(JobEvent(EventKind.ENQUEUED, job=job))
     click.echo("\n".join(job.id for job in created))
+
+
+def _with_control_defaults(objs: list[Any], cwd: str | None, env: tuple[str, ...],
+                           tags: tuple[str, ...]) -> list[Any]:
+    """§10: every job records where it was enqueued from (``--cwd`` overrides), and carries the
+    ``--env`` and ``--tag`` given; a job object's own ``cwd``, ``env`` keys and ``tags`` win."""
+    import os
+
+    from queuectl_core.errors import ValidationError
+
+    if cwd is None:
+        try:
+            where: str | None = os.getcwd()
+        except OSError:  # the shell's directory was removed: the worker's own is all there is
+            where = None
+    else:
+        where = os.path.abspath(os.path.expanduser(cwd))
+        if not os.path.isdir(where):
+            raise ValidationError(f"--cwd {cwd!r} is not a directory")
+    extra: dict[str, str] = {}
+    for item in env:
+        key, eq, value = item.partition("=")
+        if not eq:
+            if key not in os.environ:
+                raise ValidationError(f"--env {key}: {key} is not set in this shell (give --env {key}=VALUE)")
+            value = os.environ[key]
+        extra[key] = value
+    out = []
+    for obj in objs:
+        if isinstance(obj, dict):
+            obj = dict(obj)
+            if "cwd" not in obj and where is not None:
+                obj["cwd"] = where
+            if extra:
+                obj["env"] = {**extra, **obj["env"]} if isinstance(obj.get("env"), dict) else obj.get("env", extra)
+            if tags:
+                obj["tags"] = [*tags, *obj["tags"]] if isinstance(obj.get("tags"), list) else obj.get("tags", list(tags))
+        out.append(obj)
+    return out
 
 
 def _flag_times(flags: dict[str, Any]) -> dict[str, Any]:
@@ -323,11 +387,19 @@ def _start_workers(ctx: click.Context, count: int, burst: bool, queues: list[str
 
 
 @worker.command("stop")
+@click.option("--now", "now", is_flag=True,
+              help="Stop at once, like a second Ctrl+C: running jobs are stopped and released for another worker.")
 @click.pass_context
-def worker_stop(ctx: click.Context) -> None:
-    """Ask every worker using this queue to finish its current job and exit."""
-    n = _app(ctx).storage.request_stop()
-    click.echo(f"asked {n} worker(s) to stop" if n else "no live workers")
+def worker_stop(ctx: click.Context, now: bool) -> None:
+    """Ask every worker using this queue to finish its current job and exit (within about a second
+    when idle); with --now, to stop its job at once and hand it back.
+
+    \b
+      queuectl worker stop
+      queuectl worker stop --now
+    """
+    n = _app(ctx).storage.request_stop(now=now)
+    click.echo(f"asked {n} worker(s) to stop{' now' if now else ''}" if n else "no live workers")
 
 
 # -- inspecting ---------------------------------------------------------------------------------
@@ -335,118 +407,297 @@ def worker_stop(ctx: click.Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """How many jobs are in each state, and the live workers."""
-    app = _app(ctx)
-    counts = app.storage.counts()
-    workers = app.storage.live_workers()
+    """How many jobs are in each state (pending split into ready and scheduled), per queue, how
+    long the oldest ready job has waited, and each live worker with the job it runs.
+
+    \b
+      queuectl status
+      queuectl status --json | jq .counts
+    """
+    from queuectl_core.overview import overview
+
+    view = overview(_app(ctx).storage)
     if as_json:
-        _print_json({"counts": {str(s): n for s, n in counts.items()}, "workers": [w.to_dict() for w in workers]})
+        _print_json(view.to_dict())
         return
-    for state, n in counts.items():
-        click.echo(f"{state:<11} {n}")
-    click.echo(f"workers     {len(workers)}")
-    from queuectl_core.timeutil import format_time
+    from queuectl_core import display
+    from queuectl_core.models import JobState
 
-    for w in workers:
-        doing = f"running {w.current_job}" if w.current_job else "idle"
-        click.echo(f"  {w.id} on {w.hostname}, since {format_time(w.started_at)}, {doing}")
-
-
-def _job_table(jobs: list[Job], with_error: bool = False, waits: dict[str, list[str]] | None = None) -> None:
-    from queuectl_core.timeutil import format_time
-
-    if not jobs:
-        click.echo("no jobs")
+    colour = display.use_colour()
+    counts = view.counts
+    oldest = ""
+    if view.oldest_ready is not None:
+        oldest = f"oldest waiting {display.duration((view.now - view.oldest_ready).total_seconds())}"
+    rows: list[tuple[str, int, str]] = [("pending", counts[JobState.PENDING], ""),
+                                        ("  ready", view.ready, oldest if view.ready else ""),
+                                        ("  scheduled", view.scheduled, "")]
+    rows += [(str(s), counts[s], "retry scheduled" if s == JobState.FAILED and counts[s] else "")
+             for s in JobState if s != JobState.PENDING]
+    for name, n, note in rows:
+        label = display.paint(f"{name:<12}", name.strip() if n else "dim", colour)
+        click.echo(f"{label}{n:>7}" + (f"   {display.paint(note, 'dim', colour)}" if note else ""))
+    if len(view.queues) > 1 or any(q["paused"] or q["concurrency"] for q in view.queues.values()):
+        click.echo()
+        cols = [display.Column("QUEUE"), display.Column("PENDING", right=True), display.Column("PROCESSING", right=True),
+                display.Column("FAILED", right=True), display.Column("DEAD", right=True),
+                display.Column("LIMIT", right=True), display.Column("", min_width=6)]
+        qrows = [[name, str(q["pending"]), str(q["processing"]), str(q["failed"]), str(q["dead"]),
+                  str(q["concurrency"] or "-"), "paused" if q["paused"] else ""] for name, q in sorted(view.queues.items())]
+        for line in display.table(cols, qrows, colour=colour):
+            click.echo(line)
+    click.echo()
+    if not view.workers:
+        click.echo(f"{'workers':<12}{0:>7}   " + display.paint("start one: queuectl worker start", "dim", colour))
         return
-    rows = [("ID", "STATE", "ATTEMPTS", "PRIORITY", "RUN_AT", "LAST_ERROR" if with_error else "COMMAND")]
+    click.echo(f"{'workers':<12}{len(view.workers):>7}")
+    cols = [display.Column("WORKER"), display.Column("HOST", min_width=8, weight=1, drop_first=1),
+            display.Column("UP", right=True), display.Column("JOB", min_width=10, weight=2),
+            display.Column("FOR", right=True)]
+    wrows, wcolours = [], []
+    for w in view.workers:
+        running = w.current_job is not None
+        since = w.current_job_since
+        wrows.append([w.id, w.hostname, display.duration((view.now - w.started_at).total_seconds()),
+                      w.current_job or "idle",
+                      display.duration((view.now - since).total_seconds()) if running and since else ""])
+        wcolours.append(["", "", "", "processing" if running else "idle", ""])
+    for line in display.table(cols, wrows, colours=wcolours, colour=colour):
+        click.echo(line)
+
+
+def _when(job: Job, now: Any) -> str:
+    """The one time that matters for a job in its state, relative to now."""
+    from queuectl_core import display
+    from queuectl_core.models import JobState
+
+    if job.state in (JobState.PENDING, JobState.FAILED):
+        if job.run_at > now:
+            return ("retry " if job.state == JobState.FAILED else "") + display.relative(job.run_at, now)
+        return "ready " + display.relative(job.run_at, now) if job.state == JobState.FAILED else \
+            display.relative(job.created_at, now)
+    return display.relative(job.updated_at, now)
+
+
+def _took(job: Job, now: Any) -> str:
+    from queuectl_core import display
+    from queuectl_core.models import JobState
+
+    if job.state == JobState.PROCESSING:
+        return display.duration((now - job.updated_at).total_seconds()) + "…"
+    return display.duration(job.last_duration)
+
+
+def _job_table(jobs: list[Job], now: Any, with_error: bool = True, waits: dict[str, list[str]] | None = None) -> None:
+    from queuectl_core import display
+
+    colour = display.use_colour()
+    cols = [display.Column("ID"), display.Column("STATE"), display.Column("TRIES", right=True),
+            display.Column("QUEUE", drop_first=3), display.Column("WHEN", right=True),
+            display.Column("TOOK", right=True, drop_first=2),
+            display.Column("COMMAND", min_width=14, weight=3), display.Column("LAST ERROR", min_width=16, weight=2,
+                                                                            drop_first=1)]
+    rows, colours = [], []
     for j in jobs:
-        last = (j.last_error or "") if with_error else j.command
-        if waits and j.id in waits:
-            last = f"[waits on {', '.join(waits[j.id])}] {last}"
-        rows.append((j.id, str(j.state), f"{j.attempts}/{j.max_retries + 1}", str(j.priority),
-                     format_time(j.run_at) or "", last.replace("\n", " ")))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5][:80])
+        state = str(j.state) + ("*" if j.cancel_requested else "")
+        last = (j.last_error or "") if with_error else ""
+        if waits and j.id in waits:  # §11: what a held job waits on
+            last = f"waits on {', '.join(waits[j.id])}" + (f"; {last}" if last else "")
+        rows.append([j.id, state, f"{j.attempts}/{j.max_retries + 1}", j.queue, _when(j, now), _took(j, now),
+                     j.command, last])
+        colours.append(["", str(j.state), "", "", "", "", "", "error"])
+    for line in display.table(cols, rows, colours=colours, colour=colour):
+        click.echo(line)
+
+
+_DEFAULT_LIMIT = 50
 
 
 @cli.command("list")
-@click.option("--state", type=click.Choice(STATES), help="Only jobs in this state.")
-@click.option("--limit", type=click.IntRange(1, _MAX_INT), help="At most this many jobs.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON array of jobs.")
+@click.option("--state", "states", multiple=True, type=click.Choice(STATES),
+              help="Only jobs in this state (repeatable).")
+@click.option("--queue", help="Only jobs in this queue.")
+@click.option("--tag", help="Only jobs with this tag.")
+@click.option("--limit", type=click.IntRange(1, _MAX_INT),
+              help=f"At most this many jobs (default {_DEFAULT_LIMIT}; --json: all).")
+@click.option("--all", "all_", is_flag=True, help="Every matching job.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array of jobs (every match unless --limit).")
 @click.pass_context
-def list_(ctx: click.Context, state: str | None, limit: int | None, as_json: bool) -> None:
-    """List jobs, newest first."""
+def list_(ctx: click.Context, states: tuple[str, ...], queue: str | None, tag: str | None, limit: int | None,
+          all_: bool, as_json: bool) -> None:
+    """List jobs, newest first: the 50 newest unless --limit or --all.
+
+    \b
+      queuectl list
+      queuectl list --state dead --state cancelled
+      queuectl list --tag nightly --all
+      queuectl list --json | jq -r '.[].id'
+    """
     from queuectl_core.models import JobState
 
+    filters: dict[str, Any] = {"states": [JobState(s) for s in states] or None, "tag": tag, "queue": queue}
+    _show_jobs(ctx, filters, limit, all_, as_json, "no jobs" + (" match" if any((states, queue, tag)) else ""))
+
+
+def _waits(storage: Any, jobs: list[Job]) -> dict[str, list[str]]:
+    """§11: for each listed job still held by `--after`, the ids it waits on."""
+    held = [j.id for j in jobs if j.waiting]
+    return storage.waits_on(held) if held else {}
+
+
+def _show_jobs(ctx: click.Context, filters: dict[str, Any], limit: int | None, all_: bool, as_json: bool,
+               empty: str) -> None:
+    """`list` and `dlq list`: JSON (every match unless --limit), or a table of the newest 50 (or
+    --limit N, or --all) with a footer saying how many more there are."""
+    if all_ and limit is not None:
+        raise click.UsageError("give --limit or --all, not both")
     storage = _app(ctx).storage
-    jobs = storage.list_jobs(JobState(state) if state else None, limit)
-    # -- scheduling (spec §11): what each waiting job waits on --
-    waits = storage.waits_on([j.id for j in jobs if j.waiting]) if any(j.waiting for j in jobs) else {}
     if as_json:
+        jobs = storage.list_jobs(None, limit, **filters)
+        waits = _waits(storage, jobs)
         _print_json([{**j.to_dict(), "waits_on": waits.get(j.id, [])} for j in jobs])
-    else:
-        _job_table(jobs, waits=waits)
+        return
+    shown = None if all_ else (limit or _DEFAULT_LIMIT)
+    jobs = storage.list_jobs(None, shown, **filters)
+    if not jobs:
+        click.echo(empty)
+        return
+    _job_table(jobs, storage.now(), waits=_waits(storage, jobs))
+    if shown is not None and len(jobs) == shown:
+        more = storage.count_jobs(None, **filters) - len(jobs)
+        if more > 0:
+            from queuectl_core import display
+
+            click.echo(display.paint(f"… {more} more (older); --limit N or --all to see them", "dim",
+                                     display.use_colour()))
 
 
 @cli.command()
 @click.argument("job_id", type=JobId())
+@click.option("-f", "--follow", is_flag=True,
+              help="Keep printing output until the attempt ends; exit 0 if the job completed, else 1.")
+@click.option("--attempt", type=click.IntRange(1, _MAX_INT), help="An earlier attempt (1 is the first).")
+@click.option("--tail", "tail_lines", type=click.IntRange(0, _MAX_INT), help="Only the last N lines.")
 @click.pass_context
-def logs(ctx: click.Context, job_id: str) -> None:
-    """Print the captured stdout and stderr of a job's last attempt."""
-    from queuectl_core.errors import JobNotFoundError
+def logs(ctx: click.Context, job_id: str, follow: bool, attempt: int | None, tail_lines: int | None) -> None:
+    """Print the captured stdout and stderr of a job's current (running) or last attempt.
 
-    storage = _app(ctx).storage
-    job = storage.get(job_id)
-    if job is None:
-        raise JobNotFoundError(job_id)
-    if job.log_path is None:
-        if job.waiting:  # -- scheduling (spec §11) --
-            waits = storage.waits_on([job.id]).get(job.id, [])
-            raise click.ClickException(f"job {job_id!r} has not run yet: it waits on {', '.join(waits)}")
-        if job.attempts == 0:
-            raise click.ClickException(f"job {job_id!r} has not run yet")
-        raise click.ClickException(f"job {job_id!r} has no finished attempt with output yet")
-    out = sys.stdout.buffer
-    tail = job.output_tail or ""
-    # The executor appends this note to the stored tail when the disk refused the log (full,
-    # unwritable): the file, if any, then stops short of what the job printed.
-    write_failed = _LOG_WRITE_FAILED in tail
+    \b
+      queuectl logs job1
+      queuectl logs -f job1               # follow the running attempt
+      queuectl logs job1 --attempt 1 --tail 20
+    """
+    from queuectl_core import joblogs
+
+    app = _app(ctx)
+    code = joblogs.show(app, job_id, follow=follow, attempt=attempt, tail_lines=tail_lines)
+    ctx.exit(code)
+
+
+# -- control ------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("job_ids", nargs=-1, required=True, type=JobId())
+@click.pass_context
+def cancel(ctx: click.Context, job_ids: tuple[str, ...]) -> None:
+    """Stop jobs from running, now or ever: a waiting job is cancelled at once; a running one's
+    process group is stopped by its worker (on any host) within about a second. All or nothing.
+
+    \b
+      queuectl cancel job1 job2
+    """
+    from queuectl_core.actions import cancel_many
+    from queuectl_core.models import JobState
+
+    for job in cancel_many(_app(ctx).storage, job_ids):
+        if job.state == JobState.PROCESSING:
+            click.echo(f"{job.id}: running; its worker is stopping it")
+        else:
+            click.echo(f"{job.id}: cancelled")
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1, required=True, type=JobId())
+@click.pass_context
+def remove(ctx: click.Context, job_ids: tuple[str, ...]) -> None:
+    """Delete finished jobs (completed, dead, cancelled) and their logs. All or nothing.
+
+    \b
+      queuectl remove job1 job2
+    """
+    from queuectl_core.actions import remove as remove_jobs
+
+    app = _app(ctx)
+    for job in remove_jobs(app.storage, job_ids, log_dir=_log_dir(app)):
+        click.echo(f"{job.id}: removed")
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1, required=True, type=JobId())
+@click.option("--cmd", "command", help="Run this command instead from now on.")
+@click.pass_context
+def restart(ctx: click.Context, job_ids: tuple[str, ...], command: str | None) -> None:
+    """Put finished jobs (completed, dead, cancelled) back to pending with attempts 0. All or nothing.
+
+    \b
+      queuectl restart job1
+      queuectl restart job2 --cmd 'make test V=1'
+    """
+    from queuectl_core.actions import restart_many
+
+    for job in restart_many(_app(ctx).storage, job_ids, _checked_cmd(command)):
+        click.echo(job.id)
+
+
+@cli.command()
+@click.option("--older-than", "older_than", required=True, metavar="DURATION",
+              help="Finished longer ago than this: seconds, or 90s, 5m, 12h, 7d.")
+@click.option("--state", "states", multiple=True, type=click.Choice(["completed", "dead", "cancelled"]),
+              help="Only this state (repeatable; default: all three).")
+@click.pass_context
+def purge(ctx: click.Context, older_than: str, states: tuple[str, ...]) -> None:
+    """Delete finished jobs older than a given age, and their logs; prints how many.
+
+    \b
+      queuectl purge --older-than 7d
+      queuectl purge --older-than 1h --state dead
+    """
+    from queuectl_core import actions
+    from queuectl_core.lifecycle import FINISHED_STATES
+    from queuectl_core.models import JobState
+
+    age = _duration("--older-than", older_than)
+    app = _app(ctx)
+    gone = actions.purge(app.storage, age, [JobState(s) for s in states] or FINISHED_STATES, log_dir=_log_dir(app))
+    click.echo(f"purged {len(gone)} job(s)")
+
+
+def _duration(flag: str, text: str) -> float:
+    from queuectl_core.errors import ValidationError
+    from queuectl_core.timeutil import parse_duration
+
     try:
-        with open(job.log_path, "rb") as fh:
-            while chunk := fh.read(1 << 16):
-                out.write(chunk)
-    except OSError as exc:
-        if tail:
-            if write_failed and isinstance(exc, FileNotFoundError):
-                why = f"was never written ({_write_failure(tail)})"
-            elif isinstance(exc, FileNotFoundError):
-                why = "is not on this machine"
-            else:
-                why = f"cannot be read ({exc.strerror})"
-            out.flush()
-            click.echo(f"(log file {job.log_path} {why}; showing the stored tail)", err=True)
-            out.write(tail.encode())
-        elif not isinstance(exc, FileNotFoundError):
-            raise click.ClickException(f"cannot read {job.log_path}: {exc.strerror}") from None
-        # else: the attempt printed nothing, so no file was ever made
-    else:
-        if write_failed:
-            out.flush()
-            click.echo(f"(log file {job.log_path} is incomplete: {_write_failure(tail)}; "
-                       f"the last {len(tail.encode())} bytes of output, as stored, follow)", err=True)
-            out.write(b"\n[queuectl: the log file ends here; the stored tail follows]\n")
-            out.write(tail.encode())
-    out.flush()
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ValidationError(f"{flag}: {exc}") from None
 
 
-_LOG_WRITE_FAILED = "[queuectl: cannot write the log file "
+def _checked_cmd(command: str | None) -> str | None:
+    from queuectl_core.errors import ValidationError
+    from queuectl_core.jobspec import utf8_text
+
+    if command is None:
+        return None
+    if not command.strip() or "\x00" in command:
+        raise ValidationError("--cmd must be a non-empty command without NUL bytes")
+    return utf8_text("--cmd", command)
 
 
-def _write_failure(tail: str) -> str:
-    """The reason from the executor's note, e.g. 'No space left on device'."""
-    note = tail[tail.rindex(_LOG_WRITE_FAILED):].strip().rstrip("]")
-    return note.rpartition(": ")[2] or "writing it failed"
+def _log_dir(app: App) -> str | None:
+    try:
+        return str(app.config["subprocess.log_dir"])
+    except Exception:  # another executor, its logs its own
+        return None
+
+
 
 
 # -- DLQ ----------------------------------------------------------------------------------------
@@ -456,31 +707,76 @@ def dlq() -> None:
 
 
 @dlq.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON array of jobs.")
+@click.option("--limit", type=click.IntRange(1, _MAX_INT),
+              help=f"At most this many jobs (default {_DEFAULT_LIMIT}; --json: all).")
+@click.option("--all", "all_", is_flag=True, help="Every dead job.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array of jobs (every one unless --limit).")
 @click.pass_context
-def dlq_list(ctx: click.Context, as_json: bool) -> None:
-    """List dead jobs with their last error."""
+def dlq_list(ctx: click.Context, limit: int | None, all_: bool, as_json: bool) -> None:
+    """List dead jobs with their last error, newest first: the 50 newest unless --limit or --all.
+
+    \b
+      queuectl dlq list
+      queuectl dlq list --json | jq -r '.[].id'
+    """
     from queuectl_core.models import JobState
 
-    jobs = _app(ctx).storage.list_jobs(JobState.DEAD)
-    if as_json:
-        _print_json([j.to_dict() for j in jobs])
-    else:
-        _job_table(jobs, with_error=True)
+    _show_jobs(ctx, {"states": [JobState.DEAD]}, limit, all_, as_json, "the DLQ is empty")
+
+
+def _ids_or_all(job_ids: tuple[str, ...], all_: bool) -> list[str] | None:
+    if all_ and job_ids:
+        raise click.UsageError("give job ids or --all, not both")
+    if not all_ and not job_ids:
+        raise click.UsageError("give job ids, or --all")
+    return None if all_ else list(job_ids)
 
 
 @dlq.command("retry")
-@click.argument("job_id", type=JobId())
+@click.argument("job_ids", nargs=-1, type=JobId())
+@click.option("--all", "all_", is_flag=True, help="Every job in the DLQ.")
+@click.option("--cmd", "command", help="Run this command instead from now on.")
 @click.pass_context
-def dlq_retry(ctx: click.Context, job_id: str) -> None:
-    """Put a dead job back in the queue with its attempts reset."""
-    from queuectl_core.actions import replay
-    from queuectl_core.models import EventKind, JobEvent
-    from queuectl_core.plugins import emit
+def dlq_retry(ctx: click.Context, job_ids: tuple[str, ...], all_: bool, command: str | None) -> None:
+    """Put dead jobs back in the queue with their attempts reset. All or nothing.
 
-    job = replay(_app(ctx).storage, job_id)
-    emit(JobEvent(EventKind.RETRIED, job=job))
-    click.echo(job.id)
+    \b
+      queuectl dlq retry job1 job2
+      queuectl dlq retry --all
+      queuectl dlq retry job3 --cmd 'make test V=1'
+    """
+    from queuectl_core.actions import replay_many
+
+    ids = _ids_or_all(job_ids, all_)
+    jobs = replay_many(_app(ctx).storage, ids, _checked_cmd(command))
+    if not jobs and all_:
+        click.echo("the DLQ is empty", err=True)
+    for job in jobs:
+        click.echo(job.id)
+
+
+@dlq.command("remove")
+@click.argument("job_ids", nargs=-1, type=JobId())
+@click.option("--all", "all_", is_flag=True, help="Every job in the DLQ.")
+@click.pass_context
+def dlq_remove(ctx: click.Context, job_ids: tuple[str, ...], all_: bool) -> None:
+    """Delete dead jobs and their logs. All or nothing.
+
+    \b
+      queuectl dlq remove job1
+      queuectl dlq remove --all
+    """
+    from queuectl_core.actions import remove as remove_jobs
+    from queuectl_core.models import JobState
+
+    app = _app(ctx)
+    ids = _ids_or_all(job_ids, all_)
+    gone = remove_jobs(app.storage, ids, [JobState.DEAD], log_dir=_log_dir(app))
+    if all_:
+        click.echo(f"removed {len(gone)} job(s)")
+    else:
+        for job in gone:
+            click.echo(f"{job.id}: removed")
 
 
 # -- queues and schedules (spec §11) --------------------------------------------------------------
@@ -674,6 +970,26 @@ def config_set(ctx: click.Context, key: str, value: str) -> None:
         click.echo(f"note: {setting.env_var} is set and overrides this", err=True)
 
 
+@config.command("get")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print the value as JSON.")
+@click.pass_context
+def config_get(ctx: click.Context, key: str, as_json: bool) -> None:
+    """Print the effective value of KEY (a secret is masked).
+
+    \b
+      queuectl config get max_retries
+      queuectl config get retention.completed --json
+    """
+    cfg = _app(ctx).config
+    setting = cfg.setting(key)
+    value = setting.shown(cfg.get(setting.key))
+    if as_json:
+        _print_json(value)
+    else:
+        click.echo(str(value).lower() if isinstance(value, bool) else value)
+
+
 @config.command("show")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
@@ -770,6 +1086,23 @@ def bench(ctx: click.Context, enqueue_processes: int, file_jobs: int, drain_jobs
         _print_json(result)
     else:
         click.echo("\n".join(format_report(result)))
+
+# -- shell completion -----------------------------------------------------------------------------
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script (commands, options and job ids).
+
+    \b
+      eval "$(queuectl completion bash)"          # in ~/.bashrc
+      eval "$(queuectl completion zsh)"           # in ~/.zshrc
+      queuectl completion fish > ~/.config/fish/completions/queuectl.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None  # click ships all three
+    click.echo(cls(cli, {}, "queuectl", "_QUEUECTL_COMPLETE").source())
 
 
 def main() -> None:

@@ -44,6 +44,31 @@ class Storage(Protocol):
         lease_token, lease_expires_at = now + lease, cancel_requested cleared. None when nothing
         is runnable. A queue's concurrency is never exceeded, however many claim at once."""
 
+    # -- §10 control and visibility ------------------------------------------------------------
+    def count_jobs(self, state: JobState | None = None, *, states: Sequence[JobState] | None = None,
+                   tag: str | None = None) -> int:
+        """How many jobs ``list_jobs`` would list with these filters and no limit. (``list_jobs``
+        takes the same keyword filters: ``states`` any of these, ``tag`` carrying this tag.)"""
+
+    def queue_counts(self) -> dict[str, dict[JobState, int]]:
+        """Per queue, the count of every state."""
+
+    def pending_summary(self) -> tuple[int, int, datetime | None]:
+        """(pending jobs due now, pending jobs scheduled later, the earliest run_at among due
+        pending and failed jobs): ``status``'s ready/scheduled split and the oldest ready job."""
+
+    def apply_many(self, changes: Sequence[tuple[str, str | None, Change]]) -> list[Job] | None:
+        """Apply several ``(job_id, token, change)`` as :meth:`apply` does, in one transaction: all,
+        or none (None) when any one is fenced out."""
+
+    def delete(self, job_ids: Sequence[str], states: Sequence[JobState]) -> list[Job] | None:
+        """Delete every listed job if each exists and is in ``states``, else nothing (None)."""
+
+    def purge(self, states: Sequence[JobState], older_than: float, limit: int | None = None) -> list[Job]:
+        """Delete jobs in ``states`` whose updated_at is more than ``older_than`` seconds ago by
+        this storage's clock, oldest first, at most ``limit``; returns them."""
+    # -- end §10
+
     def apply(self, job_id: str, token: str | None, change: Change) -> Job | None:
         """Persist one decided change atomically, only while the job is in one of
         ``change.from_states``, still holds ``token`` (when given), and (``expired_only``) its lease
@@ -92,16 +117,19 @@ class Storage(Protocol):
 
     def register_worker(self, info: WorkerInfo) -> None: ...
 
-    def worker_seen(self, worker_id: str, current_job: str | None) -> bool:
-        """Record that a worker is alive; True when it has been asked to stop."""
+    def worker_seen(self, worker_id: str, current_job: str | None) -> int:
+        """Record that a worker is alive: 0 carry on, 1 (truthy) asked to stop after its current
+        job, 2 asked to stop now (``worker stop --now``)."""
 
     def unregister_worker(self, worker_id: str) -> None: ...
 
     def live_workers(self) -> list[WorkerInfo]:
-        """Workers seen in the last 15 seconds, by id."""
+        """Workers seen in the last 15 seconds, by id, each with the job it holds (from the claim,
+        so from the moment it is claimed) and since when."""
 
-    def request_stop(self) -> int:
-        """Ask every live worker to stop after its current job; returns how many were asked."""
+    def request_stop(self, now: bool = False) -> int:
+        """Ask every live worker to stop after its current job (``now``: at once, releasing it);
+        returns how many were asked."""
 
     def wait_for_work(self, timeout: float, wakeup_fd: int | None = None) -> None:
         """Block until work may be available (a wake-up from enqueue, a runnable change or a stop
@@ -124,6 +152,9 @@ class RunContext:
     # The job's process group, so the worker can take it down with it if the worker dies.
     on_spawn: Callable[[int], None] = lambda pgid: None
     on_reaped: Callable[[int], None] = lambda pgid: None
+    # §10: the executor reports (log path, the last few KiB of output so far) before each tick, so a
+    # heartbeat can store them for `logs` on other hosts.
+    on_output: Callable[[str, str], None] = lambda log_path, tail: None
 
 
 @runtime_checkable

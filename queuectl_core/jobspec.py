@@ -12,9 +12,16 @@ from queuectl_core.ids import new_id
 from queuectl_core.models import NewJob
 from queuectl_core.timeutil import parse_time
 
-ALLOWED_KEYS = ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout",
-                # -- scheduling (spec §11) --
-                "queue", "after", "unique_key", "retry_on", "no_retry_on")
+ALLOWED_KEYS: tuple[str, ...] = ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout",
+                                # -- scheduling (spec §11) --
+                                "queue", "after", "unique_key", "retry_on", "no_retry_on")
+# -- §10: where a job runs and how it is found again -------------------------------------------------
+CONTROL_KEYS = ("cwd", "env", "tags")
+ALLOWED_KEYS += CONTROL_KEYS
+TAG_RULE = "1-64 characters of letters, digits and ._:@+/-"
+_TAG_RE = re.compile(r"[A-Za-z0-9._:@+/-]{1,64}\Z")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# -- end §10
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}\Z")
 _MAX_PRIORITY = 2**31 - 1
 ID_RULE = "1-128 characters of letters, digits and ._:@+-, starting with a letter or digit"
@@ -176,7 +183,43 @@ def validate(obj: Any, default_max_retries: int, default_no_retry: tuple[int, ..
             raise ValidationError("'timeout' must be > 0")
     return NewJob(id=job_id, command=command, max_retries=max_retries, priority=priority,
                   run_at=run_at, delay=delay, timeout=timeout,
-                  **_scheduling(obj, default_no_retry))
+                  **_scheduling(obj, default_no_retry), **control_fields(obj))
+
+
+def is_tag(text: str) -> bool:
+    return _TAG_RE.match(text) is not None
+
+
+def control_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """The §10 keys of a job object, validated: ``cwd`` an absolute directory path (it need not
+    exist yet: a missing one fails the attempt, with the reason), ``env`` an object of strings,
+    ``tags`` a list of tag names."""
+    out: dict[str, Any] = {}
+    cwd = obj.get("cwd")
+    if cwd is not None:
+        if not isinstance(cwd, str) or not cwd.startswith("/") or "\x00" in cwd:
+            raise ValidationError(f"'cwd' must be an absolute directory path, got {short(cwd)}")
+        out["cwd"] = utf8_text("cwd", cwd)
+    env = obj.get("env")
+    if env is not None:
+        if not isinstance(env, dict):
+            raise ValidationError(f"'env' must be an object of strings, got {short(env)}")
+        for key, value in env.items():
+            if not _ENV_NAME_RE.match(key):
+                raise ValidationError(f"'env': {short(key)} is not a variable name (letters, digits, _)")
+            if not isinstance(value, str) or "\x00" in value:
+                raise ValidationError(f"'env': the value of {key} must be a string without NUL bytes")
+            utf8_text(f"env.{key}", value)
+        out["env"] = dict(env)
+    tags = obj.get("tags")
+    if tags is not None:
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise ValidationError(f"'tags' must be a list of strings, got {short(tags)}")
+        for tag in tags:
+            if not is_tag(tag):
+                raise ValidationError(f"'tags': {short(tag)} is not a tag ({TAG_RULE})")
+        out["tags"] = tuple(dict.fromkeys(tags))
+    return out
 
 
 def parse_documents(text: str) -> list[Any]:

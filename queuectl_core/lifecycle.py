@@ -67,6 +67,8 @@ class Change:
     # -- scheduling (spec §11): what the jobs waiting on this one (`after`) make of it --
     release_children: bool = False  # completed: one parent fewer to wait for
     cascade_reason: str | None = None  # dead/cancelled: waiting descendants are cancelled with this
+    # §10: a heartbeat's output so far (log_path and output_tail) when there is no result yet
+    progress: tuple[str, str] | None = None
 
     @property
     def idempotent(self) -> bool:
@@ -75,8 +77,11 @@ class Change:
         return self.state is not None and not self.clear_token and self.lease_seconds is None
 
 
-def heartbeat(lease_seconds: float) -> Change:
-    return Change(Transition.HEARTBEAT, (JobState.PROCESSING,), None, lease_seconds=lease_seconds)
+def heartbeat(lease_seconds: float, progress: tuple[str, str] | None = None) -> Change:
+    """Renew the lease; ``progress`` (log path, output so far) lets `logs` on another host show the
+    running attempt as of this heartbeat."""
+    return Change(Transition.HEARTBEAT, (JobState.PROCESSING,), None, lease_seconds=lease_seconds,
+                  progress=progress)
 
 
 def complete(result: AttemptResult) -> Change:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -73,6 +74,10 @@ class NewJob:
     unique_key: str | None = None
     retry_on: tuple[int, ...] | None = None  # retry only these exit codes
     no_retry_on: tuple[int, ...] | None = None  # these exit codes go straight to the DLQ
+    # -- §10: where and how it runs, and how it is found again --------------------------------
+    cwd: str | None = None  # None: the worker's own directory
+    env: dict[str, str] = field(default_factory=dict, hash=False)  # added to the worker's environment
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +109,11 @@ class Job:
     unique_key: str | None = None
     retry_on: tuple[int, ...] | None = None
     no_retry_on: tuple[int, ...] | None = None
+    # -- §10: where and how it runs, and how it is found again --------------------------------
+    cwd: str | None = None
+    env: dict[str, str] = field(default_factory=dict, hash=False)
+    tags: tuple[str, ...] = ()
+    last_duration: float | None = None  # seconds the last finished attempt ran
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of a job (spec §3), as ``list --json`` prints it."""
@@ -129,7 +139,20 @@ class Job:
             "unique_key": self.unique_key,
             "retry_on": list(self.retry_on) if self.retry_on is not None else None,
             "no_retry_on": list(self.no_retry_on) if self.no_retry_on is not None else None,
+            "cancel_requested": self.cancel_requested,
+            "cwd": self.cwd,
+            "env": masked_env(self.env),
+            "tags": list(self.tags),
+            "last_duration": round(self.last_duration, 3) if self.last_duration is not None else None,
         }
+
+
+_SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH|PRIVATE|DSN|COOKIE|SESSION", re.IGNORECASE)
+
+
+def masked_env(env: dict[str, str]) -> dict[str, str]:
+    """A job's env as shown: every key, and the value of any key that looks secret as ``***``."""
+    return {k: ("***" if _SECRET_NAME.search(k) else v) for k, v in env.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,15 +179,20 @@ class WorkerInfo:
     started_at: datetime
     last_seen: datetime
     current_job: str | None = None
+    current_job_since: datetime | None = None  # when the current job was claimed
 
     def to_dict(self) -> dict[str, Any]:
+        """Spec §10's keys (``host``, ``last_seen_at``), and the older ``hostname``/``last_seen``."""
         return {
             "id": self.id,
-            "hostname": self.hostname,
+            "host": self.hostname,
             "pid": self.pid,
             "started_at": format_time(self.started_at),
-            "last_seen": format_time(self.last_seen),
+            "last_seen_at": format_time(self.last_seen),
             "current_job": self.current_job,
+            "current_job_since": format_time(self.current_job_since),
+            "hostname": self.hostname,
+            "last_seen": format_time(self.last_seen),
         }
 
 

@@ -102,7 +102,7 @@ class Setting:
         then be given as a duration such as ``5m`` or ``1h30m``."""
         if self.type not in (int, float):
             return None
-        if self.key.endswith("_seconds"):
+        if self.key.endswith("_seconds") or self.key.startswith("retention."):  # retention.*: §10's ages
             return 1.0
         if self.key.endswith("_ms"):
             return 0.001
@@ -237,6 +237,13 @@ CORE_SETTINGS = (
     Setting("no_retry_exit_codes", str, "",
             "Exit codes that go straight to the DLQ unless a job says otherwise (e.g. 2,64; empty: none).",
             validate=lambda value: _check_exit_codes(value)),
+    # -- §10 retention: applied by running workers, at most once a minute -------------------------
+    Setting("retention.completed", float, 7 * 86_400.0,
+            "Delete completed jobs (and their logs) this long after they finished; 0 keeps them.",
+            minimum=0, maximum=100 * 365 * 86_400),
+    Setting("retention.dead", float, 0.0,
+            "Delete dead (DLQ) jobs and their logs this long after they died; 0 (default) keeps them.",
+            minimum=0, maximum=100 * 365 * 86_400),
 )
 
 

@@ -25,11 +25,16 @@ T = TypeVar("T")
 # A worker that has not been seen for this long is not listed as live.
 WORKER_LIVE_SECONDS = 15.0
 
-JOB_COLUMNS = ("id", "command", "state", "attempts", "max_retries", "priority", "created_at", "updated_at",
+JOB_COLUMNS: tuple[str, ...] = ("id", "command", "state", "attempts", "max_retries", "priority", "created_at", "updated_at",
                "run_at", "timeout", "last_exit_code", "last_error", "log_path", "output_tail", "worker_id",
                "lease_token", "lease_expires_at", "cancel_requested",
                # -- scheduling (spec §11) --
                "queue", "waiting", "unique_key", "retry_on", "no_retry_on")
+# -- §10 (control and visibility): where a job runs, its tags, how long its last attempt took ------
+CONTROL_COLUMNS = ("cwd", "env", "tags", "last_duration")
+JOB_COLUMNS += CONTROL_COLUMNS
+_CONTROL_AT = JOB_COLUMNS.index(CONTROL_COLUMNS[0])
+# -- end §10
 _COLS = ", ".join(JOB_COLUMNS)
 _QUEUE_COL = JOB_COLUMNS.index("queue")
 _HELD = "'pending', 'failed', 'processing'"  # a unique_key is held in these states
@@ -128,6 +133,7 @@ class SQLStore:
             lease_expires_at=t(row[16]) if row[16] is not None else None, cancel_requested=bool(row[17]),
             queue=row[18], waiting=row[19], unique_key=row[20], retry_on=_codes_in(row[21]),
             no_retry_on=_codes_in(row[22]),
+            **_control_fields(row, _CONTROL_AT),
         )
 
     def _q(self, tx: Tx, sql: str, **params: Any) -> list[Sequence[Any]]:
@@ -292,27 +298,115 @@ class SQLStore:
         for j in jobs:
             out += self._q(
                 tx, "INSERT INTO {j} (id, command, state, attempts, max_retries, priority, created_at, updated_at,"
-                " run_at, timeout, cancel_requested, queue, unique_key, retry_on, no_retry_on)"
+                " run_at, timeout, cancel_requested, queue, unique_key, retry_on, no_retry_on, cwd, env, tags)"
                 " VALUES (:id, :command, 'pending', 0, :max_retries, :priority,"
                 " {now}, {now}, COALESCE(:run_at, " + self.dialect.after("delay") + "), :timeout, FALSE,"
-                " :queue, :unique_key, :retry_on, :no_retry_on)"
+                " :queue, :unique_key, :retry_on, :no_retry_on, :cwd, :env, :tags)"
                 " ON CONFLICT (id) DO NOTHING RETURNING " + _COLS,
                 id=j.id, command=j.command, max_retries=j.max_retries, priority=j.priority,
                 run_at=self.dialect.to_db(j.run_at) if j.run_at is not None else None,
                 delay=float(j.delay or 0), timeout=float(j.timeout) if j.timeout is not None else None,
                 queue=j.queue, unique_key=j.unique_key, retry_on=codes_out(j.retry_on),
-                no_retry_on=codes_out(j.no_retry_on))
+                no_retry_on=codes_out(j.no_retry_on), **control_values(j))
         return out
 
     def get(self, job_id: str) -> Job | None:
         rows = self._read("SELECT " + _COLS + " FROM {j} WHERE id = :id", id=job_id)
         return self._job(rows[0]) if rows else None
 
-    def list_jobs(self, state: JobState | None = None, limit: int | None = None) -> list[Job]:
-        """Newest first (created_at, then id, both descending), as `list` shows them."""
-        sql = "SELECT " + _COLS + " FROM {j}" + (" WHERE state = :state" if state is not None else "")
+    def list_jobs(self, state: JobState | None = None, limit: int | None = None, *,
+                  states: Sequence[JobState] | None = None, tag: str | None = None,
+                  queue: str | None = None) -> list[Job]:
+        """Newest first (created_at, then id, both descending), as `list` shows them; optionally only
+        some states, one tag, one queue."""
+        where, params = self._filter(state, states, tag, queue)
+        sql = "SELECT " + _COLS + " FROM {j}" + where
         sql += " ORDER BY created_at DESC, id DESC" + (" LIMIT :limit" if limit is not None else "")
-        return [self._job(r) for r in self._read(sql, state=str(state) if state else None, limit=limit)]
+        return [self._job(r) for r in self._read(sql, limit=limit, **params)]
+
+    def count_jobs(self, state: JobState | None = None, *, states: Sequence[JobState] | None = None,
+                   tag: str | None = None, queue: str | None = None) -> int:
+        """How many jobs :meth:`list_jobs` would list without a limit."""
+        where, params = self._filter(state, states, tag, queue)
+        return int(self._read("SELECT count(*) FROM {j}" + where, **params)[0][0])
+
+    @staticmethod
+    def _filter(state: JobState | None, states: Sequence[JobState] | None, tag: str | None,
+                queue: str | None = None) -> tuple[str, dict[str, Any]]:
+        wanted = [str(s) for s in ([state] if state is not None else []) + list(states or ())]
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
+        if wanted:
+            clauses.append("state IN (" + ", ".join(f":s{i}" for i in range(len(wanted))) + ")")
+            params.update({f"s{i}": s for i, s in enumerate(wanted)})
+        if tag is not None:
+            # Tags are stored ",a,b," (tag names exclude commas); LIKE's wildcards are escaped.
+            clauses.append("tags LIKE :tag ESCAPE '!'")
+            params["tag"] = "%," + re.sub(r"([!%_])", r"!\1", tag) + ",%"
+        if queue is not None:
+            # Queues are §11's: with a `queue` column, filter on it; without, every job is in "default".
+            if "queue" in JOB_COLUMNS:
+                clauses.append("queue = :queue")
+                params["queue"] = queue
+            elif queue != "default":
+                clauses.append("1 = 0")
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def queue_counts(self) -> dict[str, dict[JobState, int]]:
+        """Per queue, how many jobs in each state (every state present). Without §11's ``queue``
+        column, one queue: ``default``."""
+        from queuectl_core.models import JobState
+
+        if "queue" not in JOB_COLUMNS:
+            counts = self.counts()
+            return {"default": counts} if any(counts.values()) else {}  # queues exist while they have jobs
+        out: dict[str, dict[JobState, int]] = {}
+        for queue, state, n in self._read("SELECT queue, state, count(*) FROM {j} GROUP BY queue, state"):
+            out.setdefault(queue, {s: 0 for s in JobState})[JobState(state)] = n
+        return out
+
+    def pending_summary(self) -> tuple[int, int, datetime | None]:
+        """Pending jobs split into (ready now, scheduled later), and the earliest run_at among
+        runnable jobs that are due (pending or failed): how long the oldest ready job has waited."""
+        rows = self._read(
+            "SELECT sum(CASE WHEN state = 'pending' AND run_at <= {now} THEN 1 ELSE 0 END),"
+            " sum(CASE WHEN state = 'pending' AND run_at > {now} THEN 1 ELSE 0 END),"
+            " min(CASE WHEN run_at <= {now} THEN run_at END)"
+            " FROM {j} " + self.dialect.due_index + " WHERE state IN (" + _RUNNABLE + ")")
+        ready, scheduled, oldest = rows[0] if rows else (0, 0, None)
+        return int(ready or 0), int(scheduled or 0), self.dialect.from_db(oldest) if oldest is not None else None
+
+    def delete(self, job_ids: Sequence[str], states: Sequence[JobState]) -> list[Job] | None:
+        """Delete every listed job, only if each exists and is in one of ``states``; otherwise
+        delete nothing and return None. The deleted jobs (for their logs) on success."""
+        if not job_ids:
+            return []
+        ids = list(dict.fromkeys(job_ids))
+        sql = ("DELETE FROM {j} WHERE id IN (" + ", ".join(f":i{n}" for n in range(len(ids))) + ") AND state IN ("
+               + ", ".join(f"'{s}'" for s in states) + ") RETURNING " + _COLS)
+
+        def run(tx: Tx) -> list[Sequence[Any]]:
+            rows = self._q(tx, sql, **{f"i{n}": i for n, i in enumerate(ids)})
+            if len(rows) != len(ids):
+                raise _Fenced
+            return rows
+
+        try:
+            rows = self._tx(run)
+        except _Fenced:
+            return None
+        return [self._job(r) for r in rows]
+
+    def purge(self, states: Sequence[JobState], older_than: float, limit: int | None = None) -> list[Job]:
+        """Delete jobs in ``states`` last changed more than ``older_than`` seconds ago (storage
+        clock); the deleted jobs, at most ``limit`` of them (oldest first) when given."""
+        if not states:
+            return []
+        sql = ("DELETE FROM {j} WHERE id IN (SELECT id FROM {j} WHERE state IN ("
+               + ", ".join(f"'{s}'" for s in states) + ") AND updated_at < " + self.dialect.after("age")
+               + " ORDER BY updated_at" + (" LIMIT :limit" if limit is not None else "") + ") RETURNING " + _COLS)
+        rows = self._tx(lambda tx: self._q(tx, sql, age=-float(older_than), limit=limit))
+        return [self._job(r) for r in rows]
 
     def counts(self) -> dict[JobState, int]:
         from queuectl_core.models import JobState
@@ -405,6 +499,31 @@ class SQLStore:
         """Persist a decided change, atomically and fenced: only while the job is in one of
         ``change.from_states``, holds ``token`` (when given) and, for ``expired_only``, its lease
         has expired. Returns the updated job, or None when fenced out (nothing changed)."""
+        run = self._applier(job_id, token, change)
+        rows = self._tx(run)
+        return self._job(rows[0]) if rows else None
+
+    def apply_many(self, changes: Sequence[tuple[str, str | None, Change]]) -> list[Job] | None:
+        """Apply several (job id, token, change) in one transaction: all of them, or (when any
+        one is fenced out) none, returning None. For commands acting on many jobs at once."""
+        runs = [self._applier(job_id, token, change) for job_id, token, change in changes]
+
+        def run_all(tx: Tx) -> list[Sequence[Any]]:
+            out: list[Sequence[Any]] = []
+            for run in runs:
+                rows = run(tx)
+                if not rows:
+                    raise _Fenced
+                out.append(rows[0])
+            return out
+
+        try:
+            rows = self._tx(run_all)
+        except _Fenced:
+            return None
+        return [self._job(r) for r in rows]
+
+    def _applier(self, job_id: str, token: str | None, change: Change) -> Callable[[Tx], list[Sequence[Any]]]:
         d = self.dialect
         sets: list[str] = []
         p: dict[str, Any] = {"id": job_id, "token": token}
@@ -427,12 +546,15 @@ class SQLStore:
         if change.result is not None:
             r = change.result
             sets += ["last_exit_code = :exit_code", "last_error = :error", "log_path = :log_path",
-                     "output_tail = :output_tail"]
+                     "output_tail = :output_tail", "last_duration = :duration"]
             p.update(exit_code=r.exit_code, error=change.reason if change.reason is not None else r.error,
-                     log_path=r.log_path, output_tail=r.output_tail)
+                     log_path=r.log_path, output_tail=r.output_tail, duration=float(r.duration))
         elif change.reason is not None:
             sets += ["last_exit_code = NULL", "last_error = :error"]
             p["error"] = change.reason
+        if change.progress is not None and change.result is None:
+            sets += ["log_path = :log_path", "output_tail = :output_tail"]
+            p.update(log_path=change.progress[0], output_tail=change.progress[1])
         if change.cancel_requested is not None:
             sets.append("cancel_requested = " + (d.true if change.cancel_requested else "FALSE"))
         if change.command is not None:
@@ -464,8 +586,7 @@ class SQLStore:
                                " AND state = :state AND lease_expires_at IS NULL", **p)
             return rows
 
-        rows = self._tx(run)
-        return self._job(rows[0]) if rows else None
+        return run
 
     def expired(self, limit: int = 100) -> list[Job]:
         """Processing jobs whose lease has expired by the storage clock, oldest expiry first."""
@@ -625,11 +746,15 @@ class SQLStore:
             return None  # the schedule's unique_key is still held by an earlier tick's job
 
     # -- the worker directory ---------------------------------------------------------------
-    def worker_seen(self, worker_id: str, current_job: str | None) -> bool:
+    def worker_seen(self, worker_id: str, current_job: str | None) -> int:
+        """Record that a worker is alive. 0: carry on; 1 (true): stop after the current job;
+        2: stop now (``worker stop --now``)."""
         rows = self._tx(lambda tx: self._q(
             tx, "UPDATE {w} SET last_seen = {now}, current_job = :job WHERE hostname = :host AND id = :id"
-            " RETURNING stop_requested", job=current_job, host=self.hostname, id=worker_id))
-        return bool(rows and rows[0][0])
+            " RETURNING stop_requested, stop_now", job=current_job, host=self.hostname, id=worker_id))
+        if not rows or not rows[0][0]:
+            return 0
+        return 2 if rows[0][1] else 1
 
     def unregister_worker(self, worker_id: str) -> None:
         self._tx(lambda tx: self._q(tx, "DELETE FROM {w} WHERE hostname = :host AND id = :id RETURNING id",
@@ -639,14 +764,23 @@ class SQLStore:
         from queuectl_core.models import WorkerInfo
 
         t = self.dialect.from_db
-        rows = self._read("SELECT id, hostname, pid, started_at, last_seen, current_job FROM {w}"
-                          " WHERE last_seen >= " + self.dialect.after("window") + " ORDER BY id",
+        # The job a worker runs is read from the jobs table, where the claim itself records it, so a
+        # job shows as running from the moment it is claimed (the worker's own report lags).
+        running = ("(SELECT {col} FROM {j} WHERE state = 'processing' AND worker_id = w.id"
+                   " ORDER BY updated_at DESC LIMIT 1)")
+        rows = self._read("SELECT w.id, w.hostname, w.pid, w.started_at, w.last_seen, COALESCE("
+                          + running.format(col="id", j="{j}") + ", w.current_job), "
+                          + running.format(col="updated_at", j="{j}") + " FROM {w} w"
+                          " WHERE w.last_seen >= " + self.dialect.after("window") + " ORDER BY w.id",
                           window=-WORKER_LIVE_SECONDS)
-        return [WorkerInfo(r[0], r[1], r[2], t(r[3]), t(r[4]), r[5]) for r in rows]
+        return [WorkerInfo(r[0], r[1], r[2], t(r[3]), t(r[4]), r[5], t(r[6]) if r[6] is not None else None)
+                for r in rows]
 
-    def request_stop(self) -> int:
+    def request_stop(self, now: bool = False) -> int:
+        """Ask every live worker to stop: after its current job, or (``now``) at once, releasing it."""
         def stop(tx: Tx) -> int:
             rows = self._q(tx, "UPDATE {w} SET stop_requested = " + self.dialect.true +
+                           (", stop_now = " + self.dialect.true if now else "") +
                            " WHERE last_seen >= " + self.dialect.after("window") + " RETURNING id",
                            window=-WORKER_LIVE_SECONDS)
             tx.wake()
@@ -673,4 +807,25 @@ def _codes_in(text: str | None) -> tuple[int, ...] | None:
     return tuple(int(c) for c in text.split(",")) if text else None
 
 
-__all__ = ["JOB_COLUMNS", "WORKER_LIVE_SECONDS", "Dialect", "SQLStore", "Tx"]
+class _Fenced(Exception):
+    """Rolls back a many-job change when one job is not where the decision assumed."""
+
+
+# -- §10: cwd, env and tags between NewJob/Job and their stored form ------------------------------
+def control_values(job: NewJob) -> dict[str, Any]:
+    """A NewJob's §10 fields as stored: env as JSON text, tags as ",a,b," (so one LIKE finds a tag)."""
+    import json
+
+    return {"cwd": job.cwd, "env": json.dumps(job.env, sort_keys=True) if job.env else None,
+            "tags": "," + ",".join(job.tags) + "," if job.tags else None}
+
+
+def _control_fields(row: Sequence[Any], at: int) -> dict[str, Any]:
+    import json
+
+    cwd, env, tags, duration = row[at:at + 4]
+    return {"cwd": cwd, "env": json.loads(env) if env else {}, "tags": tuple(t for t in (tags or "").split(",") if t),
+            "last_duration": duration}
+
+
+__all__ = ["CONTROL_COLUMNS", "JOB_COLUMNS", "WORKER_LIVE_SECONDS", "Dialect", "SQLStore", "Tx"]

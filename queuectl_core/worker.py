@@ -35,6 +35,7 @@ BURST_RECHECK_SECONDS = 0.02  # a burst worker waiting only on other workers' ru
 # A busy worker looks for expired leases this often (one indexed read; a write only when found).
 BUSY_RECOVERY_SECONDS = 2.0
 CANCEL_CHECK_SECONDS = 0.5  # a running job's worker looks for a cancel request this often
+RETENTION_SECONDS = 60.0  # how often a worker applies retention.* (spec: at most once a minute)
 
 
 class Worker:
@@ -61,6 +62,7 @@ class Worker:
         # period to record the results it held, so a finished job is never re-run by recovery.
         self._reachable_since = float("-inf")
         self._next_recovery = 0.0
+        self._next_retention = 0.0  # at the first idle housekeeping, then once a minute
 
     # -- lifecycle --------------------------------------------------------------------------
     @property
@@ -157,8 +159,14 @@ class Worker:
             self._idle(BURST_RECHECK_SECONDS if others_running else None)
 
     def _housekeeping(self, current_job: str | None) -> None:
-        stop = self._storage_call(lambda: self.storage.worker_seen(self.id, current_job), default=False)
-        if stop and not self.stop_requested:
+        stop = self._storage_call(lambda: self.storage.worker_seen(self.id, current_job), default=0)
+        if stop == 2 and self.signals < 2:
+            # `worker stop --now`: as a second Ctrl+C, the running job is stopped and released.
+            self.stop_requested = True
+            self.signals = 2
+            emit(JobEvent(EventKind.WORKER_STOPPING, worker_id=self.id,
+                          message="asked by `queuectl worker stop --now`; releasing the current job"))
+        elif stop and not self.stop_requested:
             self.stop_requested = True
             emit(JobEvent(EventKind.WORKER_STOPPING, worker_id=self.id,
                           message="asked by `queuectl worker stop`; finishing the current job"))
@@ -175,6 +183,30 @@ class Worker:
             return
         for job in enqueued:
             emit(JobEvent(EventKind.ENQUEUED, job=job, worker_id=self.id, message="schedule"))
+        if current_job is None:
+            self._apply_retention()
+
+    def _apply_retention(self) -> None:
+        """retention.completed / retention.dead, at most once a minute, by an idle worker. Every
+        worker may do it: a purge deletes each row once, whoever gets there first."""
+        now = time.monotonic()
+        if now < self._next_retention:
+            return
+        self._next_retention = now + RETENTION_SECONDS
+        from queuectl_core import actions
+        from queuectl_core.models import JobState
+
+        config = self.app.config
+        try:
+            log_dir = config["subprocess.log_dir"]
+        except Exception:  # another executor: its logs are its own
+            log_dir = None
+        for state, key in ((JobState.COMPLETED, "retention.completed"), (JobState.DEAD, "retention.dead")):
+            age = config[key]
+            if age > 0:
+                # A bounded batch: a backlog is worked off minute by minute, never in one long lock.
+                self._storage_call(lambda: actions.remove_logs(
+                    self.storage.purge([state], age, limit=10_000), log_dir), default=0)
 
     def _recover_expired(self, busy: bool) -> None:
         """Take back jobs whose worker is gone (their lease expired), busy or idle: a dead worker's
@@ -240,7 +272,11 @@ class Worker:
         beat_every = self.lease / 3
         last_beat = time.monotonic()
         last_seen = last_cancel_check = last_beat
-        renew = lifecycle.heartbeat(self.lease)
+        progress: tuple[str, str] | None = None  # (log path, output so far), for the next heartbeat
+
+        def on_output(log_path: str, tail: str) -> None:
+            nonlocal progress
+            progress = (log_path, tail)
 
         def tick() -> bool:
             nonlocal lease_lost, cancel, last_beat, last_seen, last_cancel_check
@@ -250,7 +286,7 @@ class Worker:
             now = time.monotonic()
             if now - last_beat >= beat_every:
                 try:
-                    held = self.storage.apply(job.id, token, renew)
+                    held = self.storage.apply(job.id, token, lifecycle.heartbeat(self.lease, progress))
                 except StorageError:
                     # Unreachable: keep running; the result is recorded once it is back. This
                     # worker saw the outage, so it holds back recovery for a lease afterwards.
@@ -289,6 +325,7 @@ class Worker:
             wakeup_fd=self._sig_r,
             on_spawn=janitor.add if janitor else (lambda pgid: None),
             on_reaped=janitor.remove if janitor else (lambda pgid: None),
+            on_output=on_output,
         )
         try:
             result = self.executor.run(job, ctx)

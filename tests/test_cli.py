@@ -43,7 +43,9 @@ def counter_command(tmp_path: Path, succeed_from: int) -> str:
 
 def test_status_on_an_empty_queue(q: Q) -> None:
     data = one_json_document(q.run("status", "--json"))
-    assert data == {"counts": {s: 0 for s in STATES}, "workers": []}
+    # Spec §10 added the ready/scheduled split, the oldest ready job and queues to the document.
+    assert data["counts"] == {s: 0 for s in STATES} and data["workers"] == [] and data["queues"] == {}
+    assert data["pending"] == {"ready": 0, "scheduled": 0} and data["oldest_ready_age_seconds"] is None
     text = q.run("status").stdout
     for state in STATES:
         assert re.search(rf"^{state}\s+0$", text, re.M), text
@@ -115,7 +117,7 @@ def test_status_shows_live_workers(q: Q) -> None:
     w = workers[0]
     assert w["pid"] > 0 and w["id"] and w["hostname"]
     assert TIME_RE.match(w["started_at"])
-    assert "workers     1" in q.run("status").stdout
+    assert re.search(r"^workers\s+1$", q.run("status").stdout, re.M)  # §10's layout aligns the counts
     q.run("worker", "stop")
     assert proc.wait(timeout=20) == 0
     assert q.json("status")["workers"] == []

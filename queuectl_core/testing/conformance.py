@@ -511,6 +511,101 @@ class StorageConformance:
         claimed = storage.claim("w", 30)
         assert claimed.id == "run" and claimed.attempts == 1 and not claimed.cancel_requested
 
+    # -- §10 control and visibility ------------------------------------------------------------
+    def test_cwd_env_and_tags_round_trip(self, storage: Any) -> None:
+        storage.enqueue([self.new("a", cwd="/tmp", env={"X": "1", "PASSWORD": "s"}, tags=("nightly", "a_b")),
+                         self.new("b")])
+        a, b = storage.get("a"), storage.get("b")
+        assert (a.cwd, a.env, a.tags) == ("/tmp", {"X": "1", "PASSWORD": "s"}, ("nightly", "a_b"))
+        assert (b.cwd, b.env, b.tags) == (None, {}, ())
+        assert [j.id for j in storage.list_jobs(tag="nightly")] == ["a"]
+        assert storage.list_jobs(tag="axb") == []  # LIKE's wildcards are escaped
+        assert storage.count_jobs(tag="a_b") == 1 and storage.count_jobs() == 2
+
+    def test_list_and_count_several_states(self, storage: Any) -> None:
+        from queuectl_core.models import JobState
+
+        storage.enqueue([self.new("x"), self.new("y"), self.new("z")])
+        job = storage.claim("w", 30)
+        self.complete(storage, job.id, job.lease_token, self.ok(duration=1.5))
+        done = storage.get(job.id)
+        assert done.last_duration == 1.5
+        both = storage.list_jobs(states=[JobState.COMPLETED, JobState.PENDING])
+        assert len(both) == 3 and storage.count_jobs(states=[JobState.COMPLETED]) == 1
+        assert storage.count_jobs(JobState.PENDING) == 2
+
+    def test_pending_summary_splits_ready_and_scheduled(self, storage: Any) -> None:
+        assert storage.pending_summary() == (0, 0, None)
+        storage.enqueue([self.new("now"), self.new("later", delay=3600), self.new("also")])
+        ready, scheduled, oldest = storage.pending_summary()
+        assert (ready, scheduled) == (2, 1)
+        self.assert_near(oldest, storage.get("now").run_at, 0.01)
+
+    def test_apply_many_is_all_or_nothing(self, storage: Any) -> None:
+        from queuectl_core import lifecycle
+        from queuectl_core.models import JobState
+
+        storage.enqueue([self.new("p"), self.new("q")])
+        p, q = storage.get("p"), storage.get("q")
+        storage.claim("w", 30)  # takes p: the cancel decided on "pending" no longer applies to it
+        assert storage.apply_many([("q", None, lifecycle.cancel(q)), ("p", None, lifecycle.cancel(p))]) is None
+        assert storage.get("q").state == JobState.PENDING
+        done = storage.apply_many([("q", None, lifecycle.cancel(q))])
+        assert [j.state for j in done] == [JobState.CANCELLED]
+
+    def test_delete_is_all_or_nothing_and_only_in_the_states_given(self, storage: Any) -> None:
+        from queuectl_core import actions
+        from queuectl_core.lifecycle import FINISHED_STATES
+
+        storage.enqueue([self.new("done"), self.new("wait"), self.new("gone")])
+        actions.cancel(storage, "done")
+        actions.cancel(storage, "gone")
+        assert storage.delete(["done", "wait"], FINISHED_STATES) is None
+        assert storage.delete(["done", "nosuch"], FINISHED_STATES) is None
+        assert storage.get("done") is not None
+        removed = storage.delete(["done", "gone"], FINISHED_STATES)
+        assert sorted(j.id for j in removed) == ["done", "gone"]
+        assert storage.get("done") is None and storage.get("wait") is not None
+
+    def test_purge_deletes_only_old_finished_jobs(self, storage: Any) -> None:
+        import time
+
+        from queuectl_core import actions
+        from queuectl_core.models import JobState
+
+        storage.enqueue([self.new("old"), self.new("new"), self.new("waiting")])
+        actions.cancel(storage, "old")
+        time.sleep(0.3)
+        actions.cancel(storage, "new")
+        assert storage.purge([JobState.COMPLETED], 0.15) == []
+        assert [j.id for j in storage.purge([JobState.CANCELLED], 0.15)] == ["old"]
+        time.sleep(0.02)  # "older than 0s" is strictly older: not within the same clock tick
+        assert [j.id for j in storage.purge([JobState.CANCELLED, JobState.DEAD], 0)] == ["new"]
+        assert storage.get("waiting") is not None
+
+    def test_a_heartbeat_stores_the_running_attempts_output_so_far(self, storage: Any) -> None:
+        from queuectl_core import lifecycle
+
+        storage.enqueue([self.new("h")])
+        job = storage.claim("w", 30)
+        beat = storage.apply("h", job.lease_token, lifecycle.heartbeat(30, ("/logs/h.1.log", "so far\n")))
+        assert (beat.log_path, beat.output_tail, beat.state) == ("/logs/h.1.log", "so far\n", job.state)
+        done = self.complete(storage, "h", job.lease_token, self.ok(log_path="/logs/h.1.log", output_tail="all\n"))
+        assert done.output_tail == "all\n"
+
+    def test_live_workers_show_the_claimed_job_at_once(self, storage: Any) -> None:
+        storage.register_worker(self._info(storage, "worker-c"))
+        storage.enqueue([self.new("j")])
+        job = storage.claim("worker-c", 30)
+        (w,) = storage.live_workers()
+        assert w.current_job == "j"
+        self.assert_near(w.current_job_since, job.updated_at, 0.01)
+
+    def test_request_stop_now(self, storage: Any) -> None:
+        storage.register_worker(self._info(storage, "worker-n"))
+        assert storage.request_stop(now=True) == 1
+        assert storage.worker_seen("worker-n", None) == 2
+
     # -- workers --------------------------------------------------------------------------
     def _info(self, storage: Any, worker_id: str) -> Any:
         import os
@@ -527,11 +622,11 @@ class StorageConformance:
         live = storage.live_workers()
         assert [w.id for w in live] == ["worker-a", "worker-b"]
         self.assert_near(live[0].last_seen, storage.now())
-        assert storage.worker_seen("worker-a", "job-7") is False
+        assert not storage.worker_seen("worker-a", "job-7")
         assert {w.id: w.current_job for w in storage.live_workers()}["worker-a"] == "job-7"
         assert storage.request_stop() == 2
-        assert storage.worker_seen("worker-a", None) is True
-        assert storage.worker_seen("worker-b", None) is True
+        assert storage.worker_seen("worker-a", None) == 1
+        assert storage.worker_seen("worker-b", None) == 1
         storage.unregister_worker("worker-a")
         assert [w.id for w in storage.live_workers()] == ["worker-b"]
         storage.unregister_worker("worker-b")
@@ -587,7 +682,7 @@ class StorageConformance:
         assert other.request_stop() == 1
         thread.join(5)
         assert not thread.is_alive()
-        assert waiter.worker_seen("waiter", None) is True
+        assert waiter.worker_seen("waiter", None) == 1
 
     def test_wait_for_work_returns_when_wakeup_fd_is_readable(self, storage: Any) -> None:
         import os

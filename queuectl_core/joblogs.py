@@ -1,0 +1,210 @@
+"""``queuectl logs``: a job's output, per attempt: the running one (followed with ``-f``), the last
+finished one, or an earlier one.
+
+Each attempt's output is a file on the worker's host, ``ID.N.log`` in the executor's log directory
+(the last few KiB of a finished attempt are also stored with the job, which is what other hosts see).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, BinaryIO
+
+import click
+
+from queuectl_core.errors import JobNotFoundError, ValidationError
+
+if TYPE_CHECKING:
+    from queuectl_core.app import App
+    from queuectl_core.models import Job
+
+LOG_WRITE_FAILED = "[queuectl: cannot write the log file "
+FOLLOW_POLL_SECONDS = 0.2  # how often -f looks for new output
+STATE_POLL_SECONDS = 0.5  # how often -f asks storage whether the attempt has ended
+
+
+def _write_failure(tail: str) -> str:
+    """The reason from the executor's note, e.g. 'No space left on device'."""
+    note = tail[tail.rindex(LOG_WRITE_FAILED):].strip().rstrip("]")
+    return note.rpartition(": ")[2] or "writing it failed"
+
+
+def attempt_path(job: Job, attempt: int, log_dir: str | None) -> str | None:
+    """Where attempt N's log is (or will be) on this host."""
+    base = os.path.dirname(job.log_path) if job.log_path else (os.path.expanduser(log_dir) if log_dir else None)
+    return os.path.join(base, f"{job.id}.{attempt}.log") if base else None
+
+
+def _last_lines(data: bytes, n: int | None) -> bytes:
+    if n is None:
+        return data
+    if n == 0:
+        return b""
+    lines = data.splitlines(keepends=True)
+    return b"".join(lines[-n:])
+
+
+def _finished_output(job: Job, path: str) -> bytes:
+    """A finished attempt's output: the file, or the stored tail when the file is not here or was
+    cut short by a failing disk (the note saying so goes to stderr)."""
+    tail = job.output_tail or ""
+    write_failed = LOG_WRITE_FAILED in tail
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        if tail:
+            if write_failed and isinstance(exc, FileNotFoundError):
+                why = f"was never written ({_write_failure(tail)})"
+            elif isinstance(exc, FileNotFoundError):
+                why = "is not on this machine"
+            else:
+                why = f"cannot be read ({exc.strerror})"
+            click.echo(f"(log file {path} {why}; showing the stored tail)", err=True)
+            return tail.encode()
+        if not isinstance(exc, FileNotFoundError):
+            raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+        return b""  # the attempt printed nothing, so no file was ever made
+    if write_failed:
+        click.echo(f"(log file {path} is incomplete: {_write_failure(tail)}; "
+                   f"the last {len(tail.encode())} bytes of output, as stored, follow)", err=True)
+        data += b"\n[queuectl: the log file ends here; the stored tail follows]\n" + tail.encode()
+    return data
+
+
+def _worker_host(app: App, job: Job) -> str | None:
+    for w in app.storage.live_workers():
+        if w.id == job.worker_id:
+            return w.hostname
+    return None
+
+
+def show(app: App, job_id: str, *, follow: bool = False, attempt: int | None = None,
+         tail_lines: int | None = None) -> int:
+    """Print the output; returns the exit status (``-f``: 0 if the job completed, 1 otherwise)."""
+    from queuectl_core.models import JobState
+
+    storage = app.storage
+    out = sys.stdout.buffer
+    job = storage.get(job_id)
+    if job is None:
+        raise JobNotFoundError(job_id)
+    if attempt is not None and attempt > job.attempts:
+        raise ValidationError(f"job {job_id!r} has run {job.attempts} attempt(s); there is no attempt {attempt}")
+    try:
+        log_dir = str(app.config["subprocess.log_dir"])
+    except Exception:
+        log_dir = None
+    if job.attempts == 0:
+        if not follow:
+            extra = "" if job.state != JobState.PENDING else "; `queuectl logs -f` waits for it to start"
+            raise ValidationError(f"job {job_id!r} has not run yet (it is {job.state}{extra})")
+        job = _wait_for_start(app, job)
+        if job.attempts == 0:
+            return 1  # cancelled or removed before it ever ran
+    n = attempt or job.attempts
+    running = job.state == JobState.PROCESSING and n == job.attempts
+    path = attempt_path(job, n, log_dir)
+    if not running:
+        if n == job.attempts:
+            data = _finished_output(job, job.log_path or path or "")
+        else:
+            try:
+                with open(path or "", "rb") as fh:
+                    data = fh.read()
+            except FileNotFoundError:
+                raise ValidationError(f"no log of attempt {n} of {job_id!r} on this host (it printed nothing,"
+                                      " ran on another host, or was removed)") from None
+            except OSError as exc:
+                raise ValidationError(f"cannot read {path}: {exc.strerror}") from None
+        out.write(_last_lines(data, tail_lines))
+        out.flush()
+        return (0 if job.state == JobState.COMPLETED else 1) if follow else 0
+    return _running(app, job, n, path, follow, tail_lines, out)
+
+
+def _wait_for_start(app: App, job: Job) -> Job:
+    from queuectl_core.lifecycle import FINISHED_STATES
+
+    while True:
+        time.sleep(STATE_POLL_SECONDS)
+        now = app.storage.get(job.id)
+        if now is None or now.attempts > 0 or now.state in FINISHED_STATES:
+            return now if now is not None else job
+
+
+def _new_part(shown: str, tail: str) -> str:
+    """What of ``tail`` (the last few KiB, as of a heartbeat) comes after what was ``shown``."""
+    if not shown:
+        return tail
+    anchor = shown[-256:]
+    at = tail.rfind(anchor)
+    if at >= 0:
+        return tail[at + len(anchor):]
+    return "\n[queuectl: some output was not seen here]\n" + tail
+
+
+def _running(app: App, job: Job, n: int, path: str | None, follow: bool, tail_lines: int | None,
+             out: BinaryIO) -> int:
+    """The attempt in progress: what it printed so far, and with ``follow`` the rest as it comes.
+    Here, from its log file; from another host, as of the worker's last heartbeat (stored tail)."""
+    from queuectl_core.models import JobState
+
+    fh = None
+    first = True
+    shown_remote = ""
+    next_state = 0.0
+    current: Job | None = job
+    while True:
+        if fh is None and path is not None:
+            try:
+                fh = open(path, "rb")  # noqa: SIM115 - kept open while following
+            except OSError:
+                fh = None
+        remote = (fh is None and current is not None and current.attempts == n and bool(current.output_tail)
+                  and current.log_path == path)
+        if fh is not None:
+            data = fh.read()
+            if first:
+                data = _last_lines(data, tail_lines)
+            if data:
+                out.write(data)
+                out.flush()
+        elif remote and current is not None:
+            if not shown_remote:
+                host = _worker_host(app, current) or "another host"
+                click.echo(f"(attempt {n} is running on {host}: its output as of the last heartbeat"
+                           f"{'; following' if follow else ''})", err=True)
+            new = _new_part(shown_remote, current.output_tail or "")
+            shown_remote = current.output_tail or ""
+            data = new.encode()
+            if data:
+                out.write(_last_lines(data, tail_lines) if first else data)
+                out.flush()
+        first = False
+        if not follow:
+            break
+        now = time.monotonic()
+        if now >= next_state:
+            next_state = now + STATE_POLL_SECONDS
+            current = app.storage.get(job.id)
+            if current is None or current.attempts != n or current.state != JobState.PROCESSING:
+                # The attempt is over: its file is complete (written before the outcome was recorded).
+                if fh is not None:
+                    out.write(fh.read())
+                    fh.close()
+                elif current is not None and current.attempts == n:
+                    final = _finished_output(current, current.log_path or path or "")
+                    text = final.decode("utf-8", "replace")
+                    out.write(_new_part(shown_remote, text).encode() if shown_remote else final)
+                out.flush()
+                return 0 if current is not None and current.state == JobState.COMPLETED and current.attempts == n else 1
+        time.sleep(FOLLOW_POLL_SECONDS)
+    if fh is not None:
+        fh.close()
+    return 0
+
+
+__all__ = ["LOG_WRITE_FAILED", "attempt_path", "show"]
