@@ -31,8 +31,11 @@ class Storage(Protocol):
 
     def get(self, job_id: str) -> Job | None: ...
 
-    def list_jobs(self, state: JobState | None = None, limit: int | None = None) -> list[Job]:
-        """Jobs newest first (created_at, then id, descending), optionally only one state."""
+    def list_jobs(self, state: JobState | None = None, limit: int | None = None, *,
+                  states: Sequence[JobState] | None = None, tag: str | None = None,
+                  queue: str | None = None) -> list[Job]:
+        """Jobs newest first (created_at, then id, descending); optionally only one state (or any of
+        ``states``), one tag, one queue."""
 
     def counts(self) -> dict[JobState, int]:
         """How many jobs in each state, every state present."""
@@ -46,7 +49,7 @@ class Storage(Protocol):
 
     # -- §10 control and visibility ------------------------------------------------------------
     def count_jobs(self, state: JobState | None = None, *, states: Sequence[JobState] | None = None,
-                   tag: str | None = None) -> int:
+                   tag: str | None = None, queue: str | None = None) -> int:
         """How many jobs ``list_jobs`` would list with these filters and no limit. (``list_jobs``
         takes the same keyword filters: ``states`` any of these, ``tag`` carrying this tag.)"""
 

@@ -172,6 +172,8 @@ class Worker:
                           message="asked by `queuectl worker stop`; finishing the current job"))
         self._recover_expired(busy=current_job is not None)
         self._run_schedules()
+        if current_job is None:
+            self._apply_retention()
 
     def _run_schedules(self) -> None:
         """Every worker takes part in schedules; the storage makes each tick exactly once."""
@@ -183,8 +185,6 @@ class Worker:
             return
         for job in enqueued:
             emit(JobEvent(EventKind.ENQUEUED, job=job, worker_id=self.id, message="schedule"))
-        if current_job is None:
-            self._apply_retention()
 
     def _apply_retention(self) -> None:
         """retention.completed / retention.dead, at most once a minute, by an idle worker. Every
