@@ -431,6 +431,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
     rows: list[tuple[str, int, str]] = [("pending", counts[JobState.PENDING], ""),
                                         ("  ready", view.ready, oldest if view.ready else ""),
                                         ("  scheduled", view.scheduled, "")]
+    if view.waiting:
+        rows.append(("  waiting", view.waiting, "on other jobs (--after)"))
     rows += [(str(s), counts[s], "retry scheduled" if s == JobState.FAILED and counts[s] else "")
              for s in JobState if s != JobState.PENDING]
     for name, n, note in rows:

@@ -53,9 +53,6 @@ class Storage(Protocol):
         """How many jobs ``list_jobs`` would list with these filters and no limit. (``list_jobs``
         takes the same keyword filters: ``states`` any of these, ``tag`` carrying this tag.)"""
 
-    def queue_counts(self) -> dict[str, dict[JobState, int]]:
-        """Per queue, the count of every state."""
-
     def pending_summary(self) -> tuple[int, int, datetime | None]:
         """(pending jobs due now, pending jobs scheduled later, the earliest run_at among due
         pending and failed jobs): ``status``'s ready/scheduled split and the oldest ready job."""

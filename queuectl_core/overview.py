@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from queuectl_core.models import JobState
 from queuectl_core.timeutil import format_time
 
 if TYPE_CHECKING:
     from queuectl_core.interfaces import Storage
-    from queuectl_core.models import JobState, WorkerInfo
+    from queuectl_core.models import WorkerInfo
 
 
 @dataclass(frozen=True)
@@ -24,11 +25,16 @@ class Overview:
     queues: dict[str, dict[str, Any]]
     workers: list[WorkerInfo]
 
+    @property
+    def waiting(self) -> int:
+        """Pending jobs held by `--after` until the jobs they wait on complete (spec §11)."""
+        return max(0, self.counts[JobState.PENDING] - self.ready - self.scheduled)
+
     def to_dict(self) -> dict[str, Any]:
         """``status --json`` (spec §10)."""
         return {
             "counts": {str(s): n for s, n in self.counts.items()},
-            "pending": {"ready": self.ready, "scheduled": self.scheduled},
+            "pending": {"ready": self.ready, "scheduled": self.scheduled, "waiting": self.waiting},
             "oldest_ready_at": format_time(self.oldest_ready),
             "oldest_ready_age_seconds": (round((self.now - self.oldest_ready).total_seconds(), 3)
                                          if self.oldest_ready is not None else None),
@@ -57,12 +63,9 @@ def overview(storage: Storage) -> Overview:
     counts = storage.counts()
     ready, scheduled, oldest = storage.pending_summary()
     queues: dict[str, dict[str, Any]] = {}
-    for name, per_state in storage.queue_counts().items():
-        # paused/concurrency are §11's; a storage without queue settings has neither.
-        settings = getattr(storage, "queue_settings", None)
-        conf = settings(name) if callable(settings) else {}
-        queues[name] = {**{str(s): n for s, n in per_state.items()},
-                        "paused": bool(conf.get("paused", False)), "concurrency": int(conf.get("concurrency", 0))}
+    for q in storage.queues():
+        queues[q.name] = {**{str(s): q.counts.get(str(s), 0) for s in JobState},
+                          "paused": q.paused, "concurrency": q.concurrency}
     host = socket.gethostname()
     workers = [w for w in storage.live_workers() if _alive_here(w, host)]
     return Overview(storage.now(), counts, ready, scheduled, oldest, queues, workers)

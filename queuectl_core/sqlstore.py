@@ -352,19 +352,6 @@ class SQLStore:
                 clauses.append("1 = 0")
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
-    def queue_counts(self) -> dict[str, dict[JobState, int]]:
-        """Per queue, how many jobs in each state (every state present). Without §11's ``queue``
-        column, one queue: ``default``."""
-        from queuectl_core.models import JobState
-
-        if "queue" not in JOB_COLUMNS:
-            counts = self.counts()
-            return {"default": counts} if any(counts.values()) else {}  # queues exist while they have jobs
-        out: dict[str, dict[JobState, int]] = {}
-        for queue, state, n in self._read("SELECT queue, state, count(*) FROM {j} GROUP BY queue, state"):
-            out.setdefault(queue, {s: 0 for s in JobState})[JobState(state)] = n
-        return out
-
     def pending_summary(self) -> tuple[int, int, datetime | None]:
         """Pending jobs split into (ready now, scheduled later), and the earliest run_at among
         runnable jobs that are due (pending or failed): how long the oldest ready job has waited."""
@@ -372,7 +359,7 @@ class SQLStore:
             "SELECT sum(CASE WHEN state = 'pending' AND run_at <= {now} THEN 1 ELSE 0 END),"
             " sum(CASE WHEN state = 'pending' AND run_at > {now} THEN 1 ELSE 0 END),"
             " min(CASE WHEN run_at <= {now} THEN run_at END)"
-            " FROM {j} " + self.dialect.due_index + " WHERE state IN (" + _RUNNABLE + ")")
+            " FROM {j} " + self.dialect.due_index + " WHERE state IN (" + _RUNNABLE + ") AND waiting = 0")
         ready, scheduled, oldest = rows[0] if rows else (0, 0, None)
         return int(ready or 0), int(scheduled or 0), self.dialect.from_db(oldest) if oldest is not None else None
 

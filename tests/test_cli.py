@@ -43,9 +43,9 @@ def counter_command(tmp_path: Path, succeed_from: int) -> str:
 
 def test_status_on_an_empty_queue(q: Q) -> None:
     data = one_json_document(q.run("status", "--json"))
-    # Spec §10 added the ready/scheduled split, the oldest ready job and queues to the document.
+    # Spec §10 added the ready/scheduled split, the oldest ready job and queues; §11 the jobs waiting on others.
     assert data["counts"] == {s: 0 for s in STATES} and data["workers"] == [] and data["queues"] == {}
-    assert data["pending"] == {"ready": 0, "scheduled": 0} and data["oldest_ready_age_seconds"] is None
+    assert data["pending"] == {"ready": 0, "scheduled": 0, "waiting": 0} and data["oldest_ready_age_seconds"] is None
     text = q.run("status").stdout
     for state in STATES:
         assert re.search(rf"^{state}\s+0$", text, re.M), text
