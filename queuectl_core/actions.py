@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple, Sequence
 
 from queuectl_core import lifecycle
 from queuectl_core.errors import JobNotFoundError, ValidationError
@@ -109,12 +109,21 @@ def replay_many(storage: Storage, job_ids: Sequence[str] | None, command: str | 
     return _act_many(storage, job_ids, lambda job: lifecycle.replay(job, command))
 
 
+class Removed(NamedTuple):
+    """A deleted job: its id, and where its last attempt's log was."""
+
+    id: str
+    log_path: str | None
+
+
 def remove(storage: Storage, job_ids: Sequence[str] | None, states: Sequence[JobState] = lifecycle.FINISHED_STATES,
-           log_dir: str | None = None) -> list[Job]:
+           log_dir: str | None = None) -> list[Removed]:
     """``remove`` / ``dlq remove``: delete the listed jobs (``None``: every job in ``states``) and
     their log files on this host. Only jobs in ``states``; one that is not refuses them all."""
+    removed: list[Removed]
     if job_ids is None:
-        removed = storage.purge(states, older_than=-1e9)  # "older than the future": all of them
+        # "Changed before a moment far in the future": all of them.
+        removed = [Removed(*r) for r in storage.purge(states, older_than=-1e9)]
     else:
         jobs = _read_all(storage, job_ids)
         for job in jobs:
@@ -125,19 +134,19 @@ def remove(storage: Storage, job_ids: Sequence[str] | None, states: Sequence[Job
         deleted = storage.delete([j.id for j in jobs], states)
         if deleted is None:
             raise ValidationError("jobs changed while removing them; nothing was removed; try again")
-        removed = deleted
+        removed = [Removed(j.id, j.log_path) for j in deleted]
     remove_logs(removed, log_dir)
     return removed
 
 
 def purge(storage: Storage, older_than: float, states: Sequence[JobState] = lifecycle.FINISHED_STATES,
-          log_dir: str | None = None) -> list[Job]:
+          log_dir: str | None = None, limit: int | None = None) -> list[Removed]:
     """``purge`` and retention: delete finished jobs last changed more than ``older_than`` seconds
-    ago, and their logs on this host."""
+    ago (at most ``limit``), and their logs on this host."""
     bad = [s for s in states if s not in lifecycle.FINISHED_STATES]
     if bad:
         raise ValidationError(f"only finished jobs can be purged, not {bad[0]}")
-    removed = storage.purge(states, older_than)
+    removed = [Removed(*r) for r in storage.purge(states, older_than, limit)]
     remove_logs(removed, log_dir)
     return removed
 
@@ -145,7 +154,7 @@ def purge(storage: Storage, older_than: float, states: Sequence[JobState] = life
 _LOG_NAME = re.compile(r"(.+)\.(\d+)\.log\Z")
 
 
-def remove_logs(jobs: Iterable[Job], log_dir: str | None = None) -> int:
+def remove_logs(jobs: Iterable[Job | Removed], log_dir: str | None = None) -> int:
     """Delete every attempt's log file (``ID.N.log``) of these jobs found on this host, in their
     recorded log directory and ``log_dir``; one directory listing however many jobs."""
     by_dir: dict[str, set[str]] = {}
@@ -172,5 +181,5 @@ def remove_logs(jobs: Iterable[Job], log_dir: str | None = None) -> int:
     return gone
 
 
-__all__ = ["cancel", "cancel_many", "purge", "remove", "remove_logs", "replay", "replay_many", "restart",
+__all__ = ["Removed", "cancel", "cancel_many", "purge", "remove", "remove_logs", "replay", "replay_many", "restart",
            "restart_many"]

@@ -64,9 +64,10 @@ class Storage(Protocol):
     def delete(self, job_ids: Sequence[str], states: Sequence[JobState]) -> list[Job] | None:
         """Delete every listed job if each exists and is in ``states``, else nothing (None)."""
 
-    def purge(self, states: Sequence[JobState], older_than: float, limit: int | None = None) -> list[Job]:
+    def purge(self, states: Sequence[JobState], older_than: float,
+              limit: int | None = None) -> list[tuple[str, str | None]]:
         """Delete jobs in ``states`` whose updated_at is more than ``older_than`` seconds ago by
-        this storage's clock, oldest first, at most ``limit``; returns them."""
+        this storage's clock, oldest first, at most ``limit``; returns (id, log_path) of each."""
     # -- end §10
 
     def apply(self, job_id: str, token: str | None, change: Change) -> Job | None:

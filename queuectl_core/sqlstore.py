@@ -384,16 +384,18 @@ class SQLStore:
             return None
         return [self._job(r) for r in rows]
 
-    def purge(self, states: Sequence[JobState], older_than: float, limit: int | None = None) -> list[Job]:
+    def purge(self, states: Sequence[JobState], older_than: float,
+              limit: int | None = None) -> list[tuple[str, str | None]]:
         """Delete jobs in ``states`` last changed more than ``older_than`` seconds ago (storage
-        clock); the deleted jobs, at most ``limit`` of them (oldest first) when given."""
+        clock), at most ``limit`` of them (oldest first) when given; (id, log_path) of each, for
+        their log files (not whole rows: a purge may delete thousands, each with its output)."""
         if not states:
             return []
         sql = ("DELETE FROM {j} WHERE id IN (SELECT id FROM {j} WHERE state IN ("
                + ", ".join(f"'{s}'" for s in states) + ") AND updated_at < " + self.dialect.after("age")
-               + " ORDER BY updated_at" + (" LIMIT :limit" if limit is not None else "") + ") RETURNING " + _COLS)
+               + " ORDER BY updated_at" + (" LIMIT :limit" if limit is not None else "") + ") RETURNING id, log_path")
         rows = self._tx(lambda tx: self._q(tx, sql, age=-float(older_than), limit=limit))
-        return [self._job(r) for r in rows]
+        return [(r[0], r[1]) for r in rows]
 
     def counts(self) -> dict[JobState, int]:
         from queuectl_core.models import JobState

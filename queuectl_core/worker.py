@@ -205,8 +205,8 @@ class Worker:
             age = config[key]
             if age > 0:
                 # A bounded batch: a backlog is worked off minute by minute, never in one long lock.
-                self._storage_call(lambda: actions.remove_logs(
-                    self.storage.purge([state], age, limit=10_000), log_dir), default=0)
+                self._storage_call(lambda: actions.purge(self.storage, age, [state], log_dir, limit=10_000),
+                                   default=None)
 
     def _recover_expired(self, busy: bool) -> None:
         """Take back jobs whose worker is gone (their lease expired), busy or idle: a dead worker's

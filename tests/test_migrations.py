@@ -24,6 +24,7 @@ def test_sqlite_v1_database_is_migrated_in_place(tmp_path: Path) -> None:
     try:
         job = storage.claim("w", 30)
         assert job is not None and job.id == "old" and not job.cancel_requested
+        assert (job.cwd, job.env, job.tags, job.last_duration) == (None, {}, (), None)  # §10's columns, empty
         assert actions.cancel(storage, "old").cancel_requested
         assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     finally:
@@ -52,5 +53,7 @@ def test_postgres_v1_schema_is_migrated_in_place() -> None:
             assert claimed is not None and (claimed.id, claimed.queue) == ("old2", "default")
             assert actions.cancel(storage, "old").state == JobState.CANCELLED  # a state v1 did not allow
             assert storage.counts()[JobState.CANCELLED] == 1
+            old = storage.get("old")
+            assert old is not None and (old.cwd, old.env, old.tags) == (None, {}, ())  # §10's columns, empty
         finally:
             storage.close()

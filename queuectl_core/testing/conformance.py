@@ -578,9 +578,9 @@ class StorageConformance:
         time.sleep(0.3)
         actions.cancel(storage, "new")
         assert storage.purge([JobState.COMPLETED], 0.15) == []
-        assert [j.id for j in storage.purge([JobState.CANCELLED], 0.15)] == ["old"]
+        assert storage.purge([JobState.CANCELLED], 0.15) == [("old", None)]
         time.sleep(0.02)  # "older than 0s" is strictly older: not within the same clock tick
-        assert [j.id for j in storage.purge([JobState.CANCELLED, JobState.DEAD], 0)] == ["new"]
+        assert [i for i, _ in storage.purge([JobState.CANCELLED, JobState.DEAD], 0)] == ["new"]
         assert storage.get("waiting") is not None
 
     def test_a_heartbeat_stores_the_running_attempts_output_so_far(self, storage: Any) -> None:
