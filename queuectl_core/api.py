@@ -15,7 +15,7 @@ Names outside this module (and ``queuectl_core.testing``) are internals that may
 
 from __future__ import annotations
 
-from queuectl_core import NAME, __version__, hookimpl
+from queuectl_core import NAME, __version__, actions, hookimpl
 from queuectl_core.app import App, current_app
 from queuectl_core.errors import (
     ConfigError,
@@ -57,6 +57,7 @@ __all__ = [
     "ValidationError",
     "WorkerInfo",
     "__version__",
+    "actions",
     "current_app",
     "get_backoff",
     "get_executor",

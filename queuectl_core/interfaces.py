@@ -31,8 +31,13 @@ class Storage(Protocol):
 
     def get(self, job_id: str) -> Job | None: ...
 
-    def list_jobs(self, state: JobState | None = None, limit: int | None = None) -> list[Job]:
-        """Jobs newest first (created_at, then id, descending), optionally only one state."""
+    def list_jobs(self, state: JobState | None = None, limit: int | None = None,
+                  before: str | None = None) -> list[Job]:
+        """Jobs newest first (created_at, then id, descending), optionally only one state;
+        ``before`` (a job id) starts after that job, for paging."""
+
+    def attempts_by_state(self) -> dict[JobState, int]:
+        """The sum of ``attempts`` over the jobs of each state, every state present."""
 
     def counts(self) -> dict[JobState, int]:
         """How many jobs in each state, every state present."""

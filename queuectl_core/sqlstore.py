@@ -160,11 +160,27 @@ class SQLStore:
         rows = self._read("SELECT " + _COLS + " FROM {j} WHERE id = :id", id=job_id)
         return self._job(rows[0]) if rows else None
 
-    def list_jobs(self, state: JobState | None = None, limit: int | None = None) -> list[Job]:
-        """Newest first (created_at, then id, both descending), as `list` shows them."""
-        sql = "SELECT " + _COLS + " FROM {j}" + (" WHERE state = :state" if state is not None else "")
+    def list_jobs(self, state: JobState | None = None, limit: int | None = None,
+                  before: str | None = None) -> list[Job]:
+        """Newest first (created_at, then id, both descending), as `list` shows them; ``before``
+        (a job id) starts after that job: keyset paging that walks the index, however deep."""
+        where = ["state = :state"] if state is not None else []
+        if before is not None:
+            where.append("(created_at, id) < (SELECT created_at, id FROM {j} WHERE id = :before)")
+        sql = "SELECT " + _COLS + " FROM {j}" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY created_at DESC, id DESC" + (" LIMIT :limit" if limit is not None else "")
-        return [self._job(r) for r in self._read(sql, state=str(state) if state else None, limit=limit)]
+        return [self._job(r) for r in self._read(sql, state=str(state) if state else None, limit=limit,
+                                                 before=before)]
+
+    def attempts_by_state(self) -> dict[JobState, int]:
+        """The attempts recorded on the jobs of each state (every state present): what a metrics
+        exporter derives attempt outcomes from without reading every job."""
+        from queuectl_core.models import JobState
+
+        totals = {s: 0 for s in JobState}
+        for state, n in self._read("SELECT state, COALESCE(sum(attempts), 0) FROM {j} GROUP BY state"):
+            totals[JobState(state)] = int(n)
+        return totals
 
     def counts(self) -> dict[JobState, int]:
         from queuectl_core.models import JobState
