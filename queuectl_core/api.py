@@ -15,7 +15,9 @@ Names outside this module (and ``queuectl_core.testing``) are internals that may
 
 from __future__ import annotations
 
-from queuectl_core import NAME, __version__, actions, hookimpl
+import typing as _typing
+
+from queuectl_core import NAME, __version__, hookimpl
 from queuectl_core.app import App, current_app
 from queuectl_core.errors import (
     ConfigError,
@@ -31,6 +33,18 @@ from queuectl_core.interfaces import BackoffPolicy, Executor, RunContext, Storag
 from queuectl_core.models import AttemptResult, EventKind, Job, JobEvent, JobState, NewJob, WorkerInfo
 from queuectl_core.plugins import get_backoff, get_executor, get_storage
 from queuectl_core.settings import Config, Setting
+
+if _typing.TYPE_CHECKING:
+    from queuectl_core import actions
+
+
+def __getattr__(name: str) -> _typing.Any:
+    # `actions` brings the lifecycle, which loading a plugin does not need: imported on first use.
+    if name == "actions":
+        import importlib
+
+        return importlib.import_module("queuectl_core.actions")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "NAME",

@@ -11,13 +11,17 @@ from typing import Any
 
 import click
 
-from queuectl_core.api import Setting, hookimpl
+# Start-up: only the marker here. queuectl_core.api brings the models, the lifecycle and the
+# actions (about 5 ms that `queuectl --help` would pay); the hooks import it when they run.
+from queuectl_core import hookimpl
 
 WEB_EXTRA = "pip install 'queuectl[web]'"
 
 
 @hookimpl
 def queuectl_register_settings(register: Any) -> None:
+    from queuectl_core.api import Setting
+
     register(Setting("dashboard.host", str, "127.0.0.1",
                      "Address the dashboard listens on; any but loopback needs dashboard.token."))
     register(Setting("dashboard.port", int, 8777, "TCP port of the dashboard.", minimum=1, maximum=65535))

@@ -143,7 +143,7 @@
       el("td", { class: "hide-sm", title: j.updated_at }, ago(j.updated_at, now)),
       el("td", { class: "cmd mono", title: j.command }, j.command),
       el("td", { class: "err hide-sm", title: j.last_error || "" }, j.last_error || ""),
-      el("td", { class: "row-actions" }, ...actionsFor(j)))));
+      el("td", { class: "row-actions hide-sm" }, ...actionsFor(j)))));
     $("jobs-empty").hidden = page.jobs.length > 0;
     $("newer").disabled = view.cursors.length <= 1;
     $("older").disabled = !page.next;
