@@ -15,6 +15,8 @@ Names outside this module (and ``queuectl_core.testing``) are internals that may
 
 from __future__ import annotations
 
+import typing as _typing
+
 from queuectl_core import NAME, __version__, hookimpl
 from queuectl_core.app import App, current_app
 from queuectl_core.errors import (
@@ -43,6 +45,18 @@ from queuectl_core.models import (
 )
 from queuectl_core.plugins import get_backoff, get_executor, get_storage
 from queuectl_core.settings import Config, Setting
+
+if _typing.TYPE_CHECKING:
+    from queuectl_core import actions
+
+
+def __getattr__(name: str) -> _typing.Any:
+    # `actions` brings the lifecycle, which loading a plugin does not need: imported on first use.
+    if name == "actions":
+        import importlib
+
+        return importlib.import_module("queuectl_core.actions")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "NAME",
@@ -74,6 +88,7 @@ __all__ = [
     "ValidationError",
     "WorkerInfo",
     "__version__",
+    "actions",
     "current_app",
     "get_backoff",
     "get_executor",

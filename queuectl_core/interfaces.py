@@ -33,9 +33,12 @@ class Storage(Protocol):
 
     def list_jobs(self, state: JobState | None = None, limit: int | None = None, *,
                   states: Sequence[JobState] | None = None, tag: str | None = None,
-                  queue: str | None = None) -> list[Job]:
+                  queue: str | None = None, before: str | None = None) -> list[Job]:
         """Jobs newest first (created_at, then id, descending); optionally only one state (or any of
-        ``states``), one tag, one queue."""
+        ``states``), one tag, one queue; ``before`` (a job id) starts after that job, for paging."""
+
+    def attempts_by_state(self) -> dict[JobState, int]:
+        """The sum of ``attempts`` over the jobs of each state, every state present."""
 
     def counts(self) -> dict[JobState, int]:
         """How many jobs in each state, every state present."""

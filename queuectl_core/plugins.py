@@ -32,6 +32,7 @@ DEFAULT_PLUGINS = (
     ("exponential", "queuectl_plugins.exponential_backoff"),
     ("stdout", "queuectl_plugins.stdout_notify"),
     ("postgres", "queuectl_plugins.postgres_storage"),
+    ("dashboard", "queuectl_plugins.dashboard"),
 )
 
 class PluginManager(pluggy.PluginManager):

@@ -316,10 +316,15 @@ class SQLStore:
 
     def list_jobs(self, state: JobState | None = None, limit: int | None = None, *,
                   states: Sequence[JobState] | None = None, tag: str | None = None,
-                  queue: str | None = None) -> list[Job]:
+                  queue: str | None = None, before: str | None = None) -> list[Job]:
         """Newest first (created_at, then id, both descending), as `list` shows them; optionally only
-        some states, one tag, one queue."""
+        some states, one tag, one queue. ``before`` (a job id) starts after that job: keyset paging
+        that walks the index, however deep."""
         where, params = self._filter(state, states, tag, queue)
+        if before is not None:
+            where += (" AND " if where else " WHERE ") + \
+                "(created_at, id) < (SELECT created_at, id FROM {j} WHERE id = :before)"
+            params["before"] = before
         sql = "SELECT " + _COLS + " FROM {j}" + where
         sql += " ORDER BY created_at DESC, id DESC" + (" LIMIT :limit" if limit is not None else "")
         return [self._job(r) for r in self._read(sql, limit=limit, **params)]
@@ -396,6 +401,16 @@ class SQLStore:
                + " ORDER BY updated_at" + (" LIMIT :limit" if limit is not None else "") + ") RETURNING id, log_path")
         rows = self._tx(lambda tx: self._q(tx, sql, age=-float(older_than), limit=limit))
         return [(r[0], r[1]) for r in rows]
+
+    def attempts_by_state(self) -> dict[JobState, int]:
+        """The attempts recorded on the jobs of each state (every state present): what a metrics
+        exporter derives attempt outcomes from without reading every job."""
+        from queuectl_core.models import JobState
+
+        totals = {s: 0 for s in JobState}
+        for state, n in self._read("SELECT state, COALESCE(sum(attempts), 0) FROM {j} GROUP BY state"):
+            totals[JobState(state)] = int(n)
+        return totals
 
     def counts(self) -> dict[JobState, int]:
         from queuectl_core.models import JobState

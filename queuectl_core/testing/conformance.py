@@ -205,6 +205,28 @@ class StorageConformance:
         assert [j.id for j in storage.list_jobs(JobState.PENDING, limit=1)] == pending[:1]
         assert storage.list_jobs(JobState.DEAD) == []
 
+    def test_list_jobs_pages_with_before(self, storage: Any) -> None:
+        from queuectl_core.models import JobState
+
+        storage.enqueue([self.new(i) for i in ("c", "a", "b", "d")])
+        assert [j.id for j in storage.list_jobs(limit=2)] == ["d", "c"]
+        assert [j.id for j in storage.list_jobs(limit=2, before="c")] == ["b", "a"]
+        assert storage.list_jobs(limit=2, before="a") == []
+        assert storage.list_jobs(before="no-such-job") == []
+        assert [j.id for j in storage.list_jobs(JobState.PENDING, before="d")] == ["c", "b", "a"]
+
+    def test_attempts_by_state(self, storage: Any) -> None:
+        from queuectl_core.models import JobState
+
+        assert storage.attempts_by_state() == {s: 0 for s in JobState}
+        storage.enqueue([self.new(i, max_retries=3) for i in ("x", "y")])
+        job = storage.claim("w", 30)
+        self.retry(storage, job.id, job.lease_token, self.bad(), 0)
+        job = storage.claim("w", 30)  # the other job, or the same one again
+        self.complete(storage, job.id, job.lease_token, self.ok())
+        totals = storage.attempts_by_state()
+        assert sum(totals.values()) == 2 and totals[JobState.COMPLETED] >= 1
+
     def test_counts_include_every_state(self, storage: Any) -> None:
         from queuectl_core.models import JobState
 

@@ -1,0 +1,254 @@
+"""Everything the dashboard reads from or asks of the queue, in one place.
+
+Only the public plugin API is used. Queues, pause/resume, schedules and tags (spec §10–§11) are
+called by the names the storage protocol gives them (``storage.queues()``, ``storage.set_queue``,
+``storage.schedules()``, ``list_jobs(queue=, tag=)``); a storage without them still serves the
+page, with one ``default`` queue and no schedules. Wiring a new capability is a few lines here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from queuectl_core.api import (
+    App,
+    ConfigError,
+    Job,
+    JobNotFoundError,
+    JobState,
+    QueuectlError,
+    ValidationError,
+    actions,
+)
+
+DEFAULT_QUEUE = "default"
+PAGE_MAX = 200
+LOG_TAIL_BYTES = 64 * 1024
+STATES = [str(s) for s in JobState]
+
+
+def iso(dt: datetime | None) -> str | None:
+    """The one time format of queuectl: ``2026-01-10T10:35:00.123Z``."""
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    name: str
+    counts: dict[str, int]
+    paused: bool = False
+    concurrency: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "counts": self.counts, "paused": self.paused, "concurrency": self.concurrency}
+
+
+class Data:
+    """The dashboard's view of one queue (one App: its storage and config)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    @property
+    def storage(self) -> Any:
+        return self.app.storage
+
+    def _accepts(self, method: str, name: str) -> bool:
+        fn = getattr(self.storage, method, None)
+        try:
+            return fn is not None and name in inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            return False
+
+    # -- reading ---------------------------------------------------------------------------
+    def now(self) -> datetime:
+        return self.storage.now()
+
+    def counts(self) -> dict[str, int]:
+        return {str(s): n for s, n in self.storage.counts().items()}
+
+    def queues(self) -> list[QueueRow]:
+        queues = getattr(self.storage, "queues", None)
+        if queues is not None:  # spec §11: QueueInfo(name, concurrency, paused, counts)
+            return [QueueRow(q.name, {s: int(q.counts.get(s, 0)) for s in STATES}, bool(q.paused),
+                             int(q.concurrency)) for q in queues()]
+        counts = self.counts()
+        return [QueueRow(DEFAULT_QUEUE, counts)] if any(counts.values()) else []
+
+    def can_pause(self) -> bool:
+        return hasattr(self.storage, "set_queue")
+
+    def workers(self, now: datetime) -> list[dict[str, Any]]:
+        out = []
+        for w in self.storage.live_workers():
+            row: dict[str, Any] = {**w.to_dict(), "job": None}
+            if w.current_job:
+                job = self.storage.get(w.current_job)
+                if job is not None:
+                    # A claim stamps updated_at and heartbeats do not: it is when the job started.
+                    row["job"] = {"id": job.id, "command": job.command, "state": str(job.state),
+                                  "started_at": iso(job.updated_at),
+                                  "running_seconds": max(0.0, (now - job.updated_at).total_seconds())}
+            out.append(row)
+        return out
+
+    def schedules(self, now: datetime) -> list[dict[str, Any]]:
+        schedules = getattr(self.storage, "schedules", None)
+        if schedules is None:
+            return []
+        return [{"name": s.name, "cron": s.cron, "every": s.every, "tz": s.tz, "paused": s.paused,
+                 "command": (s.job or {}).get("command"), "last_tick": iso(s.last_tick),
+                 "next_run": iso(_next_run(s, now))} for s in schedules()]
+
+    def overview(self) -> dict[str, Any]:
+        now = self.now()
+        return {"now": iso(now), "counts": self.counts(), "queues": [q.to_dict() for q in self.queues()],
+                "can_pause": self.can_pause(), "workers": self.workers(now), "schedules": self.schedules(now)}
+
+    def jobs(self, state: str | None = None, queue: str | None = None, tag: str | None = None,
+             before: str | None = None, limit: int = 50) -> dict[str, Any]:
+        """One page, newest first; ``next`` is the cursor of the page after it (keyset paging:
+        a page deep in 100,000 jobs costs what the first does)."""
+        limit = max(1, min(int(limit), PAGE_MAX))
+        if state is not None and state not in STATES:
+            raise ValidationError(f"unknown state {state!r}")
+        kwargs: dict[str, Any] = {"limit": limit + 1}
+        if state:
+            kwargs["state"] = JobState(state)
+        if before:
+            kwargs["before"] = before
+        for name, value in (("queue", queue), ("tag", tag)):
+            if value:
+                if self._accepts("list_jobs", name):
+                    kwargs[name] = value
+                elif name == "tag" or value != DEFAULT_QUEUE:
+                    return {"jobs": [], "next": None}  # this storage has one queue and no tags
+        rows = self.storage.list_jobs(**kwargs)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {"jobs": [job_dict(j) for j in rows], "next": rows[-1].id if more else None}
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        job = self.storage.get(job_id)
+        if job is None:
+            raise JobNotFoundError(job_id)
+        now = self.now()
+        out = job_dict(job)
+        out["output_tail"] = job.output_tail
+        out["cancel_requested"] = job.cancel_requested
+        out["attempt_logs"] = [{"attempt": n, "bytes": p.stat().st_size if p.exists() else None}
+                               for n, p in self._attempt_logs(job)]
+        out["running_seconds"] = ((now - job.updated_at).total_seconds()
+                                  if job.state == JobState.PROCESSING else None)
+        return out
+
+    def _log_dir(self, job: Job) -> Path | None:
+        if job.log_path:
+            return Path(job.log_path).parent
+        try:  # the subprocess executor's setting; another executor may keep logs elsewhere
+            return Path(self.app.config["subprocess.log_dir"])
+        except ConfigError:
+            return None
+
+    def _attempt_logs(self, job: Job) -> list[tuple[int, Path]]:
+        where = self._log_dir(job)
+        if where is None:
+            return []
+        return [(n, where / f"{job.id}.{n}.log") for n in range(1, job.attempts + 1)]
+
+    def log(self, job_id: str, attempt: int | None = None) -> dict[str, Any]:
+        """The tail of one attempt's log (default: the current or last one). On another host than
+        the worker's, the file is absent: the tail stored with the job is shown instead."""
+        job = self.storage.get(job_id)
+        if job is None:
+            raise JobNotFoundError(job_id)
+        logs = dict(self._attempt_logs(job))
+        attempt = attempt or job.attempts
+        running = job.state == JobState.PROCESSING and attempt == job.attempts
+        text, truncated, source = None, False, "none"
+        path = logs.get(attempt)
+        if path is not None:
+            try:
+                with open(path, "rb") as fh:
+                    size = os.fstat(fh.fileno()).st_size
+                    fh.seek(max(0, size - LOG_TAIL_BYTES))
+                    text, truncated, source = fh.read().decode("utf-8", "replace"), size > LOG_TAIL_BYTES, "file"
+            except OSError:
+                pass
+        if text is None and attempt == job.attempts and job.output_tail and not running:
+            text, source = job.output_tail, "stored tail"
+        return {"id": job.id, "attempt": attempt, "attempts": job.attempts, "running": running,
+                "state": str(job.state), "text": text or "", "truncated": truncated, "source": source}
+
+    # -- acting ------------------------------------------------------------------------------
+    def act(self, job_id: str, action: str) -> dict[str, Any]:
+        do = {"retry": actions.replay, "cancel": actions.cancel, "restart": actions.restart}.get(action)
+        if do is None:
+            raise ValidationError(f"unknown action {action!r}")
+        return job_dict(do(self.storage, job_id))
+
+    def set_paused(self, queue: str, paused: bool) -> None:
+        if not self.can_pause():
+            raise QueuectlError("this queue's storage has no queue settings (pause needs spec §11 queues)")
+        self.storage.set_queue(queue, paused=paused)
+
+    # -- metrics -------------------------------------------------------------------------------
+    def attempt_totals(self) -> dict[str, int]:
+        """Finished attempts by outcome, derived from what storage keeps: every attempt a job
+        records (``attempts``) ended completed (one per completed job) or not (the rest), except
+        the one a processing job is running now."""
+        totals = getattr(self.storage, "attempts_by_state", None)
+        if totals is None:
+            return {}
+        by_state = {str(s): n for s, n in totals().items()}
+        counts = self.counts()
+        completed = counts[JobState.COMPLETED]
+        failed = sum(by_state.values()) - completed - counts[JobState.PROCESSING]
+        return {"completed": completed, "failed": max(0, failed)}
+
+    def oldest_ready_age(self, now: datetime, queues: list[QueueRow]) -> dict[str, float]:
+        """Per queue, how long its oldest runnable job has waited (0 when none is waiting)."""
+        out: dict[str, float] = {}
+        per_queue = self._accepts("next_run_at", "queues")
+        for q in queues:
+            first = self.storage.next_run_at(queues=[q.name]) if per_queue else self.storage.next_run_at()
+            out[q.name] = max(0.0, (now - first).total_seconds()) if first is not None else 0.0
+        return out
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    out = job.to_dict()
+    out.setdefault("queue", getattr(job, "queue", DEFAULT_QUEUE))
+    out.setdefault("tags", list(getattr(job, "tags", ()) or ()))
+    out.pop("log_path", None)  # a path on the worker's host: the log endpoint serves it
+    return out
+
+
+def _next_run(schedule: Any, now: datetime) -> datetime | None:
+    """When a schedule ticks next. ``every`` schedules are computed here; cron ones use the
+    scheduler's own function once core exports it (``queuectl_core.api.next_tick``)."""
+    if getattr(schedule, "paused", False):
+        return None
+    try:
+        from queuectl_core import api
+
+        next_tick = getattr(api, "next_tick", None)
+        if next_tick is not None:
+            return next_tick(schedule, now)
+    except Exception:  # a schedule the scheduler cannot read: shown without a next run
+        return None
+    if schedule.every:
+        last = schedule.last_tick or schedule.created_at or now
+        step = timedelta(seconds=float(schedule.every))
+        nxt = last + step
+        if nxt < now:  # missed ticks are not replayed: the next is the first one after now
+            nxt = now + step - timedelta(seconds=(now - last).total_seconds() % step.total_seconds())
+        return nxt
+    return None

@@ -1,0 +1,259 @@
+// The queuectl dashboard: plain JS, no build step. Polls the JSON API about every second.
+"use strict";
+(function () {
+  const STATES = ["pending", "processing", "completed", "failed", "dead", "cancelled"];
+  const POLL_MS = 1000;
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const $ = (id) => document.getElementById(id);
+  const view = { state: "", queue: "", tag: "", cursors: [null], selected: null, attempt: null };
+  let lastOk = 0;
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") node.className = v;
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else if (v !== undefined && v !== null) node.setAttribute(k, v);
+    }
+    for (const c of children) node.append(c === null || c === undefined ? "" : c);
+    return node;
+  }
+  const badge = (state) => el("span", { class: "state s-" + state }, state);
+
+  function ago(iso, now) {
+    if (!iso) return "—";
+    const s = (Date.parse(now) - Date.parse(iso)) / 1000;
+    return s >= 0 ? human(s) + " ago" : "in " + human(-s);
+  }
+  function human(s) {
+    s = Math.round(s);
+    if (s < 60) return s + "s";
+    if (s < 3600) return Math.floor(s / 60) + "m " + (s % 60) + "s";
+    if (s < 86400) return Math.floor(s / 3600) + "h " + Math.floor((s % 3600) / 60) + "m";
+    return Math.floor(s / 86400) + "d " + Math.floor((s % 86400) / 3600) + "h";
+  }
+
+  async function api(path, opts) {
+    const res = await fetch(path, Object.assign({ credentials: "same-origin" }, opts));
+    const body = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error(body.error || res.status + " " + res.statusText);
+    return body;
+  }
+  function post(path) {
+    return api(path, { method: "POST", headers: { "X-CSRF-Token": csrf } });
+  }
+
+  let toastTimer;
+  function toast(text, bad) {
+    const t = $("toast");
+    t.textContent = text;
+    t.className = "toast" + (bad ? " bad" : "");
+    t.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => (t.hidden = true), 3500);
+  }
+
+  async function act(jobId, action) {
+    try {
+      const job = await post("/api/jobs/" + encodeURIComponent(jobId) + "/" + action);
+      toast(jobId + ": " + (job.state === "processing" ? "cancel requested" : job.state));
+    } catch (e) {
+      toast(e.message, true);
+    }
+    refresh();
+  }
+  function actionsFor(job) {
+    const out = [];
+    const add = (label, action, cls) =>
+      out.push(el("button", { type: "button", class: cls || "", "data-action": action,
+        onclick: (ev) => { ev.stopPropagation(); act(job.id, action); } }, label));
+    if (job.state === "dead") add("Retry", "retry");
+    if (["pending", "failed", "processing"].includes(job.state)) add("Cancel", "cancel", "danger");
+    if (["completed", "cancelled"].includes(job.state)) add("Restart", "restart");
+    return out;
+  }
+
+  // -- overview: counts, queues, workers, schedules ----------------------------------------------
+  function renderOverview(o) {
+    const counts = $("counts");
+    counts.replaceChildren(...STATES.map((s) =>
+      el("button", { type: "button", class: "count s-" + s + (view.state === s ? " on" : ""), "data-state": s,
+        title: "Show " + s + " jobs", onclick: () => setFilter("state", view.state === s ? "" : s) },
+        el("span", { class: "n" }, String(o.counts[s] || 0)), el("span", { class: "l" }, s))));
+
+    $("queues").replaceChildren(...o.queues.map((q) => el("tr", { "data-queue": q.name },
+      el("td", {}, q.name, q.paused ? el("span", { class: "paused" }, " paused") : ""),
+      el("td", { class: "num" }, String((q.counts.pending || 0))),
+      el("td", { class: "num" }, String(q.counts.processing || 0)),
+      el("td", { class: "num" }, String(q.counts.failed || 0)),
+      el("td", { class: "num" }, String(q.counts.dead || 0)),
+      el("td", { class: "row-actions" }, o.can_pause ? el("button", { type: "button",
+        "data-action": q.paused ? "resume" : "pause", onclick: () => pause(q.name, !q.paused) },
+        q.paused ? "Resume" : "Pause") : ""))));
+    $("queues-empty").hidden = o.queues.length > 0;
+
+    $("workers-count").textContent = o.workers.length ? "(" + o.workers.length + ")" : "";
+    $("workers").replaceChildren(...o.workers.map((w) => el("tr", {},
+      el("td", { class: "mono" }, w.id), el("td", {}, w.hostname),
+      el("td", { class: "mono" }, w.job ? el("a", { href: "#" + w.job.id, title: w.job.command }, w.job.id) : "idle"),
+      el("td", {}, w.job ? human(w.job.running_seconds) : ""))));
+    $("workers-empty").hidden = o.workers.length > 0;
+
+    $("schedules").replaceChildren(...o.schedules.map((s) => el("tr", {},
+      el("td", {}, s.name), el("td", { class: "mono" }, s.cron || ("every " + human(s.every))),
+      el("td", {}, s.paused ? "paused" : ago(s.next_run, o.now)))));
+    $("schedules-empty").hidden = o.schedules.length > 0;
+
+    const queueSel = $("f-queue");
+    const names = o.queues.map((q) => q.name);
+    if (view.queue && !names.includes(view.queue)) names.push(view.queue);
+    const have = Array.from(queueSel.options).slice(1).map((x) => x.value);
+    if (have.join("\n") !== names.join("\n")) {
+      queueSel.replaceChildren(el("option", { value: "" }, "any"), ...names.map((n) => el("option", { value: n }, n)));
+      queueSel.value = view.queue;
+    }
+  }
+
+  async function pause(name, paused) {
+    try {
+      await post("/api/queues/" + encodeURIComponent(name) + "/" + (paused ? "pause" : "resume"));
+      toast(name + (paused ? " paused" : " resumed"));
+    } catch (e) {
+      toast(e.message, true);
+    }
+    refresh();
+  }
+
+  // -- jobs ------------------------------------------------------------------------------------
+  function jobsQuery() {
+    const p = new URLSearchParams({ limit: "50" });
+    for (const k of ["state", "queue", "tag"]) if (view[k]) p.set(k, view[k]);
+    const before = view.cursors[view.cursors.length - 1];
+    if (before) p.set("before", before);
+    return "/api/jobs?" + p;
+  }
+  function renderJobs(page, now) {
+    view.next = page.next;
+    $("jobs").replaceChildren(...page.jobs.map((j) => el("tr", { "data-id": j.id,
+        class: j.id === view.selected ? "sel" : "", onclick: () => select(j.id) },
+      el("td", { class: "mono" }, j.id), el("td", {}, badge(j.state)),
+      el("td", { class: "num hide-sm", title: "attempts of at most " + (j.max_retries + 1) },
+        j.attempts + "/" + (j.max_retries + 1)),
+      el("td", { class: "hide-sm" }, j.queue),
+      el("td", { class: "hide-sm", title: j.updated_at }, ago(j.updated_at, now)),
+      el("td", { class: "cmd mono", title: j.command }, j.command),
+      el("td", { class: "err hide-sm", title: j.last_error || "" }, j.last_error || ""),
+      el("td", { class: "row-actions hide-sm" }, ...actionsFor(j)))));
+    $("jobs-empty").hidden = page.jobs.length > 0;
+    $("newer").disabled = view.cursors.length <= 1;
+    $("older").disabled = !page.next;
+    $("page").textContent = "page " + view.cursors.length;
+  }
+  function setFilter(key, value) {
+    view[key] = value;
+    view.cursors = [null];
+    $("f-" + key).value = value;
+    refresh();
+  }
+
+  // -- job detail ------------------------------------------------------------------------------
+  function select(id) {
+    view.selected = id;
+    view.attempt = null;
+    if (location.hash !== "#" + id) history.replaceState(null, "", "#" + id);
+    $("detail").hidden = false;
+    refreshDetail();
+  }
+  function closeDetail() {
+    view.selected = null;
+    $("detail").hidden = true;
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  async function refreshDetail() {
+    const id = view.selected;
+    if (!id) return;
+    let job, log;
+    try {
+      job = await api("/api/jobs/" + encodeURIComponent(id));
+      const q = view.attempt ? "?attempt=" + view.attempt : "";
+      log = await api("/api/jobs/" + encodeURIComponent(id) + "/log" + q);
+    } catch (e) {
+      $("d-title").textContent = id;
+      $("d-fields").replaceChildren(el("dd", {}, e.message));
+      return;
+    }
+    if (view.selected !== id) return;
+    $("d-title").replaceChildren(id, " ", badge(job.state));
+    const field = (k, v) => [el("dt", {}, k), el("dd", {}, v === null || v === undefined || v === "" ? "—" : v)];
+    $("d-fields").replaceChildren(
+      ...field("command", el("code", {}, job.command)),
+      ...field("queue", job.queue), ...(job.tags.length ? field("tags", job.tags.join(", ")) : []),
+      ...field("attempts", job.attempts + " of " + (job.max_retries + 1)),
+      ...field("priority", String(job.priority)),
+      ...field("created", job.created_at), ...field("updated", job.updated_at),
+      ...(["pending", "failed"].includes(job.state) ? field("runs at", job.run_at) : []),
+      ...(job.running_seconds !== null ? field("running for", human(job.running_seconds)) : []),
+      ...field("worker", job.worker_id),
+      ...field("last exit", job.last_exit_code === null ? null : String(job.last_exit_code)),
+      ...field("last error", job.last_error),
+      ...(job.cancel_requested ? field("cancel", "requested; the worker is stopping it") : []));
+    $("d-actions").replaceChildren(...actionsFor(job));
+    $("d-attempts").replaceChildren(...job.attempt_logs.map((a) => el("button", { type: "button",
+      class: a.attempt === log.attempt ? "on" : "", onclick: () => { view.attempt = a.attempt; refreshDetail(); } },
+      "#" + a.attempt + (a.bytes === null ? "" : " · " + a.bytes + " B"))));
+    if (!job.attempt_logs.length) $("d-attempts").replaceChildren(el("span", { class: "muted" }, "not run yet"));
+    const pre = $("d-log");
+    const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+    pre.textContent = log.text || (job.attempts ? "(no output)" : "");
+    if (atEnd) pre.scrollTop = pre.scrollHeight;  // follow a running job unless the reader scrolled up
+    $("d-log-note").textContent = (log.attempt ? "attempt " + log.attempt : "") +
+      (log.running ? " · live" : "") + (log.truncated ? " · last 64 KiB" : "") +
+      (log.source === "stored tail" ? " · stored tail (the log file is on the worker's host)" : "");
+  }
+
+  // -- the loop --------------------------------------------------------------------------------
+  let busy = false;
+  async function refresh() {
+    if (busy) return;
+    busy = true;
+    try {
+      const [o, page] = await Promise.all([api("/api/overview"), api(jobsQuery())]);
+      renderOverview(o);
+      renderJobs(page, o.now);
+      lastOk = Date.now();
+      $("live").textContent = "live · " + new Date().toLocaleTimeString();
+      $("live").className = "live ok";
+      await refreshDetail();
+    } catch (e) {
+      $("live").textContent = "not reachable: " + e.message;
+      $("live").className = "live down";
+    } finally {
+      busy = false;
+    }
+  }
+
+  function init() {
+    const stateSel = $("f-state");
+    for (const s of STATES) stateSel.append(el("option", { value: s }, s));
+    stateSel.addEventListener("change", () => setFilter("state", stateSel.value));
+    $("f-queue").addEventListener("change", () => setFilter("queue", $("f-queue").value));
+    let tagTimer;
+    $("f-tag").addEventListener("input", () => {
+      clearTimeout(tagTimer);
+      tagTimer = setTimeout(() => setFilter("tag", $("f-tag").value.trim()), 300);
+    });
+    $("filters").addEventListener("submit", (e) => e.preventDefault());
+    $("older").addEventListener("click", () => { if (view.next) { view.cursors.push(view.next); refresh(); } });
+    $("newer").addEventListener("click", () => { if (view.cursors.length > 1) { view.cursors.pop(); refresh(); } });
+    $("d-close").addEventListener("click", closeDetail);
+    document.addEventListener("keydown", (e) => { if (e.key === "Escape") closeDetail(); });
+    window.addEventListener("hashchange", () => { const id = decodeURIComponent(location.hash.slice(1)); if (id) select(id); });
+    if (location.hash.length > 1) select(decodeURIComponent(location.hash.slice(1)));
+    refresh();
+    setInterval(() => {
+      if (!document.hidden) refresh();
+      if (lastOk && Date.now() - lastOk > 5000) $("live").className = "live down";
+    }, POLL_MS);
+  }
+  init();
+})();
