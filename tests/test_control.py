@@ -258,7 +258,7 @@ def test_status_shows_the_running_job_from_its_claim_and_drops_a_killed_worker(q
     data = qb.json("status")
     (w,) = data["workers"]
     assert w["current_job"] == "busy" and w["current_job_since"] and w["host"] and w["last_seen_at"]
-    assert data["counts"]["processing"] == 1 and data["pending"] == {"ready": 0, "scheduled": 1}
+    assert data["counts"]["processing"] == 1 and data["pending"] == {"ready": 0, "scheduled": 1, "waiting": 0}
     assert data["queues"]["default"]["processing"] == 1 and data["queues"]["default"]["paused"] is False
     text = qb.run("status").stdout
     assert re.search(r"^  scheduled\s+1$", text, re.M) and re.search(r"worker-\d+ .* busy ", text), text
