@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -101,3 +101,20 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("QUEUECTL_") and key != "QUEUECTL_HOME":
             monkeypatch.delenv(key)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def qb(request: Any, q: Q) -> Iterator[Q]:
+    """The `q` helper on each storage backend (PostgreSQL: a temporary database of its own)."""
+    if request.param == "sqlite":
+        yield q
+        return
+    from queuectl_plugins.postgres_testing import temporary_postgres_database
+
+    with temporary_postgres_database() as dsn:
+        q.config("storage", "postgres")
+        q.config("postgres.dsn", dsn)
+        try:
+            yield q
+        finally:
+            q.cleanup()  # workers gone before the database is dropped

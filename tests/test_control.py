@@ -11,30 +11,13 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 pytest.register_assert_rewrite("process_helpers")
 from conftest import QUEUECTL  # noqa: E402
 from process_helpers import group_alive, pid_from, start, stop  # noqa: E402
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def qb(request: Any, q: Any) -> Iterator[Any]:
-    """The conftest `q` helper, on each storage backend."""
-    if request.param == "sqlite":
-        yield q
-        return
-    from queuectl_plugins.postgres_testing import temporary_postgres_database
-
-    with temporary_postgres_database() as dsn:
-        q.config("storage", "postgres")
-        q.config("postgres.dsn", dsn)
-        try:
-            yield q
-        finally:
-            q.cleanup()  # workers gone before the database is dropped
 
 
 def one_error(proc: Any, *needles: str) -> None:

@@ -11,25 +11,9 @@ import subprocess
 import time
 from datetime import UTC
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 from conftest import QUEUECTL
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def qq(request: pytest.FixtureRequest, q: Any) -> Iterator[Any]:
-    """The conftest `q` helper on each backend."""
-    if request.param == "sqlite":
-        yield q
-        return
-    from queuectl_plugins.postgres_testing import temporary_postgres_database
-
-    with temporary_postgres_database() as dsn:
-        q.config("storage", "postgres")
-        q.config("postgres.dsn", dsn)
-        yield q
-        q.cleanup()  # workers gone before the database is dropped
 
 
 def _stop(procs: list[subprocess.Popen[str]], timeout: float = 30) -> list[tuple[str, str]]:
@@ -48,20 +32,20 @@ def _intervals(path: Path) -> dict[str, list[tuple[float, float]]]:
     return out
 
 
-def test_concurrency_one_queue_never_overlaps_while_another_runs_in_parallel(qq: Any, tmp_path: Path) -> None:
+def test_concurrency_one_queue_never_overlaps_while_another_runs_in_parallel(qb: Any, tmp_path: Path) -> None:
     log = tmp_path / "times"
-    qq.run("queue", "set", "serial", "--concurrency", "1")
+    qb.run("queue", "set", "serial", "--concurrency", "1")
     jobs = []
     for i in range(6):
         for queue in ("serial", "wide"):
             cmd = (f"s=$(date +%s.%N); sleep 0.3; echo {queue} $s $(date +%s.%N) >> {log}")
             jobs.append({"id": f"{queue}{i}", "command": cmd, "queue": queue})
-    qq.run("enqueue", "--file", "-", input="\n".join(json.dumps(j) for j in jobs))
-    workers = [qq.start_worker("--count", "2", "--burst"), qq.start_worker("--count", "2", "--burst")]
+    qb.run("enqueue", "--file", "-", input="\n".join(json.dumps(j) for j in jobs))
+    workers = [qb.start_worker("--count", "2", "--burst"), qb.start_worker("--count", "2", "--burst")]
     for w in workers:
         w.communicate(timeout=60)
         assert w.returncode == 0
-    assert qq.counts()["completed"] == 12
+    assert qb.counts()["completed"] == 12
     spans = _intervals(log)
     serial = sorted(spans["serial"])
     assert len(serial) == 6
@@ -69,93 +53,93 @@ def test_concurrency_one_queue_never_overlaps_while_another_runs_in_parallel(qq:
         assert start >= end, f"two jobs of a concurrency-1 queue overlapped: {serial}"
     # the other queue ran beside it: some 'wide' job overlapped some 'serial' one
     assert any(ws < se and ss < we for ws, we in spans["wide"] for ss, se in serial)
-    listed = {q["name"]: q for q in qq.json("queue", "list")}
+    listed = {q["name"]: q for q in qb.json("queue", "list")}
     assert listed["serial"]["concurrency"] == 1 and listed["serial"]["counts"]["completed"] == 6
 
 
-def test_paused_queue_waits_and_burst_does_not_wait_for_it(qq: Any) -> None:
-    qq.run("enqueue", "--id", "held", "--cmd", "true", "--queue", "later")
-    qq.run("enqueue", "--id", "now", "--cmd", "true")
-    qq.run("queue", "pause", "later")
-    proc = qq.run("worker", "start", "--burst", timeout=30)
+def test_paused_queue_waits_and_burst_does_not_wait_for_it(qb: Any) -> None:
+    qb.run("enqueue", "--id", "held", "--cmd", "true", "--queue", "later")
+    qb.run("enqueue", "--id", "now", "--cmd", "true")
+    qb.run("queue", "pause", "later")
+    proc = qb.run("worker", "start", "--burst", timeout=30)
     assert "now" in proc.stdout and "held" not in proc.stdout
-    assert qq.job("held")["state"] == "pending"
-    assert qq.json("queue", "list")[1]["paused"] is True
-    qq.run("queue", "resume", "--all")
-    qq.run("worker", "start", "--burst", "--queue", "later", timeout=30)
-    assert qq.job("held")["state"] == "completed"
+    assert qb.job("held")["state"] == "pending"
+    assert qb.json("queue", "list")[1]["paused"] is True
+    qb.run("queue", "resume", "--all")
+    qb.run("worker", "start", "--burst", "--queue", "later", timeout=30)
+    assert qb.job("held")["state"] == "completed"
 
 
-def test_worker_claims_only_from_its_queues(qq: Any) -> None:
-    qq.run("enqueue", "--id", "a", "--cmd", "true", "--queue", "a")
-    qq.run("enqueue", "--id", "b", "--cmd", "true", "--queue", "b")
-    qq.run("enqueue", "--id", "c", "--cmd", "true", "--queue", "c")
-    qq.run("worker", "start", "--burst", "--queue", "a,c", timeout=30)
-    assert [qq.job(i)["state"] for i in "abc"] == ["completed", "pending", "completed"]
+def test_worker_claims_only_from_its_queues(qb: Any) -> None:
+    qb.run("enqueue", "--id", "a", "--cmd", "true", "--queue", "a")
+    qb.run("enqueue", "--id", "b", "--cmd", "true", "--queue", "b")
+    qb.run("enqueue", "--id", "c", "--cmd", "true", "--queue", "c")
+    qb.run("worker", "start", "--burst", "--queue", "a,c", timeout=30)
+    assert [qb.job(i)["state"] for i in "abc"] == ["completed", "pending", "completed"]
 
 
-def test_dependencies_order_and_cancel_cascade(qq: Any, tmp_path: Path) -> None:
+def test_dependencies_order_and_cancel_cascade(qb: Any, tmp_path: Path) -> None:
     order = tmp_path / "order"
-    qq.run("enqueue", "--id", "first", "--cmd", f"sleep 0.3; echo first >> {order}", "--priority", "-5")
-    qq.run("enqueue", "--id", "second", "--cmd", f"echo second >> {order}", "--after", "first", "--priority", "9")
-    qq.run("enqueue", "--id", "bad", "--cmd", "exit 1", "--max-retries", "0")
-    qq.run("enqueue", "--id", "child", "--cmd", "true", "--after", "bad,first")
-    qq.run("enqueue", "--id", "grandchild", "--cmd", "true", "--after", "child")
-    listed = {j["id"]: j for j in qq.json("list")}
+    qb.run("enqueue", "--id", "first", "--cmd", f"sleep 0.3; echo first >> {order}", "--priority", "-5")
+    qb.run("enqueue", "--id", "second", "--cmd", f"echo second >> {order}", "--after", "first", "--priority", "9")
+    qb.run("enqueue", "--id", "bad", "--cmd", "exit 1", "--max-retries", "0")
+    qb.run("enqueue", "--id", "child", "--cmd", "true", "--after", "bad,first")
+    qb.run("enqueue", "--id", "grandchild", "--cmd", "true", "--after", "child")
+    listed = {j["id"]: j for j in qb.json("list")}
     assert listed["grandchild"]["waits_on"] == ["child"]
-    assert "waits on child" in qq.run("logs", "grandchild", check=False).stderr
-    bad = qq.run("enqueue", "--file", "-", check=False,
+    assert "waits on child" in qb.run("logs", "grandchild", check=False).stderr
+    bad = qb.run("enqueue", "--file", "-", check=False,
                  input='{"id": "x", "command": "true"}\n{"id": "y", "command": "true", "after": ["x", "ghost"]}\n')
     assert bad.returncode != 0 and "ghost" in bad.stderr and bad.stderr.count("\n") == 1
-    assert "x" not in {j["id"] for j in qq.json("list")}  # all or nothing
-    workers = [qq.start_worker("--count", "2", "--burst")]
+    assert "x" not in {j["id"] for j in qb.json("list")}  # all or nothing
+    workers = [qb.start_worker("--count", "2", "--burst")]
     workers[0].communicate(timeout=60)
     assert order.read_text().split() == ["first", "second"]
-    child, grandchild = qq.job("child"), qq.job("grandchild")
+    child, grandchild = qb.job("child"), qb.job("grandchild")
     assert child["state"] == "cancelled" and "bad" in child["last_error"] and "dead" in child["last_error"]
     assert grandchild["state"] == "cancelled" and "child" in grandchild["last_error"]
 
 
-def test_unique_key_eight_concurrent_enqueuers_exactly_one_wins(qq: Any) -> None:
-    qq.run("status")  # create and migrate the store first: the race is about the key, not the schema
+def test_unique_key_eight_concurrent_enqueuers_exactly_one_wins(qb: Any) -> None:
+    qb.run("status")  # create and migrate the store first: the race is about the key, not the schema
     procs = [subprocess.Popen([*QUEUECTL, "enqueue", "--cmd", "true", "--unique-key", "nightly", "--id", f"e{n}"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=qq.env)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=qb.env)
              for n in range(8)]
     results = [(p.wait(timeout=60), *p.communicate()) for p in procs]
     winners = [out.strip() for code, out, _ in results if code == 0]
     losers = [err for code, _, err in results if code != 0]
     assert len(winners) == 1 and len(losers) == 7
     assert all(f"held by job '{winners[0]}'" in err and err.startswith("Error:") for err in losers)
-    assert [j["id"] for j in qq.json("list")] == winners
-    qq.run("worker", "start", "--burst", timeout=30)
-    qq.run("enqueue", "--cmd", "true", "--unique-key", "nightly")  # free once the holder finished
+    assert [j["id"] for j in qb.json("list")] == winners
+    qb.run("worker", "start", "--burst", timeout=30)
+    qb.run("enqueue", "--cmd", "true", "--unique-key", "nightly")  # free once the holder finished
 
 
-def test_retry_rules(qq: Any) -> None:
-    qq.config("backoff_base", 0.01)
-    qq.config("no_retry_exit_codes", "64")
-    qq.run("enqueue", "--id", "usage", "--cmd", "exit 2", "--no-retry-on", "2", "--max-retries", "3")
-    qq.run("enqueue", "--id", "only1", "--cmd", "exit 3", "--retry-on", "1,75", "--max-retries", "3")
-    qq.run("enqueue", "--id", "flaky", "--cmd", "exit 75", "--retry-on", "1,75", "--max-retries", "2")
-    qq.run("enqueue", "--id", "default", "--cmd", "exit 64", "--max-retries", "3")
-    qq.run("enqueue", "--id", "normal", "--cmd", "exit 5", "--max-retries", "1")
-    qq.run("worker", "start", "--burst", timeout=60)
-    jobs = {j["id"]: j for j in qq.json("list")}
+def test_retry_rules(qb: Any) -> None:
+    qb.config("backoff_base", 0.01)
+    qb.config("no_retry_exit_codes", "64")
+    qb.run("enqueue", "--id", "usage", "--cmd", "exit 2", "--no-retry-on", "2", "--max-retries", "3")
+    qb.run("enqueue", "--id", "only1", "--cmd", "exit 3", "--retry-on", "1,75", "--max-retries", "3")
+    qb.run("enqueue", "--id", "flaky", "--cmd", "exit 75", "--retry-on", "1,75", "--max-retries", "2")
+    qb.run("enqueue", "--id", "default", "--cmd", "exit 64", "--max-retries", "3")
+    qb.run("enqueue", "--id", "normal", "--cmd", "exit 5", "--max-retries", "1")
+    qb.run("worker", "start", "--burst", timeout=60)
+    jobs = {j["id"]: j for j in qb.json("list")}
     assert {k: (v["state"], v["attempts"]) for k, v in jobs.items()} == {
         "usage": ("dead", 1), "only1": ("dead", 1), "flaky": ("dead", 3), "default": ("dead", 1), "normal": ("dead", 2)}
     assert "no_retry_on" in jobs["usage"]["last_error"] and "retry_on" in jobs["only1"]["last_error"]
     assert jobs["default"]["no_retry_on"] == [64] and jobs["usage"]["no_retry_on"] == [2]
-    bad = qq.run("enqueue", "--cmd", "true", "--retry-on", "1", "--no-retry-on", "2", check=False)
+    bad = qb.run("enqueue", "--cmd", "true", "--retry-on", "1", "--no-retry-on", "2", check=False)
     assert bad.returncode != 0 and bad.stderr.startswith("Error:")
 
 
-def test_schedule_ticks_exactly_once_with_several_workers(qq: Any) -> None:
-    qq.run("schedule", "add", "tick", "--every", "1s", "--cmd", "true", "--queue", "cron")
-    qq.run("schedule", "add", "never", "--cron", "0 0 1 1 *", "--cmd", "true", "--tz", "Europe/Berlin")
-    workers = [qq.start_worker("--count", "2"), qq.start_worker("--count", "2")]
+def test_schedule_ticks_exactly_once_with_several_workers(qb: Any) -> None:
+    qb.run("schedule", "add", "tick", "--every", "1s", "--cmd", "true", "--queue", "cron")
+    qb.run("schedule", "add", "never", "--cron", "0 0 1 1 *", "--cmd", "true", "--tz", "Europe/Berlin")
+    workers = [qb.start_worker("--count", "2"), qb.start_worker("--count", "2")]
     time.sleep(4.6)
     _stop(workers)
-    ids = sorted(j["id"] for j in qq.json("list"))
+    ids = sorted(j["id"] for j in qb.json("list"))
     assert all(i.startswith("tick@") for i in ids)
     assert 3 <= len(ids) <= 5, ids
     from datetime import datetime
@@ -163,26 +147,26 @@ def test_schedule_ticks_exactly_once_with_several_workers(qq: Any) -> None:
     ticks = [datetime.fromisoformat(i.split("@", 1)[1].replace("Z", "+00:00")) for i in ids]
     gaps = {round((b - a).total_seconds(), 3) for a, b in zip(ticks, ticks[1:])}
     assert gaps == {1.0}, ids  # consecutive ticks, none twice, none skipped while workers ran
-    rows = {s["name"]: s for s in qq.json("schedule", "list")}
+    rows = {s["name"]: s for s in qb.json("schedule", "list")}
     assert rows["tick"]["last_tick"] == ids[-1].split("@", 1)[1]
     assert rows["never"]["next_tick"].endswith("T23:00:00.000Z")  # Jan 1st 00:00 in Berlin is 23:00 UTC
 
 
-def test_schedule_after_downtime_enqueues_only_the_latest_missed_tick(qq: Any) -> None:
-    qq.run("schedule", "add", "every", "--every", "1s", "--cmd", "true")
+def test_schedule_after_downtime_enqueues_only_the_latest_missed_tick(qb: Any) -> None:
+    qb.run("schedule", "add", "every", "--every", "1s", "--cmd", "true")
     time.sleep(3.5)  # three ticks missed with no worker running
-    worker = qq.start_worker()
-    qq.wait_for(lambda: qq.json("list"), timeout=10, what="a tick")
+    worker = qb.start_worker()
+    qb.wait_for(lambda: qb.json("list"), timeout=10, what="a tick")
     time.sleep(0.3)
     _stop([worker])
-    ids = [j["id"] for j in qq.json("list")]
+    ids = [j["id"] for j in qb.json("list")]
     assert len(ids) in (1, 2), ids  # the latest missed tick, and perhaps the next one
-    qq.run("schedule", "pause", "every")
-    paused = qq.json("schedule", "list")[0]
+    qb.run("schedule", "pause", "every")
+    paused = qb.json("schedule", "list")[0]
     assert paused["paused"] is True and paused["next_tick"] is None
-    qq.run("schedule", "remove", "every")
-    assert qq.json("schedule", "list") == []
-    bad = qq.run("schedule", "remove", "every", check=False)
+    qb.run("schedule", "remove", "every")
+    assert qb.json("schedule", "list") == []
+    bad = qb.run("schedule", "remove", "every", check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("Error:")
 
 
