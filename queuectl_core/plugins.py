@@ -81,7 +81,7 @@ def load_plugins() -> None:
             for part in filter(None, attr.strip().split(".")):
                 plugin = getattr(plugin, part)
         except Exception as exc:  # a broken third-party plugin must not break the CLI
-            _debug_traceback()
+            debug_traceback()
             print(f"queuectl: plugin {name!r} failed to load: {exc}", file=sys.stderr)
             continue
         _register(plugin, name)
@@ -143,7 +143,7 @@ def _import_bundled(module_name: str) -> Any:
                           f"install queuectl (pip install -e .)") from None
 
 
-def _debug_traceback() -> None:
+def debug_traceback() -> None:
     """QUEUECTL_DEBUG=1 prints the traceback a plugin failure otherwise hides behind one line."""
     if os.environ.get("QUEUECTL_DEBUG"):
         import traceback
@@ -219,7 +219,7 @@ def _is_wrapper(impl: Any) -> bool:
 
 
 def _failed(plugin: str, hook_name: str, exc: BaseException, hint: str = "") -> PluginError:
-    _debug_traceback()
+    debug_traceback()
     return PluginError(f"plugin {plugin!r} failed in {hook_name}: {exc!r}{hint.format(plugin=plugin)}")
 
 
@@ -428,7 +428,7 @@ def _broadcast(impls: list[Any], event: JobEvent) -> None:
         try:
             impl.function(event=event)
         except Exception as exc:
-            _debug_traceback()
+            debug_traceback()
             _warn(f"queuectl: plugin {impl.plugin_name!r} failed handling {event.kind}: {exc!r}")
 
 

@@ -7,8 +7,6 @@ import re
 import time
 from datetime import UTC, datetime
 
-_FORMAT = "%Y-%m-%dT%H:%M:%S"
-
 
 def now() -> datetime:
     """The current time, aware, in UTC, truncated to milliseconds."""
@@ -33,7 +31,9 @@ def format_time(dt: datetime | None) -> str | None:
     if dt is None:
         return None
     dt = dt.astimezone(UTC)
-    return f"{dt.strftime(_FORMAT)}.{dt.microsecond // 1000:03d}Z"
+    # Not strftime: glibc's %Y drops the zero padding of years before 1000, a form parse_time refuses.
+    return (f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
+            f".{dt.microsecond // 1000:03d}Z")
 
 
 def parse_time(text: str, local_if_naive: bool = False) -> datetime:

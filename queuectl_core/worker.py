@@ -17,7 +17,7 @@ from queuectl_core import lifecycle
 from queuectl_core.errors import StorageError
 from queuectl_core.interfaces import RunContext
 from queuectl_core.models import AttemptResult, EventKind, Job, JobEvent, WorkerInfo
-from queuectl_core.plugins import emit
+from queuectl_core.plugins import debug_traceback, emit
 from queuectl_core.signals import GRACEFUL, HANDLED, IMMEDIATE
 
 if TYPE_CHECKING:
@@ -363,6 +363,7 @@ class Worker:
                 plugin = "?"
             print(f"[{self.id}] backoff policy {name!r} (plugin {plugin!r}) failed in delay(): {exc!r};"
                   f" using backoff_base ** {job.attempts}", file=sys.stderr, flush=True)
+            debug_traceback()
             return lifecycle.fallback_delay(job.attempts, self.app.config["backoff_base"])
 
     def _record(self, job: Job, token: str, result: AttemptResult, change: lifecycle.Change) -> None:
