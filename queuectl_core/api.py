@@ -47,15 +47,16 @@ from queuectl_core.plugins import get_backoff, get_executor, get_storage
 from queuectl_core.settings import Config, Setting
 
 if _typing.TYPE_CHECKING:
-    from queuectl_core import actions
+    from queuectl_core import actions, scheduling
 
 
 def __getattr__(name: str) -> _typing.Any:
-    # `actions` brings the lifecycle, which loading a plugin does not need: imported on first use.
-    if name == "actions":
+    # `actions` brings the lifecycle and `scheduling` the schedule evaluation, which loading a
+    # plugin does not need: imported on first use.
+    if name in ("actions", "scheduling"):
         import importlib
 
-        return importlib.import_module("queuectl_core.actions")
+        return importlib.import_module(f"queuectl_core.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
@@ -94,4 +95,5 @@ __all__ = [
     "get_executor",
     "get_storage",
     "hookimpl",
+    "scheduling",
 ]

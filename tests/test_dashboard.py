@@ -130,9 +130,53 @@ def _api_round_trip(q: Any, d: Dash) -> None:
     client.close()
 
 
+def _queues_tags_schedules(q: Any, d: Dash) -> None:
+    """Spec §10–§11 through the page's API: the CLI's queues, tags and schedules, and pausing a
+    queue from the page is what `queue pause` does (`queue list` says so)."""
+    q.run("enqueue", "--id", "t1", "--cmd", "true", "--queue", "emails", "--tag", "nightly", "--delay", "1h")
+    q.run("enqueue", "--id", "t2", "--cmd", "true", "--queue", "emails", "--delay", "1h")
+    q.run("enqueue", "--id", "t3", "--cmd", "true", "--tag", "nightly", "--tag", "other", "--delay", "1h")
+    assert [j["id"] for j in d.get("/api/jobs", params={"tag": "nightly"})["jobs"]] == ["t3", "t1"]
+    assert [j["id"] for j in d.get("/api/jobs", params={"tag": "other"})["jobs"]] == ["t3"]
+    assert d.get("/api/jobs", params={"tag": "nope"})["jobs"] == []
+    assert [j["id"] for j in d.get("/api/jobs", params={"queue": "emails"})["jobs"]] == ["t2", "t1"]
+    assert [j["id"] for j in d.get("/api/jobs", params={"queue": "emails", "tag": "nightly"})["jobs"]] == ["t1"]
+    assert d.get("/api/jobs/t3")["tags"] == ["nightly", "other"]
+
+    def paused() -> dict[str, bool]:
+        return {x["name"]: x["paused"] for x in q.json("queue", "list")}
+
+    q.run("queue", "set", "emails", "--concurrency", "2")
+    queues = {x["name"]: x for x in d.get("/api/overview")["queues"]}
+    assert set(queues) == {"default", "emails"}
+    assert queues["emails"]["counts"]["pending"] == 2 and queues["emails"]["concurrency"] == 2
+    client, csrf = d.session()
+    assert client.post("/api/queues/emails/pause", headers={"X-CSRF-Token": csrf}).status_code == 200
+    assert paused() == {"default": False, "emails": True}
+    assert {x["name"]: x["paused"] for x in d.get("/api/overview")["queues"]}["emails"] is True
+    assert client.post("/api/queues/emails/resume", headers={"X-CSRF-Token": csrf}).status_code == 200
+    assert paused() == {"default": False, "emails": False}
+    # A queue can be paused before its first job, as with `queue pause`; a bad name changes nothing.
+    assert client.post("/api/queues/later-q/pause", headers={"X-CSRF-Token": csrf}).status_code == 200
+    assert paused()["later-q"] is True
+    bad = client.post("/api/queues/%20bad%20name/pause", headers={"X-CSRF-Token": csrf})
+    assert bad.status_code == 409 and "not a queue name" in bad.json()["error"]
+    assert set(paused()) == {"default", "emails", "later-q"}
+    client.close()
+
+    q.run("schedule", "add", "backup", "--every", "1h", "--cmd", "echo backup")
+    q.run("schedule", "add", "report", "--cron", "0 6 * * *", "--tz", "UTC", "--cmd", "echo report")
+    want = {s["name"]: s["next_tick"] for s in q.json("schedule", "list")}
+    got = {s["name"]: s for s in d.get("/api/overview")["schedules"]}
+    assert {n: s["next_tick"] for n, s in got.items()} == want and all(want.values())
+    assert got["report"]["cron"] == "0 6 * * *" and got["backup"]["job"]["command"] == "echo backup"
+
+
 def test_api_on_sqlite(q: Any, dash: Any) -> None:
     _seed(q)
-    _api_round_trip(q, dash())
+    d = dash()
+    _api_round_trip(q, d)
+    _queues_tags_schedules(q, d)
 
 
 def test_api_on_postgres_shows_workers_of_every_host(q: Any, dash: Any) -> None:
@@ -146,6 +190,7 @@ def test_api_on_postgres_shows_workers_of_every_host(q: Any, dash: Any) -> None:
         _seed(q)
         d = dash()
         _api_round_trip(q, d)
+        _queues_tags_schedules(q, d)
 
         import psycopg
 
@@ -172,11 +217,23 @@ def test_metrics(q: Any, dash: Any) -> None:
     assert 'queuectl_job_attempts_total{outcome="failed"} 2.0' in text
     # The delayed job is not ready: nothing has waited yet.
     assert 'queuectl_oldest_ready_job_age_seconds{queue="default"} 0.0' in text
-    q.run("enqueue", "--id", "ready", "--cmd", "true")
+    # A second queue: its own job counts and its own oldest-ready age; pausing shows.
+    q.run("enqueue", "--id", "ready", "--cmd", "true", "--queue", "emails")
     time.sleep(1.1)
-    age = next(line for line in d.get("/metrics").splitlines()
-               if line.startswith("queuectl_oldest_ready_job_age_seconds"))
-    assert float(age.split()[-1]) >= 1.0
+    text = d.get("/metrics")
+    assert 'queuectl_jobs{queue="emails",state="pending"} 1.0' in text
+    assert 'queuectl_jobs{queue="default",state="pending"} 1.0' in text
+    assert 'queuectl_jobs{queue="emails",state="dead"} 0.0' in text
+    ages = {line.split('"')[1]: float(line.split()[-1]) for line in text.splitlines()
+            if line.startswith("queuectl_oldest_ready_job_age_seconds{")}
+    assert ages["emails"] >= 1.0 and ages["default"] == 0.0
+    assert 'queuectl_queue_paused{queue="emails"} 0.0' in text
+    # A paused queue's jobs are not ready to run: no age, and the paused gauge says why.
+    q.run("queue", "pause", "emails")
+    text = d.get("/metrics")
+    assert 'queuectl_oldest_ready_job_age_seconds{queue="emails"} 0.0' in text
+    assert 'queuectl_queue_paused{queue="emails"} 1.0' in text
+    assert 'queuectl_queue_paused{queue="default"} 0.0' in text
 
     # Restarting a job resets its stored attempts; the exported counter still never goes down.
     client, csrf = d.session()

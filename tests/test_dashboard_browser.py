@@ -173,3 +173,44 @@ def test_token_in_the_page_url_becomes_a_cookie(q: Any, started: Any, browser: A
     cookie = next(c for c in browser.cookies() if c["name"] == "queuectl_token")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert page.evaluate("document.cookie").find("browser-token") == -1
+
+
+def test_queues_pause_resume_and_schedules_on_the_page(q: Any, started: Any, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    q.run("enqueue", "--id", "e1", "--cmd", "true", "--queue", "emails", "--tag", "nightly", "--delay", "1h")
+    q.run("enqueue", "--id", "d1", "--cmd", "true", "--delay", "1h")
+    q.run("schedule", "add", "backup", "--every", "1h", "--cmd", "echo backup")
+    d = started()
+    page = browser.new_page()
+    page.goto(d.base + "/")
+
+    def paused(name: str) -> bool:
+        return {x["name"]: x["paused"] for x in q.json("queue", "list")}[name]
+
+    def wait_paused(name: str, want: bool) -> None:
+        deadline = time.monotonic() + 10
+        while paused(name) != want:
+            assert time.monotonic() < deadline, f"{name} paused is not {want}"
+            time.sleep(0.1)
+
+    row = page.locator('#queues tr[data-queue="emails"]')
+    row.locator('button[data-action="pause"]').click()
+    wait_paused("emails", True)
+    assert not paused("default")
+    expect(row.locator(".paused")).to_be_visible()
+    row.locator('button[data-action="resume"]').click()
+    wait_paused("emails", False)
+    expect(row.locator('button[data-action="pause"]')).to_be_visible()
+    expect(row.locator(".paused")).to_have_count(0)
+
+    # A schedule added from the terminal appears, with its next run an hour away.
+    expect(page.locator('#schedules tr[data-schedule="backup"] .next')).to_contain_text("in 59m")
+    q.run("schedule", "add", "report", "--cron", "0 6 * * *", "--tz", "UTC", "--cmd", "echo report")
+    expect(page.locator('#schedules tr[data-schedule="report"]')).to_contain_text("0 6 * * *", timeout=5000)
+    expect(page.locator('#schedules tr[data-schedule="report"] .next')).to_contain_text("in ")
+
+    # The tag filter shows only the tagged job.
+    page.fill("#f-tag", "nightly")
+    expect(page.locator("#jobs tr")).to_have_count(1)
+    expect(page.locator('#jobs tr[data-id="e1"]')).to_be_visible()

@@ -1,17 +1,16 @@
 """Everything the dashboard reads from or asks of the queue, in one place.
 
-Only the public plugin API is used. Queues, pause/resume, schedules and tags (spec §10–§11) are
-called by the names the storage protocol gives them (``storage.queues()``, ``storage.set_queue``,
-``storage.schedules()``, ``list_jobs(queue=, tag=)``); a storage without them still serves the
-page, with one ``default`` queue and no schedules. Wiring a new capability is a few lines here.
+Only the public plugin API is used, and the same core functions the CLI calls: pausing a queue
+here is ``queue pause`` (``scheduling.set_paused``), a schedule's next run is the one ``schedule
+list`` shows (``scheduling.schedule_rows``), a job action is ``cancel``/``restart``/``dlq retry``
+(``actions``). Nothing about a job's lifecycle is decided in the dashboard.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,12 @@ from queuectl_core.api import (
     Job,
     JobNotFoundError,
     JobState,
-    QueuectlError,
+    Storage,
     ValidationError,
     actions,
+    scheduling,
 )
 
-DEFAULT_QUEUE = "default"
 PAGE_MAX = 200
 LOG_TAIL_BYTES = 64 * 1024
 STATES = [str(s) for s in JobState]
@@ -57,15 +56,8 @@ class Data:
         self.app = app
 
     @property
-    def storage(self) -> Any:
+    def storage(self) -> Storage:
         return self.app.storage
-
-    def _accepts(self, method: str, name: str) -> bool:
-        fn = getattr(self.storage, method, None)
-        try:
-            return fn is not None and name in inspect.signature(fn).parameters
-        except (TypeError, ValueError):
-            return False
 
     # -- reading ---------------------------------------------------------------------------
     def now(self) -> datetime:
@@ -75,15 +67,8 @@ class Data:
         return {str(s): n for s, n in self.storage.counts().items()}
 
     def queues(self) -> list[QueueRow]:
-        queues = getattr(self.storage, "queues", None)
-        if queues is not None:  # spec §11: QueueInfo(name, concurrency, paused, counts)
-            return [QueueRow(q.name, {s: int(q.counts.get(s, 0)) for s in STATES}, bool(q.paused),
-                             int(q.concurrency)) for q in queues()]
-        counts = self.counts()
-        return [QueueRow(DEFAULT_QUEUE, counts)] if any(counts.values()) else []
-
-    def can_pause(self) -> bool:
-        return hasattr(self.storage, "set_queue")
+        return [QueueRow(q.name, {s: int(q.counts.get(s, 0)) for s in STATES}, q.paused, q.concurrency)
+                for q in scheduling.list_queues(self.storage)]
 
     def workers(self, now: datetime) -> list[dict[str, Any]]:
         out = []
@@ -99,18 +84,14 @@ class Data:
             out.append(row)
         return out
 
-    def schedules(self, now: datetime) -> list[dict[str, Any]]:
-        schedules = getattr(self.storage, "schedules", None)
-        if schedules is None:
-            return []
-        return [{"name": s.name, "cron": s.cron, "every": s.every, "tz": s.tz, "paused": s.paused,
-                 "command": (s.job or {}).get("command"), "last_tick": iso(s.last_tick),
-                 "next_run": iso(_next_run(s, now))} for s in schedules()]
+    def schedules(self) -> list[dict[str, Any]]:
+        """As ``schedule list --json`` prints them, with ``next_tick`` (null while paused)."""
+        return scheduling.schedule_rows(self.storage)
 
     def overview(self) -> dict[str, Any]:
         now = self.now()
         return {"now": iso(now), "counts": self.counts(), "queues": [q.to_dict() for q in self.queues()],
-                "can_pause": self.can_pause(), "workers": self.workers(now), "schedules": self.schedules(now)}
+                "workers": self.workers(now), "schedules": self.schedules()}
 
     def jobs(self, state: str | None = None, queue: str | None = None, tag: str | None = None,
              before: str | None = None, limit: int = 50) -> dict[str, Any]:
@@ -119,18 +100,8 @@ class Data:
         limit = max(1, min(int(limit), PAGE_MAX))
         if state is not None and state not in STATES:
             raise ValidationError(f"unknown state {state!r}")
-        kwargs: dict[str, Any] = {"limit": limit + 1}
-        if state:
-            kwargs["state"] = JobState(state)
-        if before:
-            kwargs["before"] = before
-        for name, value in (("queue", queue), ("tag", tag)):
-            if value:
-                if self._accepts("list_jobs", name):
-                    kwargs[name] = value
-                elif name == "tag" or value != DEFAULT_QUEUE:
-                    return {"jobs": [], "next": None}  # this storage has one queue and no tags
-        rows = self.storage.list_jobs(**kwargs)
+        rows = self.storage.list_jobs(JobState(state) if state else None, limit + 1, queue=queue or None,
+                                      tag=tag or None, before=before or None)
         more = len(rows) > limit
         rows = rows[:limit]
         return {"jobs": [job_dict(j) for j in rows], "next": rows[-1].id if more else None}
@@ -195,19 +166,14 @@ class Data:
         return job_dict(do(self.storage, job_id))
 
     def set_paused(self, queue: str, paused: bool) -> None:
-        if not self.can_pause():
-            raise QueuectlError("this queue's storage has no queue settings (pause needs spec §11 queues)")
-        self.storage.set_queue(queue, paused=paused)
+        scheduling.set_paused(self.storage, [queue], paused)
 
     # -- metrics -------------------------------------------------------------------------------
     def attempt_totals(self) -> dict[str, int]:
         """Finished attempts by outcome, derived from what storage keeps: every attempt a job
         records (``attempts``) ended completed (one per completed job) or not (the rest), except
         the one a processing job is running now."""
-        totals = getattr(self.storage, "attempts_by_state", None)
-        if totals is None:
-            return {}
-        by_state = {str(s): n for s, n in totals().items()}
+        by_state = {str(s): n for s, n in self.storage.attempts_by_state().items()}
         counts = self.counts()
         completed = counts[JobState.COMPLETED]
         failed = sum(by_state.values()) - completed - counts[JobState.PROCESSING]
@@ -216,39 +182,13 @@ class Data:
     def oldest_ready_age(self, now: datetime, queues: list[QueueRow]) -> dict[str, float]:
         """Per queue, how long its oldest runnable job has waited (0 when none is waiting)."""
         out: dict[str, float] = {}
-        per_queue = self._accepts("next_run_at", "queues")
         for q in queues:
-            first = self.storage.next_run_at(queues=[q.name]) if per_queue else self.storage.next_run_at()
+            first = self.storage.next_run_at(queues=[q.name])
             out[q.name] = max(0.0, (now - first).total_seconds()) if first is not None else 0.0
         return out
 
 
 def job_dict(job: Job) -> dict[str, Any]:
     out = job.to_dict()
-    out.setdefault("queue", getattr(job, "queue", DEFAULT_QUEUE))
-    out.setdefault("tags", list(getattr(job, "tags", ()) or ()))
     out.pop("log_path", None)  # a path on the worker's host: the log endpoint serves it
     return out
-
-
-def _next_run(schedule: Any, now: datetime) -> datetime | None:
-    """When a schedule ticks next. ``every`` schedules are computed here; cron ones use the
-    scheduler's own function once core exports it (``queuectl_core.api.next_tick``)."""
-    if getattr(schedule, "paused", False):
-        return None
-    try:
-        from queuectl_core import api
-
-        next_tick = getattr(api, "next_tick", None)
-        if next_tick is not None:
-            return next_tick(schedule, now)
-    except Exception:  # a schedule the scheduler cannot read: shown without a next run
-        return None
-    if schedule.every:
-        last = schedule.last_tick or schedule.created_at or now
-        step = timedelta(seconds=float(schedule.every))
-        nxt = last + step
-        if nxt < now:  # missed ticks are not replayed: the next is the first one after now
-            nxt = now + step - timedelta(seconds=(now - last).total_seconds() % step.total_seconds())
-        return nxt
-    return None

@@ -28,9 +28,10 @@
   function human(s) {
     s = Math.round(s);
     if (s < 60) return s + "s";
-    if (s < 3600) return Math.floor(s / 60) + "m " + (s % 60) + "s";
-    if (s < 86400) return Math.floor(s / 3600) + "h " + Math.floor((s % 3600) / 60) + "m";
-    return Math.floor(s / 86400) + "d " + Math.floor((s % 86400) / 3600) + "h";
+    const two = (a, ua, b, ub) => a + ua + (b ? " " + b + ub : "");  // "1h", not "1h 0m"
+    if (s < 3600) return two(Math.floor(s / 60), "m", s % 60, "s");
+    if (s < 86400) return two(Math.floor(s / 3600), "h", Math.floor((s % 3600) / 60), "m");
+    return two(Math.floor(s / 86400), "d", Math.floor((s % 86400) / 3600), "h");
   }
 
   async function api(path, opts) {
@@ -82,14 +83,16 @@
         el("span", { class: "n" }, String(o.counts[s] || 0)), el("span", { class: "l" }, s))));
 
     $("queues").replaceChildren(...o.queues.map((q) => el("tr", { "data-queue": q.name },
-      el("td", {}, q.name, q.paused ? el("span", { class: "paused" }, " paused") : ""),
+      el("td", { class: "qname" }, q.name, q.paused ? el("span", { class: "badge paused" }, "paused") : "",
+        q.concurrency ? el("span", { class: "badge", title: "at most " + q.concurrency + " running at once" },
+          "max " + q.concurrency) : ""),
       el("td", { class: "num" }, String((q.counts.pending || 0))),
       el("td", { class: "num" }, String(q.counts.processing || 0)),
-      el("td", { class: "num" }, String(q.counts.failed || 0)),
+      el("td", { class: "num hide-sm" }, String(q.counts.failed || 0)),
       el("td", { class: "num" }, String(q.counts.dead || 0)),
-      el("td", { class: "row-actions" }, o.can_pause ? el("button", { type: "button",
+      el("td", { class: "row-actions" }, el("button", { type: "button",
         "data-action": q.paused ? "resume" : "pause", onclick: () => pause(q.name, !q.paused) },
-        q.paused ? "Resume" : "Pause") : ""))));
+        q.paused ? "Resume" : "Pause")))));
     $("queues-empty").hidden = o.queues.length > 0;
 
     $("workers-count").textContent = o.workers.length ? "(" + o.workers.length + ")" : "";
@@ -99,9 +102,10 @@
       el("td", {}, w.job ? human(w.job.running_seconds) : ""))));
     $("workers-empty").hidden = o.workers.length > 0;
 
-    $("schedules").replaceChildren(...o.schedules.map((s) => el("tr", {},
-      el("td", {}, s.name), el("td", { class: "mono" }, s.cron || ("every " + human(s.every))),
-      el("td", {}, s.paused ? "paused" : ago(s.next_run, o.now)))));
+    $("schedules").replaceChildren(...o.schedules.map((s) => el("tr", { "data-schedule": s.name },
+      el("td", { title: s.job.command }, s.name),
+      el("td", { class: "mono" }, s.cron ? s.cron + (s.tz && s.tz !== "UTC" ? " " + s.tz : "") : "every " + human(s.every)),
+      el("td", { class: "next", title: s.next_tick || "" }, s.paused ? "paused" : ago(s.next_tick, o.now)))));
     $("schedules-empty").hidden = o.schedules.length > 0;
 
     const queueSel = $("f-queue");
@@ -141,7 +145,8 @@
         j.attempts + "/" + (j.max_retries + 1)),
       el("td", { class: "hide-sm" }, j.queue),
       el("td", { class: "hide-sm", title: j.updated_at }, ago(j.updated_at, now)),
-      el("td", { class: "cmd mono", title: j.command }, j.command),
+      el("td", { class: "cmd mono", title: j.command },
+        ...j.tags.map((t) => el("span", { class: "tag", title: "tag " + t }, t)), j.command),
       el("td", { class: "err hide-sm", title: j.last_error || "" }, j.last_error || ""),
       el("td", { class: "row-actions hide-sm" }, ...actionsFor(j)))));
     $("jobs-empty").hidden = page.jobs.length > 0;
