@@ -114,7 +114,9 @@ def test_first_sigterm_stops_a_worker_stuck_retrying_a_write(q: Any, tmp_path: P
     assert q.job("j")["state"] == "completed"
 
 
-def test_a_raising_backoff_policy_is_a_failed_attempt_named_once(tmp_path: Path) -> None:
+def _drain_with_a_raising_backoff() -> tuple[Any, Any]:
+    """A job that fails once, retried under a backoff policy whose delay() raises; an in-process
+    `worker start --burst`. Returns its result and `list --json`'s."""
     class Broken:
         def delay(self, attempt: int, job: Any) -> float:
             raise RuntimeError("boom")
@@ -137,6 +139,11 @@ def test_a_raising_backoff_policy_is_a_failed_attempt_named_once(tmp_path: Path)
     finally:
         for s, h in handlers.items():
             signal.signal(s, h)
+    return result, listed
+
+
+def test_a_raising_backoff_policy_is_a_failed_attempt_named_once() -> None:
+    result, listed = _drain_with_a_raising_backoff()
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output + result.stderr
     named = [line for line in result.stderr.splitlines() if "broken-backoff" in line]
@@ -145,31 +152,10 @@ def test_a_raising_backoff_policy_is_a_failed_attempt_named_once(tmp_path: Path)
     assert (job["state"], job["attempts"]) == ("dead", 2)  # retried (fallback delay), then the DLQ
 
 
-def test_a_raising_backoff_policy_shows_its_traceback_with_queuectl_debug(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_raising_backoff_policy_shows_its_traceback_with_queuectl_debug(monkeypatch: pytest.MonkeyPatch) -> None:
     """Spec §13: every plugin failure is one line, and QUEUECTL_DEBUG=1 adds the traceback."""
-    class Broken:
-        def delay(self, attempt: int, job: Any) -> float:
-            raise RuntimeError("boom")
-
-    class Plugin:
-        @hookimpl
-        def queuectl_register_backoff_policies(self, register: Any) -> None:
-            register("broken", lambda config: Broken())
-
     monkeypatch.setenv("QUEUECTL_DEBUG", "1")
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    runner = CliRunner()
-    try:
-        with register_plugin(Plugin(), name="broken-backoff"):
-            for args in (["config", "set", "backoff", "broken"], ["config", "set", "backoff_base", "0.01"],
-                         ["config", "set", "poll_interval_ms", "20"],
-                         ["enqueue", "--id", "flaky", "--cmd", "exit 1", "--max-retries", "1"]):
-                assert runner.invoke(cli(), args).exit_code == 0
-            result = runner.invoke(cli(), ["worker", "start", "--burst"])
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
+    result, _ = _drain_with_a_raising_backoff()
     assert result.exit_code == 0, result.output
     assert "Traceback" in result.stderr and "RuntimeError: boom" in result.stderr, result.stderr
 
