@@ -137,6 +137,67 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE {s}.workers ADD COLUMN stop_now boolean NOT NULL DEFAULT false;
     CREATE INDEX jobs_finished ON {s}.jobs (state, updated_at) WHERE state IN ('completed', 'dead', 'cancelled');
     """,
+    # -- scale (issue 10): `status` and `list` in constant time at a million jobs. job_counts tallies
+    # jobs and their attempts per (queue, state, held by --after), kept by triggers through every
+    # write. Rows are deltas, appended and never updated, so concurrent workers never wait on one
+    # counter row (a single row per key, updated in place, is held locked by each claim and
+    # completion until its commit); readers sum them, and a fold (about one trigger call in 256,
+    # under a try-lock, so folds never queue either) collapses them to one row per key.
+    # jobs_state gains created_at: `list --state S` walks it newest first instead of sorting S.
+    """
+    LOCK TABLE {s}.jobs IN SHARE ROW EXCLUSIVE MODE;
+    DROP INDEX {s}.jobs_state;
+    CREATE INDEX jobs_state ON {s}.jobs (state, created_at, id);
+    CREATE TABLE {s}.job_counts (
+        queue text NOT NULL,
+        state text NOT NULL,
+        held boolean NOT NULL,
+        jobs bigint NOT NULL,
+        attempts bigint NOT NULL
+    );
+    INSERT INTO {s}.job_counts (queue, state, held, jobs, attempts)
+        SELECT queue, state, waiting > 0, count(*), coalesce(sum(attempts), 0) FROM {s}.jobs GROUP BY 1, 2, 3;
+    CREATE FUNCTION {s}.job_counts_fold() RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        IF pg_try_advisory_xact_lock(hashtextextended('queuectl-fold:' || '{s}', 0)) THEN
+            WITH gone AS (DELETE FROM {s}.job_counts RETURNING *)
+            INSERT INTO {s}.job_counts (queue, state, held, jobs, attempts)
+                SELECT queue, state, held, sum(jobs), sum(attempts) FROM gone GROUP BY 1, 2, 3
+                HAVING sum(jobs) <> 0 OR sum(attempts) <> 0;
+        END IF;
+    END $$;
+    CREATE FUNCTION {s}.job_counts_added() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO {s}.job_counts (queue, state, held, jobs, attempts)
+            SELECT queue, state, waiting > 0, count(*), coalesce(sum(attempts), 0) FROM added GROUP BY 1, 2, 3;
+        IF random() < 0.004 THEN PERFORM {s}.job_counts_fold(); END IF;
+        RETURN NULL;
+    END $$;
+    CREATE FUNCTION {s}.job_counts_removed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO {s}.job_counts (queue, state, held, jobs, attempts)
+            SELECT queue, state, waiting > 0, -count(*), -coalesce(sum(attempts), 0) FROM removed GROUP BY 1, 2, 3;
+        IF random() < 0.004 THEN PERFORM {s}.job_counts_fold(); END IF;
+        RETURN NULL;
+    END $$;
+    CREATE FUNCTION {s}.job_counts_moved() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO {s}.job_counts (queue, state, held, jobs, attempts) VALUES
+            (OLD.queue, OLD.state, OLD.waiting > 0, -1, -OLD.attempts),
+            (NEW.queue, NEW.state, NEW.waiting > 0, 1, NEW.attempts);
+        IF random() < 0.004 THEN PERFORM {s}.job_counts_fold(); END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER job_counts_insert AFTER INSERT ON {s}.jobs REFERENCING NEW TABLE AS added
+        FOR EACH STATEMENT EXECUTE FUNCTION {s}.job_counts_added();
+    CREATE TRIGGER job_counts_delete AFTER DELETE ON {s}.jobs REFERENCING OLD TABLE AS removed
+        FOR EACH STATEMENT EXECUTE FUNCTION {s}.job_counts_removed();
+    -- Per row, and only when a tallied column changes: heartbeats and output updates skip it.
+    CREATE TRIGGER job_counts_update AFTER UPDATE OF state, queue, waiting, attempts ON {s}.jobs FOR EACH ROW
+        WHEN (OLD.state IS DISTINCT FROM NEW.state OR OLD.queue IS DISTINCT FROM NEW.queue
+              OR (OLD.waiting > 0) IS DISTINCT FROM (NEW.waiting > 0) OR OLD.attempts IS DISTINCT FROM NEW.attempts)
+        EXECUTE FUNCTION {s}.job_counts_moved();
+    """,
 )
 
 
@@ -211,6 +272,7 @@ class PostgresStorage(SQLStore):
         self.jobs, self.workers = f"{self.s}.jobs", f"{self.s}.workers"
         self.queues_table, self.deps_table = f"{self.s}.queues", f"{self.s}.job_deps"  # -- scheduling (§11)
         self.schedules_table = f"{self.s}.schedules"
+        self.counts_table = f"{self.s}.job_counts"  # -- scale (issue 10)
         # One channel per schema, so two queues in one database never wake each other.
         self.channel = f"queuectl_{schema}"[:63]
         self._conn: Any = None

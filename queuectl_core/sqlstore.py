@@ -114,6 +114,7 @@ class SQLStore:
     queues_table = "queues"  # -- scheduling (spec §11) --
     deps_table = "job_deps"
     schedules_table = "schedules"
+    counts_table = "job_counts"  # -- scale (issue 10): per (queue, state, held) tallies kept by triggers
     hostname = ""
 
     # -- what a backend provides ----------------------------------------------------------
@@ -288,7 +289,7 @@ class SQLStore:
         if final is None:
             final = cache[sql] = self.dialect.sql(sql.format(
                 j=self.jobs, w=self.workers, now=self.dialect.now, qt=self.queues_table, dp=self.deps_table,
-                sc=self.schedules_table))
+                sc=self.schedules_table, jc=self.counts_table))
         return final
 
     def _insert(self, tx: Tx, jobs: Sequence[NewJob]) -> list[Sequence[Any]]:
@@ -331,9 +332,22 @@ class SQLStore:
 
     def count_jobs(self, state: JobState | None = None, *, states: Sequence[JobState] | None = None,
                    tag: str | None = None, queue: str | None = None) -> int:
-        """How many jobs :meth:`list_jobs` would list without a limit."""
+        """How many jobs :meth:`list_jobs` would list without a limit: from the tallies (constant
+        time) unless a tag is asked for, which only the jobs themselves can answer."""
+        if tag is None:
+            wanted = {str(s) for s in ([state] if state is not None else []) + list(states or ())}
+            return sum(n for q, s, _, n, _ in self._tallies()
+                       if (not wanted or s in wanted) and (queue is None or q == queue))
         where, params = self._filter(state, states, tag, queue)
         return int(self._read("SELECT count(*) FROM {j}" + where, **params)[0][0])
+
+    def _tallies(self) -> list[tuple[str, str, bool, int, int]]:
+        """(queue, state, held by --after, jobs, their attempts), from the table the backend's
+        triggers keep exact on every write to the jobs. A backend may keep several rows per key
+        (PostgreSQL appends deltas, so concurrent workers never wait on one counter row): they are
+        summed here."""
+        rows = self._read("SELECT queue, state, held, sum(jobs), sum(attempts) FROM {jc} GROUP BY queue, state, held")
+        return [(r[0], r[1], bool(r[2]), int(r[3]), int(r[4])) for r in rows if r[3] or r[4]]
 
     @staticmethod
     def _filter(state: JobState | None, states: Sequence[JobState] | None, tag: str | None,
@@ -359,14 +373,21 @@ class SQLStore:
 
     def pending_summary(self) -> tuple[int, int, datetime | None]:
         """Pending jobs split into (ready now, scheduled later), and the earliest run_at among
-        runnable jobs that are due (pending or failed): how long the oldest ready job has waited."""
-        rows = self._read(
-            "SELECT sum(CASE WHEN state = 'pending' AND run_at <= {now} THEN 1 ELSE 0 END),"
-            " sum(CASE WHEN state = 'pending' AND run_at > {now} THEN 1 ELSE 0 END),"
-            " min(CASE WHEN run_at <= {now} THEN run_at END)"
-            " FROM {j} " + self.dialect.due_index + " WHERE state IN (" + _RUNNABLE + ") AND waiting = 0")
-        ready, scheduled, oldest = rows[0] if rows else (0, 0, None)
-        return int(ready or 0), int(scheduled or 0), self.dialect.from_db(oldest) if oldest is not None else None
+        runnable jobs that are due (pending or failed): how long the oldest ready job has waited.
+
+        Ready is the tallied pending jobs (not held by --after) less the scheduled ones, which are
+        counted off the due index per queue: the cost grows with the jobs scheduled for later,
+        never with the ready or finished ones. The oldest is each queue's first due-index entry."""
+        due = self.dialect.due_index
+        per_queue = ("SELECT (SELECT count(*) FROM {j} " + due + " WHERE queue = q.name AND state IN (" + _RUNNABLE
+                     + ") AND waiting = 0 AND run_at > {now} AND state = 'pending') AS later,"
+                     " (SELECT min(run_at) FROM {j} " + due + " WHERE queue = q.name AND state IN (" + _RUNNABLE
+                     + ") AND waiting = 0) AS first FROM {qt} q")
+        # One statement, one snapshot: the tally and the scheduled count agree.
+        rows = self._read("SELECT (SELECT sum(jobs) FROM {jc} WHERE state = 'pending' AND NOT held), sum(later),"
+                          " min(CASE WHEN first <= {now} THEN first END) FROM (" + per_queue + ") x")
+        free, scheduled, oldest = (int(rows[0][0] or 0), int(rows[0][1] or 0), rows[0][2]) if rows else (0, 0, None)
+        return max(0, free - scheduled), scheduled, self.dialect.from_db(oldest) if oldest is not None else None
 
     def delete(self, job_ids: Sequence[str], states: Sequence[JobState]) -> list[Job] | None:
         """Delete every listed job, only if each exists and is in one of ``states``; otherwise
@@ -408,16 +429,16 @@ class SQLStore:
         from queuectl_core.models import JobState
 
         totals = {s: 0 for s in JobState}
-        for state, n in self._read("SELECT state, COALESCE(sum(attempts), 0) FROM {j} GROUP BY state"):
-            totals[JobState(state)] = int(n)
+        for _, state, _, _, attempts in self._tallies():
+            totals[JobState(state)] += attempts
         return totals
 
     def counts(self) -> dict[JobState, int]:
         from queuectl_core.models import JobState
 
         counts = {s: 0 for s in JobState}
-        for state, n in self._read("SELECT state, count(*) FROM {j} GROUP BY state"):
-            counts[JobState(state)] = n
+        for _, state, _, n, _ in self._tallies():
+            counts[JobState(state)] += n
         return counts
 
     def claim(self, worker_id: str, lease_seconds: float, queues: Sequence[str] | None = None) -> Job | None:
@@ -648,8 +669,9 @@ class SQLStore:
 
         settings = {r[0]: (r[1], bool(r[2])) for r in self._read("SELECT name, concurrency, paused FROM {qt}")}
         counts: dict[str, dict[str, int]] = {}
-        for queue, state, n in self._read("SELECT queue, state, count(*) FROM {j} GROUP BY queue, state"):
-            counts.setdefault(queue, {str(s): 0 for s in JobState})[state] = n
+        for queue, state, _, n, _ in self._tallies():
+            if n:
+                counts.setdefault(queue, {str(s): 0 for s in JobState})[state] += n
         out = []
         for name in sorted(set(settings) | set(counts)):
             concurrency, paused = settings.get(name, (0, False))
