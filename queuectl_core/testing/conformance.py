@@ -563,6 +563,72 @@ class StorageConformance:
         assert (ready, scheduled) == (2, 1)
         self.assert_near(oldest, storage.get("now").run_at, 0.01)
 
+    def assert_tallies_exact(self, storage: Any) -> None:
+        """counts, queues, attempts_by_state, pending_summary and count_jobs agree with the jobs
+        themselves (a backend may answer them from counters it maintains: they must stay exact)."""
+        from collections import Counter
+
+        from queuectl_core.models import JobState
+
+        jobs = storage.list_jobs()
+        now = storage.now()
+        states = Counter(j.state for j in jobs)
+        assert storage.counts() == {s: states.get(s, 0) for s in JobState}
+        assert storage.attempts_by_state() == {s: sum(j.attempts for j in jobs if j.state == s) for s in JobState}
+        per_queue: dict[str, Counter[str]] = {}
+        for j in jobs:
+            per_queue.setdefault(j.queue, Counter())[str(j.state)] += 1
+        listed = {q.name: {s: n for s, n in q.counts.items() if n} for q in storage.queues()}
+        assert {name: c for name, c in listed.items() if c} == {name: dict(c) for name, c in per_queue.items()}
+        pending = [j for j in jobs if j.state == JobState.PENDING and not j.waiting]
+        ready, scheduled, _ = storage.pending_summary()
+        assert (ready, scheduled) == (sum(j.run_at <= now for j in pending), sum(j.run_at > now for j in pending))
+        assert storage.count_jobs() == len(jobs)
+        for some in ([JobState.PENDING], [JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED], [JobState.FAILED]):
+            assert storage.count_jobs(states=some) == sum(states.get(s, 0) for s in some)
+            assert storage.count_jobs(states=some, queue="other") == \
+                sum(1 for j in jobs if j.state in some and j.queue == "other")
+        assert storage.count_jobs(queue="other") == sum(j.queue == "other" for j in jobs)
+
+    def test_counts_stay_exact_through_every_change(self, storage: Any) -> None:
+        from queuectl_core import actions, lifecycle
+        from queuectl_core.models import JobState
+
+        self.assert_tallies_exact(storage)
+        storage.enqueue([self.new("a", priority=9, max_retries=0), self.new("b", priority=8, max_retries=1),
+                         self.new("c", priority=7), self.new("later", delay=3600),
+                         self.new("child", after=("a",), priority=6), self.new("grandchild", after=("child",)),
+                         self.new("o1", queue="other", priority=5), self.new("o2", queue="other", tags=("t",))])
+        self.assert_tallies_exact(storage)
+        a = storage.claim("w", 30)
+        assert a.id == "a"
+        self.assert_tallies_exact(storage)
+        self.complete(storage, a.id, a.lease_token, self.ok())  # releases child
+        self.assert_tallies_exact(storage)
+        b = storage.claim("w", 30)
+        self.retry(storage, b.id, b.lease_token, self.bad(), 3600)  # failed, retry later
+        self.assert_tallies_exact(storage)
+        c = storage.claim("w", 30)
+        self.bury(storage, c.id, c.lease_token, self.bad())  # the DLQ
+        self.assert_tallies_exact(storage)
+        child = storage.claim("w", 30)
+        assert child.id == "child"
+        storage.apply(child.id, child.lease_token, lifecycle.release(child))  # handed back
+        self.assert_tallies_exact(storage)
+        actions.replay(storage, c.id)  # back to pending, attempts reset
+        self.assert_tallies_exact(storage)
+        actions.cancel(storage, "child")  # cancels grandchild down the chain
+        assert storage.get("grandchild").state == JobState.CANCELLED
+        self.assert_tallies_exact(storage)
+        actions.cancel_many(storage, ["o1", "o2"])
+        actions.restart(storage, "o2")
+        self.assert_tallies_exact(storage)
+        actions.remove(storage, ["o1"])
+        self.assert_tallies_exact(storage)
+        actions.purge(storage, older_than=-1e9)
+        self.assert_tallies_exact(storage)
+        assert storage.count_jobs() == len(storage.list_jobs()) > 0
+
     def test_apply_many_is_all_or_nothing(self, storage: Any) -> None:
         from queuectl_core import lifecycle
         from queuectl_core.models import JobState
