@@ -63,28 +63,33 @@ def _assert_exact(storage: Any) -> None:
 
 
 def test_sqlite_previous_version_upgrades_with_exact_tallies(tmp_path: Path) -> None:
-    from queuectl_plugins import sqlite_storage
-    from queuectl_plugins.sqlite_storage import MIGRATIONS, SQLiteStorage
+    from queuectl_plugins.sqlite_storage import MIGRATIONS, SQLiteStorage, _statements
 
     db = tmp_path / "queue.db"
-    storage = SQLiteStorage(db)
-    _fill(storage)
-    storage.close()
-    before = sqlite3.connect(db).execute("SELECT id, state, attempts FROM jobs ORDER BY id").fetchall()
-    # Back to the previous release's schema: no tallies, no triggers, jobs_state (state, id).
-    conn = sqlite3.connect(db)
-    conn.executescript("DROP TRIGGER job_counts_insert; DROP TRIGGER job_counts_delete;"
-                       " DROP TRIGGER job_counts_update; DROP TABLE job_counts; DROP INDEX jobs_state;"
-                       " CREATE INDEX jobs_state ON jobs (state, id);"
-                       f" PRAGMA user_version = {len(MIGRATIONS) - 1};")
+    conn = sqlite3.connect(db, isolation_level=None)
+    for script in MIGRATIONS[:-1]:  # the previous release's schema
+        for statement in _statements(script):
+            conn.execute(statement)
+    conn.executemany("INSERT INTO jobs (id, command, state, attempts, max_retries, priority, created_at, updated_at,"
+                     " run_at, queue, waiting) VALUES (?, 'true', ?, ?, 3, 0, 1, 1, ?, ?, ?)",
+                     [("p", "pending", 0, 1, "default", 0), ("sched", "pending", 0, 4_000_000_000_000, "default", 0),
+                      ("held", "pending", 0, 1, "other", 1), ("d", "completed", 2, 1, "default", 0),
+                      ("x", "dead", 4, 1, "other", 0), ("f", "failed", 1, 1, "default", 0)])
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+    before = conn.execute("SELECT id, state, attempts FROM jobs ORDER BY id").fetchall()
     conn.close()
     storage = SQLiteStorage(db)
     try:
-        assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == sqlite_storage.SCHEMA_VERSION
-        assert sqlite3.connect(db).execute("SELECT id, state, attempts FROM jobs ORDER BY id").fetchall() == before
+        conn = sqlite3.connect(db)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert conn.execute("SELECT id, state, attempts FROM jobs ORDER BY id").fetchall() == before
+        conn.close()
+        assert storage.counts() == {**{s: 0 for s in JobState}, JobState.PENDING: 3, JobState.COMPLETED: 1,
+                                    JobState.DEAD: 1, JobState.FAILED: 1}
+        assert storage.attempts_by_state()[JobState.DEAD] == 4
+        assert storage.pending_summary()[:2] == (1, 1)
         _assert_exact(storage)
-        assert storage.counts()[JobState.PENDING] == 6  # j2..j5, kid, later (o was claimed or is pending)
-        storage.enqueue([NewJob(id="new", command="true", max_retries=0)])  # the triggers run from now on
+        _fill(storage)  # and they stay exact from then on
         _assert_exact(storage)
     finally:
         storage.close()
