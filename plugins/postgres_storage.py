@@ -141,7 +141,7 @@ MIGRATIONS: tuple[str, ...] = (
     # jobs and their attempts per (queue, state, held by --after), kept by triggers through every
     # write. Rows are deltas, appended and never updated, so concurrent workers never wait on one
     # counter row (a single row per key, updated in place, is held locked by each claim and
-    # completion until its commit); readers sum them, and a fold (about one trigger call in 256,
+    # completion until its commit); readers sum them, and a fold (about one trigger call in 250,
     # under a try-lock, so folds never queue either) collapses them to one row per key.
     # jobs_state gains created_at: `list --state S` walks it newest first instead of sorting S.
     """
