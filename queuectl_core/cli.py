@@ -196,16 +196,12 @@ def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, comman
     if given:
         given.update(_flag_times(given))
     if file_ is not None:
-        try:
-            raw = file_.read()
-        except OSError as exc:  # EIO, a directory via '-', a vanished mount
-            raise ValidationError(f"cannot read {file_.name}: {exc.strerror or exc}") from None
-        try:
-            text = raw.decode("utf-8-sig")  # -sig: tolerate the BOM some editors write
-        except UnicodeDecodeError as exc:
-            raise ValidationError(f"{file_.name}: not UTF-8 text (bad byte at offset {exc.start})") from None
-        objs = jobspec.parse_documents(text)
-    elif job_json is not None:
+        # Streamed in batches, one transaction, bounded memory, progress on a terminal.
+        from queuectl_core.bulk import enqueue_file
+
+        enqueue_file(_app(ctx), file_, file_.name, lambda objs: _with_control_defaults(objs, cwd, env, tags))
+        return
+    if job_json is not None:
         objs = [_parse_job_argument(job_json)]
     else:
         objs = [given]
