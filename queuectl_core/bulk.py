@@ -187,15 +187,18 @@ class _Batcher:
             raise ValidationError("no jobs in input")
 
     def _validate(self, chunk: list[tuple[str, Any]]) -> list[NewJob]:
-        from queuectl_core.jobspec import validate
+        from queuectl_core.fastinit import positional_factory
+        from queuectl_core.jobspec import job_fields
+        from queuectl_core.models import NewJob
 
+        make = positional_factory(NewJob)
         objs = self.defaults([obj for _, obj in chunk])
         jobs: list[NewJob] = []
         labels: dict[str, str] = {}
         seen, forward, keys = self.seen, self.forward, self.keys
         for (label, raw), obj in zip(chunk, objs):
             try:
-                job = validate(obj, self.max_retries, self.no_retry)
+                job = make(*job_fields(obj, self.max_retries, self.no_retry))
             except ValidationError as exc:
                 raise ValidationError(f"{label}: {exc}" if label else str(exc)) from None
             prefix = f"{label}: " if label else ""
@@ -288,18 +291,21 @@ def _rewind(stream: BinaryIO) -> bool:
 
 def _announce(app: App, committed: Iterator[list[Job]], out: Any, progress: Progress) -> int:
     """After the commit: print the ids and emit one ``enqueued`` event per job, a batch at a time."""
+    from queuectl_core.fastinit import positional_factory
     from queuectl_core.models import EventKind, JobEvent
     from queuectl_core.plugins import emit_many
+    from queuectl_core.timeutil import now
 
     config = app.config
     kind = EventKind.ENQUEUED
+    event = positional_factory(JobEvent)  # kind, job, worker_id, result, message, at, config
     total = 0
+    at = now()  # they all happened at the commit
     for jobs in committed:
         if not jobs:
             continue
         out.write("\n".join([j.id for j in jobs]) + "\n")
-        # config given here, as emit() would add it (saves a dataclasses.replace per job)
-        emit_many([JobEvent(kind, job=job, config=config) for job in jobs])
+        emit_many([event(kind, job, None, None, None, at, config) for job in jobs])
         total += len(jobs)
         progress.update(f"queuectl: {total:,} jobs enqueued")
     out.flush()
