@@ -308,6 +308,7 @@ def _announce(app: App, committed: Iterator[list[Job]], out: Any, progress: Prog
         emit_many([event(kind, job, None, None, None, at, config) for job in jobs])
         total += len(jobs)
         progress.update(f"queuectl: {total:,} jobs enqueued")
+    progress.update(f"queuectl: {total:,} jobs enqueued", force=True)
     out.flush()
     return total
 
