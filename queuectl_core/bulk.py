@@ -19,7 +19,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator
 
-from queuectl_core.errors import DuplicateJobError, QueuectlError, UniqueKeyError, ValidationError
+from queuectl_core.errors import DuplicateJobError, UniqueKeyError, ValidationError
 
 if TYPE_CHECKING:
     from queuectl_core.app import App
@@ -264,7 +264,7 @@ def _store(app: App, stream: BinaryIO, name: str, defaults: Callable[[list[Any]]
         try:
             stream_fn = getattr(storage, "enqueue_stream", None)
             if stream_fn is not None:
-                return stream_fn(batches)  # type: ignore[no-any-return]
+                return stream_fn(batches)
             # A third-party storage without it: one batch, in memory, as before.
             return iter([storage.enqueue([j for batch in batches for j in batch])])
         except DuplicateJobError as exc:

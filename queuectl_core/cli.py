@@ -176,7 +176,6 @@ def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, comman
       queuectl enqueue --file jobs.jsonl        # all or nothing
     """
     from queuectl_core import jobspec
-    from queuectl_core.errors import ValidationError
 
     flags = {"id": job_id, "command": command, "max_retries": max_retries, "priority": priority,
              "delay": delay, "run_at": run_at, "timeout": timeout,
@@ -1062,8 +1061,8 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @click.option("--enqueue-processes", default=30, show_default=True, type=click.IntRange(0, 100_000),
               help="W1: `queuectl enqueue` processes, one job each (0 skips).")
-@click.option("--file-jobs", default=10_000, show_default=True, type=click.IntRange(0, 10_000_000),
-              help="W2: JSON Lines in one `enqueue --file` (0 skips).")
+@click.option("--file-jobs", default=100_000, show_default=True, type=click.IntRange(0, 10_000_000),
+              help="W2: JSON Lines in one `enqueue --file`, e.g. 1000000 for its memory bound (0 skips).")
 @click.option("--drain-jobs", default=1_000, show_default=True, type=click.IntRange(0, 10_000_000),
               help="W3: `true` jobs drained by `worker start --burst` (0 skips).")
 @click.option("--workers", multiple=True, type=click.IntRange(1, 512), help="W3: worker count; repeat for several [default: 2].")

@@ -31,7 +31,7 @@ def positional_factory(cls: type[T]) -> Callable[..., T]:
     body = "".join(f"    _set{i}(o, a{i})\n" for i in range(len(names)))
     exec(f"def make({params}):\n    o = _new(_cls)\n{body}    return o\n", namespace)  # as dataclasses does
     made = _made[cls] = namespace["make"]
-    return made  # type: ignore[no-any-return]
+    return made
 
 
 __all__ = ["positional_factory"]
