@@ -203,7 +203,10 @@ class SQLStore:
                 ids = [j.id for j in jobs]
                 if len(set(ids)) != len(ids):
                     seen: set[str] = set()
-                    raise DuplicateJobError(next(i for i in ids if i in seen or seen.add(i)))  # type: ignore[func-returns-value]
+                    for job_id in ids:
+                        if job_id in seen:
+                            raise DuplicateJobError(job_id)
+                        seen.add(job_id)
                 self._before_insert(tx, jobs)
                 rows = self._insert(tx, jobs)
                 if len(rows) != len(jobs):
