@@ -366,50 +366,40 @@ class PostgresStorage(SQLStore):
             raise UniqueKeyError(next(j.unique_key for j in jobs if j.unique_key), None) from None
 
     def _insert_copy(self, tx: Any, jobs: Sequence[NewJob]) -> list[Sequence[Any]]:
-        """A large batch (``enqueue --file``): COPY into a temporary table, then one INSERT ...
-        SELECT ... ON CONFLICT (id) DO NOTHING, returning only what the database decided (the
-        times). psycopg dumps the arrays of the one-statement form in Python, ~40 µs a job; the
-        COPY text is built here with str.join (100,000 jobs: ~11 s -> ~2 s on the docs' machine)."""
-        from queuectl_core.errors import UniqueKeyError
+        """A large batch (``enqueue --file``): one COPY straight into the jobs table. psycopg dumps
+        the arrays of the one-statement form in Python (~40 µs a job); this COPY text is built with
+        a few str.join and translate passes. COPY has no ON CONFLICT: an id that exists aborts
+        the transaction, and the batch is refused naming it, as enqueue does anyway (the skipping
+        form is kept for enqueue_tick's single job). The times are the transaction's now(), as
+        the column defaults would give."""
+        from datetime import timedelta
+
+        from queuectl_core.errors import DuplicateJobError, UniqueKeyError
         from queuectl_core.sqlstore import codes_out, control_values
 
         conn = tx.conn
-        conn.execute("CREATE TEMPORARY TABLE IF NOT EXISTS queuectl_enqueue (n integer, i text, c text, m integer,"
-                     " p bigint, r timestamptz, d float8, t float8, q text, k text, ro text, nro text, cw text,"
-                     " en text, tg text) ON COMMIT DELETE ROWS")
-        conn.execute("TRUNCATE queuectl_enqueue")
-        values: list[tuple[Any, ...]] = []
+        now = conn.execute("SELECT now()").fetchone()[0]
+        rows: list[Sequence[Any]] = []
         for j in jobs:
             v = control_values(j) if (j.cwd is not None or j.env or j.tags) else _NO_CONTROL
-            values.append((j.id, j.command, j.max_retries, j.priority, j.run_at, _float(j.delay), _float(j.timeout),
-                           j.queue, _text(j.unique_key), codes_out(j.retry_on), codes_out(j.no_retry_on),
-                           _text(v["cwd"]), _text(v["env"]), v["tags"]))
+            run_at = j.run_at if j.run_at is not None else (now + timedelta(seconds=j.delay) if j.delay else now)
+            rows.append((j.id, j.command, "pending", 0, j.max_retries, j.priority, now, now, run_at, _float(j.timeout),
+                         None, None, None, None, None, None, None, False, j.queue, 0, _text(j.unique_key),
+                         codes_out(j.retry_on), codes_out(j.no_retry_on), _text(v["cwd"]), _text(v["env"]),
+                         v["tags"], None))
         # Column by column, so escaping is a few C-level passes over joined text, not a call per value.
-        columns = [[str(n) for n in range(len(values))]]
-        columns += [_copy_column(list(col)) for col in zip(*values)]
+        columns = [_copy_column([r[c] for r in rows]) for c in _COPY_COLUMNS]
         text = "\n".join(map("\t".join, zip(*columns))) + "\n"
+        names = ", ".join(JOB_COLUMNS[c] for c in _COPY_COLUMNS)
         try:
             with conn.cursor() as cur:
-                with cur.copy("COPY queuectl_enqueue FROM STDIN") as copy:
+                with cur.copy(f"COPY {self.s}.jobs ({names}) FROM STDIN") as copy:
                     copy.write(text)
-                done = cur.execute(
-                    f"INSERT INTO {self.s}.jobs (id, command, state, max_retries, priority, run_at, timeout,"
-                    f" queue, unique_key, retry_on, no_retry_on, cwd, env, tags)"
-                    f" SELECT i, c, 'pending', m, p, coalesce(r, now() + make_interval(secs => coalesce(d, 0))), t,"
-                    f" q, k, ro, nro, cw, en, tg FROM queuectl_enqueue ORDER BY n"
-                    f" ON CONFLICT (id) DO NOTHING RETURNING id, created_at, run_at").fetchall()
         except self._psycopg.errors.UniqueViolation as exc:
-            if "unique_key" not in str(exc):
-                raise
-            raise UniqueKeyError(next(j.unique_key for j in jobs if j.unique_key), None) from None
-        times: dict[Any, Any] = {}  # one object per distinct time: the spool pickles each once
-        got = {i: (times.setdefault(c, c), times.setdefault(r, r)) for i, c, r in done}
-        rows: list[Sequence[Any]] = []
-        for (i, c, m, p, _r, _d, t, q, k, ro, nro, cw, en, tg) in values:
-            if i in got:
-                created, run_at = got[i]
-                rows.append((i, c, "pending", 0, m, p, created, created, run_at, t, None, None, None, None, None,
-                             None, None, False, q, 0, k, ro, nro, cw, en, tg, None))
+            if "unique_key" in str(exc):
+                raise UniqueKeyError(next(j.unique_key for j in jobs if j.unique_key), None) from None
+            found = re.search(r"Key \(id\)=\((.*)\) already exists", getattr(exc.diag, "message_detail", None) or "")
+            raise DuplicateJobError(found.group(1) if found else jobs[0].id) from None
         return rows
 
     def claim(self, worker_id: str, lease_seconds: float, queues: Sequence[str] | None = None) -> Job | None:
@@ -527,6 +517,10 @@ def _control_arrays(jobs: Sequence[NewJob]) -> tuple[list[Any], list[Any], list[
 
 _COPY_FROM = 200  # jobs a batch from which _insert uses COPY (smaller ones: one statement, no temp table)
 _NO_CONTROL: dict[str, Any] = {"cwd": None, "env": None, "tags": None}
+# The columns _insert_copy writes (indexes into JOB_COLUMNS; the rest keep their defaults).
+_COPY_COLUMNS = tuple(JOB_COLUMNS.index(c) for c in (
+    "id", "command", "state", "max_retries", "priority", "created_at", "updated_at", "run_at", "timeout", "queue",
+    "unique_key", "retry_on", "no_retry_on", "cwd", "env", "tags"))
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
