@@ -237,22 +237,13 @@ def enqueue_file(app: App, stream: BinaryIO, name: str, defaults: Callable[[list
                  out: Any = None, progress: Progress | None = None) -> int:
     """Enqueue every job of ``stream`` (all or none), then print their ids (one a line) and emit
     an ``enqueued`` event for each. Returns how many were enqueued."""
-    import gc
-
     out = out if out is not None else sys.stdout
     progress = progress if progress is not None else Progress()
-    # Every object made here is acyclic and short-lived, yet the cyclic collector would walk the
-    # growing heap over and over: 100,000 lines went from ~X s to ~Y s with it off (see
-    # docs/operations.md, Performance). It is switched back on before returning.
-    was_enabled = gc.isenabled()
-    gc.disable()
     try:
         committed = _store(app, stream, name, defaults, progress)
         return _announce(app, committed, out, progress)
     finally:
         progress.done()
-        if was_enabled:
-            gc.enable()
 
 
 def _store(app: App, stream: BinaryIO, name: str, defaults: Callable[[list[Any]], list[Any]],
