@@ -173,6 +173,23 @@ def _statements(script: str) -> list[str]:
     return out
 
 
+_INSERT_WIDTH = 15  # values bound per job by _insert
+_insert_sql_cache: dict[int, str] = {}
+
+
+def _insert_sql(rows: int) -> str:
+    """INSERT of ``rows`` jobs, 15 bound values each (the rest literal). Keyed by the row count
+    alone, so full batches reuse one prepared statement."""
+    sql = _insert_sql_cache.get(rows)
+    if sql is None:
+        one = "(?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?, 0, ?, 0, ?, ?, ?, ?, ?, ?)"
+        sql = _insert_sql_cache[rows] = (
+            "INSERT INTO jobs (id, command, state, attempts, max_retries, priority, created_at, updated_at,"
+            " run_at, timeout, cancel_requested, queue, waiting, unique_key, retry_on, no_retry_on, cwd, env, tags)"
+            " VALUES " + ", ".join([one] * rows))
+    return sql
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -321,27 +338,37 @@ class SQLiteStorage(SQLStore):
         return from_ms(_now_ms())
 
     def _insert(self, tx: Any, jobs: Sequence[NewJob]) -> list[Sequence[Any]]:
-        # executemany without RETURNING: 10,000 jobs in one transaction at >50,000 jobs/s.
+        # Multi-row INSERT ... VALUES, only the columns a job may set bound (the rest are literals):
+        # Python's executemany costs ~10 µs a row here, binding ~2,500 rows a statement ~3 µs
+        # (100,000 jobs: 2.3 s -> 0.9 s, most of what is left being SQLite's index upkeep).
+        import json
+
         from queuectl_core.errors import DuplicateJobError, UniqueKeyError
-        from queuectl_core.sqlstore import codes_out, control_values
+        from queuectl_core.sqlstore import codes_out
         from queuectl_core.timeutil import to_ms
 
-        def control_row(j: NewJob) -> tuple[Any, ...]:
-            v = control_values(j)
-            return (v["cwd"], v["env"], v["tags"], None)
-
         now = _now_ms()
-        rows: list[Sequence[Any]] = [(j.id, j.command, "pending", 0, j.max_retries, j.priority, now, now,
-                 to_ms(j.run_at) if j.run_at is not None else now + round((j.delay or 0) * 1000), j.timeout,
-                 None, None, None, None, None, None, None, 0,
-                 j.queue, 0, j.unique_key, codes_out(j.retry_on), codes_out(j.no_retry_on), *control_row(j))
-                for j in jobs]
+        rows: list[Sequence[Any]] = []
+        params: list[Any] = []
+        add_row, add_params = rows.append, params.extend
+        for j in jobs:
+            run_at = to_ms(j.run_at) if j.run_at is not None else (now + round(j.delay * 1000) if j.delay else now)
+            retry_on = codes_out(j.retry_on) if j.retry_on is not None else None
+            no_retry_on = codes_out(j.no_retry_on) if j.no_retry_on is not None else None
+            env = json.dumps(j.env, sort_keys=True) if j.env else None
+            tags = "," + ",".join(j.tags) + "," if j.tags else None
+            add_row((j.id, j.command, "pending", 0, j.max_retries, j.priority, now, now, run_at, j.timeout,
+                     None, None, None, None, None, None, None, 0,
+                     j.queue, 0, j.unique_key, retry_on, no_retry_on, j.cwd, env, tags, None))
+            add_params((j.id, j.command, j.max_retries, j.priority, now, now, run_at, j.timeout, j.queue,
+                        j.unique_key, retry_on, no_retry_on, j.cwd, env, tags))
+        width = _INSERT_WIDTH
+        # SQLite before 3.32 allows 999 bound variables a statement, later ones 32,766.
+        per = 2000 if self._sqlite3.sqlite_version_info >= (3, 32) else 999 // width
         try:
-            tx.conn.executemany(
-                "INSERT INTO jobs (id, command, state, attempts, max_retries, priority, created_at, updated_at,"
-                " run_at, timeout, cancel_requested, queue, unique_key, retry_on, no_retry_on, cwd, env, tags)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
-                [(*r[:10], r[18], *r[20:26]) for r in rows])
+            for start in range(0, len(rows), per):
+                n = min(per, len(rows) - start)
+                tx.conn.execute(_insert_sql(n), params[start * width:(start + n) * width])
         except self._sqlite3.IntegrityError as exc:
             if "unique_key" in str(exc):
                 raise UniqueKeyError(next(j.unique_key for j in jobs if j.unique_key), None) from None

@@ -36,7 +36,7 @@ _KEEP_ENV = ("QUEUECTL_DISABLE_PLUGINS",)
 @dataclass(frozen=True)
 class Sizes:
     enqueue_processes: int = 30   # W1
-    file_jobs: int = 10_000       # W2
+    file_jobs: int = 100_000      # W2
     drain_jobs: int = 1_000       # W3
     workers: tuple[int, ...] = (2,)  # W3
     latency_samples: int = 20     # W4
@@ -57,6 +57,18 @@ def queuectl_command() -> list[str]:
     """The `queuectl` a user runs: the console script beside this interpreter if there is one."""
     script = Path(sys.executable).with_name("queuectl")
     return [str(script)] if script.is_file() else [sys.executable, "-m", "queuectl_core"]
+
+
+# Runs argv[1:] as a child and prints its wall time and peak RSS (RUSAGE_CHILDREN of a parent of
+# its own: the peak of that one child), as JSON.
+_PEAK = """
+import json, resource, subprocess, sys, time
+start = time.perf_counter()
+proc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+seconds = time.perf_counter() - start
+print(json.dumps({"returncode": proc.returncode, "seconds": seconds, "stderr": proc.stderr.decode(errors="replace"),
+                  "peak_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+"""
 
 
 def _median_ms(samples: list[float]) -> float:
@@ -197,13 +209,53 @@ class Bench:
                 "floor_import_sqlite3_ms": floor_ms, "of_floor": floor_ms / ms}
 
     def w2(self) -> dict[str, Any]:
-        """`enqueue --file` of N JSON Lines, one whole process."""
+        """`enqueue --file` of N JSON Lines, one whole process, and its peak RSS; beside it the
+        floor of the storage alone (the same jobs, already validated, through enqueue_stream)."""
+        import json
+
         n = self.sizes.file_jobs
         with self.queue() as q:
             path = q.home / "jobs.jsonl"
-            path.write_text('{"command": "true"}\n' * n)
-            elapsed = _timed([*self.queuectl, "enqueue", "--file", str(path)], q.env)
-        return {"jobs": n, "seconds": elapsed, "jobs_per_s": n / elapsed}
+            with open(path, "w") as fh:
+                for start in range(0, n, 10_000):
+                    fh.write('{"command": "true"}\n' * min(10_000, n - start))
+            measured = subprocess.run([self.python, "-c", _PEAK, *self.queuectl, "enqueue", "--file", str(path)],
+                                      env=q.env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            stored = sum(q.storage.counts().values())
+        try:
+            report = json.loads(measured.stdout)
+        except ValueError:
+            report = {"returncode": measured.returncode, "stderr": measured.stderr}
+        if report.get("returncode") != 0 or stored != n:
+            line = (str(report.get("stderr", "")).strip().splitlines() or ["(no output)"])[-1]
+            raise QueuectlError(f"bench: W2 enqueue --file stored {stored} of {n} jobs: {line}")
+        floor = self._storage_floor(n)
+        return {"jobs": n, "seconds": report["seconds"], "jobs_per_s": n / report["seconds"],
+                "peak_rss_mib": report["peak_kib"] / 1024, "storage_floor_jobs_per_s": n / floor,
+                "of_storage_floor": floor / report["seconds"]}
+
+    def _storage_floor(self, n: int) -> float:
+        """Seconds for the storage alone to take N validated jobs in one transaction (in process:
+        no start-up, no parsing or validation, no printing)."""
+        from queuectl_core.bulk import BATCH
+        from queuectl_core.ids import new_id
+        from queuectl_core.models import NewJob
+
+        cwd = os.getcwd()
+
+        def batches() -> Iterator[list[NewJob]]:
+            for start in range(0, n, BATCH):
+                yield [NewJob(new_id(), "true", 0, cwd=cwd) for _ in range(min(BATCH, n - start))]
+
+        with self.queue() as q:
+            stream = getattr(q.storage, "enqueue_stream", None)
+            start = time.perf_counter()
+            if stream is None:
+                q.storage.enqueue([j for b in batches() for j in b])
+            else:
+                for _ in stream(batches()):
+                    pass
+            return time.perf_counter() - start
 
     def w3(self) -> list[dict[str, Any]]:
         """Drain N `true` jobs with `worker start --count W --burst` (its start-up included)."""
@@ -323,7 +375,8 @@ def format_report(r: dict[str, Any]) -> list[str]:
     if "w2" in r:
         w = r["w2"]
         lines.append(f"W2 `enqueue --file`, {w['jobs']:,} JSON Lines: {w['jobs_per_s']:,.0f} jobs/s "
-                     f"({w['seconds']:.2f} s, whole process)")
+                     f"({w['seconds']:.2f} s, whole process, peak RSS {w['peak_rss_mib']:.0f} MiB); "
+                     f"{w['of_storage_floor']:.2f} of the storage alone ({w['storage_floor_jobs_per_s']:,.0f}/s)")
     for w in r.get("w3", []):
         lines.append(f"W3 drain {w['jobs']:,} `true`, {w['workers']} workers: {w['jobs_per_s']:,.0f} jobs/s "
                      f"({w['of_xargs']:.2f} of `xargs -P{w['workers']} sh -c true` {w['xargs_jobs_per_s']:,.0f}/s)")

@@ -176,7 +176,6 @@ def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, comman
       queuectl enqueue --file jobs.jsonl        # all or nothing
     """
     from queuectl_core import jobspec
-    from queuectl_core.errors import ValidationError
 
     flags = {"id": job_id, "command": command, "max_retries": max_retries, "priority": priority,
              "delay": delay, "run_at": run_at, "timeout": timeout,
@@ -196,16 +195,12 @@ def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, comman
     if given:
         given.update(_flag_times(given))
     if file_ is not None:
-        try:
-            raw = file_.read()
-        except OSError as exc:  # EIO, a directory via '-', a vanished mount
-            raise ValidationError(f"cannot read {file_.name}: {exc.strerror or exc}") from None
-        try:
-            text = raw.decode("utf-8-sig")  # -sig: tolerate the BOM some editors write
-        except UnicodeDecodeError as exc:
-            raise ValidationError(f"{file_.name}: not UTF-8 text (bad byte at offset {exc.start})") from None
-        objs = jobspec.parse_documents(text)
-    elif job_json is not None:
+        # Streamed in batches, one transaction, bounded memory, progress on a terminal.
+        from queuectl_core.bulk import enqueue_file
+
+        enqueue_file(_app(ctx), file_, file_.name, lambda objs: _with_control_defaults(objs, cwd, env, tags))
+        return
+    if job_json is not None:
         objs = [_parse_job_argument(job_json)]
     else:
         objs = [given]
@@ -1066,8 +1061,8 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @click.option("--enqueue-processes", default=30, show_default=True, type=click.IntRange(0, 100_000),
               help="W1: `queuectl enqueue` processes, one job each (0 skips).")
-@click.option("--file-jobs", default=10_000, show_default=True, type=click.IntRange(0, 10_000_000),
-              help="W2: JSON Lines in one `enqueue --file` (0 skips).")
+@click.option("--file-jobs", default=100_000, show_default=True, type=click.IntRange(0, 10_000_000),
+              help="W2: JSON Lines in one `enqueue --file`, e.g. 1000000 for its memory bound (0 skips).")
 @click.option("--drain-jobs", default=1_000, show_default=True, type=click.IntRange(0, 10_000_000),
               help="W3: `true` jobs drained by `worker start --burst` (0 skips).")
 @click.option("--workers", multiple=True, type=click.IntRange(1, 512), help="W3: worker count; repeat for several [default: 2].")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:
     from queuectl_core.lifecycle import Change
@@ -28,6 +28,11 @@ class Storage(Protocol):
     def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Insert all the jobs, pending, or none; raise DuplicateJobError naming an id that exists
         (or repeats within the batch)."""
+
+    def enqueue_stream(self, batches: Iterable[Sequence[NewJob]]) -> Iterator[list[Job]]:
+        """Insert every job of every batch in one transaction, all or none (an exception from
+        ``batches`` rolls everything back); then return the stored jobs batch by batch, without
+        holding them all in memory. Raises as :meth:`enqueue`."""
 
     def get(self, job_id: str) -> Job | None: ...
 

@@ -145,12 +145,25 @@ def _scheduling(obj: dict[str, Any], default_no_retry: tuple[int, ...] | None) -
 
 def validate(obj: Any, default_max_retries: int, default_no_retry: tuple[int, ...] | None = None) -> NewJob:
     """One job object to a NewJob, or ValidationError naming the offending key."""
+    return NewJob(*job_fields(obj, default_max_retries, default_no_retry))
+
+
+# The order of job_fields()'s values: NewJob's fields (a test keeps them equal).
+JOB_FIELDS = ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout", "queue", "after",
+              "unique_key", "retry_on", "no_retry_on", "cwd", "env", "tags")
+_ALLOWED = frozenset(ALLOWED_KEYS)
+
+
+def job_fields(obj: Any, default_max_retries: int, default_no_retry: tuple[int, ...] | None = None) -> tuple[Any, ...]:
+    """:func:`validate`'s checks, returning NewJob's field values in order (``JOB_FIELDS``), for
+    ``enqueue --file``, which builds its NewJobs without dataclass ``__init__`` (see fastinit)."""
     if not isinstance(obj, dict):
         raise ValidationError(f"a job must be a JSON object, got {type(obj).__name__}")
-    unknown = [k for k in obj if k not in ALLOWED_KEYS]
-    if unknown:
+    if not _ALLOWED.issuperset(obj):
+        unknown = [k for k in obj if k not in ALLOWED_KEYS]
         raise ValidationError(f"unknown key {short(unknown[0])} (allowed: {', '.join(ALLOWED_KEYS)})")
-    command = obj.get("command")
+    get = obj.get  # (one bound method: this runs once per line of a million-line file)
+    command = get("command")
     if "command" not in obj:
         raise ValidationError("'command' is required")
     if not isinstance(command, str) or not command.strip():
@@ -158,32 +171,41 @@ def validate(obj: Any, default_max_retries: int, default_no_retry: tuple[int, ..
     if "\x00" in command:
         raise ValidationError("'command' must not contain NUL bytes")
     utf8_text("command", command)
-    job_id = obj.get("id")
+    job_id = get("id")
     if job_id is None:
         job_id = new_id()
     elif not isinstance(job_id, str) or not is_job_id(job_id):
         raise ValidationError(f"'id' must be {ID_RULE}; got {short(job_id)}")
-    max_retries = default_max_retries if obj.get("max_retries") is None else _int("max_retries", obj["max_retries"], 0)
-    priority = 0 if obj.get("priority") is None else _int("priority", obj["priority"])
-    run_at = None
-    if obj.get("run_at") is not None:
-        if not isinstance(obj["run_at"], str):
-            raise ValidationError(f"'run_at' must be an ISO 8601 time string, got {short(obj['run_at'])}")
+    max_retries = get("max_retries")
+    max_retries = default_max_retries if max_retries is None else _int("max_retries", max_retries, 0)
+    priority = get("priority")
+    priority = 0 if priority is None else _int("priority", priority)
+    run_at = get("run_at")
+    if run_at is not None:
+        if not isinstance(run_at, str):
+            raise ValidationError(f"'run_at' must be an ISO 8601 time string, got {short(run_at)}")
         try:
-            run_at = parse_time(obj["run_at"])
+            run_at = parse_time(run_at)
         except ValueError as exc:
             raise ValidationError(f"'run_at': {exc}") from None
-    delay = None if obj.get("delay") is None else _seconds("delay", obj["delay"])
+    delay = get("delay")
+    delay = None if delay is None else _seconds("delay", delay)
     if run_at is not None and delay is not None:
         raise ValidationError("give 'run_at' or 'delay', not both")
-    timeout = None
-    if obj.get("timeout") is not None:
-        timeout = _seconds("timeout", obj["timeout"])
+    timeout = get("timeout")
+    if timeout is not None:
+        timeout = _seconds("timeout", timeout)
         if timeout == 0:
             raise ValidationError("'timeout' must be > 0")
-    return NewJob(id=job_id, command=command, max_retries=max_retries, priority=priority,
-                  run_at=run_at, delay=delay, timeout=timeout,
-                  **_scheduling(obj, default_no_retry), **control_fields(obj))
+    sched = _scheduling(obj, default_no_retry) if default_no_retry or not _SCHEDULING_KEYS.isdisjoint(obj) else {}
+    control = control_fields(obj) if not _CONTROL_KEYS.isdisjoint(obj) else {}
+    return (job_id, command, max_retries, priority, run_at, delay, timeout, sched.get("queue", "default"),
+            sched.get("after", ()), sched.get("unique_key"), sched.get("retry_on"), sched.get("no_retry_on"),
+            control.get("cwd"), control.get("env", {}), control.get("tags", ()))
+
+
+_SCHEDULING_KEYS = frozenset(("queue", "after", "unique_key", "retry_on", "no_retry_on"))
+_CONTROL_KEYS = frozenset(CONTROL_KEYS)
 
 
 def is_tag(text: str) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 if TYPE_CHECKING:
     from queuectl_core.lifecycle import Change
@@ -180,6 +180,107 @@ class SQLStore:
             holders = self._holders(None, keys)
             key, holder = next(iter(holders.items()), (exc.key, None))
             raise UniqueKeyError(key, holder) from None
+
+    def enqueue_stream(self, batches: Iterable[Sequence[NewJob]]) -> Iterator[list[Job]]:
+        """Insert every job of every batch in one transaction, all or none: an exception from
+        ``batches`` (a bad line of a file) or from a batch (a duplicate id, a held unique key)
+        rolls everything back. Ids must be unique across the batches (the caller checks; the
+        primary key refuses it anyway). After the commit, the stored jobs come back batch by batch
+        from a temporary spool file, so a million jobs never sit in memory at once."""
+        import pickle
+        import tempfile
+
+        from queuectl_core.errors import DuplicateJobError, UniqueKeyError
+
+        spool = tempfile.TemporaryFile(prefix="queuectl-enqueue-")
+        last: list[Sequence[NewJob]] = []
+
+        def insert(tx: Tx) -> int:
+            total = 0
+            for jobs in batches:
+                if not jobs:
+                    continue
+                last[:] = [jobs]
+                ids = [j.id for j in jobs]
+                if len(set(ids)) != len(ids):
+                    seen: set[str] = set()
+                    for job_id in ids:
+                        if job_id in seen:
+                            raise DuplicateJobError(job_id)
+                        seen.add(job_id)
+                self._before_insert(tx, jobs)
+                rows = self._insert(tx, jobs)
+                if len(rows) != len(jobs):
+                    inserted = {r[0] for r in rows}
+                    raise DuplicateJobError(next(i for i in ids if i not in inserted))
+                if any(j.after for j in jobs):
+                    by_id = {r[0]: r for r in rows}
+                    by_id.update(self._after_insert(tx, jobs))
+                    rows = [by_id[i] for i in ids]
+                pickle.dump(rows, spool, protocol=pickle.HIGHEST_PROTOCOL)
+                total += len(rows)
+            if total:
+                tx.wake()
+            return total
+
+        try:
+            try:
+                self._tx(insert)
+            except UniqueKeyError as exc:
+                if exc.holder is not None or not last:
+                    raise
+                keys = [j.unique_key for j in last[0] if j.unique_key is not None]
+                holders = self._holders(None, keys)
+                key, holder = next(iter(holders.items()), (exc.key, None))
+                raise UniqueKeyError(key, holder) from None
+            spool.seek(0)
+        except BaseException:
+            spool.close()
+            raise
+        return self._unspool(spool)
+
+    def _unspool(self, spool: Any) -> Iterator[list[Job]]:
+        import pickle
+
+        with spool:
+            while True:
+                try:
+                    rows = pickle.load(spool)
+                except EOFError:
+                    return
+                yield self._new_jobs(rows)
+
+    def _new_jobs(self, rows: Sequence[Sequence[Any]]) -> list[Job]:
+        """:meth:`_job` for a batch just inserted: the same Jobs, with the times (mostly one
+        value a batch) and states converted once each (100,000 rows: ~1.0 s -> ~0.4 s)."""
+        from queuectl_core.fastinit import positional_factory
+        from queuectl_core.models import Job, JobState
+
+        make = positional_factory(Job)  # every field, in JOB_COLUMNS order (a test keeps them equal)
+        from_db = self.dialect.from_db
+        times: dict[Any, Any] = {None: None}
+        states: dict[str, JobState] = {}
+        out: list[Job] = []
+        add = out.append
+        for row in rows:
+            created, updated, run_at, lease = row[6], row[7], row[8], row[16]
+            try:
+                tc, tu, tr, tl = times[created], times[updated], times[run_at], times[lease]
+            except KeyError:
+                for value in (created, updated, run_at, lease):
+                    if value not in times:
+                        times[value] = from_db(value)
+                tc, tu, tr, tl = times[created], times[updated], times[run_at], times[lease]
+            state = states.get(row[2])
+            if state is None:
+                state = states[row[2]] = JobState(row[2])
+            env, tags = row[_CONTROL_AT + 1], row[_CONTROL_AT + 2]
+            add(make(row[0], row[1], state, row[3], row[4], row[5], tc, tu, tr, row[9], row[10], row[11],
+                    row[12], row[13], row[14], row[15], tl, bool(row[17]), row[18], row[19], row[20],
+                    _codes_in(row[21]), _codes_in(row[22]), row[_CONTROL_AT],
+                    _json_loads(env) if env else {}, tuple(t for t in tags.split(",") if t) if tags else (),
+                    row[_CONTROL_AT + 3]))
+        return out
 
     # -- scheduling (spec §11): queues, unique keys and dependencies at enqueue ----------------
     def _holders(self, tx: Tx | None, keys: Sequence[str]) -> dict[str, str]:
@@ -844,6 +945,12 @@ def control_values(job: NewJob) -> dict[str, Any]:
 
     return {"cwd": job.cwd, "env": json.dumps(job.env, sort_keys=True) if job.env else None,
             "tags": "," + ",".join(job.tags) + "," if job.tags else None}
+
+
+def _json_loads(text: str) -> Any:
+    import json
+
+    return json.loads(text)
 
 
 def _control_fields(row: Sequence[Any], at: int) -> dict[str, Any]:

@@ -17,7 +17,7 @@ FIGURES = [
     r"`xargs -P2 sh -c true` [\d,]+ jobs/s",
     r"spawning a job directly p50 [\d.]+ ms",
     r"W1 one `queuectl enqueue` process per job: [\d.]+ jobs/s .* of `import sqlite3`",
-    r"W2 `enqueue --file`, 20 JSON Lines: [\d,]+ jobs/s",
+    r"W2 `enqueue --file`, 20 JSON Lines: [\d,]+ jobs/s .*peak RSS \d+ MiB\); [\d.]+ of the storage alone",
     r"W3 drain 10 `true`, 2 workers: [\d,]+ jobs/s \([\d.]+ of `xargs -P2 sh -c true`",
     r"W4 idle worker -> job start, `queuectl enqueue`: p50 [\d.]+ ms, p95 [\d.]+ ms",
     r"W4 idle worker -> job start, in-process enqueue: p50 [\d.]+ ms, p95 [\d.]+ ms \(direct spawn p50 [\d.]+ ms\)",

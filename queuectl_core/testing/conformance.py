@@ -187,6 +187,43 @@ class StorageConformance:
         assert [j.id for j in jobs] == ids
         assert len(storage.list_jobs()) == 2000
 
+    def test_enqueue_stream_is_one_transaction_and_reads_back(self, storage: Any) -> None:
+        """``enqueue_stream``: batches (large ones take a backend's fast path) in one transaction;
+        an exception from the batches, or a duplicate in a late batch, leaves nothing behind."""
+        from datetime import timedelta
+
+        from queuectl_core.errors import DuplicateJobError
+
+        at = (storage.now() + timedelta(hours=1)).replace(microsecond=0)
+
+        def batch(b: int) -> list[Any]:
+            return [self.new(f"s{b}-{i}", f"echo '{b}\t{i}' \\ x\ny", priority=i % 3, delay=5.0 if i % 4 == 1 else None,
+                             run_at=at if i % 4 == 2 else None, timeout=2.5 if i % 2 else None, queue=f"sq{i % 2}",
+                             unique_key=f"sk{b}-{i}" if i % 5 == 0 else None, retry_on=(1, 75) if i % 7 == 0 else None,
+                             cwd="/tmp", env={"A": "1\t2"} if i % 3 == 0 else {}, tags=("t1", "t2") if i % 2 else (),
+                             after=(f"s0-{i}",) if b == 2 and i < 3 else ())
+                    for i in range(300)]
+
+        def failing() -> Any:
+            yield batch(0)
+            yield batch(1)
+            raise RuntimeError("a bad line")
+
+        with pytest.raises(RuntimeError):
+            storage.enqueue_stream(failing())
+        assert storage.get("s0-0") is None and storage.count_jobs() == 0
+        storage.enqueue([self.new("taken")])
+        late = batch(2)
+        late[-1] = self.new("taken")
+        with pytest.raises(DuplicateJobError) as info:
+            storage.enqueue_stream(iter([batch(0), batch(1), late]))
+        assert info.value.job_id == "taken" and storage.count_jobs() == 1
+        back = [j for b in storage.enqueue_stream(iter([batch(0), batch(1), batch(2)])) for j in b]
+        assert [j.id for j in back] == [f"s{b}-{i}" for b in range(3) for i in range(300)]
+        assert back == [storage.get(j.id) for j in back]
+        assert storage.get("s2-1").waiting == 1 and storage.get("s1-1").waiting == 0
+        assert storage.get("s0-2").run_at == at
+
     def test_list_jobs_newest_first_state_filter_and_limit(self, storage: Any) -> None:
         import time
 

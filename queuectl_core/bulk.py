@@ -1,0 +1,307 @@
+"""``enqueue --file``: stream a file of jobs into the queue in one transaction, in bounded memory.
+
+JSON Lines are read, parsed and validated a line at a time and handed to storage in batches
+(:meth:`Storage.enqueue_stream`), inside one transaction: a bad line anywhere, even the
+millionth, rolls everything back and is reported as one error naming that line. Only once the
+transaction has committed are the ids printed and the ``enqueued`` events emitted, batch by batch
+from the storage's spool. A whole JSON document (one object spread over lines, or an array) is
+read whole, as before: it is one value, so there is nothing to stream.
+
+What the checks across the file remember grows only with what the file names explicitly: the ids
+it gives (so a repeated id, or an ``after`` naming a later line, is caught) and its unique keys.
+Generated ids need no memory: within one process they strictly increase.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator
+
+from queuectl_core.errors import DuplicateJobError, UniqueKeyError, ValidationError
+
+if TYPE_CHECKING:
+    from queuectl_core.app import App
+    from queuectl_core.models import Job, NewJob
+
+# Jobs per storage batch: large enough that a statement's overhead vanishes, small enough that a
+# batch of long commands stays a few MiB.
+BATCH = 2000
+_BOM = b"\xef\xbb\xbf"
+_PROGRESS_EVERY = 0.2  # seconds between progress updates on a terminal
+
+
+class Progress:
+    """One self-overwriting status line on stderr when it is a terminal; nothing otherwise."""
+
+    def __init__(self, stream: Any = None, enabled: bool | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        if enabled is None:
+            try:
+                enabled = self.stream.isatty()
+            except (AttributeError, ValueError):
+                enabled = False
+        self.enabled = bool(enabled)
+        self._last = 0.0
+        self._shown = False
+
+    def update(self, text: str, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < _PROGRESS_EVERY:
+            return
+        self._last = now
+        self._shown = True
+        try:
+            self.stream.write("\r\x1b[K" + text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.enabled = False
+
+    def done(self) -> None:
+        if self.enabled and self._shown:
+            try:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+            self._shown = False
+
+
+def read_documents(stream: BinaryIO, name: str) -> Iterator[tuple[str, Any]]:
+    """(label, JSON value) for each job in the file: ``line N`` for JSON Lines (read a line at a
+    time), ``job N`` for the elements of an array (read whole)."""
+    from queuectl_core import jobspec
+
+    lines = _lines(stream, name)
+    first: tuple[int, str] | None = None
+    for lineno, text in lines:
+        if not text.isspace():
+            first = (lineno, text)
+            break
+    if first is None:
+        raise ValidationError("no jobs in input")
+    lineno, text = first
+    try:
+        value = jobspec.loads(text)
+    except json.JSONDecodeError:
+        # Not a value on one line: a whole document (a pretty-printed object or array), or a
+        # bad first line. Read whole and judged as before.
+        rest = "".join(t for _, t in lines)
+        docs = jobspec.parse_documents("\n" * (lineno - 1) + text + rest)
+        if len(docs) == 1:
+            yield "", docs[0]
+        else:
+            yield from ((f"job {n}", doc) for n, doc in enumerate(docs, 1))
+        return
+    except ValidationError as exc:
+        raise ValidationError(f"line {lineno}: {exc}") from None
+    if isinstance(value, list):
+        following = next(((n, t) for n, t in lines if not t.isspace()), None)
+        if following is None:  # the whole file is one array
+            if not value:
+                raise ValidationError("no jobs in input (empty array)")
+            yield from ((f"job {n}" if len(value) > 1 else "", doc) for n, doc in enumerate(value, 1))
+            return
+        yield f"line {lineno}", value  # a line of JSON Lines that is not an object: refused
+        lineno, text = following
+        value = _load_line(lineno, text)
+    yield f"line {lineno}", value
+    loads = json.loads
+    for lineno, text in lines:
+        if text.isspace():
+            continue
+        try:
+            value = loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"invalid JSON on line {lineno}: {exc.msg} (column {exc.colno})") from None
+        except (RecursionError, ValueError):
+            value = _load_line(lineno, text)  # the same failure, worded by jobspec
+        yield f"line {lineno}", value
+
+
+def _load_line(lineno: int, text: str) -> Any:
+    from queuectl_core import jobspec
+
+    try:
+        return jobspec.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"invalid JSON on line {lineno}: {exc.msg} (column {exc.colno})") from None
+    except ValidationError as exc:
+        raise ValidationError(f"line {lineno}: {exc}") from None
+
+
+def _lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line, decoded as UTF-8 (a leading BOM tolerated); a bad byte is
+    one error giving its offset in the file."""
+    offset = 0
+    lineno = 0
+    while True:
+        try:
+            raw = stream.readline()
+        except OSError as exc:  # EIO, a directory via '-', a vanished mount
+            raise ValidationError(f"cannot read {name}: {exc.strerror or exc}") from None
+        if not raw:
+            return
+        lineno += 1
+        start = 0
+        if lineno == 1 and raw.startswith(_BOM):
+            start = len(_BOM)
+        try:
+            text = raw[start:].decode("utf-8") if start else raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValidationError(f"{name}: not UTF-8 text (bad byte at offset {offset + start + exc.start})") from None
+        offset += len(raw)
+        yield lineno, text
+
+
+class _Batcher:
+    """Validates labelled job objects into batches of NewJobs, with the checks that span the
+    whole input (ids unique in it, ``after`` naming only earlier jobs, unique keys unique in it)."""
+
+    def __init__(self, app: App, defaults: Callable[[list[Any]], list[Any]], progress: Progress) -> None:
+        from queuectl_core.settings import default_no_retry
+
+        self.max_retries = app.config["max_retries"]
+        self.no_retry = default_no_retry(app.config["no_retry_exit_codes"])
+        self.defaults = defaults
+        self.progress = progress
+        self.seen: set[str] = set()  # ids the input gave
+        self.forward: dict[str, str] = {}  # an `after` parent not (yet) seen in the input -> its child's label
+        self.keys: dict[str, str] = {}  # unique_key -> the id holding it in the input
+        self.labels: dict[str, str] = {}  # id -> label, for the batch storage is working on
+        self.count = 0
+
+    def batches(self, docs: Iterable[tuple[str, Any]]) -> Iterator[list[NewJob]]:
+        chunk: list[tuple[str, Any]] = []
+        for item in docs:
+            chunk.append(item)
+            if len(chunk) >= BATCH:
+                yield self._validate(chunk)
+                chunk = []
+        if chunk:
+            yield self._validate(chunk)
+        elif not self.count:
+            raise ValidationError("no jobs in input")
+
+    def _validate(self, chunk: list[tuple[str, Any]]) -> list[NewJob]:
+        from queuectl_core.fastinit import positional_factory
+        from queuectl_core.jobspec import job_fields
+        from queuectl_core.models import NewJob
+
+        make = positional_factory(NewJob)
+        objs = self.defaults([obj for _, obj in chunk])
+        jobs: list[NewJob] = []
+        labels: dict[str, str] = {}
+        seen, forward, keys = self.seen, self.forward, self.keys
+        for (label, raw), obj in zip(chunk, objs):
+            try:
+                job = make(*job_fields(obj, self.max_retries, self.no_retry))
+            except ValidationError as exc:
+                raise ValidationError(f"{label}: {exc}" if label else str(exc)) from None
+            prefix = f"{label}: " if label else ""
+            job_id = job.id
+            if isinstance(raw, dict) and "id" in raw:  # an id the input gave (generated ones are unique)
+                if job_id in seen:
+                    raise ValidationError(f"{prefix}duplicate id {job_id!r} in the input")
+                if job_id in forward:
+                    raise ValidationError(f"{forward[job_id]}: 'after' names {job_id!r}, which is not earlier"
+                                          " in the input")
+            # -- scheduling (spec §11) --
+            for parent in job.after:
+                if parent == job_id:
+                    raise ValidationError(f"{prefix}'after' names {parent!r}, which is not earlier in the input")
+                if parent not in seen:
+                    forward.setdefault(parent, label or "the job")
+            if job.unique_key is not None:
+                if job.unique_key in keys:
+                    raise ValidationError(f"{prefix}unique_key {job.unique_key!r} is also held by"
+                                          f" {keys[job.unique_key]!r} in the input")
+                keys[job.unique_key] = job_id
+            if isinstance(raw, dict) and "id" in raw:
+                seen.add(job_id)
+            labels[job_id] = label
+            jobs.append(job)
+        self.labels = labels
+        self.count += len(jobs)
+        self.progress.update(f"queuectl: {self.count:,} jobs read and stored (not yet committed)")
+        return jobs
+
+    def label_of(self, job_id: str | None) -> str:
+        return self.labels.get(job_id or "", "")
+
+
+def enqueue_file(app: App, stream: BinaryIO, name: str, defaults: Callable[[list[Any]], list[Any]],
+                 out: Any = None, progress: Progress | None = None) -> int:
+    """Enqueue every job of ``stream`` (all or none), then print their ids (one a line) and emit
+    an ``enqueued`` event for each. Returns how many were enqueued."""
+    out = out if out is not None else sys.stdout
+    progress = progress if progress is not None else Progress()
+    try:
+        committed = _store(app, stream, name, defaults, progress)
+        return _announce(app, committed, out, progress)
+    finally:
+        progress.done()
+
+
+def _store(app: App, stream: BinaryIO, name: str, defaults: Callable[[list[Any]], list[Any]],
+           progress: Progress) -> Iterator[list[Job]]:
+    storage = app.storage
+    for attempt in range(5):
+        batcher = _Batcher(app, defaults, progress)
+        batches = batcher.batches(read_documents(stream, name))
+        try:
+            stream_fn = getattr(storage, "enqueue_stream", None)
+            if stream_fn is not None:
+                return stream_fn(batches)
+            # A third-party storage without it: one batch, in memory, as before.
+            return iter([storage.enqueue([j for batch in batches for j in batch])])
+        except DuplicateJobError as exc:
+            label = batcher.label_of(exc.job_id)
+            if exc.job_id in batcher.seen or not _rewind(stream) or attempt == 4:
+                raise DuplicateJobError(exc.job_id) if not label else ValidationError(f"{label}: {exc}") from None
+            # An id we generated clashed with another process's (about 1 in 2 million per
+            # millisecond): nothing was kept; read the file again, drawing new ids.
+        except UniqueKeyError as exc:
+            label = batcher.label_of(batcher.keys.get(exc.key or ""))
+            raise ValidationError(f"{label}: {exc}" if label else str(exc)) from None
+    raise AssertionError("unreachable")
+
+
+def _rewind(stream: BinaryIO) -> bool:
+    try:
+        if not stream.seekable():
+            return False
+        stream.seek(0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _announce(app: App, committed: Iterator[list[Job]], out: Any, progress: Progress) -> int:
+    """After the commit: print the ids and emit one ``enqueued`` event per job, a batch at a time."""
+    from queuectl_core.fastinit import positional_factory
+    from queuectl_core.models import EventKind, JobEvent
+    from queuectl_core.plugins import emit_many
+    from queuectl_core.timeutil import now
+
+    config = app.config
+    kind = EventKind.ENQUEUED
+    event = positional_factory(JobEvent)  # kind, job, worker_id, result, message, at, config
+    total = 0
+    at = now()  # they all happened at the commit
+    for jobs in committed:
+        if not jobs:
+            continue
+        out.write("\n".join([j.id for j in jobs]) + "\n")
+        emit_many([event(kind, job, None, None, None, at, config) for job in jobs])
+        total += len(jobs)
+        progress.update(f"queuectl: {total:,} jobs enqueued")
+    progress.update(f"queuectl: {total:,} jobs enqueued", force=True)
+    out.flush()
+    return total
+
+
+__all__ = ["BATCH", "Progress", "enqueue_file", "read_documents"]
