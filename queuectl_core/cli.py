@@ -340,10 +340,19 @@ def worker() -> None:
 @click.option("--count", default=1, show_default=True, type=click.IntRange(1, 512), help="Worker processes.")
 @click.option("--burst", is_flag=True, help="Drain the queue (waiting for scheduled retries), then exit.")
 @click.option("--queue", "queues", help="Claim only from these queues: Q[,Q...] (default: every queue).")
+@click.option("--slots", type=click.IntRange(1, 4096),
+              help="Jobs each worker process runs at once [default: worker_slots, 1].")
 @click.pass_context
-def worker_start(ctx: click.Context, count: int, burst: bool, queues: str | None = None) -> None:
+def worker_start(ctx: click.Context, count: int, burst: bool, queues: str | None = None,
+                 slots: int | None = None) -> None:
     """Run workers in the foreground. Ctrl+C or SIGTERM: finish running jobs, then exit;
-    a second one stops at once and releases the jobs."""
+    a second one stops at once and releases the jobs.
+
+    \b
+      queuectl worker start                 # one process, one job at a time
+      queuectl worker start --slots 8       # one process, up to 8 jobs at once
+      queuectl worker start --count 2 --slots 4
+    """
     # Hold Ctrl+C/SIGTERM (pending, not lost) until the workers' handlers exist: a stop request
     # during start-up is then honoured gracefully instead of aborting half-way. supervise() and
     # the worker unblock them when ready.
@@ -357,14 +366,17 @@ def worker_start(ctx: click.Context, count: int, burst: bool, queues: str | None
         if not served:
             raise click.UsageError("--queue needs at least one queue name")
     with held():
-        code = _start_workers(ctx, count, burst, served)
+        code = _start_workers(ctx, count, burst, served, slots)
     ctx.exit(code)
 
 
-def _start_workers(ctx: click.Context, count: int, burst: bool, queues: list[str] | None = None) -> int:
+def _start_workers(ctx: click.Context, count: int, burst: bool, queues: list[str] | None = None,
+                   slots: int | None = None) -> int:
     from queuectl_core.supervisor import supervise
 
     app = _app(ctx)
+    if slots is None:
+        slots = int(app.config["worker_slots"])
     # Fail fast, with one line, on a bad provider name or an unreachable store, before forking.
     for registry in (app.registries.storages, app.registries.executors, app.registries.backoffs):
         registry.get(app.config[registry.config_key])
@@ -379,6 +391,10 @@ def _start_workers(ctx: click.Context, count: int, burst: bool, queues: list[str
 
         worker_app = App()
         try:
+            if slots > 1:
+                from queuectl_core.slots import SlotWorker
+
+                return SlotWorker(worker_app, slots=slots, burst=burst, queues=queues).run()
             return Worker(worker_app, burst=burst, queues=queues).run()
         finally:
             worker_app.close()

@@ -467,8 +467,25 @@ class SQLStore:
                " cancel_requested = FALSE WHERE id = (SELECT id FROM next) RETURNING " + _COLS)
         return sql, params
 
+    def claim_many(self, worker_id: str, lease_seconds: float, limit: int,
+                   queues: Sequence[str] | None = None) -> list[Job]:
+        """Up to ``limit`` jobs, each as :meth:`claim` takes one (its own token and lease), in one
+        transaction: a worker with ``limit`` free slots fills them in one round trip of locking."""
+        if limit <= 1:
+            job = self.claim(worker_id, lease_seconds, queues)
+            return [job] if job is not None else []
+        return self._claim_many(worker_id, [os.urandom(8).hex() for _ in range(limit)], lease_seconds, queues)
+
     def _claim(self, worker_id: str, token: str, lease_seconds: float,
                queues: Sequence[str] | None = None) -> Job | None:
+        jobs = self._claim_many(worker_id, [token], lease_seconds, queues)
+        return jobs[0] if jobs else None
+
+    def _claim_many(self, worker_id: str, tokens: Sequence[str], lease_seconds: float,
+                    queues: Sequence[str] | None = None) -> list[Job]:
+        """The claim statement once per token, in one transaction, until one finds nothing. Each
+        run sees the rows the earlier ones took (its own transaction's writes), so priorities and
+        queue limits hold exactly as for as many separate claims."""
         d = self.dialect
         skip: list[str] = []
         # A limited queue that races to full is skipped and the claim tried again: at most once
@@ -477,27 +494,32 @@ class SQLStore:
             sql, params = self.claim_statement(queues, skip)
 
             def run(tx: Tx) -> list[Sequence[Any]]:
-                rows = self._q(tx, sql, worker=worker_id, token=token, lease=float(lease_seconds), **params)
-                if rows and d.for_update:
-                    # Concurrent transactions (PostgreSQL): the count in the statement above saw a
-                    # snapshot. Under the queue row's lock, held to commit, the count is exact:
-                    # racing claimers of one limited queue are serialised here, never over it.
-                    queue = rows[0][_QUEUE_COL]
-                    limit = self._q(tx, "SELECT concurrency FROM {qt} WHERE name = :name AND concurrency > 0"
-                                    + d.for_update, name=queue)
-                    if limit:
-                        running = self._q(tx, "SELECT count(*) FROM {j} WHERE queue = :name AND state = 'processing'",
-                                          name=queue)[0][0]
-                        if running > limit[0][0]:
-                            raise _QueueFull(queue)
-                return rows
+                out: list[Sequence[Any]] = []
+                for token in tokens:
+                    rows = self._q(tx, sql, worker=worker_id, token=token, lease=float(lease_seconds), **params)
+                    if not rows:
+                        break
+                    if d.for_update:
+                        # Concurrent transactions (PostgreSQL): the count in the statement above saw a
+                        # snapshot. Under the queue row's lock, held to commit, the count is exact:
+                        # racing claimers of one limited queue are serialised here, never over it.
+                        queue = rows[0][_QUEUE_COL]
+                        limit = self._q(tx, "SELECT concurrency FROM {qt} WHERE name = :name AND concurrency > 0"
+                                        + d.for_update, name=queue)
+                        if limit:
+                            running = self._q(tx, "SELECT count(*) FROM {j} WHERE queue = :name AND state = 'processing'",
+                                              name=queue)[0][0]
+                            if running > limit[0][0]:
+                                raise _QueueFull(queue)
+                    out.append(rows[0])
+                return out
 
             try:
                 rows = self._tx(run)
             except _QueueFull as full:
                 skip.append(full.queue)
                 continue
-            return self._job(rows[0]) if rows else None
+            return [self._job(r) for r in rows]
 
     def apply(self, job_id: str, token: str | None, change: Change) -> Job | None:
         """Persist a decided change, atomically and fenced: only while the job is in one of
@@ -526,6 +548,59 @@ class SQLStore:
         except _Fenced:
             return None
         return [self._job(r) for r in rows]
+
+    def apply_batch(self, changes: Sequence[tuple[str, str | None, Change]]) -> list[Job | None]:
+        """Apply several ``(job id, token, change)`` in one transaction, each fenced on its own as
+        :meth:`apply` is: the updated job, or None for one fenced out (the others still apply). A
+        worker's finished attempts and heartbeats go this way. Heartbeats without output to store
+        are one statement for all of them."""
+        from queuectl_core.lifecycle import Transition
+
+        plain: dict[float, list[int]] = {}  # lease -> indexes of heartbeats with nothing but the lease
+        runs: list[tuple[int, Callable[[Tx], list[Sequence[Any]]]]] = []
+        for n, (job_id, token, change) in enumerate(changes):
+            if (change.transition == Transition.HEARTBEAT and change.progress is None and token is not None
+                    and change.lease_seconds is not None and change == _heartbeat_only(change)):
+                plain.setdefault(change.lease_seconds, []).append(n)
+            else:
+                runs.append((n, self._applier(job_id, token, change)))
+
+        def run_all(tx: Tx) -> list[Sequence[Any] | None]:
+            out: list[Sequence[Any] | None] = [None] * len(changes)
+            for lease, indexes in plain.items():
+                for start in range(0, len(indexes), _CHUNK // 2):
+                    chunk = indexes[start:start + _CHUNK // 2]
+                    params: dict[str, Any] = {"lease": float(lease)}
+                    pairs = []
+                    for k, n in enumerate(chunk):
+                        params[f"i{k}"], params[f"t{k}"] = changes[n][0], changes[n][1]
+                        pairs.append(f"(id = :i{k} AND lease_token = :t{k})")
+                    rows = self._q(tx, "UPDATE {j} SET lease_expires_at = " + self.dialect.after("lease") +
+                                   " WHERE state = 'processing' AND (" + " OR ".join(pairs) + ") RETURNING " + _COLS,
+                                   **params)
+                    by_id = {r[0]: r for r in rows}
+                    for n in chunk:
+                        out[n] = by_id.get(changes[n][0])
+            for n, run in runs:
+                rows = run(tx)
+                out[n] = rows[0] if rows else None
+            return out
+
+        if not changes:
+            return []
+        return [self._job(r) if r is not None else None for r in self._tx(run_all)]
+
+    def cancel_requests(self, job_ids: Sequence[str]) -> list[tuple[str, str | None]]:
+        """(id, lease_token) of those of ``job_ids`` that are processing with a cancel requested:
+        a worker with many jobs running checks them all in one read."""
+        out: list[tuple[str, str | None]] = []
+        ids = list(job_ids)
+        for start in range(0, len(ids), _CHUNK):
+            names = _names("c", ids[start:start + _CHUNK])
+            out += [(r[0], r[1]) for r in self._read(
+                "SELECT id, lease_token FROM {j} WHERE id IN (" + _in(names) + ") AND state = 'processing'"
+                " AND cancel_requested", **names)]
+        return out
 
     def _applier(self, job_id: str, token: str | None, change: Change) -> Callable[[Tx], list[Sequence[Any]]]:
         d = self.dialect
@@ -809,6 +884,13 @@ def codes_out(codes: Sequence[int] | None) -> str | None:
 
 def _codes_in(text: str | None) -> tuple[int, ...] | None:
     return tuple(int(c) for c in text.split(",")) if text else None
+
+
+def _heartbeat_only(change: Change) -> Change:
+    """The lease renewal alone, nothing else set: what the grouped heartbeat statement writes."""
+    from queuectl_core.lifecycle import heartbeat
+
+    return heartbeat(change.lease_seconds or 0.0)
 
 
 class _Fenced(Exception):
