@@ -343,11 +343,11 @@ class SlotWorker(Worker):
         ids = [job_id for job_id, s in self._running.items() if s.result is None and not s.cancel]
         if not ids:
             return
+        found: list[tuple[str, str | None]] = []
         if self._cancel_requests is not None:
             cancel_requests = self._cancel_requests
-            found: list[tuple[str, str | None]] = self._storage_call(lambda: cancel_requests(ids), default=[])
+            found = self._storage_call(lambda: cancel_requests(ids), default=[])
         else:
-            found: list[tuple[str, str | None]] = []
             for job_id in ids:
                 job = self._storage_call(lambda: self.storage.get(job_id), default=None)
                 if job is not None and job.cancel_requested:
