@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections import deque
+from queue import SimpleQueue
 from typing import TYPE_CHECKING, Sequence
 
 from queuectl_core import lifecycle
@@ -116,6 +117,10 @@ class SlotWorker(Worker):
         self._running: dict[str, _Slot] = {}
         self._done: deque[_Slot] = deque()  # filled by attempt threads (append is atomic)
         self._unwritten: list[tuple[_Slot, lifecycle.Change]] = []  # decided, not yet stored
+        # Attempt threads are kept and handed the next attempt: starting a thread per job waits
+        # for it to start (Thread.start), which cost ~0.6 ms a job in a drain of `true` (cProfile).
+        self._handoff: SimpleQueue[_Slot | None] = SimpleQueue()
+        self._threads = 0
         self._claim_many = getattr(self.storage, "claim_many", None)
         self._apply_batch = getattr(self.storage, "apply_batch", None)
         self._cancel_requests = getattr(self.storage, "cancel_requests", None)
@@ -137,6 +142,13 @@ class SlotWorker(Worker):
 
     # -- the loop ---------------------------------------------------------------------------
     def _loop(self) -> None:
+        try:
+            self._run_slots()
+        finally:
+            for _ in range(self._threads):
+                self._handoff.put(None)  # idle attempt threads end (a worker run in-process)
+
+    def _run_slots(self) -> None:
         beat_every = self.lease / 3
         now = time.monotonic()
         self._next_housekeeping = self._last_housekeeping = 0.0
@@ -224,7 +236,17 @@ class SlotWorker(Worker):
         self._running[job.id] = slot
         if self.signals > 1:
             slot.stop = True
-        threading.Thread(target=self._attempt, args=(slot,), name=f"slot-{job.id}", daemon=True).start()
+        self._handoff.put(slot)
+        if self._threads < len(self._running):
+            self._threads += 1
+            threading.Thread(target=self._attempts, name=f"slot-{self._threads}", daemon=True).start()
+
+    def _attempts(self) -> None:
+        while True:
+            slot = self._handoff.get()
+            if slot is None:
+                return
+            self._attempt(slot)
 
     def _attempt(self, slot: _Slot) -> None:
         """An attempt's thread: the executor, and nothing else (no storage, no events)."""
