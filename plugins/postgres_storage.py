@@ -27,6 +27,7 @@ from queuectl_core.settings import Setting
 from queuectl_core.sqlstore import JOB_COLUMNS, SQLStore
 
 if TYPE_CHECKING:
+    from queuectl_core.lifecycle import Change
     from queuectl_core.models import Job, NewJob, WorkerInfo
     from queuectl_core.settings import Config
 
@@ -370,6 +371,18 @@ class PostgresStorage(SQLStore):
     def claim_many(self, worker_id: str, lease_seconds: float, limit: int,
                    queues: Sequence[str] | None = None) -> list[Job]:
         return self._claim_tokens(worker_id, lease_seconds, max(limit, 1), queues)
+
+    def apply_and_claim(self, changes: Sequence[tuple[str, str | None, Change]], worker_id: str,
+                        lease_seconds: float, limit: int,
+                        queues: Sequence[str] | None = None) -> tuple[list[Job | None], list[Job]]:
+        if self._unconfirmed_claim:  # take those up first, as claim() does
+            return self.apply_batch(changes), self._claim_tokens(worker_id, lease_seconds, max(limit, 1), queues)
+        tokens = [os.urandom(8).hex() for _ in range(max(limit, 1))]
+        try:
+            return self._apply_and_claim(changes, worker_id, tokens, lease_seconds, queues)
+        except self._StorageError:
+            self._unconfirmed_claim = tokens
+            raise
 
     def _claim_tokens(self, worker_id: str, lease_seconds: float, limit: int,
                       queues: Sequence[str] | None) -> list[Job]:

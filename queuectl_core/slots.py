@@ -123,6 +123,7 @@ class SlotWorker(Worker):
         self._threads = 0
         self._claim_many = getattr(self.storage, "claim_many", None)
         self._apply_batch = getattr(self.storage, "apply_batch", None)
+        self._apply_and_claim = getattr(self.storage, "apply_and_claim", None)
         self._cancel_requests = getattr(self.storage, "cancel_requests", None)
         _raise_fd_limit(FDS_BASE + FDS_PER_SLOT * slots)
 
@@ -178,10 +179,12 @@ class SlotWorker(Worker):
             free = self.slots - len(self._running)
             claimed = 0
             if free and not self.stopping:
-                jobs = self._claim(free)
+                jobs = self._record_and_claim(free)
                 for job in jobs:
                     self._start(job)
                 claimed = len(jobs)
+            elif self._unwritten:
+                self._record_all()
             deadline = self._next_housekeeping
             if self._running:
                 deadline = min(deadline, next_beat, next_cancel_check)
@@ -274,7 +277,8 @@ class SlotWorker(Worker):
             pass  # the pipe is full of wake-ups already
 
     def _finish(self) -> None:
-        """Decide the outcome of every finished attempt, then record them all in one batch."""
+        """Decide the outcome of every finished attempt; they are recorded together, with the
+        claim of their successors when slots are to be filled (:meth:`_record_and_claim`)."""
         if self._done:
             # `worker stop` is checked before the next claim unless it was checked this recently.
             self._next_housekeeping = min(self._next_housekeeping, self._last_housekeeping + STOP_CHECK_SECONDS)
@@ -294,32 +298,53 @@ class SlotWorker(Worker):
                 self._unwritten.append((slot, lifecycle.complete(result)))
             else:
                 self._unwritten.append((slot, lifecycle.fail(job, result, self._delay(job))))
-        if self._unwritten:
-            self._record_all()
+
+    def _record_and_claim(self, free: int) -> list[Job]:
+        """Record the finished attempts and claim up to ``free`` jobs, in one transaction when the
+        storage can (one commit, one lock, for both)."""
+        pending = self._unwritten
+        if not pending or self._apply_and_claim is None:
+            if pending:
+                self._record_all()
+            return self._claim(free)
+        changes = [(slot.job.id, slot.token, change) for slot, change in pending]
+        try:
+            updated, jobs = self._apply_and_claim(changes, self.id, self.lease, free, queues=self.queues)
+        except StorageError as exc:
+            self._record_failed(exc)
+            return []
+        self._recorded(updated)
+        return list(jobs)
 
     def _record_all(self) -> None:
+        try:
+            updated = self._apply(self._unwritten)
+        except StorageError as exc:
+            self._record_failed(exc)
+            return
+        self._recorded(updated)
+
+    def _record_failed(self, exc: StorageError) -> None:
         # Kept through a storage outage and tried again each turn of the loop (the running jobs
         # are still heartbeaten meanwhile), unless the lease has passed to another worker (fencing
         # rejects it, as it should). A stop signal ends the retrying: the jobs are left to their
         # leases, which expire.
         pending = self._unwritten
-        try:
-            updated = self._apply(pending)
-        except StorageError as exc:
-            self._reachable_since = float("inf")
-            now = time.monotonic()
-            if now - self._last_storage_error > 10:
-                print(f"[{self.id}] storage unavailable, will retry: {exc}", file=sys.stderr, flush=True)
-            self._last_storage_error = now
-            if self.signals > 0:
-                for slot, _ in pending:
-                    print(f"[{self.id}] could not record the result of {slot.job.id}: stopping; its lease will"
-                          " expire and the job will be retried", file=sys.stderr, flush=True)
-                self._unwritten = []
-            return
+        self._reachable_since = float("inf")
+        now = time.monotonic()
+        if now - self._last_storage_error > 10:
+            print(f"[{self.id}] storage unavailable, will retry: {exc}", file=sys.stderr, flush=True)
+        self._last_storage_error = now
+        if self.signals > 0:
+            for slot, _ in pending:
+                print(f"[{self.id}] could not record the result of {slot.job.id}: stopping; its lease will"
+                      " expire and the job will be retried", file=sys.stderr, flush=True)
+            self._unwritten = []
+
+    def _recorded(self, updated: Sequence[Job | None]) -> None:
+        pending, self._unwritten = self._unwritten, []
         if self._reachable_since == float("inf"):
             self._reachable_since = time.monotonic()
-        self._unwritten = []
         for (slot, change), job in zip(pending, updated):
             if change.transition == lifecycle.Transition.RELEASE:
                 emit(JobEvent(EventKind.RELEASED, job=job or slot.job, worker_id=self.id, result=slot.result))

@@ -486,40 +486,46 @@ class SQLStore:
         """The claim statement once per token, in one transaction, until one finds nothing. Each
         run sees the rows the earlier ones took (its own transaction's writes), so priorities and
         queue limits hold exactly as for as many separate claims."""
-        d = self.dialect
         skip: list[str] = []
         # A limited queue that races to full is skipped and the claim tried again: at most once
         # per queue, so this ends.
         while True:
-            sql, params = self.claim_statement(queues, skip)
-
-            def run(tx: Tx) -> list[Sequence[Any]]:
-                out: list[Sequence[Any]] = []
-                for token in tokens:
-                    rows = self._q(tx, sql, worker=worker_id, token=token, lease=float(lease_seconds), **params)
-                    if not rows:
-                        break
-                    if d.for_update:
-                        # Concurrent transactions (PostgreSQL): the count in the statement above saw a
-                        # snapshot. Under the queue row's lock, held to commit, the count is exact:
-                        # racing claimers of one limited queue are serialised here, never over it.
-                        queue = rows[0][_QUEUE_COL]
-                        limit = self._q(tx, "SELECT concurrency FROM {qt} WHERE name = :name AND concurrency > 0"
-                                        + d.for_update, name=queue)
-                        if limit:
-                            running = self._q(tx, "SELECT count(*) FROM {j} WHERE queue = :name AND state = 'processing'",
-                                              name=queue)[0][0]
-                            if running > limit[0][0]:
-                                raise _QueueFull(queue)
-                    out.append(rows[0])
-                return out
-
+            run = self._claim_runner(worker_id, tokens, lease_seconds, queues, skip)
             try:
                 rows = self._tx(run)
             except _QueueFull as full:
                 skip.append(full.queue)
                 continue
             return [self._job(r) for r in rows]
+
+    def _claim_runner(self, worker_id: str, tokens: Sequence[str], lease_seconds: float,
+                      queues: Sequence[str] | None, skip: Sequence[str]) -> Callable[[Tx], list[Sequence[Any]]]:
+        """The claims of :meth:`_claim_many` within a transaction; raises _QueueFull to retry."""
+        d = self.dialect
+        sql, params = self.claim_statement(queues, skip)
+
+        def run(tx: Tx) -> list[Sequence[Any]]:
+            out: list[Sequence[Any]] = []
+            for token in tokens:
+                rows = self._q(tx, sql, worker=worker_id, token=token, lease=float(lease_seconds), **params)
+                if not rows:
+                    break
+                if d.for_update:
+                    # Concurrent transactions (PostgreSQL): the count in the statement above saw a
+                    # snapshot. Under the queue row's lock, held to commit, the count is exact:
+                    # racing claimers of one limited queue are serialised here, never over it.
+                    queue = rows[0][_QUEUE_COL]
+                    limit = self._q(tx, "SELECT concurrency FROM {qt} WHERE name = :name AND concurrency > 0"
+                                    + d.for_update, name=queue)
+                    if limit:
+                        running = self._q(tx, "SELECT count(*) FROM {j} WHERE queue = :name AND state = 'processing'",
+                                          name=queue)[0][0]
+                        if running > limit[0][0]:
+                            raise _QueueFull(queue)
+                out.append(rows[0])
+            return out
+
+        return run
 
     def apply(self, job_id: str, token: str | None, change: Change) -> Job | None:
         """Persist a decided change, atomically and fenced: only while the job is in one of
@@ -554,6 +560,13 @@ class SQLStore:
         :meth:`apply` is: the updated job, or None for one fenced out (the others still apply). A
         worker's finished attempts and heartbeats go this way. Heartbeats without output to store
         are one statement for all of them."""
+        if not changes:
+            return []
+        return [self._job(r) if r is not None else None for r in self._tx(self._batch_runner(changes))]
+
+    def _batch_runner(self, changes: Sequence[tuple[str, str | None, Change]]
+                      ) -> Callable[[Tx], list[Sequence[Any] | None]]:
+        """What :meth:`apply_batch` runs in its transaction (and :meth:`apply_and_claim` in its own)."""
         from queuectl_core.lifecycle import Transition
 
         plain: dict[float, list[int]] = {}  # lease -> indexes of heartbeats with nothing but the lease
@@ -586,9 +599,34 @@ class SQLStore:
                 out[n] = rows[0] if rows else None
             return out
 
-        if not changes:
-            return []
-        return [self._job(r) if r is not None else None for r in self._tx(run_all)]
+        return run_all
+
+    def apply_and_claim(self, changes: Sequence[tuple[str, str | None, Change]], worker_id: str,
+                        lease_seconds: float, limit: int,
+                        queues: Sequence[str] | None = None) -> tuple[list[Job | None], list[Job]]:
+        """:meth:`apply_batch` of ``changes`` then :meth:`claim_many` of ``limit``, in one
+        transaction: a worker records the jobs that just finished and takes their successors at
+        one lock (one commit) rather than two."""
+        return self._apply_and_claim(changes, worker_id, [os.urandom(8).hex() for _ in range(limit)],
+                                     lease_seconds, queues)
+
+    def _apply_and_claim(self, changes: Sequence[tuple[str, str | None, Change]], worker_id: str,
+                         tokens: Sequence[str], lease_seconds: float,
+                         queues: Sequence[str] | None) -> tuple[list[Job | None], list[Job]]:
+        apply = self._batch_runner(changes)
+        skip: list[str] = []
+        while True:
+            claim = self._claim_runner(worker_id, tokens, lease_seconds, queues, skip)
+
+            def run(tx: Tx) -> tuple[list[Sequence[Any] | None], list[Sequence[Any]]]:
+                return apply(tx), claim(tx)
+
+            try:
+                applied, claimed = self._tx(run)
+            except _QueueFull as full:
+                skip.append(full.queue)
+                continue
+            return ([self._job(r) if r is not None else None for r in applied], [self._job(r) for r in claimed])
 
     def cancel_requests(self, job_ids: Sequence[str]) -> list[tuple[str, str | None]]:
         """(id, lease_token) of those of ``job_ids`` that are processing with a cancel requested:

@@ -41,8 +41,10 @@ def test_one_worker_runs_its_slots_at_once_each_job_with_its_own_lease_and_log(q
 @pytest.mark.parametrize("how", ["ctrl-c", "worker-stop"])  # SIGTERM takes Ctrl+C's path
 def test_graceful_stop_lets_every_running_job_finish_and_claims_nothing_more(q: Any, tmp_path: Path,
                                                                             how: str) -> None:
+    go = tmp_path / "go"  # the jobs end once the worker has taken the stop request in
     for i in range(SLOTS):
-        q.run("enqueue", "--id", f"run{i}", "--priority", "10", "--cmd", f"sleep 1.5; echo done > {tmp_path}/done{i}")
+        q.run("enqueue", "--id", f"run{i}", "--priority", "10", "--cmd",
+              f"while [ ! -e {go} ]; do sleep 0.05; done; echo done > {tmp_path}/done{i}")
     q.run("enqueue", "--id", "later", "--cmd", f"echo ran > {tmp_path}/later")
     proc, out = start(q, "--slots", str(SLOTS))
     q.wait_for(lambda: q.counts()["processing"] == SLOTS, timeout=60, what=f"{SLOTS} jobs processing")
@@ -50,6 +52,8 @@ def test_graceful_stop_lets_every_running_job_finish_and_claims_nothing_more(q: 
         os.killpg(proc.pid, signal.SIGINT)
     else:
         assert "asked 1 worker(s)" in q.run("worker", "stop").stdout
+    q.wait_for(lambda: out.count("stopping:") >= 1, timeout=30, what="the worker to take the stop in")
+    go.touch()
     assert proc.wait(timeout=60) == 0, out.text()
     for i in range(SLOTS):
         job = q.job(f"run{i}")
