@@ -214,12 +214,9 @@ class SlotWorker(Worker):
                 others_running = left is None or left[1] > 0
             if others_running:
                 timeout = min(timeout, BURST_RECHECK_SECONDS)
-            if self._running:
-                # Jobs of ours run, and a slot is free: a wake-up (enqueue) or a finished attempt.
-                self.storage.wait_for_work(min(timeout, self.poll), self._sig_r)
-                self._drain_signal_pipe()
-            else:
-                self._idle(timeout)
+            # A slot is free: until a wake-up (enqueue), a finished attempt (the signal pipe), the
+            # next run_at, or what is due above.
+            self._idle(timeout)
 
     def _wait_for_a_slot(self, timeout: float) -> None:
         if self._done:
