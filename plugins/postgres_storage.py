@@ -27,6 +27,7 @@ from queuectl_core.settings import Setting
 from queuectl_core.sqlstore import JOB_COLUMNS, SQLStore
 
 if TYPE_CHECKING:
+    from queuectl_core.lifecycle import Change
     from queuectl_core.models import Job, NewJob, WorkerInfo
     from queuectl_core.settings import Config
 
@@ -254,7 +255,7 @@ class PostgresStorage(SQLStore):
         from queuectl_core.errors import ConfigError, StorageError
 
         self.hostname = socket.gethostname()  # replaced by the registering worker's own
-        self._unconfirmed_claim: str | None = None  # the token of a claim whose reply never came
+        self._unconfirmed_claim: list[str] = []  # the tokens of a claim whose reply never came
         if not _IDENT_RE.match(schema):
             raise ConfigError(f"postgres.schema must be a plain identifier, got {schema!r}")
         try:
@@ -465,22 +466,43 @@ class PostgresStorage(SQLStore):
         return rows
 
     def claim(self, worker_id: str, lease_seconds: float, queues: Sequence[str] | None = None) -> Job | None:
-        if self._unconfirmed_claim is not None:
-            # The last claim's reply was lost: it may have committed. Take that job up again under
-            # the same token rather than leave it to sit out its lease and count an attempt unrun.
-            token = self._unconfirmed_claim
+        jobs = self._claim_tokens(worker_id, lease_seconds, 1, queues)
+        return jobs[0] if jobs else None
+
+    def claim_many(self, worker_id: str, lease_seconds: float, limit: int,
+                   queues: Sequence[str] | None = None) -> list[Job]:
+        return self._claim_tokens(worker_id, lease_seconds, max(limit, 1), queues)
+
+    def apply_and_claim(self, changes: Sequence[tuple[str, str | None, Change]], worker_id: str,
+                        lease_seconds: float, limit: int,
+                        queues: Sequence[str] | None = None) -> tuple[list[Job | None], list[Job]]:
+        if self._unconfirmed_claim:  # take those up first, as claim() does
+            return self.apply_batch(changes), self._claim_tokens(worker_id, lease_seconds, max(limit, 1), queues)
+        tokens = [os.urandom(8).hex() for _ in range(max(limit, 1))]
+        try:
+            return self._apply_and_claim(changes, worker_id, tokens, lease_seconds, queues)
+        except self._StorageError:
+            self._unconfirmed_claim = tokens
+            raise
+
+    def _claim_tokens(self, worker_id: str, lease_seconds: float, limit: int,
+                      queues: Sequence[str] | None) -> list[Job]:
+        if self._unconfirmed_claim:
+            # The last claim's reply was lost: it may have committed. Take those jobs up again under
+            # the same tokens rather than leave them to sit out their leases and count attempts unrun.
+            names = {f"t{i}": t for i, t in enumerate(self._unconfirmed_claim)}
             rows = self._tx(lambda tx: self._q(
                 tx, "UPDATE {j} SET lease_expires_at = " + self.dialect.after("lease") +
-                " WHERE lease_token = :token AND state = 'processing' RETURNING " + _COLS,
-                lease=float(lease_seconds), token=token))
-            self._unconfirmed_claim = None
+                " WHERE lease_token IN (" + ", ".join(":" + n for n in names) + ") AND state = 'processing'"
+                " RETURNING " + _COLS, lease=float(lease_seconds), **names))
+            self._unconfirmed_claim = []
             if rows:
-                return self._job(rows[0])
-        token = os.urandom(8).hex()
+                return [self._job(r) for r in rows]
+        tokens = [os.urandom(8).hex() for _ in range(limit)]
         try:
-            return self._claim(worker_id, token, lease_seconds, queues)
+            return self._claim_many(worker_id, tokens, lease_seconds, queues)
         except self._StorageError:
-            self._unconfirmed_claim = token
+            self._unconfirmed_claim = tokens
             raise
 
     # -- workers ----------------------------------------------------------------------------

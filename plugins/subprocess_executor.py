@@ -253,8 +253,11 @@ class _Attempt:
             fds.append(self.r)
         if self.ctx.wakeup_fd is not None:
             fds.append(self.ctx.wakeup_fd)
-        ready, _, _ = select.select(fds, [], [], max(0.0, wake - now))
-        return ready
+        # poll, not select: a worker with many slots holds descriptors beyond select's 1024.
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        return [fd for fd, _ in poller.poll(max(0.0, wake - now) * 1000)]
 
     def _exited(self, ready: list[int]) -> bool:
         if self.pidfd is not None:

@@ -38,7 +38,8 @@ class Sizes:
     enqueue_processes: int = 30   # W1
     file_jobs: int = 100_000      # W2
     drain_jobs: int = 1_000       # W3
-    workers: tuple[int, ...] = (2,)  # W3
+    workers: tuple[int, ...] = (2, 4)  # W3: worker processes, one job each at a time
+    slots: tuple[int, ...] = (2, 4)  # W3: one worker process with --slots S
     latency_samples: int = 20     # W4
 
 
@@ -172,7 +173,8 @@ class Bench:
             "python_import_sqlite3_ms": _median_ms(with_sqlite),
         }
         if self.sizes.drain_jobs:
-            out["xargs_jobs_per_s"] = {str(w): self.sizes.drain_jobs / self._xargs(w) for w in self.sizes.workers}
+            out["xargs_jobs_per_s"] = {str(w): self.sizes.drain_jobs / self._xargs(w)
+                                       for w in sorted({*self.sizes.workers, *self.sizes.slots})}
         if self.sizes.latency_samples:
             with tempfile.TemporaryDirectory(prefix="queuectl-bench-") as tmp:
                 lat = [self._direct_spawn(Path(tmp) / str(i)) for i in range(self.sizes.latency_samples)]
@@ -258,20 +260,25 @@ class Bench:
             return time.perf_counter() - start
 
     def w3(self) -> list[dict[str, Any]]:
-        """Drain N `true` jobs with `worker start --count W --burst` (its start-up included)."""
+        """Drain N `true` jobs with `worker start --burst` (its start-up included): W worker
+        processes (``--count W``), then one process with ``--slots S``; each beside `xargs -P`
+        with as many at once, measured right after it."""
         out = []
         n = self.sizes.drain_jobs
-        for workers in self.sizes.workers:
+        runs = [(w, 1) for w in self.sizes.workers] + [(1, s) for s in self.sizes.slots]
+        for workers, slots in runs:
             with self.queue() as q:
                 path = q.home / "jobs.jsonl"
                 path.write_text('{"command": "true"}\n' * n)
                 _timed([*self.queuectl, "enqueue", "--file", str(path)], q.env)
-                elapsed = _timed([*self.queuectl, "worker", "start", "--count", str(workers), "--burst"], q.env)
+                elapsed = _timed([*self.queuectl, "worker", "start", "--count", str(workers), "--slots", str(slots),
+                                  "--burst"], q.env)
                 done = q.storage.counts()
             if done.get("completed", 0) != n:
                 raise QueuectlError(f"bench: W3 completed {done.get('completed', 0)} of {n} jobs")
-            xargs = self._xargs(workers)
-            out.append({"jobs": n, "workers": workers, "seconds": elapsed, "jobs_per_s": n / elapsed,
+            at_once = workers * slots
+            xargs = self._xargs(at_once)
+            out.append({"jobs": n, "workers": workers, "slots": slots, "seconds": elapsed, "jobs_per_s": n / elapsed,
                         "xargs_jobs_per_s": n / xargs, "of_xargs": xargs / elapsed})
         return out
 
@@ -324,7 +331,7 @@ class Bench:
         }
         steps = [("floors", self.floors, True), ("w1", self.w1, self.sizes.enqueue_processes),
                  ("w2", self.w2, self.sizes.file_jobs),
-                 ("w3", self.w3, self.sizes.drain_jobs and self.sizes.workers),
+                 ("w3", self.w3, self.sizes.drain_jobs and (self.sizes.workers or self.sizes.slots)),
                  ("w4", self.w4, self.sizes.latency_samples)]
         for name, step, wanted in steps:
             if wanted:
@@ -378,8 +385,10 @@ def format_report(r: dict[str, Any]) -> list[str]:
                      f"({w['seconds']:.2f} s, whole process, peak RSS {w['peak_rss_mib']:.0f} MiB); "
                      f"{w['of_storage_floor']:.2f} of the storage alone ({w['storage_floor_jobs_per_s']:,.0f}/s)")
     for w in r.get("w3", []):
-        lines.append(f"W3 drain {w['jobs']:,} `true`, {w['workers']} workers: {w['jobs_per_s']:,.0f} jobs/s "
-                     f"({w['of_xargs']:.2f} of `xargs -P{w['workers']} sh -c true` {w['xargs_jobs_per_s']:,.0f}/s)")
+        slots = w.get("slots", 1)
+        who = f"1 worker --slots {slots}" if slots > 1 else f"{w['workers']} workers"
+        lines.append(f"W3 drain {w['jobs']:,} `true`, {who}: {w['jobs_per_s']:,.0f} jobs/s "
+                     f"({w['of_xargs']:.2f} of `xargs -P{w['workers'] * slots} sh -c true` {w['xargs_jobs_per_s']:,.0f}/s)")
     if "w4" in r:
         w = r["w4"]
         lines.append(f"W4 idle worker -> job start, `queuectl enqueue`: p50 {w['cli_p50_ms']:.1f} ms, "

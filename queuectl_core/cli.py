@@ -335,10 +335,19 @@ def worker() -> None:
 @click.option("--count", default=1, show_default=True, type=click.IntRange(1, 512), help="Worker processes.")
 @click.option("--burst", is_flag=True, help="Drain the queue (waiting for scheduled retries), then exit.")
 @click.option("--queue", "queues", help="Claim only from these queues: Q[,Q...] (default: every queue).")
+@click.option("--slots", type=click.IntRange(1, 4096),
+              help="Jobs each worker process runs at once [default: worker_slots, 1].")
 @click.pass_context
-def worker_start(ctx: click.Context, count: int, burst: bool, queues: str | None = None) -> None:
+def worker_start(ctx: click.Context, count: int, burst: bool, queues: str | None = None,
+                 slots: int | None = None) -> None:
     """Run workers in the foreground. Ctrl+C or SIGTERM: finish running jobs, then exit;
-    a second one stops at once and releases the jobs."""
+    a second one stops at once and releases the jobs.
+
+    \b
+      queuectl worker start                 # one process, one job at a time
+      queuectl worker start --slots 8       # one process, up to 8 jobs at once
+      queuectl worker start --count 2 --slots 4
+    """
     # Hold Ctrl+C/SIGTERM (pending, not lost) until the workers' handlers exist: a stop request
     # during start-up is then honoured gracefully instead of aborting half-way. supervise() and
     # the worker unblock them when ready.
@@ -352,14 +361,17 @@ def worker_start(ctx: click.Context, count: int, burst: bool, queues: str | None
         if not served:
             raise click.UsageError("--queue needs at least one queue name")
     with held():
-        code = _start_workers(ctx, count, burst, served)
+        code = _start_workers(ctx, count, burst, served, slots)
     ctx.exit(code)
 
 
-def _start_workers(ctx: click.Context, count: int, burst: bool, queues: list[str] | None = None) -> int:
+def _start_workers(ctx: click.Context, count: int, burst: bool, queues: list[str] | None = None,
+                   slots: int | None = None) -> int:
     from queuectl_core.supervisor import supervise
 
     app = _app(ctx)
+    if slots is None:
+        slots = int(app.config["worker_slots"])
     # Fail fast, with one line, on a bad provider name or an unreachable store, before forking.
     for registry in (app.registries.storages, app.registries.executors, app.registries.backoffs):
         registry.get(app.config[registry.config_key])
@@ -374,6 +386,10 @@ def _start_workers(ctx: click.Context, count: int, burst: bool, queues: list[str
 
         worker_app = App()
         try:
+            if slots > 1:
+                from queuectl_core.slots import SlotWorker
+
+                return SlotWorker(worker_app, slots=slots, burst=burst, queues=queues).run()
             return Worker(worker_app, burst=burst, queues=queues).run()
         finally:
             worker_app.close()
@@ -1065,18 +1081,23 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
               help="W2: JSON Lines in one `enqueue --file`, e.g. 1000000 for its memory bound (0 skips).")
 @click.option("--drain-jobs", default=1_000, show_default=True, type=click.IntRange(0, 10_000_000),
               help="W3: `true` jobs drained by `worker start --burst` (0 skips).")
-@click.option("--workers", multiple=True, type=click.IntRange(1, 512), help="W3: worker count; repeat for several [default: 2].")
+@click.option("--workers", multiple=True, type=click.IntRange(1, 512),
+              help="W3: worker processes; repeat for several [default: 2 and 4].")
+@click.option("--slots", multiple=True, type=click.IntRange(2, 4096),
+              help="W3: one worker with --slots S; repeat for several [default: 2 and 4].")
 @click.option("--latency-samples", default=20, show_default=True, type=click.IntRange(0, 10_000),
               help="W4: idle worker -> job start samples, per enqueue path (0 skips).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
 def bench(ctx: click.Context, enqueue_processes: int, file_jobs: int, drain_jobs: int, workers: tuple[int, ...],
-          latency_samples: int, as_json: bool) -> None:
+          slots: tuple[int, ...], latency_samples: int, as_json: bool) -> None:
     """Measure this machine and backend: W1-W4 on a throw-away queue of the configured storage,
     each beside this machine's floors. Your own queue is never touched."""
     from queuectl_core.bench import Bench, Sizes, format_report
 
-    sizes = Sizes(enqueue_processes, file_jobs, drain_jobs, workers or (2,), latency_samples)
+    # Either one named alone measures just that: `--workers 2` runs no --slots drain.
+    sizes = Sizes(enqueue_processes, file_jobs, drain_jobs, workers or (() if slots else (2, 4)),
+                  slots or (() if workers else (2, 4)), latency_samples)
     progress = None if as_json else (lambda line: click.echo(line, err=True))
     result = Bench(_app(ctx), sizes, progress).run()
     if as_json:

@@ -55,6 +55,26 @@ class Storage(Protocol):
         lease_token, lease_expires_at = now + lease, cancel_requested cleared. None when nothing
         is runnable. A queue's concurrency is never exceeded, however many claim at once."""
 
+    # -- many jobs per worker (`worker start --slots`); optional: a worker falls back to claim,
+    # apply and get when a backend lacks them ----------------------------------------------------
+    def claim_many(self, worker_id: str, lease_seconds: float, limit: int,
+                   queues: Sequence[str] | None = None) -> list[Job]:
+        """Up to ``limit`` jobs, each taken as :meth:`claim` takes one (its own token and lease;
+        priorities, run_at, dependencies, pauses and queue limits as for that many claims), in one
+        transaction. Empty when nothing is runnable."""
+
+    def apply_batch(self, changes: Sequence[tuple[str, str | None, Change]]) -> list[Job | None]:
+        """Apply several ``(job_id, token, change)`` in one transaction, each fenced on its own as
+        :meth:`apply` is: the updated job, or None for one fenced out (the others still apply)."""
+
+    def apply_and_claim(self, changes: Sequence[tuple[str, str | None, Change]], worker_id: str,
+                        lease_seconds: float, limit: int,
+                        queues: Sequence[str] | None = None) -> tuple[list[Job | None], list[Job]]:
+        """:meth:`apply_batch` then :meth:`claim_many`, in one transaction."""
+
+    def cancel_requests(self, job_ids: Sequence[str]) -> list[tuple[str, str | None]]:
+        """(id, lease_token) of those of ``job_ids`` processing with a cancel requested; a read."""
+
     # -- §10 control and visibility ------------------------------------------------------------
     def count_jobs(self, state: JobState | None = None, *, states: Sequence[JobState] | None = None,
                    tag: str | None = None, queue: str | None = None) -> int:

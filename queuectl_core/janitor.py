@@ -14,17 +14,20 @@ import mmap
 import os
 import signal
 import struct
+import threading
 import time
 
 from queuectl_core.signals import HANDLED, held
 
-SLOTS = 64  # process groups one worker can have running at once
+SLOTS = 64  # process groups one worker can have running at once, at least (more with --slots)
 _SLOT = struct.Struct("=q")
 
 
 class Janitor:
-    def __init__(self, grace: float = 2.0) -> None:
-        self._table = mmap.mmap(-1, SLOTS * _SLOT.size)  # anonymous and shared across fork()
+    def __init__(self, grace: float = 2.0, slots: int = 1) -> None:
+        self._slots = max(SLOTS, slots)
+        self._table = mmap.mmap(-1, self._slots * _SLOT.size)  # anonymous and shared across fork()
+        self._lock = threading.Lock()  # a --slots worker adds and removes from several threads
         r, w = os.pipe()
         # Forked with the stop signals blocked, so the worker's Python handlers (inherited) never
         # run in the janitor before it has set them to ignore; they stay blocked there.
@@ -41,16 +44,18 @@ class Janitor:
         self._w: int | None = w
 
     def add(self, pgid: int) -> None:
-        for slot in range(SLOTS):
-            if _SLOT.unpack_from(self._table, slot * _SLOT.size)[0] == 0:
-                _SLOT.pack_into(self._table, slot * _SLOT.size, pgid)
-                return
+        with self._lock:
+            for slot in range(self._slots):
+                if _SLOT.unpack_from(self._table, slot * _SLOT.size)[0] == 0:
+                    _SLOT.pack_into(self._table, slot * _SLOT.size, pgid)
+                    return
 
     def remove(self, pgid: int) -> None:
-        for slot in range(SLOTS):
-            if _SLOT.unpack_from(self._table, slot * _SLOT.size)[0] == pgid:
-                _SLOT.pack_into(self._table, slot * _SLOT.size, 0)
-                return
+        with self._lock:
+            for slot in range(self._slots):
+                if _SLOT.unpack_from(self._table, slot * _SLOT.size)[0] == pgid:
+                    _SLOT.pack_into(self._table, slot * _SLOT.size, 0)
+                    return
 
     def close(self) -> None:
         """The worker is exiting normally: nothing is registered, so the janitor just exits."""

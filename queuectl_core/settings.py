@@ -230,6 +230,8 @@ CORE_SETTINGS = (
     # At least a second: a shorter lease expires between heartbeats, so a running job is re-run.
     Setting("lease_seconds", float, 60.0, "A claimed job's lease, renewed by a heartbeat while it runs.",
             minimum=1, maximum=7 * 86_400),
+    Setting("worker_slots", int, 1, "Jobs one worker process runs at once (`worker start --slots`).",
+            minimum=1, maximum=4096),
     Setting("storage", str, "sqlite", "Which registered storage backend holds the queue."),
     Setting("executor", str, "subprocess", "Which registered executor runs jobs."),
     Setting("backoff", str, "exponential", "Which registered backoff policy spaces retries."),

@@ -589,18 +589,50 @@ class SQLStore:
                " cancel_requested = FALSE WHERE id = (SELECT id FROM next) RETURNING " + _COLS)
         return sql, params
 
+    def claim_many(self, worker_id: str, lease_seconds: float, limit: int,
+                   queues: Sequence[str] | None = None) -> list[Job]:
+        """Up to ``limit`` jobs, each as :meth:`claim` takes one (its own token and lease), in one
+        transaction: a worker with ``limit`` free slots fills them in one round trip of locking."""
+        if limit <= 1:
+            job = self.claim(worker_id, lease_seconds, queues)
+            return [job] if job is not None else []
+        return self._claim_many(worker_id, [os.urandom(8).hex() for _ in range(limit)], lease_seconds, queues)
+
     def _claim(self, worker_id: str, token: str, lease_seconds: float,
                queues: Sequence[str] | None = None) -> Job | None:
-        d = self.dialect
+        jobs = self._claim_many(worker_id, [token], lease_seconds, queues)
+        return jobs[0] if jobs else None
+
+    def _claim_many(self, worker_id: str, tokens: Sequence[str], lease_seconds: float,
+                    queues: Sequence[str] | None = None) -> list[Job]:
+        """The claim statement once per token, in one transaction, until one finds nothing. Each
+        run sees the rows the earlier ones took (its own transaction's writes), so priorities and
+        queue limits hold exactly as for as many separate claims."""
         skip: list[str] = []
         # A limited queue that races to full is skipped and the claim tried again: at most once
         # per queue, so this ends.
         while True:
-            sql, params = self.claim_statement(queues, skip)
+            run = self._claim_runner(worker_id, tokens, lease_seconds, queues, skip)
+            try:
+                rows = self._tx(run)
+            except _QueueFull as full:
+                skip.append(full.queue)
+                continue
+            return [self._job(r) for r in rows]
 
-            def run(tx: Tx) -> list[Sequence[Any]]:
+    def _claim_runner(self, worker_id: str, tokens: Sequence[str], lease_seconds: float,
+                      queues: Sequence[str] | None, skip: Sequence[str]) -> Callable[[Tx], list[Sequence[Any]]]:
+        """The claims of :meth:`_claim_many` within a transaction; raises _QueueFull to retry."""
+        d = self.dialect
+        sql, params = self.claim_statement(queues, skip)
+
+        def run(tx: Tx) -> list[Sequence[Any]]:
+            out: list[Sequence[Any]] = []
+            for token in tokens:
                 rows = self._q(tx, sql, worker=worker_id, token=token, lease=float(lease_seconds), **params)
-                if rows and d.for_update:
+                if not rows:
+                    break
+                if d.for_update:
                     # Concurrent transactions (PostgreSQL): the count in the statement above saw a
                     # snapshot. Under the queue row's lock, held to commit, the count is exact:
                     # racing claimers of one limited queue are serialised here, never over it.
@@ -612,14 +644,10 @@ class SQLStore:
                                           name=queue)[0][0]
                         if running > limit[0][0]:
                             raise _QueueFull(queue)
-                return rows
+                out.append(rows[0])
+            return out
 
-            try:
-                rows = self._tx(run)
-            except _QueueFull as full:
-                skip.append(full.queue)
-                continue
-            return self._job(rows[0]) if rows else None
+        return run
 
     def apply(self, job_id: str, token: str | None, change: Change) -> Job | None:
         """Persist a decided change, atomically and fenced: only while the job is in one of
@@ -648,6 +676,91 @@ class SQLStore:
         except _Fenced:
             return None
         return [self._job(r) for r in rows]
+
+    def apply_batch(self, changes: Sequence[tuple[str, str | None, Change]]) -> list[Job | None]:
+        """Apply several ``(job id, token, change)`` in one transaction, each fenced on its own as
+        :meth:`apply` is: the updated job, or None for one fenced out (the others still apply). A
+        worker's finished attempts and heartbeats go this way. Heartbeats without output to store
+        are one statement for all of them."""
+        if not changes:
+            return []
+        return [self._job(r) if r is not None else None for r in self._tx(self._batch_runner(changes))]
+
+    def _batch_runner(self, changes: Sequence[tuple[str, str | None, Change]]
+                      ) -> Callable[[Tx], list[Sequence[Any] | None]]:
+        """What :meth:`apply_batch` runs in its transaction (and :meth:`apply_and_claim` in its own)."""
+        from queuectl_core.lifecycle import Transition
+
+        plain: dict[float, list[int]] = {}  # lease -> indexes of heartbeats with nothing but the lease
+        runs: list[tuple[int, Callable[[Tx], list[Sequence[Any]]]]] = []
+        for n, (job_id, token, change) in enumerate(changes):
+            if (change.transition == Transition.HEARTBEAT and change.progress is None and token is not None
+                    and change.lease_seconds is not None and change == _heartbeat_only(change)):
+                plain.setdefault(change.lease_seconds, []).append(n)
+            else:
+                runs.append((n, self._applier(job_id, token, change)))
+
+        def run_all(tx: Tx) -> list[Sequence[Any] | None]:
+            out: list[Sequence[Any] | None] = [None] * len(changes)
+            for lease, indexes in plain.items():
+                for start in range(0, len(indexes), _CHUNK // 2):
+                    chunk = indexes[start:start + _CHUNK // 2]
+                    params: dict[str, Any] = {"lease": float(lease)}
+                    pairs = []
+                    for k, n in enumerate(chunk):
+                        params[f"i{k}"], params[f"t{k}"] = changes[n][0], changes[n][1]
+                        pairs.append(f"(id = :i{k} AND lease_token = :t{k})")
+                    rows = self._q(tx, "UPDATE {j} SET lease_expires_at = " + self.dialect.after("lease") +
+                                   " WHERE state = 'processing' AND (" + " OR ".join(pairs) + ") RETURNING " + _COLS,
+                                   **params)
+                    by_id = {r[0]: r for r in rows}
+                    for n in chunk:
+                        out[n] = by_id.get(changes[n][0])
+            for n, run in runs:
+                rows = run(tx)
+                out[n] = rows[0] if rows else None
+            return out
+
+        return run_all
+
+    def apply_and_claim(self, changes: Sequence[tuple[str, str | None, Change]], worker_id: str,
+                        lease_seconds: float, limit: int,
+                        queues: Sequence[str] | None = None) -> tuple[list[Job | None], list[Job]]:
+        """:meth:`apply_batch` of ``changes`` then :meth:`claim_many` of ``limit``, in one
+        transaction: a worker records the jobs that just finished and takes their successors at
+        one lock (one commit) rather than two."""
+        return self._apply_and_claim(changes, worker_id, [os.urandom(8).hex() for _ in range(limit)],
+                                     lease_seconds, queues)
+
+    def _apply_and_claim(self, changes: Sequence[tuple[str, str | None, Change]], worker_id: str,
+                         tokens: Sequence[str], lease_seconds: float,
+                         queues: Sequence[str] | None) -> tuple[list[Job | None], list[Job]]:
+        apply = self._batch_runner(changes)
+        skip: list[str] = []
+        while True:
+            claim = self._claim_runner(worker_id, tokens, lease_seconds, queues, skip)
+
+            def run(tx: Tx) -> tuple[list[Sequence[Any] | None], list[Sequence[Any]]]:
+                return apply(tx), claim(tx)
+
+            try:
+                applied, claimed = self._tx(run)
+            except _QueueFull as full:
+                skip.append(full.queue)
+                continue
+            return ([self._job(r) if r is not None else None for r in applied], [self._job(r) for r in claimed])
+
+    def cancel_requests(self, job_ids: Sequence[str]) -> list[tuple[str, str | None]]:
+        """(id, lease_token) of those of ``job_ids`` that are processing with a cancel requested:
+        a worker with many jobs running checks them all in one read."""
+        out: list[tuple[str, str | None]] = []
+        ids = list(job_ids)
+        for start in range(0, len(ids), _CHUNK):
+            names = _names("c", ids[start:start + _CHUNK])
+            out += [(r[0], r[1]) for r in self._read(
+                "SELECT id, lease_token FROM {j} WHERE id IN (" + _in(names) + ") AND state = 'processing'"
+                " AND cancel_requested", **names)]
+        return out
 
     def _applier(self, job_id: str, token: str | None, change: Change) -> Callable[[Tx], list[Sequence[Any]]]:
         d = self.dialect
@@ -932,6 +1045,13 @@ def codes_out(codes: Sequence[int] | None) -> str | None:
 
 def _codes_in(text: str | None) -> tuple[int, ...] | None:
     return tuple(int(c) for c in text.split(",")) if text else None
+
+
+def _heartbeat_only(change: Change) -> Change:
+    """The lease renewal alone, nothing else set: what the grouped heartbeat statement writes."""
+    from queuectl_core.lifecycle import heartbeat
+
+    return heartbeat(change.lease_seconds or 0.0)
 
 
 class _Fenced(Exception):

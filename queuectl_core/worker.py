@@ -102,7 +102,7 @@ class Worker:
         from queuectl_core.janitor import Janitor
 
         self._install_signals()
-        self._janitor = Janitor()
+        self._janitor = Janitor(slots=self._janitor_slots())
         started = self.storage.now()
         info = WorkerInfo(self.id, socket.gethostname(), self.pid, started, started)
         self._storage_call(lambda: self.storage.register_worker(info), until=lambda: self.stopping)
@@ -118,6 +118,10 @@ class Worker:
             emit(JobEvent(EventKind.WORKER_STOPPED, worker_id=self.id))
             self._restore_signals()
         return 0
+
+    def _janitor_slots(self) -> int:
+        """How many process groups this worker may have running at once."""
+        return 1
 
     def _restore_signals(self) -> None:
         """Leave the process as we found it (a worker run in-process, by a test or a plugin)."""

@@ -19,6 +19,7 @@ FIGURES = [
     r"W1 one `queuectl enqueue` process per job: [\d.]+ jobs/s .* of `import sqlite3`",
     r"W2 `enqueue --file`, 20 JSON Lines: [\d,]+ jobs/s .*peak RSS \d+ MiB\); [\d.]+ of the storage alone",
     r"W3 drain 10 `true`, 2 workers: [\d,]+ jobs/s \([\d.]+ of `xargs -P2 sh -c true`",
+    r"W3 drain 10 `true`, 1 worker --slots 2: [\d,]+ jobs/s \([\d.]+ of `xargs -P2 sh -c true`",
     r"W4 idle worker -> job start, `queuectl enqueue`: p50 [\d.]+ ms, p95 [\d.]+ ms",
     r"W4 idle worker -> job start, in-process enqueue: p50 [\d.]+ ms, p95 [\d.]+ ms \(direct spawn p50 [\d.]+ ms\)",
 ]
@@ -46,7 +47,7 @@ def test_bench_sqlite_prints_every_figure_and_leaves_the_users_queue_alone(q: An
     before = _user_queue(q)
     config_before = (q.home / "config.toml").read_bytes()
 
-    out = _bench(q, tmp_path, env={"QUEUECTL_SQLITE_PATH": str(db)}).stdout
+    out = _bench(q, tmp_path, "--workers", "2", "--slots", "2", env={"QUEUECTL_SQLITE_PATH": str(db)}).stdout
     for figure in FIGURES:
         assert re.search(figure, out), f"missing {figure!r} in:\n{out}"
     assert "storage sqlite" in out
@@ -111,7 +112,7 @@ def test_bench_postgres_uses_a_temporary_schema(pq: Any, tmp_path: Path) -> None
     schemas = _schemas(pq.pg_dsn)
     assert "queuectl" in schemas
 
-    out = _bench(pq, tmp_path).stdout
+    out = _bench(pq, tmp_path, "--workers", "2", "--slots", "2").stdout
     for figure in FIGURES:
         assert re.search(figure, out), f"missing {figure!r} in:\n{out}"
     assert "storage postgres" in out

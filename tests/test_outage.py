@@ -53,16 +53,18 @@ def _db(q: Any) -> Path:
     return q.home / "queue.db"
 
 
-def test_outage_longer_than_the_lease_reruns_no_finished_job(q: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("slots", [1, 3])
+def test_outage_longer_than_the_lease_reruns_no_finished_job(q: Any, tmp_path: Path, slots: int) -> None:
     """Write outage of 1.5 leases in the middle of a drain: results held by live workers are
-    recorded before anyone recovers their (expired) leases: nothing runs twice, nothing is lost."""
+    recorded before anyone recovers their (expired) leases: nothing runs twice, nothing is lost.
+    With --slots, each worker holds several results at once."""
     lease = 2.0
     q.config("lease_seconds", lease)
     q.config("sqlite.busy_timeout_ms", 50)  # a locked database fails fast: the outage path
     runs = tmp_path / "runs"
     ids = [f"job{i:02d}" for i in range(24)]
     enqueue_many(q, ids, f"echo $QUEUECTL_JOB_ID >> {runs}; sleep 0.4")
-    workers = [start(q) for _ in range(3)]
+    workers = [start(q, "--slots", str(slots)) for _ in range(3)]
     q.wait_for(lambda: runs.exists() and len(runs.read_text().split()) >= 4, timeout=60, what="the drain to start")
     with sqlite_write_lock(_db(q)):
         time.sleep(1.5 * lease)

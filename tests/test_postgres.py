@@ -196,7 +196,7 @@ def test_a_claim_whose_reply_was_lost_is_taken_up_again(pg_dsn: str) -> None:
         # The UPDATE committed but the connection died before the reply: all the worker kept is the
         # token it sent. Its next claim must resume that job, not leave it to sit out the lease and
         # then count an attempt that never ran (with max_retries 0: straight to the DLQ, unrun).
-        storage._unconfirmed_claim = first.lease_token
+        storage._unconfirmed_claim = [first.lease_token]
         again = storage.claim("worker-1", 60)
         assert again is not None and (again.id, again.lease_token, again.attempts) == (first.id, first.lease_token, 1)
         nxt = storage.claim("worker-1", 60)

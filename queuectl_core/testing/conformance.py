@@ -861,6 +861,69 @@ class StorageConformance:
         assert first.counts()[JobState.COMPLETED] == total
 
 
+    # -- many jobs per worker (worker start --slots) ----------------------------------------
+    def test_claim_many_takes_up_to_the_limit_in_claim_order_each_with_its_own_lease(self, storage: Any) -> None:
+        from queuectl_core.models import JobState
+
+        storage.set_queue("lim", concurrency=1)
+        storage.set_queue("off", paused=True)
+        storage.enqueue([self.new("low", priority=1), self.new("high", priority=9), self.new("mid", priority=5),
+                         self.new("l1", queue="lim", priority=8), self.new("l2", queue="lim", priority=8),
+                         self.new("paused", queue="off", priority=9), self.new("later", delay=3600),
+                         self.new("child", after=("low",), priority=9)])
+        jobs = storage.claim_many("w", 30, 4)
+        assert [j.id for j in jobs] == ["high", "l1", "mid", "low"]  # one of "lim" (its limit), none paused
+        assert len({j.lease_token for j in jobs}) == 4 and all(j.state == JobState.PROCESSING for j in jobs)
+        assert all(j.attempts == 1 and j.worker_id == "w" and j.lease_expires_at is not None for j in jobs)
+        assert storage.claim_many("w", 30, 4) == []  # l2 waits on its queue; the rest wait on time or a parent
+        assert [j.id for j in storage.claim_many("w", 30, 1, queues=["lim"])] == []
+
+    def test_apply_batch_fences_each_change_on_its_own(self, storage: Any) -> None:
+        from queuectl_core import lifecycle
+        from queuectl_core.models import JobState
+
+        storage.enqueue([self.new(f"b{i}") for i in range(4)])
+        jobs = {j.id: j for j in storage.claim_many("w", 5, 4)}
+        before = {i: j.lease_expires_at for i, j in jobs.items()}
+        out = storage.apply_batch([
+            ("b0", jobs["b0"].lease_token, lifecycle.heartbeat(300)),
+            ("b1", "stale-token", lifecycle.heartbeat(300)),
+            ("b2", jobs["b2"].lease_token, lifecycle.heartbeat(300, ("/logs/b2.1.log", "so far\n"))),
+            ("b3", jobs["b3"].lease_token, lifecycle.complete(self.ok())),
+            ("b1", "stale-token", lifecycle.complete(self.ok())),
+        ])
+        assert [j.id if j is not None else None for j in out] == ["b0", None, "b2", "b3", None]
+        assert out[0].lease_expires_at > before["b0"] and out[2].output_tail == "so far\n"
+        assert storage.get("b1").lease_expires_at == before["b1"]  # the stale token changed nothing
+        assert storage.get("b1").state == JobState.PROCESSING
+        assert storage.get("b3").state == JobState.COMPLETED
+        assert storage.apply_batch([]) == []
+
+    def test_apply_and_claim_records_then_claims_in_one_go(self, storage: Any) -> None:
+        from queuectl_core import lifecycle
+        from queuectl_core.models import JobState
+
+        storage.set_queue("one", concurrency=1)
+        storage.enqueue([self.new("a", queue="one"), self.new("b", queue="one"), self.new("c"), self.new("d")])
+        a, c = storage.claim_many("w", 30, 2)
+        assert (a.id, c.id) == ("a", "c")
+        # a's completion frees its queue's only slot for b, within the same transaction.
+        done, taken = storage.apply_and_claim([("a", a.lease_token, lifecycle.complete(self.ok())),
+                                               ("c", "stale", lifecycle.complete(self.ok()))], "w", 30, 3)
+        assert [j.state if j else None for j in done] == [JobState.COMPLETED, None]
+        assert [j.id for j in taken] == ["b", "d"] and len({j.lease_token for j in taken}) == 2
+        assert storage.apply_and_claim([], "w", 30, 2) == ([], [])
+
+    def test_cancel_requests_names_running_jobs_asked_to_stop(self, storage: Any) -> None:
+        from queuectl_core import actions
+
+        storage.enqueue([self.new("r1"), self.new("r2"), self.new("r3")])
+        jobs = {j.id: j for j in storage.claim_many("w", 30, 2)}
+        assert storage.cancel_requests(["r1", "r2", "r3"]) == []
+        actions.cancel(storage, "r2")
+        actions.cancel(storage, "r3")  # pending: cancelled at once, never a request
+        assert storage.cancel_requests(["r1", "r2", "r3", "nosuch"]) == [("r2", jobs["r2"].lease_token)]
+
     # -- scheduling (spec §11): queues, limits, pauses, dependencies, unique keys, schedules ----
     def test_claim_only_from_the_given_queues_and_queue_is_stored(self, storage: Any) -> None:
         storage.enqueue([self.new("a1", queue="a", priority=5), self.new("b1", queue="b"), self.new("d1")])
