@@ -19,11 +19,26 @@ The hooks are listed in :mod:`queuectl_core.hookspecs` and ``docs/plugins/hooks.
 
 from __future__ import annotations
 
-import pluggy
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pluggy
+
+    hookimpl: pluggy.HookimplMarker
 
 __version__ = "0.1.0"
 NAME = "queuectl"
 
-hookimpl = pluggy.HookimplMarker(NAME)
+
+def __getattr__(name: str) -> object:
+    # pluggy is imported when a plugin first asks for ``hookimpl``, not by every import of a core
+    # module: the click-free `queuectl enqueue` imports core modules without it.
+    if name == "hookimpl":
+        import pluggy
+
+        marker = pluggy.HookimplMarker(NAME)
+        globals()["hookimpl"] = marker
+        return marker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["NAME", "__version__", "hookimpl"]
