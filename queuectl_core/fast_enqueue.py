@@ -198,15 +198,19 @@ def _prepare() -> tuple[Any, Any, list[tuple[str, Any]]] | None:
         schema: dict[str, Setting] = {}
         readers = {storage["plugin"]} | {plugin for plugin, _ in event_impls}
 
-        def register(setting: Setting) -> None:
-            from queuectl_core.settings import normalize_key
+        def registrar(plugin: str) -> Any:
+            def register(setting: Setting) -> None:
+                from queuectl_core.settings import normalize_key
 
-            key = normalize_key(setting.key)
-            schema[key] = replace(setting, key=key, validate=None)
+                key = normalize_key(setting.key)
+                schema[key] = replace(setting, key=key, plugin=plugin, validate=None)
+
+            return register
 
         for impl in index["settings_hooks"]:
             if impl["plugin"] in readers:
-                startup_index.resolve(impl["function"])(**({"register": register} if "register" in impl["argnames"] else {}))
+                hook = startup_index.resolve(impl["function"])
+                hook(**({"register": registrar(impl["plugin"])} if "register" in impl["argnames"] else {}))
         for s in CORE_SETTINGS:
             schema[s.key] = replace(s, validate=None)
     except Exception:  # a plugin that no longer imports: the full start reports it
