@@ -93,13 +93,9 @@ def save(app: App, enqueue_is_core: bool) -> None:
         index = _collect(app, enqueue_is_core)
     except Exception:
         index = None
-    path = app.home / INDEX_FILE
-    if index is None:
-        try:
-            path.unlink(missing_ok=True)
-        except OSError:
-            pass
+    if index is None:  # an index already there stays: load() checks it still holds
         return
+    path = app.home / INDEX_FILE
     tmp = app.home / f".{INDEX_FILE}.{os.getpid()}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)

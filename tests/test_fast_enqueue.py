@@ -62,7 +62,7 @@ def test_fast_and_full_enqueue_store_the_same_jobs_and_fail_alike(tmp_path: Path
     full.env["QUEUECTL_DISABLE_PLUGINS"] = ""
     fast.run("enqueue", "--id", "prime", "--cmd", "true")  # a full start writes the start-up index
     full.run("enqueue", "--id", "prime", "--cmd", "true")
-    assert (fast.home / ".startup-index.json").exists() and not (full.home / ".startup-index.json").exists()
+    assert (fast.home / ".startup-index.json").exists()
     for args in GOOD:
         a = fast.run("enqueue", *args, env={"PYTHONPROFILEIMPORTTIME": "1"})
         assert "queuectl_core.fast_enqueue" in _imported(a.stderr) and "click" not in _imported(a.stderr), args
