@@ -131,8 +131,9 @@ def run(argv: list[str]) -> int | None:
         for job in created:
             broadcast(event_impls, JobEvent(EventKind.ENQUEUED, job=job, config=config))
         try:
-            sys.stdout.write("\n".join(job.id for job in created) + "\n")
-            sys.stdout.flush()
+            if sys.stdout is not None:  # started with stdout closed: click.echo prints nothing either
+                sys.stdout.write("\n".join(job.id for job in created) + "\n")
+                sys.stdout.flush()
         except BrokenPipeError:
             devnull = os.open(os.devnull, os.O_WRONLY)  # as the click command: quietly, status 1
             os.dup2(devnull, sys.stdout.fileno())
