@@ -70,6 +70,8 @@ def _terminal_width() -> int | None:
 
 @hookimpl(trylast=True)
 def queuectl_job_event(event: JobEvent) -> None:
+    if event.worker_id is None:
+        return  # the CLI reports its own events (enqueue, retry); not looking the width up saves importing shutil
     line = format_event(event, _terminal_width())
     if line is not None:
         # One write per line, so lines from several worker processes never interleave.

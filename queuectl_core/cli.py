@@ -176,13 +176,17 @@ def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, comman
       queuectl enqueue --file jobs.jsonl        # all or nothing
     """
     from queuectl_core import jobspec
+    from queuectl_core.enqueue_input import (
+        enqueue_with_fresh_ids,
+        flag_job,
+        flag_times,
+        parse_job_argument,
+        with_control_defaults,
+    )
 
-    flags = {"id": job_id, "command": command, "max_retries": max_retries, "priority": priority,
-             "delay": delay, "run_at": run_at, "timeout": timeout,
-             # -- scheduling (spec §11) --
-             "queue": queue, "unique_key": unique_key, "retry_on": retry_on, "no_retry_on": no_retry_on,
-             "after": [a.strip() for a in after.split(",") if a.strip()] if after is not None else None}
-    given = {k: v for k, v in flags.items() if v is not None}
+    given = flag_job(job_id=job_id, command=command, max_retries=max_retries, priority=priority, delay=delay,
+                     run_at=run_at, timeout=timeout, queue=queue, unique_key=unique_key, retry_on=retry_on,
+                     no_retry_on=no_retry_on, after=after)
     sources = sum(x is not None for x in (job_json, file_)) + (1 if given else 0)
     if sources == 0:
         raise click.UsageError("give --cmd, a JSON job argument, or --file")
@@ -193,136 +197,33 @@ def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, comman
     if delay is not None and run_at is not None:
         raise click.UsageError("give --delay or --run-at, not both")
     if given:
-        given.update(_flag_times(given))
+        given.update(flag_times(given))
     if file_ is not None:
         # Streamed in batches, one transaction, bounded memory, progress on a terminal.
         from queuectl_core.bulk import enqueue_file
 
-        enqueue_file(_app(ctx), file_, file_.name, lambda objs: _with_control_defaults(objs, cwd, env, tags))
+        enqueue_file(_app(ctx), file_, file_.name, lambda objs: with_control_defaults(objs, cwd, env, tags))
         return
     if job_json is not None:
-        objs = [_parse_job_argument(job_json)]
+        objs = [parse_job_argument(job_json)]
     else:
         objs = [given]
-    objs = _with_control_defaults(objs, cwd, env, tags)
+    objs = with_control_defaults(objs, cwd, env, tags)
     app = _app(ctx)
     from queuectl_core.settings import default_no_retry
 
     jobs = jobspec.validate_all(objs, app.config["max_retries"], default_no_retry(app.config["no_retry_exit_codes"]))
-    created = _enqueue_with_fresh_ids(app, jobs, {o.get("id") for o in objs if isinstance(o, dict)})
+    created = enqueue_with_fresh_ids(app.storage, jobs, {o.get("id") for o in objs if isinstance(o, dict)})
     from queuectl_core.models import EventKind, JobEvent
     from queuectl_core.plugins import emit
 
     for job in created:
         emit(JobEvent(EventKind.ENQUEUED, job=job))
     click.echo("\n".join(job.id for job in created))
+    # What the next `queuectl enqueue` needs to skip click and plugin loading.
+    from queuectl_core.startup_index import save
 
-
-def _with_control_defaults(objs: list[Any], cwd: str | None, env: tuple[str, ...],
-                           tags: tuple[str, ...]) -> list[Any]:
-    """§10: every job records where it was enqueued from (``--cwd`` overrides), and carries the
-    ``--env`` and ``--tag`` given; a job object's own ``cwd``, ``env`` keys and ``tags`` win."""
-    import os
-
-    from queuectl_core.errors import ValidationError
-
-    if cwd is None:
-        try:
-            where: str | None = os.getcwd()
-        except OSError:  # the shell's directory was removed: the worker's own is all there is
-            where = None
-    else:
-        where = os.path.abspath(os.path.expanduser(cwd))
-        if not os.path.isdir(where):
-            raise ValidationError(f"--cwd {cwd!r} is not a directory")
-    extra: dict[str, str] = {}
-    for item in env:
-        key, eq, value = item.partition("=")
-        if not eq:
-            if key not in os.environ:
-                raise ValidationError(f"--env {key}: {key} is not set in this shell (give --env {key}=VALUE)")
-            value = os.environ[key]
-        extra[key] = value
-    out = []
-    for obj in objs:
-        if isinstance(obj, dict):
-            obj = dict(obj)
-            if "cwd" not in obj and where is not None:
-                obj["cwd"] = where
-            if extra:
-                obj["env"] = {**extra, **obj["env"]} if isinstance(obj.get("env"), dict) else obj.get("env", extra)
-            if tags:
-                obj["tags"] = [*tags, *obj["tags"]] if isinstance(obj.get("tags"), list) else obj.get("tags", list(tags))
-        out.append(obj)
-    return out
-
-
-def _flag_times(flags: dict[str, Any]) -> dict[str, Any]:
-    """Flags are typed by people: durations with units, and a --run-at without a zone is local
-    time. Converted here to what a JSON job holds; jobspec then checks ranges as for JSON."""
-    from queuectl_core.errors import ValidationError
-    from queuectl_core.timeutil import format_time, parse_duration, parse_time
-
-    parsers = {"delay": parse_duration, "timeout": parse_duration,
-               "run_at": lambda text: format_time(parse_time(text, local_if_naive=True))}
-    out: dict[str, Any] = {}
-    for key, parse in parsers.items():
-        if key in flags:
-            try:
-                out[key] = parse(flags[key])
-            except ValueError as exc:
-                raise ValidationError(f"{key!r}: {exc}") from None
-    return out
-
-
-def _parse_job_argument(text: str) -> Any:
-    """The positional JSON job; something that is plainly a shell command gets a hint to --cmd."""
-    from queuectl_core import jobspec
-    from queuectl_core.errors import ValidationError
-
-    try:
-        obj = jobspec.loads(text)
-    except json.JSONDecodeError as exc:
-        if text.lstrip()[:1] not in ("{", "[", '"'):
-            _suggest_cmd(text)
-        raise ValidationError(f"invalid JSON job: {exc.msg} (column {exc.colno})") from None
-    if not isinstance(obj, (dict, list)):
-        _suggest_cmd(text)
-    return obj
-
-
-def _suggest_cmd(text: str) -> NoReturn:
-    import shlex
-
-    from queuectl_core.errors import ValidationError
-    from queuectl_core.jobspec import short
-
-    try:
-        text.encode("utf-8")
-        quoted = shlex.quote(text)
-    except UnicodeEncodeError:
-        quoted = "'...'"
-    if len(quoted) > 80:
-        quoted = "'...'"
-    raise ValidationError(f"{short(text)} is not a JSON job; to enqueue a shell command use: "
-                          f"queuectl enqueue --cmd {quoted}")
-
-
-def _enqueue_with_fresh_ids(app: App, jobs: list[Any], given_ids: set[Any]) -> list[Job]:
-    """Enqueue; a clash on an id we generated (never one the user chose) draws a new id."""
-    from dataclasses import replace
-
-    from queuectl_core.errors import DuplicateJobError
-    from queuectl_core.ids import new_id
-
-    for _ in range(5):
-        try:
-            return app.storage.enqueue(jobs)
-        except DuplicateJobError as exc:
-            if exc.job_id in given_ids:
-                raise
-            jobs = [replace(j, id=new_id()) if j.id == exc.job_id else j for j in jobs]
-    return app.storage.enqueue(jobs)
+    save(app, enqueue_is_core=ctx.command is enqueue)
 
 
 # -- workers ------------------------------------------------------------------------------------
@@ -883,7 +784,9 @@ def schedule_add(ctx: click.Context, name: str, cron: str | None, every: str | N
 
     job: dict[str, Any] = {"command": command, **{k: v for k, v in options.items() if v is not None}}
     if "timeout" in job:
-        job.update(_flag_times({"timeout": job["timeout"]}))
+        from queuectl_core.enqueue_input import flag_times
+
+        job.update(flag_times({"timeout": job["timeout"]}))
     seconds = None
     if every is not None:
         try:

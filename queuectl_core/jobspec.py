@@ -19,18 +19,19 @@ ALLOWED_KEYS: tuple[str, ...] = ("id", "command", "max_retries", "priority", "ru
 CONTROL_KEYS = ("cwd", "env", "tags")
 ALLOWED_KEYS += CONTROL_KEYS
 TAG_RULE = "1-64 characters of letters, digits and ._:@+/-"
-_TAG_RE = re.compile(r"[A-Za-z0-9._:@+/-]{1,64}\Z")
-_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Patterns, not compiled at import: re compiles (and caches) each on first use, and most enqueues use none.
+_TAG_RE = r"[A-Za-z0-9._:@+/-]{1,64}\Z"
+_ENV_NAME_RE = r"[A-Za-z_][A-Za-z0-9_]*\Z"
 # -- end §10
-_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}\Z")
+_ID_RE = r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}\Z"
 _MAX_PRIORITY = 2**31 - 1
 ID_RULE = "1-128 characters of letters, digits and ._:@+-, starting with a letter or digit"
-_QUEUE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}\Z")
+_QUEUE_RE = r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}\Z"
 QUEUE_RULE = "1-64 characters of letters, digits and ._:+-, starting with a letter or digit"
 
 
 def is_queue_name(text: str) -> bool:
-    return _QUEUE_RE.match(text) is not None and text.isascii()
+    return re.match(_QUEUE_RE, text) is not None and text.isascii()
 
 
 def parse_exit_codes(key: str, value: Any) -> tuple[int, ...]:
@@ -51,7 +52,7 @@ def parse_exit_codes(key: str, value: Any) -> tuple[int, ...]:
 
 def is_job_id(text: str) -> bool:
     """Whether text can be a job id at all (every stored id is one): ASCII, so always encodable."""
-    return _ID_RE.match(text) is not None and text.isascii()
+    return re.match(_ID_RE, text) is not None and text.isascii()
 
 
 def short(value: Any, limit: int = 60) -> str:
@@ -209,7 +210,7 @@ _CONTROL_KEYS = frozenset(CONTROL_KEYS)
 
 
 def is_tag(text: str) -> bool:
-    return _TAG_RE.match(text) is not None
+    return re.match(_TAG_RE, text) is not None
 
 
 def control_fields(obj: dict[str, Any]) -> dict[str, Any]:
@@ -227,7 +228,7 @@ def control_fields(obj: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(env, dict):
             raise ValidationError(f"'env' must be an object of strings, got {short(env)}")
         for key, value in env.items():
-            if not _ENV_NAME_RE.match(key):
+            if not re.match(_ENV_NAME_RE, key):
                 raise ValidationError(f"'env': {short(key)} is not a variable name (letters, digits, _)")
             if not isinstance(value, str) or "\x00" in value:
                 raise ValidationError(f"'env': the value of {key} must be a string without NUL bytes")

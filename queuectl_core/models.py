@@ -11,7 +11,25 @@ from typing import TYPE_CHECKING, Any
 from queuectl_core.timeutil import format_time, now
 
 if TYPE_CHECKING:
+    from queuectl_core.models_more import AttemptResult as AttemptResult
+    from queuectl_core.models_more import QueueInfo as QueueInfo
+    from queuectl_core.models_more import Schedule as Schedule
+    from queuectl_core.models_more import WorkerInfo as WorkerInfo
     from queuectl_core.settings import Config
+
+# Created on first use (PEP 562): each frozen dataclass costs ~1-2 ms to create at import, and
+# `queuectl enqueue` needs none of these.
+_MORE = ("AttemptResult", "QueueInfo", "Schedule", "WorkerInfo")
+
+
+def __getattr__(name: str) -> object:
+    if name in _MORE:
+        from queuectl_core import models_more
+
+        value = getattr(models_more, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class JobState(StrEnum):
@@ -26,35 +44,6 @@ class JobState(StrEnum):
 # A job in one of these states still has work ahead of it; --burst waits for them.
 UNFINISHED_STATES = (JobState.PENDING, JobState.PROCESSING, JobState.FAILED)
 DEFAULT_QUEUE = "default"
-
-
-@dataclass(frozen=True, slots=True)
-class QueueInfo:
-    """A queue: its settings and how many of its jobs are in each state."""
-
-    name: str
-    concurrency: int = 0  # 0: unlimited
-    paused: bool = False
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "concurrency": self.concurrency, "paused": self.paused,
-                "counts": dict(self.counts)}
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    """A recurring job: ``cron`` (5 fields, read in ``tz``) or ``every`` seconds. ``job`` holds the
-    job options as a JSON job object (without id). ``last_tick`` is the latest tick enqueued."""
-
-    name: str
-    job: dict[str, Any]
-    cron: str | None = None
-    every: float | None = None
-    tz: str | None = None
-    paused: bool = False
-    created_at: datetime | None = None
-    last_tick: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,53 +136,12 @@ class Job:
         }
 
 
-_SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH|PRIVATE|DSN|COOKIE|SESSION", re.IGNORECASE)
+_SECRET_NAME = r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH|PRIVATE|DSN|COOKIE|SESSION"  # compiled (and cached) by re on first use
 
 
 def masked_env(env: dict[str, str]) -> dict[str, str]:
     """A job's env as shown: every key, and the value of any key that looks secret as ``***``."""
-    return {k: ("***" if _SECRET_NAME.search(k) else v) for k, v in env.items()}
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptResult:
-    """How one attempt ended, as the executor saw it."""
-
-    exit_code: int | None
-    error: str | None = None
-    log_path: str | None = None
-    output_tail: str | None = None
-    duration: float = 0.0
-    aborted: bool = False  # stopped by the worker (shutdown or lost lease), not by the job
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.aborted and self.error is None
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerInfo:
-    id: str
-    hostname: str
-    pid: int
-    started_at: datetime
-    last_seen: datetime
-    current_job: str | None = None
-    current_job_since: datetime | None = None  # when the current job was claimed
-
-    def to_dict(self) -> dict[str, Any]:
-        """Spec §10's keys (``host``, ``last_seen_at``), and the older ``hostname``/``last_seen``."""
-        return {
-            "id": self.id,
-            "host": self.hostname,
-            "pid": self.pid,
-            "started_at": format_time(self.started_at),
-            "last_seen_at": format_time(self.last_seen),
-            "current_job": self.current_job,
-            "current_job_since": format_time(self.current_job_since),
-            "hostname": self.hostname,
-            "last_seen": format_time(self.last_seen),
-        }
+    return {k: ("***" if re.search(_SECRET_NAME, k, re.IGNORECASE) else v) for k, v in env.items()}
 
 
 class EventKind(StrEnum):

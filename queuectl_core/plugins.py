@@ -14,6 +14,7 @@ import pluggy
 
 from queuectl_core import NAME, hookspecs
 from queuectl_core.errors import PluginError, QueuectlError
+from queuectl_core.event_calls import broadcast, debug_traceback, warn
 from queuectl_core.registry import Registry
 from queuectl_core.settings import CORE_SETTINGS, Setting
 
@@ -52,6 +53,7 @@ _loaded = False
 # Read once: emit() runs for every job event in a worker's hot path.
 _tracing = bool(os.environ.get("QUEUECTL_TRACE_PLUGINS"))
 _dists: dict[str, str] = {}  # plugin name -> distribution that provides it
+_names: list[str] = []  # plugins registered by load_plugins (entry points, then bundled)
 
 
 def disabled_plugins() -> set[str]:
@@ -86,10 +88,17 @@ def load_plugins() -> None:
             continue
         _register(plugin, name)
         _dists[name] = dist
+        _names.append(name)
     for name, module_name in DEFAULT_PLUGINS:
         if name not in blocked and not pm.has_plugin(name):
             _register(_import_bundled(module_name), name)
+            _names.append(name)
     check_pending()
+
+
+def loaded_plugins() -> list[str]:
+    """The names load_plugins registered (a plugin registered in-process is not among them)."""
+    return [name for name in _names if pm.has_plugin(name)]
 
 
 def _register(plugin: object, name: str) -> None:
@@ -141,14 +150,6 @@ def _import_bundled(module_name: str) -> Any:
     except ModuleNotFoundError:
         raise PluginError(f"the bundled plugin {module_name!r} cannot be imported; "
                           f"install queuectl (pip install -e .)") from None
-
-
-def debug_traceback() -> None:
-    """QUEUECTL_DEBUG=1 prints the traceback a plugin failure otherwise hides behind one line."""
-    if os.environ.get("QUEUECTL_DEBUG"):
-        import traceback
-
-        traceback.print_exc()
 
 
 def _entry_points(group: str) -> list[tuple[str, str, str]]:
@@ -214,8 +215,11 @@ def _trace(hook_name: str, plugin_name: str) -> None:
         print(f"queuectl trace: {hook_name} -> {plugin_name}", file=sys.stderr, flush=True)
 
 
-def _is_wrapper(impl: Any) -> bool:
+def is_wrapper(impl: Any) -> bool:
     return bool(impl.hookwrapper or getattr(impl, "wrapper", False))
+
+
+_is_wrapper = is_wrapper
 
 
 def _failed(plugin: str, hook_name: str, exc: BaseException, hint: str = "") -> PluginError:
@@ -415,9 +419,9 @@ def emit(event: JobEvent) -> None:
     wrappers = [i for i in impls if _is_wrapper(i)]
     try:
         with _wrappers("queuectl_job_event", wrappers, lambda impl: {"event": event}):
-            _broadcast(impls, event)
+            broadcast([(i.plugin_name, i.function) for i in impls if not _is_wrapper(i)], event, _trace)
     except PluginError as exc:
-        _warn(f"queuectl: {exc}")
+        warn(f"queuectl: {exc}")
 
 
 def emit_many(events: Iterable[JobEvent]) -> None:
@@ -425,33 +429,15 @@ def emit_many(events: Iterable[JobEvent]) -> None:
     emits one event per job: 100,000 jobs, ~0.5 s less)."""
     impls = list(reversed(pm.hook.queuectl_job_event.get_hookimpls()))
     wrappers = [i for i in impls if _is_wrapper(i)]
+    plain = [(i.plugin_name, i.function) for i in impls if not _is_wrapper(i)]
     for event in events:
         if event.config is None and _config is not None:
             event = replace(event, config=_config)
         if not wrappers:
-            _broadcast(impls, event)
+            broadcast(plain, event, _trace)
             continue
         try:
             with _wrappers("queuectl_job_event", wrappers, lambda impl: {"event": event}):
-                _broadcast(impls, event)
+                broadcast(plain, event, _trace)
         except PluginError as exc:
-            _warn(f"queuectl: {exc}")
-
-
-def _broadcast(impls: list[Any], event: JobEvent) -> None:
-    for impl in impls:
-        if _is_wrapper(impl):
-            continue
-        _trace("queuectl_job_event", impl.plugin_name)
-        try:
-            impl.function(event=event)
-        except Exception as exc:
-            debug_traceback()
-            _warn(f"queuectl: plugin {impl.plugin_name!r} failed handling {event.kind}: {exc!r}")
-
-
-def _warn(line: str) -> None:
-    try:
-        print(line, file=sys.stderr, flush=True)
-    except Exception:
-        pass
+            warn(f"queuectl: {exc}")

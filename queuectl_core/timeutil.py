@@ -58,8 +58,9 @@ def parse_time(text: str, local_if_naive: bool = False) -> datetime:
 
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)")
-_PLAIN_NUMBER = re.compile(r"[+]?(\d+(?:\.\d*)?|\.\d+)(e[+-]?\d+)?\Z", re.IGNORECASE)
+# Compiled (and cached) by re on first use, not at import.
+_PART = r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)"
+_PLAIN_NUMBER = r"[+]?(\d+(?:\.\d*)?|\.\d+)(e[+-]?\d+)?\Z"
 
 
 def parse_duration(text: str) -> float:
@@ -69,11 +70,11 @@ def parse_duration(text: str) -> float:
     Raises ``ValueError`` with a readable message.
     """
     s = text.strip().lower()
-    if _PLAIN_NUMBER.match(s):
+    if re.match(_PLAIN_NUMBER, s, re.IGNORECASE):
         seconds = float(s)
     else:
         pos, seconds = 0, 0.0
-        for m in _PART.finditer(s):
+        for m in re.finditer(_PART, s):
             if m.start() != pos:
                 break
             seconds += float(m.group(1)) * _UNITS[m.group(2)]

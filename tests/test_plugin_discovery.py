@@ -78,3 +78,54 @@ def test_installing_changing_and_removing_a_plugin_is_noticed_at_once(q: Any, tm
     assert "beta" not in _plugins(q, env)
     assert log.read_text().splitlines()[-1] == "beta enqueued c1"
     assert [j["id"] for j in q.json("list")] == ["d1", "c1", "b1", "a1", "before"]
+
+
+def _fast(q: Any, env: dict[str, str], *args: str) -> str:
+    """`queuectl enqueue ARGS`, asserting it took the click-free path (the start-up index was
+    trusted): click is never imported. Returns the new job's id."""
+    proc = q.run("enqueue", *args, env={**env, "PYTHONPROFILEIMPORTTIME": "1"})
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "queuectl_core.fast_enqueue" in imported and "click" not in imported, sorted(imported)
+    return proc.stdout.strip()
+
+
+def test_a_warm_start_up_index_notices_plugins_installed_edited_and_removed(q: Any, tmp_path: Path) -> None:
+    """The second `enqueue` runs from the start-up index; every change to the installed plugins
+    between two runs reaches the very next one: the event arrives, or stops arriving."""
+    site = tmp_path / "site"
+    site.mkdir()
+    log = tmp_path / "events.log"
+    env = {"PYTHONPATH": str(site)}
+    q.run("enqueue", "--cmd", "true", env=env)  # a full start writes the index
+    assert (q.home / ".startup-index.json").exists()
+    _fast(q, env, "--cmd", "true")
+
+    # A plugin that only provides a backoff policy: nothing of it is needed to enqueue.
+    _install(site, "gamma", "from queuectl_core.api import hookimpl\n" + PROVIDES.format(name="gamma"))
+    q.run("enqueue", "--id", "g0", "--cmd", "true", env=env)
+    assert not log.exists()
+    # Edited in place to hear events (no file added or removed in site/): heard at once.
+    time.sleep(0.01)
+    (site / "gamma.py").write_text(HEARS.format(log=str(log), name="gamma") + PROVIDES.format(name="gamma"))
+    q.run("enqueue", "--id", "g1", "--cmd", "true", env=env)
+    assert log.read_text() == "gamma enqueued g1\n"
+    q.run("enqueue", "--id", "g2", "--cmd", "true", env=env)
+    assert log.read_text().splitlines()[-1] == "gamma enqueued g2"
+
+    # Removed: the next enqueue, fast again, no longer calls it.
+    _uninstall(site, "gamma")
+    q.run("enqueue", "--id", "g3", "--cmd", "true", env=env)
+    _fast(q, env, "--id", "g4", "--cmd", "true")
+    assert log.read_text().splitlines()[-1] == "gamma enqueued g2"
+
+    # Installed where a warm index had been trusted: the first enqueue after it is heard.
+    _install(site, "delta", HEARS.format(log=str(log), name="delta"))
+    q.run("enqueue", "--id", "d1", "--cmd", "true", env=env)
+    assert log.read_text().splitlines()[-1] == "delta enqueued d1"
+    q.run("enqueue", "--id", "d2", "--cmd", "true", env=env)  # from the index it rewrote: still heard
+    assert log.read_text().splitlines()[-1] == "delta enqueued d2"
+    _uninstall(site, "delta")
+    q.run("enqueue", "--id", "d3", "--cmd", "true", env=env)
+    _fast(q, env, "--id", "d4", "--cmd", "true")
+    assert log.read_text().splitlines()[-1] == "delta enqueued d2"
+    assert [j["id"] for j in q.json("list")][:9] == ["d4", "d3", "d2", "d1", "g4", "g3", "g2", "g1", "g0"]

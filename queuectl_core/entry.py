@@ -1,0 +1,26 @@
+"""The ``queuectl`` executable: `queuectl enqueue` in its common forms without click or plugin
+discovery (queuectl_core.fast_enqueue), everything else through the click CLI."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    try:
+        if len(sys.argv) > 1 and sys.argv[1] == "enqueue":
+            from queuectl_core.fast_enqueue import run
+
+            status = run(sys.argv[1:])
+            if status is not None:
+                sys.exit(status)
+    except KeyboardInterrupt:  # as click: a blank line, "Aborted!", status 1
+        sys.stderr.write("\nAborted!\n")
+        sys.exit(1)
+    from queuectl_core.cli import main as cli_main
+
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""`queuectl enqueue` without click, pluggy or plugin discovery: the common forms, from the
+start-up index (queuectl_core.startup_index) that the last full `enqueue` recorded.
+
+It builds the job with the click command's own helpers (queuectl_core.enqueue_input), validates
+it with jobspec, stores it with the configured storage's own ``enqueue`` and hands the ENQUEUED
+event to every ``queuectl_job_event`` implementation, in pluggy's order. Whatever it does not
+fully understand returns None before anything is read or written, and the click command runs
+instead: --help, --file, an unknown or misspelt option, a usage error, no (or a stale) index,
+QUEUECTL_DISABLE_PLUGINS or QUEUECTL_TRACE_PLUGINS, a QUEUECTL_* value not validated by a full
+start, a storage the index does not know, a plugin module that fails to import.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from queuectl_core.interfaces import Storage
+
+# The click command's options that take a value (queuectl_core.cli.enqueue); --file is the bulk
+# path and --help prints help: both go to click.
+_VALUE = {"--id": "job_id", "--cmd": "command", "--max-retries": "max_retries", "--priority": "priority",
+          "--delay": "delay", "--run-at": "run_at", "--timeout": "timeout", "--queue": "queue",
+          "--after": "after", "--unique-key": "unique_key", "--retry-on": "retry_on",
+          "--no-retry-on": "no_retry_on", "--cwd": "cwd"}
+_MULTIPLE = {"--env": "env", "--tag": "tags"}
+_INT = ("max_retries", "priority")
+
+
+def parse(args: list[str]) -> dict[str, Any] | None:
+    """The enqueue command's parameters, as click would pass them, or None for anything click
+    should see itself (including every usage error, so its message stays click's)."""
+    params: dict[str, Any] = {"env": [], "tags": []}
+    positional: list[str] = []
+    only_positional = False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if only_positional or not arg.startswith("-"):
+            positional.append(arg)
+            continue
+        if arg == "--":
+            only_positional = True
+            continue
+        name, eq, value = arg.partition("=")
+        key = _VALUE.get(name) or _MULTIPLE.get(name)
+        if key is None:
+            return None
+        if not eq:
+            if i >= len(args):
+                return None
+            value = args[i]
+            i += 1
+            if value.startswith("-") and not (key in _INT and value[1:].isdigit()):
+                return None  # `--cmd --oops`: whatever click makes of it, it says so itself
+        if name in _MULTIPLE:
+            params[key].append(value)
+        elif key in _INT:
+            try:
+                params[key] = int(value)  # click's INT type is int()
+            except ValueError:
+                return None
+        else:
+            params[key] = value
+    if len(positional) > 1:
+        return None
+    params["job_json"] = positional[0] if positional else None
+    cwd = params.get("cwd")
+    if cwd is not None:
+        import stat
+
+        try:
+            if stat.S_ISREG(os.stat(cwd).st_mode):
+                return None  # click.Path(file_okay=False) refuses it, in its own words
+        except (OSError, ValueError):
+            pass
+    return params
+
+
+def run(argv: list[str]) -> int | None:
+    """Enqueue from argv (without the program name); the exit status, or None: use click."""
+    if not argv or argv[0] != "enqueue":
+        return None
+    params = parse(argv[1:])
+    if params is None:
+        return None
+    from queuectl_core.enqueue_input import flag_job
+
+    job_json, cwd, env, tags = params.pop("job_json"), params.pop("cwd", None), params.pop("env"), params.pop("tags")
+    given = flag_job(**params)
+    if (job_json is not None) + bool(given) != 1 or (given and "command" not in given) \
+            or ("delay" in given and "run_at" in given):
+        return None  # a usage error: click words it
+    prepared = _prepare()
+    if prepared is None:
+        return None
+    config, storage_factory, event_impls = prepared
+    from queuectl_core.errors import QueuectlError
+
+    storage: Storage | None = None
+    try:
+        from queuectl_core import jobspec
+        from queuectl_core.enqueue_input import (
+            enqueue_with_fresh_ids,
+            flag_times,
+            parse_job_argument,
+            with_control_defaults,
+        )
+        from queuectl_core.settings import default_no_retry
+
+        if given:
+            given.update(flag_times(given))
+            objs = [given]
+        else:
+            objs = [parse_job_argument(job_json)]
+        objs = with_control_defaults(objs, cwd, tuple(env), tuple(tags))
+        jobs = jobspec.validate_all(objs, config["max_retries"], default_no_retry(config["no_retry_exit_codes"]))
+        try:
+            storage = storage_factory(config)
+        except QueuectlError:
+            raise
+        except Exception:
+            return None  # the full path reports a raising factory, naming its plugin
+        created = enqueue_with_fresh_ids(storage, jobs, {o.get("id") for o in objs if isinstance(o, dict)})
+        from queuectl_core.event_calls import broadcast
+        from queuectl_core.models import EventKind, JobEvent
+
+        for job in created:
+            broadcast(event_impls, JobEvent(EventKind.ENQUEUED, job=job, config=config))
+        try:
+            if sys.stdout is not None:  # started with stdout closed: click.echo prints nothing either
+                sys.stdout.write("\n".join(job.id for job in created) + "\n")
+                sys.stdout.flush()
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)  # as the click command: quietly, status 1
+            os.dup2(devnull, sys.stdout.fileno())
+            return 1
+        return 0
+    except QueuectlError as exc:
+        sys.stderr.write(f"Error: {exc}\n")
+        return 1
+    finally:
+        if storage is not None:
+            storage.close()
+
+
+def _prepare() -> tuple[Any, Any, list[tuple[str, Any]]] | None:
+    """The config, the storage factory and the event implementations the index records, or None
+    when the index cannot be trusted for this process. Reads, never writes."""
+    from queuectl_core import startup_index
+    from queuectl_core.errors import QueuectlError
+    from queuectl_core.settings import CORE_SETTINGS, Config, Setting, ensure_private_dir, home
+
+    if any(name in os.environ for name in startup_index.PLUGIN_ENV):
+        return None
+    try:
+        home_dir = home()
+        ensure_private_dir(home_dir)
+    except QueuectlError:
+        return None
+    index = startup_index.load(home_dir)
+    if index is None:
+        return None
+    setting_env: dict[str, str] = index["setting_env"]
+    present = [var for var in setting_env if var in os.environ]
+    if present:
+        salt = bytes.fromhex(index["salt"])
+        ok = set(index["env_ok"])
+        if any(startup_index.env_digest(salt, var, os.environ[var]) not in ok for var in present):
+            return None  # validated by a full start only: it says what is wrong with it
+    try:
+        storage_name = Config(home_dir, {s.key: s for s in CORE_SETTINGS}, index["file_values"]).get("storage")
+    except QueuectlError:
+        return None
+    storage = index["storages"].get(storage_name)
+    if storage is None:
+        return None
+    try:
+        event_impls = [(impl["plugin"], startup_index.resolve(impl["function"])) for impl in index["job_event"]]
+        factory: Any = None
+        if storage_name == "postgres":
+            try:  # the light libpq client, when installed; psycopg's import alone costs ~115 ms
+                from queuectl_plugins.postgres_lite import lite_storage  # type: ignore[import-not-found]
+
+                factory = lite_storage
+            except ImportError:
+                pass
+        if factory is None:
+            factory = startup_index.resolve(storage["factory"])
+        # The keys this enqueue can read: core's, the storage plugin's and the event plugins'.
+        # Their values were validated by the full start that wrote the index (config.toml as it
+        # is now, each QUEUECTL_* value by digest), so ``validate`` is not run again: it may be
+        # costly (the DSN check imports psycopg). Types, ranges and choices still are.
+        from dataclasses import replace
+
+        schema: dict[str, Setting] = {}
+        readers = {storage["plugin"]} | {plugin for plugin, _ in event_impls}
+
+        def registrar(plugin: str) -> Any:
+            def register(setting: Setting) -> None:
+                from queuectl_core.settings import normalize_key
+
+                key = normalize_key(setting.key)
+                schema[key] = replace(setting, key=key, plugin=plugin, validate=None)
+
+            return register
+
+        for impl in index["settings_hooks"]:
+            if impl["plugin"] in readers:
+                hook = startup_index.resolve(impl["function"])
+                hook(**({"register": registrar(impl["plugin"])} if "register" in impl["argnames"] else {}))
+        for s in CORE_SETTINGS:
+            schema[s.key] = replace(s, validate=None)
+    except Exception:  # a plugin that no longer imports: the full start reports it
+        return None
+    return Config(home_dir, schema, index["file_values"]), factory, event_impls

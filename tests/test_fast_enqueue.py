@@ -1,0 +1,99 @@
+"""The click-free `queuectl enqueue` (queuectl_core.fast_enqueue) stores what the click command
+stores and fails as it fails, for every form it takes; what it does not take goes to click."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Q
+
+# Each form runs in both homes, in this order (so "p1" exists for --after, and "p1" again clashes).
+GOOD = [
+    ["--cmd", "true"],
+    ["--id", "p1", "--cmd", "echo a b", "--max-retries", "5", "--priority", "-3", "--timeout", "30s",
+     "--queue", "q1", "--tag", "t1", "--tag", "t2", "--env", "A=1", "--env", "HOME", "--retry-on", "1,75"],
+    ["--cmd=sleep 1", "--delay", "5m", "--unique-key", "k", "--no-retry-on", "2"],
+    ["--cmd", "true", "--run-at", "2030-01-01T00:00:00Z", "--cwd", "/tmp", "--after", "p1"],
+    ['{"command": "x", "priority": 2, "tags": ["a"], "env": {"B": "2"}}', "--tag", "t3"],
+    ["--", '{"id": "j9", "command": "y", "run_at": "2031-05-01T10:00:00Z"}'],
+]
+BAD = [
+    ["--cmd", ""],
+    ["--cmd", "true", "--priority", "x"],
+    ["echo hello"],
+    ["{not json"],
+    ["--cmd", "true", "--delay", "5m", "--run-at", "2030-01-01T00:00:00Z"],
+    ["--cmd", "true", "--cwd", "/nonexistent-dir-for-queuectl"],
+    ['{"command": "x", "bogus": 1}'],
+    ["--cmd", "true", "--id", "p1"],
+    ["--cmd", "true", "--tag", "bad tag"],
+    ["--cmd", "true", "--env", "QUEUECTL_TEST_NOT_SET_ANYWHERE"],
+    ["--cmd", "true", "--queue", "bad queue!"],
+    ["--id", "za", "--cmd", "true", "--after", "nope"],
+    ["--cmd", "true", "--delay", "soon"],
+    ["--bogus", "x"],
+    [],
+    ["--cmd"],
+    ["--cmd", "true", '{"command": "y"}'],
+]
+# What differs between two enqueues of one form, run a moment apart in two homes.
+VOLATILE = ("created_at", "updated_at")
+
+
+def _imported(stderr: str) -> set[str]:
+    return {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+def _stored(q: Q, job_id: str) -> dict[str, Any]:
+    job = q.job(job_id)
+    out = {k: v for k, v in job.items() if k not in VOLATILE}
+    if job["run_at"] == job["created_at"]:
+        out["run_at"] = "at once"
+    elif job["command"] == "sleep 1":
+        out.pop("run_at")  # --delay 5m: from each run's own clock
+    return out
+
+
+def test_fast_and_full_enqueue_store_the_same_jobs_and_fail_alike(tmp_path: Path) -> None:
+    fast, full = Q(tmp_path / "fast"), Q(tmp_path / "full")
+    # A set QUEUECTL_DISABLE_PLUGINS (even empty, blocking nothing) always takes the full path.
+    full.env["QUEUECTL_DISABLE_PLUGINS"] = ""
+    fast.run("enqueue", "--id", "prime", "--cmd", "true")  # a full start writes the start-up index
+    full.run("enqueue", "--id", "prime", "--cmd", "true")
+    assert (fast.home / ".startup-index.json").exists()
+    for args in GOOD:
+        a = fast.run("enqueue", *args, env={"PYTHONPROFILEIMPORTTIME": "1"})
+        assert "queuectl_core.fast_enqueue" in _imported(a.stderr) and "click" not in _imported(a.stderr), args
+        b = full.run("enqueue", *args)
+        if args[:2] == ["--id", "p1"] or args[0] == "--":
+            assert a.stdout == b.stdout
+        a_job, b_job = _stored(fast, a.stdout.strip()), _stored(full, b.stdout.strip())
+        a_job.pop("id"), b_job.pop("id")
+        assert a_job == b_job, args
+    before = [(j["id"], j["state"]) for j in fast.json("list")]
+    for args in BAD:
+        a = fast.run("enqueue", *args, check=False)
+        b = full.run("enqueue", *args, check=False)
+        assert (a.returncode, a.stdout, a.stderr) == (b.returncode, b.stdout, b.stderr), args
+        assert a.returncode != 0 and a.stderr.startswith("Error:") and a.stderr.count("\n") == 1, (args, a.stderr)
+    assert [(j["id"], j["state"]) for j in fast.json("list")] == before  # bad input changed nothing
+
+
+@pytest.mark.parametrize("change", ["config", "env"])
+def test_a_changed_config_or_override_is_read_at_once(q: Q, change: str) -> None:
+    """config.toml and QUEUECTL_* values reach the very next click-free enqueue; a bad override is
+    refused with the full path's words."""
+    q.run("enqueue", "--cmd", "true")
+    if change == "config":
+        q.config("max_retries", 7)
+        env: dict[str, str] = {}
+    else:
+        env = {"QUEUECTL_MAX_RETRIES": "7"}
+    job_id = q.run("enqueue", "--cmd", "true", env=env).stdout.strip()
+    assert q.job(job_id)["max_retries"] == 7
+    job_id = q.run("enqueue", "--cmd", "true", env=env).stdout.strip()  # from the index it rewrote
+    assert q.job(job_id)["max_retries"] == 7
+    bad = q.run("enqueue", "--cmd", "true", env={"QUEUECTL_MAX_RETRIES": "-1"}, check=False)
+    assert bad.returncode == 1 and bad.stderr.startswith("Error: environment variable QUEUECTL_MAX_RETRIES")
