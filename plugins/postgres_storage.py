@@ -249,7 +249,9 @@ class PostgresStorage(SQLStore):
     StorageError; the next call reconnects, so a worker's retry loop rides out a restart.
     """
 
-    def __init__(self, dsn: str, schema: str = "queuectl", connect_timeout: int = 5) -> None:
+    def __init__(self, dsn: str, schema: str = "queuectl", connect_timeout: int = 5, driver: Any = None) -> None:
+        """``driver``: psycopg (the default), or a module with the same API (the CLI's light
+        libpq driver, queuectl_plugins.postgres_lite)."""
         import socket
 
         from queuectl_core.errors import ConfigError, StorageError
@@ -258,15 +260,16 @@ class PostgresStorage(SQLStore):
         self._unconfirmed_claim: list[str] = []  # the tokens of a claim whose reply never came
         if not _IDENT_RE.match(schema):
             raise ConfigError(f"postgres.schema must be a plain identifier, got {schema!r}")
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
-            raise ConfigError(INSTALL_HINT) from None
-        self._psycopg = psycopg
+        if driver is None:
+            try:
+                import psycopg as driver
+            except ImportError:
+                raise ConfigError(INSTALL_HINT) from None
+        self._psycopg = driver
         self._StorageError = StorageError
         self.dialect = _dialect()
         self.dsn = dsn
-        self._secrets = _dsn_secrets(dsn)
+        self._secrets = _dsn_secrets(dsn, driver)
         self.schema = schema
         self.connect_timeout = connect_timeout
         self.s = _quote_ident(schema)
@@ -634,17 +637,16 @@ def _float(value: float | None) -> float | None:
     return float(value) if value is not None else None
 
 
-def _dsn_secrets(dsn: str) -> tuple[str, ...] | None:
+def _dsn_secrets(dsn: str, driver: Any = None) -> tuple[str, ...] | None:
     """What must never be shown of a DSN: its password, as written and as decoded. None when libpq
     cannot parse the DSN (its message would quote the offending part, possibly the password)."""
     from urllib.parse import unquote
 
-    from psycopg import Error
-    from psycopg.conninfo import conninfo_to_dict
-
+    if driver is None:
+        import psycopg as driver
     try:
-        password = conninfo_to_dict(dsn).get("password")
-    except Error:
+        password = driver.conninfo.conninfo_to_dict(dsn).get("password")
+    except driver.Error:
         return None
     found = {str(password)} if password else set()
     # Also what the user may have meant: userinfo up to the last '@' (an unencoded '@' in a password).
