@@ -114,7 +114,7 @@ class SQLStore:
     queues_table = "queues"  # -- scheduling (spec §11) --
     deps_table = "job_deps"
     schedules_table = "schedules"
-    counts_table = "job_counts"  # -- scale (issue 10): per (queue, state, held) tallies kept by triggers
+    counts_table = "job_counts"  # -- scale (issue 10): per (queue, state, held) tallies the backend keeps exact
     hostname = ""
 
     # -- what a backend provides ----------------------------------------------------------
@@ -443,8 +443,9 @@ class SQLStore:
         return int(self._read("SELECT count(*) FROM {j}" + where, **params)[0][0])
 
     def _tallies(self) -> list[tuple[str, str, bool, int, int]]:
-        """(queue, state, held by --after, jobs, their attempts), from the table the backend's
-        triggers keep exact on every write to the jobs. A backend may keep several rows per key
+        """(queue, state, held by --after, jobs, their attempts), from the table the backend keeps
+        exact on every write to the jobs (triggers; SQLite tallies its inserts in ``_insert``). A
+        backend may keep several rows per key
         (PostgreSQL appends deltas, so concurrent workers never wait on one counter row): they are
         summed here."""
         rows = self._read("SELECT queue, state, held, sum(jobs), sum(attempts) FROM {jc} GROUP BY queue, state, held")
