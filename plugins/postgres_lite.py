@@ -397,6 +397,8 @@ def connect(dsn: str = "", **kwargs: Any) -> Connection:
     """As ``psycopg.connect(dsn, autocommit=True, **kwargs)``: keyword arguments override the DSN's."""
     lib = _load()
     kwargs.pop("autocommit", None)
+    # Parameters are sent and results decoded as UTF-8, whatever the database's own encoding.
+    kwargs["client_encoding"] = "UTF8"
     keys = [b"dbname"] + [k.encode() for k in kwargs]
     vals = [dsn.encode()] + [str(v).encode() for v in kwargs.values()]
     n = len(keys)
