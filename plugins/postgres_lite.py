@@ -2,7 +2,7 @@
 
 Why hand-written: ``import psycopg`` costs ~95–130 ms on the 2-vCPU test machine (its package
 ``__init__`` pulls in asyncio, ssl, logging, importlib.metadata and every type adapter), which is
-most of a one-job ``queuectl enqueue`` on PostgreSQL. ``ctypes`` plus loading libpq costs ~12 ms.
+most of a one-job ``queuectl enqueue`` on PostgreSQL. ``ctypes`` plus loading libpq costs ~8 ms.
 Measured with ``python -X importtime`` and ``farm-bench`` (docs/operations.md, Performance).
 
 It is the subset of psycopg 3's API that :class:`queuectl_plugins.postgres_storage.PostgresStorage`
@@ -80,10 +80,9 @@ _lib: Any = None
 
 
 def _candidates() -> Iterator[str]:
-    # The system's libpq first; then the one psycopg[binary] ships in site-packages. Never
-    # ctypes.util.find_library: it runs ldconfig (a fork and ~10 ms).
-    yield "libpq.so.5"
-    yield "libpq.5.dylib"
+    # The libpq psycopg[binary] ships first: it loads in ~5 ms, where the system's libpq.so.5 (24
+    # shared libraries: Kerberos, LDAP, ...) takes ~25 ms on the test machine. Then the system's.
+    # Never ctypes.util.find_library: it runs ldconfig (a fork and ~10 ms).
     for entry in sys.path:
         libs = os.path.join(entry or ".", "psycopg_binary.libs")
         try:
@@ -93,6 +92,8 @@ def _candidates() -> Iterator[str]:
         for name in names:
             if name.startswith("libpq") and ".so" in name:
                 yield os.path.join(libs, name)
+    yield "libpq.so.5"
+    yield "libpq.5.dylib"
 
 
 def _load() -> Any:
