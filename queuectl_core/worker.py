@@ -106,7 +106,9 @@ class Worker:
         started = self.storage.now()
         info = WorkerInfo(self.id, socket.gethostname(), self.pid, started, started)
         self._storage_call(lambda: self.storage.register_worker(info), until=lambda: self.stopping)
-        emit(JobEvent(EventKind.WORKER_STARTED, worker_id=self.id, message="burst" if self.burst else None))
+        slots = self._janitor_slots()
+        message = ", ".join(filter(None, ("burst" if self.burst else "", f"{slots} slots" if slots > 1 else "")))
+        emit(JobEvent(EventKind.WORKER_STARTED, worker_id=self.id, message=message or None))
         try:
             self._loop()
         finally:

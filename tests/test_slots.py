@@ -169,7 +169,8 @@ def test_slots_default_comes_from_the_worker_slots_setting(q: Any, tmp_path: Pat
     for i in range(2):
         q.run("enqueue", "--id", f"d{i}", "--cmd",
               f"s=$(date +%s.%N); sleep 1; echo $s $(date +%s.%N) > {tmp_path}/span_d{i}")
-    q.run("worker", "start", "--burst", timeout=120)
+    out = q.run("worker", "start", "--burst", timeout=120).stdout
+    assert "started: burst, 2 slots" in out  # the log says how many jobs it may run at once
     (s0, e0), (s1, e1) = _spans(tmp_path, "d0"), _spans(tmp_path, "d1")
     assert max(s0, s1) < min(e0, e1)
     assert "must be >= 1" in q.run("config", "set", "worker_slots", "0", check=False).stderr
