@@ -12,6 +12,7 @@ start, a storage the index does not know, a plugin module that fails to import.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -183,9 +184,8 @@ def _prepare() -> tuple[Any, Any, list[tuple[str, Any]]] | None:
         factory: Any = None
         if storage_name == "postgres":
             try:  # the light libpq client, when installed; psycopg's import alone costs ~115 ms
-                from queuectl_plugins.postgres_lite import lite_storage  # type: ignore[import-not-found]
-
-                factory = lite_storage
+                # By name: mypy sees the installed package as untyped or missing, depending on the install.
+                factory = importlib.import_module("queuectl_plugins.postgres_lite").lite_storage
             except ImportError:
                 pass
         if factory is None:
