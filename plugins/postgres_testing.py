@@ -6,7 +6,7 @@ Kept with the PostgreSQL plugin, out of ``queuectl_core``'s import path; it need
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -70,3 +70,17 @@ def temporary_postgres_database(prefix: str = "queuectl_test") -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_schema_at(conn: Any, version: int, schema: str = "queuectl") -> None:
+    """Build ``schema`` as a release at migration ``version`` left it (for upgrade tests): the
+    migrations up to it, each recorded, through the psycopg connection ``conn`` (autocommit)."""
+    from .postgres_storage import MIGRATIONS
+
+    quoted = '"' + schema.replace('"', '""') + '"'
+    conn.execute(f"CREATE SCHEMA {quoted}")
+    conn.execute(f"CREATE TABLE {quoted}.schema_migrations (version integer PRIMARY KEY,"
+                 " applied_at timestamptz NOT NULL DEFAULT now())")
+    for number, sql in enumerate(MIGRATIONS[:version], start=1):
+        conn.execute(sql.format(s=quoted))
+        conn.execute(f"INSERT INTO {quoted}.schema_migrations (version) VALUES (%s)", (number,))

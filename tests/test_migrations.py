@@ -34,16 +34,12 @@ def test_sqlite_v1_database_is_migrated_in_place(tmp_path: Path) -> None:
 def test_postgres_v1_schema_is_migrated_in_place() -> None:
     import psycopg
 
-    from queuectl_plugins.postgres_storage import MIGRATIONS, PostgresStorage
-    from queuectl_plugins.postgres_testing import temporary_postgres_database
+    from queuectl_plugins.postgres_storage import PostgresStorage
+    from queuectl_plugins.postgres_testing import postgres_schema_at, temporary_postgres_database
 
     with temporary_postgres_database() as dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute('CREATE SCHEMA "queuectl"')
-            conn.execute("CREATE TABLE queuectl.schema_migrations (version integer PRIMARY KEY,"
-                         " applied_at timestamptz NOT NULL DEFAULT now())")
-            conn.execute(MIGRATIONS[0].format(s='"queuectl"'))
-            conn.execute("INSERT INTO queuectl.schema_migrations (version) VALUES (1)")
+            postgres_schema_at(conn, 1)
             conn.execute("INSERT INTO queuectl.jobs (id, command, state, max_retries) VALUES ('old', 'true', 'pending', 3)")
             conn.execute("INSERT INTO queuectl.jobs (id, command, state, max_retries, priority)"
                          " VALUES ('old2', 'true', 'pending', 3, 9)")

@@ -105,16 +105,11 @@ def test_postgres_previous_version_upgrades_with_exact_tallies() -> None:
     import psycopg
 
     from queuectl_plugins.postgres_storage import MIGRATIONS
-    from queuectl_plugins.postgres_testing import temporary_postgres_database
+    from queuectl_plugins.postgres_testing import postgres_schema_at, temporary_postgres_database
 
     with temporary_postgres_database() as dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute('CREATE SCHEMA "queuectl"')
-            conn.execute("CREATE TABLE queuectl.schema_migrations (version integer PRIMARY KEY,"
-                         " applied_at timestamptz NOT NULL DEFAULT now())")
-            for version, sql in enumerate(MIGRATIONS[:-1], start=1):
-                conn.execute(sql.format(s='"queuectl"'))
-                conn.execute("INSERT INTO queuectl.schema_migrations (version) VALUES (%s)", (version,))
+            postgres_schema_at(conn, len(MIGRATIONS) - 1)
             conn.execute("INSERT INTO queuectl.jobs (id, command, state, max_retries, attempts)"
                          " VALUES ('p', 'true', 'pending', 3, 0), ('d', 'true', 'completed', 3, 2),"
                          " ('x', 'true', 'dead', 0, 1)")

@@ -5,6 +5,7 @@ It imports pytest and queuectl's core only, never a database driver.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 # -- the storage conformance suite ------------------------------------------------------------
@@ -16,6 +17,15 @@ except ImportError:  # register_plugin works without pytest; only the suite belo
 
 def _fixture(fn: Any) -> Any:
     return pytest.fixture(fn) if pytest is not None else fn
+
+
+def _in_threads(run: Any, count: int, timeout: float) -> None:
+    """Run ``run(0)`` … ``run(count - 1)`` at once, one thread each, and wait for them all."""
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
 
 
 class StorageConformance:
@@ -760,7 +770,6 @@ class StorageConformance:
 
     # -- waiting for work -----------------------------------------------------------------
     def _wait_in_thread(self, storage: Any, timeout: float, wakeup_fd: int | None = None) -> Any:
-        import threading
         import time
 
         out: dict[str, float] = {}
@@ -828,8 +837,6 @@ class StorageConformance:
 
     # -- concurrency ----------------------------------------------------------------------
     def test_concurrent_claims_never_hand_a_job_out_twice(self, storage_factory: Any) -> None:
-        import threading
-
         first = storage_factory()
         total = 300
         first.enqueue([self.new(f"c{i:04d}", max_retries=0) for i in range(total)])
@@ -848,11 +855,7 @@ class StorageConformance:
             except BaseException as exc:  # reported below, with the thread's name
                 errors.append(exc)
 
-        threads = [threading.Thread(target=run, args=(n,)) for n in range(len(workers))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        _in_threads(run, len(workers), timeout=120)
         assert not errors, errors
         every = [job_id for ids in claimed for job_id in ids]
         assert len(every) == total and len(set(every)) == total
@@ -960,8 +963,6 @@ class StorageConformance:
         assert {q.name: q.concurrency for q in storage.queues()}["lim"] == 0
 
     def test_concurrency_limit_holds_under_racing_claimers(self, storage_factory: Any) -> None:
-        import threading
-
         from queuectl_core.models import JobState
 
         first = storage_factory()
@@ -988,11 +989,7 @@ class StorageConformance:
             except BaseException as exc:
                 errors.append(exc)
 
-        threads = [threading.Thread(target=run, args=(n,)) for n in range(len(stores))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        _in_threads(run, len(stores), timeout=120)
         assert not errors, errors
         assert max(seen) == 1 and len(seen) == 40
 
@@ -1073,8 +1070,6 @@ class StorageConformance:
         assert storage.get("u1").state == "completed"
 
     def test_unique_key_of_concurrent_enqueuers_exactly_one_wins(self, storage_factory: Any) -> None:
-        import threading
-
         from queuectl_core.errors import UniqueKeyError
 
         stores = [storage_factory() for _ in range(8)]
@@ -1090,11 +1085,7 @@ class StorageConformance:
             except UniqueKeyError as exc:
                 refused.append(str(exc))
 
-        threads = [threading.Thread(target=run, args=(n,)) for n in range(len(stores))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        _in_threads(run, len(stores), timeout=60)
         assert len(won) == 1 and len(refused) == 7
         assert all(won[0] in message for message in refused)
 
