@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 STATES = ("pending", "processing", "completed", "failed", "dead", "cancelled")
 _MAX_INT = 2**31 - 1
+_STATUS_JOBS_PER_WORKER = 5  # `status` lines per worker; past it, "+N more"
 
 
 class JobId(click.ParamType):
@@ -369,12 +370,20 @@ def status(ctx: click.Context, as_json: bool) -> None:
             display.Column("FOR", right=True)]
     wrows, wcolours = [], []
     for w in view.workers:
-        running = w.current_job is not None
-        since = w.current_job_since
-        wrows.append([w.id, w.hostname, display.duration((view.now - w.started_at).total_seconds()),
-                      w.current_job or "idle",
-                      display.duration((view.now - since).total_seconds()) if running and since else ""])
-        wcolours.append(["", "", "", "processing" if running else "idle", ""])
+        up = display.duration((view.now - w.started_at).total_seconds())
+        jobs: list[tuple[str, Any]] = list(w.jobs) or ([(w.current_job, w.current_job_since)] if w.current_job else [])
+        if not jobs:
+            wrows.append([w.id, w.hostname, up, "idle", ""])
+            wcolours.append(["", "", "", "idle", ""])
+        # A worker with --slots holds several: one line each, the newest first, up to a screenful.
+        shown = jobs if len(jobs) <= _STATUS_JOBS_PER_WORKER else jobs[:_STATUS_JOBS_PER_WORKER - 1]
+        for n, (job_id, since) in enumerate(shown):
+            ran = display.duration((view.now - since).total_seconds()) if since else ""
+            wrows.append(([w.id, w.hostname, up] if n == 0 else ["", "", ""]) + [job_id, ran])
+            wcolours.append(["", "", "", "processing", ""])
+        if len(shown) < len(jobs):
+            wrows.append(["", "", "", f"+{len(jobs) - len(shown)} more", ""])
+            wcolours.append(["", "", "", "dim", ""])
     for line in display.table(cols, wrows, colours=wcolours, colour=colour):
         click.echo(line)
 

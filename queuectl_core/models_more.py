@@ -66,6 +66,9 @@ class WorkerInfo:
     last_seen: datetime
     current_job: str | None = None
     current_job_since: datetime | None = None  # when the current job was claimed
+    # Every job the worker holds, newest claim first, as (id, claimed at): more than one for a
+    # worker with --slots. current_job is the first of them (or the worker's own report).
+    jobs: tuple[tuple[str, datetime], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Spec §10's keys (``host``, ``last_seen_at``), and the older ``hostname``/``last_seen``."""
@@ -77,6 +80,7 @@ class WorkerInfo:
             "last_seen_at": format_time(self.last_seen),
             "current_job": self.current_job,
             "current_job_since": format_time(self.current_job_since),
+            "jobs": [{"id": job_id, "since": format_time(since)} for job_id, since in self.jobs],
             "hostname": self.hostname,
             "last_seen": format_time(self.last_seen),
         }

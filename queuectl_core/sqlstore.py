@@ -1005,17 +1005,23 @@ class SQLStore:
         from queuectl_core.models import WorkerInfo
 
         t = self.dialect.from_db
-        # The job a worker runs is read from the jobs table, where the claim itself records it, so a
-        # job shows as running from the moment it is claimed (the worker's own report lags).
-        running = ("(SELECT {col} FROM {j} WHERE state = 'processing' AND worker_id = w.id"
-                   " ORDER BY updated_at DESC LIMIT 1)")
-        rows = self._read("SELECT w.id, w.hostname, w.pid, w.started_at, w.last_seen, COALESCE("
-                          + running.format(col="id", j="{j}") + ", w.current_job), "
-                          + running.format(col="updated_at", j="{j}") + " FROM {w} w"
-                          " WHERE w.last_seen >= " + self.dialect.after("window") + " ORDER BY w.id",
-                          window=-WORKER_LIVE_SECONDS)
-        return [WorkerInfo(r[0], r[1], r[2], t(r[3]), t(r[4]), r[5], t(r[6]) if r[6] is not None else None)
-                for r in rows]
+        # The jobs a worker runs are read from the jobs table, where the claim itself records them,
+        # so a job shows as running from the moment it is claimed (the worker's own report lags).
+        # One row per (worker, job it holds), or one row with no job for an idle worker.
+        rows = self._read("SELECT w.id, w.hostname, w.pid, w.started_at, w.last_seen, w.current_job, j.id, j.updated_at"
+                          " FROM {w} w LEFT JOIN {j} j ON j.worker_id = w.id AND j.state = 'processing'"
+                          " WHERE w.last_seen >= " + self.dialect.after("window") +
+                          " ORDER BY w.id, j.updated_at DESC, j.id", window=-WORKER_LIVE_SECONDS)
+        grouped: dict[str, tuple[Sequence[Any], list[tuple[str, datetime]]]] = {}
+        for r in rows:
+            _, jobs = grouped.setdefault(r[0], (r, []))
+            if r[6] is not None:
+                jobs.append((r[6], t(r[7])))
+        out = []
+        for r, jobs in grouped.values():
+            current, since = jobs[0] if jobs else (r[5], None)
+            out.append(WorkerInfo(r[0], r[1], r[2], t(r[3]), t(r[4]), current, since, tuple(jobs)))
+        return out
 
     def request_stop(self, now: bool = False) -> int:
         """Ask every live worker to stop: after its current job, or (``now``) at once, releasing it."""

@@ -250,6 +250,27 @@ def test_status_shows_the_running_job_from_its_claim_and_drops_a_killed_worker(q
     assert qb.json("status")["workers"] == []  # at once, not 15 s later
 
 
+def test_status_lists_every_job_a_slotted_worker_runs(q: Any, tmp_path: Path) -> None:
+    """`worker start --slots 7` running 7 jobs: status --json lists all 7, newest claim first; the
+    table shows the first 4 on lines of their own and "+3 more"."""
+    for i in range(7):
+        q.run("enqueue", "--id", f"s{i}", "--cmd", f"echo $$ > {tmp_path}/pid{i}; sleep 60")
+    proc, out = start(q, "--slots", "7")
+    try:
+        q.wait_for(lambda: all(pid_from(tmp_path / f"pid{i}") for i in range(7)), timeout=60, what="7 jobs started")
+        (w,) = q.json("status")["workers"]
+        ids = [j["id"] for j in w["jobs"]]
+        assert sorted(ids) == [f"s{i}" for i in range(7)] and w["current_job"] == ids[0], w
+        assert [j["since"] for j in w["jobs"]] == sorted((j["since"] for j in w["jobs"]), reverse=True), w
+        lines = q.run("status").stdout.splitlines()
+        at = next(n for n, line in enumerate(lines) if line.startswith("worker-"))
+        assert [line.split()[-2] for line in lines[at:at + 4]] == ids[:4], lines
+        assert lines[at + 4].split() == ["+3", "more"], lines
+    finally:
+        q.run("worker", "stop", "--now")
+        assert proc.wait(timeout=60) == 0, out.text()
+
+
 def test_worker_stop_now_releases_the_running_job(qb: Any, tmp_path: Path) -> None:
     qb.run("enqueue", "--id", "slow", "--cmd", f"echo $$ > {tmp_path}/pid; sleep 60")
     proc, out = start(qb)

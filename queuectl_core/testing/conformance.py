@@ -736,6 +736,28 @@ class StorageConformance:
         assert w.current_job == "j"
         self.assert_near(w.current_job_since, job.updated_at, 0.01)
 
+    def test_live_workers_show_every_job_a_worker_holds(self, storage: Any) -> None:
+        """A worker with --slots holds several jobs: each is listed, newest claim first."""
+        import time
+
+        storage.register_worker(self._info(storage, "worker-s"))
+        storage.register_worker(self._info(storage, "worker-t"))
+        storage.enqueue([self.new(f"s{i}") for i in range(3)])
+        claimed = []
+        for _ in range(3):
+            claimed.append(storage.claim("worker-s", 30))
+            time.sleep(0.01)  # distinct claim times, so newest-first is a fact to check
+        live = {w.id: w for w in storage.live_workers()}
+        assert [job_id for job_id, _ in live["worker-s"].jobs] == [j.id for j in reversed(claimed)]
+        for (_, since), job in zip(live["worker-s"].jobs, reversed(claimed)):
+            self.assert_near(since, job.updated_at, 0.01)
+        assert live["worker-s"].current_job == claimed[-1].id
+        assert live["worker-t"].jobs == () and live["worker-t"].current_job is None
+        done = claimed[-1]
+        assert self.complete(storage, done.id, done.lease_token, self.ok()) is not None
+        live = {w.id: w for w in storage.live_workers()}
+        assert [job_id for job_id, _ in live["worker-s"].jobs] == [claimed[1].id, claimed[0].id]
+
     def test_request_stop_now(self, storage: Any) -> None:
         storage.register_worker(self._info(storage, "worker-n"))
         assert storage.request_stop(now=True) == 1

@@ -98,7 +98,9 @@
     $("workers-count").textContent = o.workers.length ? "(" + o.workers.length + ")" : "";
     $("workers").replaceChildren(...o.workers.map((w) => el("tr", {},
       el("td", { class: "mono" }, w.id), el("td", {}, w.hostname),
-      el("td", { class: "mono" }, w.job ? el("a", { href: "#" + w.job.id, title: w.job.command }, w.job.id) : "idle"),
+      el("td", { class: "mono" }, w.job ? el("a", { href: "#" + w.job.id, title: w.job.command }, w.job.id) : "idle",
+        (w.jobs || []).length > 1 ? el("span", { class: "muted", title: w.jobs.map((j) => j.id).join("\n") },
+          " +" + (w.jobs.length - 1) + " more") : ""),
       el("td", {}, w.job ? human(w.job.running_seconds) : ""))));
     $("workers-empty").hidden = o.workers.length > 0;
 
