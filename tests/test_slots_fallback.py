@@ -1,0 +1,78 @@
+"""`worker start --slots N` on a third party's storage that has only the Storage protocol's required
+methods (no ``claim_many``, ``apply_batch``, ``apply_and_claim`` or ``cancel_requests``): the worker
+falls back to one call per job and keeps every promise: jobs overlap, each completes once with its
+own log, and a cancel stops only its own job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+MINIMAL = '''
+from pathlib import Path
+
+from queuectl_core.api import hookimpl
+from queuectl_plugins.sqlite_storage import SQLiteStorage
+
+BATCHED = {"claim_many", "apply_batch", "apply_and_claim", "cancel_requests"}
+
+
+class Minimal:
+    """SQLite, seen through the Storage protocol's required methods only."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        if name in BATCHED:
+            with open(CALLS, "a") as fh:
+                fh.write(name + "\\n")  # asked for, and refused
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+@hookimpl
+def queuectl_register_storages(register):
+    register("minimal", lambda config: Minimal(SQLiteStorage(Path(config["sqlite.path"]))))
+'''
+
+
+def _install(site: Path, calls: Path) -> None:
+    """As pip installs a plugin: the module, then the dist-info with its entry point."""
+    (site / "minimalstore.py").write_text(f"CALLS = {str(calls)!r}\n" + MINIMAL)
+    info = site / "minimalstore-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: minimalstore\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[queuectl]\nminimalstore = minimalstore\n")
+
+
+def test_slots_run_on_a_storage_without_the_batch_methods(q: Any, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    calls = tmp_path / "calls"
+    _install(site, calls)
+    q.env["PYTHONPATH"] = str(site)  # every queuectl process of this test sees the plugin
+    q.run("config", "set", "storage", "minimal")
+    for i in range(3):
+        q.run("enqueue", "--id", f"j{i}", "--cmd",
+              f"s=$(date +%s.%N); sleep 1; echo out $QUEUECTL_JOB_ID; echo $s $(date +%s.%N) > {tmp_path}/span{i}")
+    q.run("enqueue", "--id", "stuck", "--cmd", f"touch {tmp_path}/stuck.started; sleep 60")
+    proc = q.start_worker("--slots", "4", "--burst")
+    try:
+        q.wait_for(lambda: (tmp_path / "stuck.started").exists(), timeout=60, what="the stuck job to start")
+        q.run("cancel", "stuck")
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    spans = [tuple(float(x) for x in (tmp_path / f"span{i}").read_text().split()) for i in range(3)]
+    assert max(s for s, _ in spans) < min(e for _, e in spans), spans  # they ran at once
+    for i in range(3):
+        job = q.job(f"j{i}")
+        assert (job["state"], job["attempts"]) == ("completed", 1), job
+        assert q.run("logs", f"j{i}").stdout == f"out j{i}\n"
+    stuck = q.job("stuck")
+    assert stuck["state"] == "cancelled", stuck
+    # The worker did look for each batch method, and was refused every one.
+    assert set(calls.read_text().split()) == {"claim_many", "apply_batch", "apply_and_claim", "cancel_requests"}
