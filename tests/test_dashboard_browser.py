@@ -98,10 +98,16 @@ def test_page_shows_updates_and_acts(q: Any, started: Any, browser: Any, tmp_pat
     page.locator('[data-state="cancelled"]').click()
     expect(page.locator("#jobs tr")).to_have_count(4)
 
-    # A running job: the worker list shows it, the detail follows its log.
+    # Running jobs: the worker list shows the newest claim of a worker with --slots and "+N more"
+    # for the others; the detail follows the job's log.
+    for job_id in ("z1", "z2"):
+        q.run("enqueue", "--id", job_id, "--cmd", "sleep 30")
+    q.start_worker("--slots", "3")
+    expect(page.locator("#workers")).to_contain_text("+1 more", timeout=10000)
     q.run("enqueue", "--id", "talker", "--cmd", "for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 0.5; done")
-    q.start_worker()
-    expect(page.locator("#workers")).to_contain_text("talker", timeout=10000)
+    expect(page.locator("#workers a")).to_have_text("talker", timeout=10000)
+    expect(page.locator("#workers")).to_contain_text("+2 more")
+    page.screenshot(path=str(tmp_path / "dashboard-workers.png"))
     page.locator('#jobs tr[data-id="talker"]').click()
     expect(page.locator("#d-log")).to_contain_text("line 2", timeout=10000)
     expect(page.locator("#d-log-note")).to_contain_text("live")
