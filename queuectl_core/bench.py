@@ -31,6 +31,10 @@ _DATA_LOCATION = {"sqlite": ("sqlite.path",), "postgres": ("postgres.schema",)}
 _CORE_CARRIED = ("storage", "executor", "backoff", "poll_interval_ms", "lease_seconds")
 # Environment variables that choose what is loaded, not where data lives: kept for children.
 _KEEP_ENV = ("QUEUECTL_DISABLE_PLUGINS",)
+# What `queuectl enqueue` cannot do without: the console script's wrapper imports re; job specs
+# and the start-up index are JSON; the models are frozen dataclasses with datetimes; QUEUECTL_HOME
+# and every Setting default are Paths (the plugin API). W1 prints their import alone beside it.
+ENQUEUE_STDLIB = ("re", "json", "sqlite3", "dataclasses", "datetime", "pathlib")
 
 
 @dataclass(frozen=True)
@@ -197,18 +201,20 @@ class Bench:
     def w1(self) -> dict[str, Any]:
         """One `queuectl enqueue` process per job, with the process-start floor interleaved."""
         n = self.sizes.enqueue_processes
-        ours, floor = [], []
+        ours, floor, stdlib = [], [], []
         with self.queue() as q:
             cmd = [*self.queuectl, "enqueue", "--cmd", "true"]
             for _ in range(n):
                 ours.append(_timed(cmd, q.env))
                 floor.append(_timed([self.python, "-c", "import sqlite3"]))
+                stdlib.append(_timed([self.python, "-c", "import " + ", ".join(ENQUEUE_STDLIB)]))
             enqueued = q.storage.counts()
         if sum(enqueued.values()) != n:
             raise QueuectlError(f"bench: W1 enqueued {sum(enqueued.values())} jobs, expected {n}")
         ms, floor_ms = _median_ms(ours), _median_ms(floor)
         return {"processes": n, "median_ms": ms, "jobs_per_s": 1000 / ms,
-                "floor_import_sqlite3_ms": floor_ms, "of_floor": floor_ms / ms}
+                "floor_import_sqlite3_ms": floor_ms, "of_floor": floor_ms / ms,
+                "stdlib_ms": _median_ms(stdlib)}
 
     def w2(self) -> dict[str, Any]:
         """`enqueue --file` of N JSON Lines, one whole process, and its peak RSS; beside it the
@@ -379,6 +385,9 @@ def format_report(r: dict[str, Any]) -> list[str]:
         lines.append(f"W1 one `queuectl enqueue` process per job: {w['jobs_per_s']:.1f} jobs/s "
                      f"(median {w['median_ms']:.1f} ms over {w['processes']}); "
                      f"{w['of_floor']:.2f} of `import sqlite3` ({1000 / w['floor_import_sqlite3_ms']:.1f}/s)")
+        if "stdlib_ms" in w:
+            lines.append(f"   the standard library an enqueue imports, alone (`import {', '.join(ENQUEUE_STDLIB)}`): "
+                         f"{w['stdlib_ms']:.1f} ms")
     if "w2" in r:
         w = r["w2"]
         lines.append(f"W2 `enqueue --file`, {w['jobs']:,} JSON Lines: {w['jobs_per_s']:,.0f} jobs/s "
