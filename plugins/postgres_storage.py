@@ -252,11 +252,11 @@ class PostgresStorage(SQLStore):
     def __init__(self, dsn: str, schema: str = "queuectl", connect_timeout: int = 5, driver: Any = None) -> None:
         """``driver``: psycopg (the default), or a module with the same API (the CLI's light
         libpq driver, queuectl_plugins.postgres_lite)."""
-        import socket
-
         from queuectl_core.errors import ConfigError, StorageError
 
-        self.hostname = socket.gethostname()  # replaced by the registering worker's own
+        # socket.gethostname(), without importing socket (~1.5 ms of every `queuectl enqueue`);
+        # replaced by the registering worker's own.
+        self.hostname = os.uname().nodename
         self._unconfirmed_claim: list[str] = []  # the tokens of a claim whose reply never came
         if not _IDENT_RE.match(schema):
             raise ConfigError(f"postgres.schema must be a plain identifier, got {schema!r}")
