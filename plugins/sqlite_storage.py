@@ -221,17 +221,27 @@ def _dialect() -> Any:
 
 
 class _Tx:
-    __slots__ = ("conn", "woken")
+    __slots__ = ("conn", "hostname", "woken")
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, hostname: str) -> None:
         self.conn = conn
-        self.woken = False
+        self.hostname = hostname
+        self.woken: list[str] | None = None  # the wake-up addresses to nudge once this commits
 
     def rows(self, sql: str, params: dict[str, Any]) -> list[Sequence[Any]]:
         return self.conn.execute(sql, params).fetchall()
 
     def wake(self) -> None:
-        self.woken = True
+        # Read under the write lock this transaction holds: no worker can register in between, and
+        # after the commit only the datagrams remain to send (a job's pick-up waits on them).
+        if self.woken is None:
+            import sqlite3
+
+            try:
+                self.woken = [a for (a,) in self.conn.execute(
+                    "SELECT wake_addr FROM workers WHERE hostname = ? AND wake_addr IS NOT NULL", (self.hostname,))]
+            except sqlite3.Error:  # best effort: idle workers poll anyway
+                self.woken = []
 
     def many(self, sql: str, params: Sequence[dict[str, Any]]) -> None:
         self.conn.executemany(sql, params)
@@ -251,6 +261,7 @@ class SQLiteStorage(SQLStore):
         self.path = path
         self.hostname = os.uname().nodename  # socket.gethostname(), without importing socket at start-up
         self._wake_sock: socket.socket | None = None
+        self._send_sock: socket.socket | None = None  # kept: one socket for every wake-up sent
         self._busy_timeout = busy_timeout_ms / 1000
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -287,7 +298,7 @@ class SQLiteStorage(SQLStore):
 
     def _tx(self, fn: Callable[[Any], T], write: bool = True) -> T:
         """One transaction; a write takes the lock up front (BEGIN IMMEDIATE)."""
-        tx = _Tx(self.conn)
+        tx = _Tx(self.conn, self.hostname)
 
         def attempt() -> T:
             if not write:
@@ -314,7 +325,7 @@ class SQLiteStorage(SQLStore):
         except (self._sqlite3.Error, OverflowError) as exc:  # OverflowError: an int beyond 64 bits
             raise self._StorageError(f"SQLite {self.path}: {exc}") from None
         if tx.woken:
-            self._wake_workers()
+            self._wake_workers(tx.woken)
         return result
 
     def _migrate(self) -> None:
@@ -420,25 +431,19 @@ class SQLiteStorage(SQLStore):
             self._wake_sock.close()
             self._wake_sock = None
 
-    def _wake_workers(self) -> None:
+    def _wake_workers(self, addrs: list[str]) -> None:
         """Nudge idle workers on this host (one datagram each); polling covers everything else."""
-        try:
-            rows = self.conn.execute(
-                "SELECT wake_addr FROM workers WHERE hostname = ? AND wake_addr IS NOT NULL", (self.hostname,)
-            ).fetchall()
-        except self._sqlite3.Error:
-            return
-        if not rows:
-            return
-        import socket
+        sock = self._send_sock
+        if sock is None:
+            import socket
 
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock = self._send_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             sock.setblocking(False)
-            for (addr,) in rows:
-                try:
-                    sock.sendto(b"!", "\0" + addr)
-                except OSError:
-                    pass  # a dead worker's address, or its buffer is already full of wake-ups
+        for addr in addrs:
+            try:
+                sock.sendto(b"!", "\0" + addr)
+            except OSError:
+                pass  # a dead worker's address, or its buffer is already full of wake-ups
 
     def wait_for_work(self, timeout: float, wakeup_fd: int | None = None) -> None:
         import select
@@ -456,9 +461,10 @@ class SQLiteStorage(SQLStore):
                 pass
 
     def close(self) -> None:
-        if self._wake_sock is not None:
-            self._wake_sock.close()
-            self._wake_sock = None
+        for sock in (self._wake_sock, self._send_sock):
+            if sock is not None:
+                sock.close()
+        self._wake_sock = self._send_sock = None
         self.conn.close()
 
 

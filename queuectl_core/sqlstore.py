@@ -163,7 +163,7 @@ class SQLStore:
                 raise DuplicateJobError(job_id)
             seen.add(job_id)
 
-        def insert(tx: Tx) -> list[Job]:
+        def insert(tx: Tx) -> dict[str, Sequence[Any]]:
             self._before_insert(tx, jobs)
             rows = self._insert(tx, jobs)
             if len(rows) != len(jobs):
@@ -172,10 +172,12 @@ class SQLStore:
             by_id = {r[0]: r for r in rows}
             by_id.update(self._after_insert(tx, jobs))
             tx.wake()
-            return [self._job(by_id[i]) for i in ids]
+            return by_id
 
         try:
-            return self._tx(insert)
+            # The rows become Jobs after the commit and its wake-up: an idle worker's pick-up of
+            # the job does not wait for them (W4).
+            by_id = self._tx(insert)
         except UniqueKeyError as exc:
             if exc.holder is not None:
                 raise
@@ -184,6 +186,7 @@ class SQLStore:
             holders = self._holders(None, keys)
             key, holder = next(iter(holders.items()), (exc.key, None))
             raise UniqueKeyError(key, holder) from None
+        return [self._job(by_id[i]) for i in ids]
 
     def enqueue_stream(self, batches: Iterable[Sequence[NewJob]]) -> Iterator[list[Job]]:
         """Insert every job of every batch in one transaction, all or none: an exception from

@@ -162,7 +162,11 @@ class Worker:
                 # Nothing wakes us when another worker's job ends, so a burst worker waiting only on
                 # those rechecks often: it should exit (or take the retry) as soon as they finish.
                 others_running = left is None or left[1] > 0
-            self._idle(BURST_RECHECK_SECONDS if others_running else None)
+            # Wake for housekeeping when it is due (the stop check after a job comes due
+            # STOP_CHECK_SECONDS later), so it runs while idle rather than between a wake-up for a
+            # new job and its claim.
+            at_most = max(0.0, next_housekeeping - time.monotonic())
+            self._idle(min(at_most, BURST_RECHECK_SECONDS) if others_running else at_most)
 
     def _housekeeping(self, current_job: str | None) -> None:
         stop = self._storage_call(lambda: self.storage.worker_seen(self.id, current_job), default=0)

@@ -76,3 +76,59 @@ def test_slots_run_on_a_storage_without_the_batch_methods(q: Any, tmp_path: Path
     assert stuck["state"] == "cancelled", stuck
     # The worker did look for each batch method, and was refused every one.
     assert set(calls.read_text().split()) == {"claim_many", "apply_batch", "apply_and_claim", "cancel_requests"}
+
+
+SILENT = '''
+import subprocess
+import time
+
+from queuectl_core.api import AttemptResult, hookimpl
+
+
+class Silent:
+    """A third party's executor that never calls ctx.on_spawn (nor ctx.tick)."""
+
+    def run(self, job, ctx):
+        start = time.monotonic()
+        code = subprocess.run(["/bin/sh", "-c", job.command]).returncode
+        return AttemptResult(exit_code=code, error=None if code == 0 else f"exit {code}",
+                             duration=time.monotonic() - start)
+
+
+@hookimpl
+def queuectl_register_executors(register):
+    register("silent", lambda config: Silent())
+'''
+
+
+def test_slots_run_with_an_executor_that_never_reports_its_spawn(q: Any, tmp_path: Path) -> None:
+    # An idle --slots worker lets its first claimed job start before it uses storage again,
+    # waiting for the executor's on_spawn; an executor that never calls it still gets every job
+    # run at once and recorded exactly once.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "silentexec.py").write_text(SILENT)
+    info = site / "silentexec-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: silentexec\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[queuectl]\nsilentexec = silentexec\n")
+    q.env["PYTHONPATH"] = str(site)
+    q.run("config", "set", "executor", "silent")
+    for i in range(3):
+        q.run("enqueue", "--id", f"j{i}", "--cmd",
+              f"s=$(date +%s.%N); sleep 1; echo $s $(date +%s.%N) > {tmp_path}/span{i}")
+    q.run("enqueue", "--id", "bad", "--cmd", "exit 3", "--max-retries", "0")
+    proc = q.start_worker("--slots", "4", "--burst")
+    try:
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    spans = [tuple(float(x) for x in (tmp_path / f"span{i}").read_text().split()) for i in range(3)]
+    assert max(s for s, _ in spans) < min(e for _, e in spans), spans  # they ran at once
+    for i in range(3):
+        job = q.job(f"j{i}")
+        assert (job["state"], job["attempts"]) == ("completed", 1), job
+    bad = q.job("bad")
+    assert (bad["state"], bad["attempts"], bad["last_exit_code"]) == ("dead", 1, 3), bad
