@@ -1,7 +1,8 @@
-"""`worker start --slots N` on a third party's storage that has only the Storage protocol's required
-methods (no ``claim_many``, ``apply_batch``, ``apply_and_claim`` or ``cancel_requests``): the worker
-falls back to one call per job and keeps every promise: jobs overlap, each completes once with its
-own log, and a cancel stops only its own job."""
+"""`worker start --slots N` with third parties' plugins that do only the minimum: a storage with only
+the Storage protocol's required methods (no ``claim_many``, ``apply_batch``, ``apply_and_claim`` or
+``cancel_requests``), and an executor that never reports its spawn. The worker falls back to one
+call per job and keeps every promise: jobs overlap, each is recorded exactly once with its own log,
+and a cancel stops only its own job."""
 
 from __future__ import annotations
 
