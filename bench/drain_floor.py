@@ -1,0 +1,121 @@
+"""How fast can a Python worker drain `true` jobs with each one's state kept in SQLite? W3's floor.
+
+W3's target is a share of `xargs -P N sh -c true`, which keeps no state at all. This prints, in one
+run, beside that `xargs`:
+
+1. N Python threads that each spawn `sh -c true` and wait for it, keeping nothing (the spawn's
+   cost in Python, without a queue);
+2. N Python threads that each claim a job (one UPDATE ... RETURNING, committed), spawn it, and
+   record its exit status (one UPDATE, committed) in a SQLite WAL database: the least a durable
+   queue does per job, with no lease token check, heartbeat, log, event, retry decision or
+   dependency;
+3. `queuectl worker start --slots N --burst` on the same number of jobs (start-up included).
+
+    python bench/drain_floor.py [--jobs 4000] [--slots 2 --slots 4] [--queuectl PATH]
+
+Run it from a plain (not editable) install on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import time
+
+
+def _threads(n: int, target: object, args: tuple[object, ...] = ()) -> float:
+    start = time.perf_counter()
+    threads = [threading.Thread(target=target, args=args) for _ in range(n)]  # type: ignore[arg-type]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start
+
+
+def spawn_only(jobs: int, n: int) -> float:
+    left = [jobs]
+    lock = threading.Lock()
+
+    def run() -> None:
+        while True:
+            with lock:
+                if not left[0]:
+                    return
+                left[0] -= 1
+            subprocess.Popen(["sh", "-c", "true"], stdin=subprocess.DEVNULL).wait()
+
+    return _threads(n, run)
+
+
+def durable(jobs: int, n: int, tmp: str) -> float:
+    path = os.path.join(tmp, f"floor-{n}.db")
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, command TEXT, state TEXT, worker TEXT, exit_code INTEGER)")
+    db.executemany("INSERT INTO jobs (command, state) VALUES ('true', 'pending')", [()] * jobs)
+    db.close()
+
+    def run() -> None:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=60)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        me = threading.current_thread().name
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("UPDATE jobs SET state = 'processing', worker = ? WHERE id ="
+                               " (SELECT id FROM jobs WHERE state = 'pending' LIMIT 1) RETURNING id, command",
+                               (me,)).fetchone()
+            conn.execute("COMMIT")
+            if row is None:
+                conn.close()
+                return
+            code = subprocess.Popen(["sh", "-c", row[1]], stdin=subprocess.DEVNULL).wait()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("UPDATE jobs SET state = 'completed', exit_code = ? WHERE id = ?", (code, row[0]))
+            conn.execute("COMMIT")
+
+    return _threads(n, run)
+
+
+def xargs(jobs: int, n: int) -> float:
+    start = time.perf_counter()
+    subprocess.run(["xargs", f"-P{n}", "-n1", "sh", "-c", "true"], input=b"x\n" * jobs, check=True)
+    return time.perf_counter() - start
+
+
+def queuectl(jobs: int, n: int, exe: str, tmp: str) -> float:
+    home = os.path.join(tmp, f"home-{n}")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("QUEUECTL_")}, "QUEUECTL_HOME": home}
+    lines = "".join(json.dumps({"command": "true"}) + "\n" for _ in range(jobs))
+    subprocess.run([exe, "enqueue", "--file", "-"], input=lines.encode(), env=env, check=True, stdout=subprocess.DEVNULL)
+    start = time.perf_counter()
+    subprocess.run([exe, "worker", "start", "--slots", str(n), "--burst"], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=4000)
+    parser.add_argument("--slots", type=int, action="append")
+    parser.add_argument("--queuectl", default=shutil.which("queuectl") or "queuectl")
+    args = parser.parse_args()
+    print(f"{args.jobs:,} `true` jobs; jobs/s, and the share of `xargs -P N` timed just before each", flush=True)
+    with tempfile.TemporaryDirectory(prefix="queuectl-drain-floor-") as tmp:
+        for n in args.slots or [2, 4]:
+            for name, run in (("Python threads, spawn only", lambda: spawn_only(args.jobs, n)),
+                              ("Python threads, claim + record in SQLite", lambda: durable(args.jobs, n, tmp)),
+                              (f"queuectl worker start --slots {n} --burst", lambda: queuectl(args.jobs, n, args.queuectl, tmp))):
+                x = xargs(args.jobs, n)
+                took = run()
+                print(f"N={n}  {args.jobs / took:7,.0f} jobs/s  {x / took:4.2f} of xargs -P{n} ({args.jobs / x:,.0f}/s)  {name}")
+
+
+if __name__ == "__main__":
+    main()
