@@ -154,6 +154,33 @@ def test_job_field_orders_match_the_models() -> None:
     assert positional_factory(NewJob)(*job_fields(obj, 2)) == validate(obj, 2)
 
 
+def test_positional_factory_builds_the_very_objects_the_constructor_does() -> None:
+    """fastinit's objects (filled through an unfrozen twin class, then given the frozen class) are
+    of the class itself, equal, equally hashed, frozen, and pickle and replace() as usual."""
+    import dataclasses
+    import pickle
+
+    from queuectl_core.fastinit import positional_factory
+    from queuectl_core.models import EventKind, Job, JobEvent, JobState, NewJob
+    from queuectl_core.timeutil import now
+
+    at = now()
+    job_args = ("j1", "true", JobState.PENDING, 0, 3, 0, at, at, at, None, None, None, None, None, None, None, None,
+                False, "default", 0, None, None, None, "/tmp", {}, ("t",), None)
+    cases = [(NewJob, ("n1", "true", 3, 0, None, None, 2.0, "q", ("p",), "k", None, (1,), "/tmp", {"A": "1"}, ())),
+             (Job, job_args), (JobEvent, (EventKind.ENQUEUED, Job(*job_args), None, None, None, at, None))]
+    for cls, args in cases:
+        made = positional_factory(cls)(*args)
+        built = cls(*args)
+        assert type(made) is cls and made == built and repr(made) == repr(built)
+        if cls is not NewJob:  # NewJob.env is a dict (hash=False), the others hash
+            assert hash(made) == hash(built)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            made.__setattr__(dataclasses.fields(cls)[0].name, "x")
+        assert pickle.loads(pickle.dumps(made)) == built
+        assert dataclasses.replace(made) == built
+
+
 def test_inserted_rows_read_back_as_the_same_jobs(tmp_path: Path) -> None:
     """The batch converter (SQLStore._new_jobs) gives exactly what get() reads back."""
     from queuectl_core.jobspec import validate
