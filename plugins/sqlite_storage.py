@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
@@ -201,6 +202,11 @@ def _insert_sql(rows: int, varying: tuple[int, ...]) -> str:
     return sql
 
 
+(_ID, _COMMAND, _MAX_RETRIES, _PRIORITY, _RUN_AT, _DELAY, _TIMEOUT, _QUEUE, _UNIQUE_KEY, _RETRY_ON, _NO_RETRY_ON,
+ _CWD, _ENV, _TAGS) = map(attrgetter, ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout", "queue",
+                                      "unique_key", "retry_on", "no_retry_on", "cwd", "env", "tags"))
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -364,31 +370,44 @@ class SQLiteStorage(SQLStore):
         # Python's executemany costs ~10 µs a row here, binding ~2,500 rows a statement ~3 µs
         # (100,000 jobs: 2.3 s -> 0.9 s), and binding what the batch shares once ~1.5 µs less.
         import json
+        from itertools import chain, repeat
 
         from queuectl_core.errors import DuplicateJobError, UniqueKeyError
         from queuectl_core.sqlstore import codes_out
         from queuectl_core.timeutil import to_ms
 
+        # Column by column (a C-level pass each), each derived column computed per job only if
+        # some job of the batch has a value there.
+        if not jobs:
+            return []
         now = _now_ms()
-        rows: list[Sequence[Any]] = []
-        bound: list[tuple[Any, ...]] = []
-        add_row, add_bound = rows.append, bound.append
-        for j in jobs:
-            run_at = to_ms(j.run_at) if j.run_at is not None else (now + round(j.delay * 1000) if j.delay else now)
-            retry_on = codes_out(j.retry_on) if j.retry_on is not None else None
-            no_retry_on = codes_out(j.no_retry_on) if j.no_retry_on is not None else None
-            env = json.dumps(j.env, sort_keys=True) if j.env else None
-            tags = "," + ",".join(j.tags) + "," if j.tags else None
-            add_row((j.id, j.command, "pending", 0, j.max_retries, j.priority, now, now, run_at, j.timeout,
-                     None, None, None, None, None, None, None, 0,
-                     j.queue, 0, j.unique_key, retry_on, no_retry_on, j.cwd, env, tags, None))
-            add_bound((j.id, j.command, j.max_retries, j.priority, now, now, run_at, j.timeout, j.queue,
-                       j.unique_key, retry_on, no_retry_on, j.cwd, env, tags))
+        n = len(jobs)
+        ids, commands = list(map(_ID, jobs)), list(map(_COMMAND, jobs))
+        nows = [now] * n
+        run_at, delay = list(map(_RUN_AT, jobs)), list(map(_DELAY, jobs))
+        if run_at.count(None) != n or any(delay):
+            run_at = [to_ms(r) if r is not None else (now + round(d * 1000) if d else now) for r, d in zip(run_at, delay)]
+        else:
+            run_at = nows
+        retry_on, no_retry_on = list(map(_RETRY_ON, jobs)), list(map(_NO_RETRY_ON, jobs))
+        if retry_on.count(None) != n:
+            retry_on = [codes_out(c) if c is not None else None for c in retry_on]
+        if no_retry_on.count(None) != n:
+            no_retry_on = [codes_out(c) if c is not None else None for c in no_retry_on]
+        env, tags = list(map(_ENV, jobs)), list(map(_TAGS, jobs))
+        env = [json.dumps(e, sort_keys=True) if e else None for e in env] if any(env) else [None] * n
+        tags = ["," + ",".join(t) + "," if t else None for t in tags] if any(tags) else [None] * n
+        max_retries, priority, timeout = list(map(_MAX_RETRIES, jobs)), list(map(_PRIORITY, jobs)), list(map(_TIMEOUT, jobs))
+        queue, unique_key, cwd = list(map(_QUEUE, jobs)), list(map(_UNIQUE_KEY, jobs)), list(map(_CWD, jobs))
+        none, zero = repeat(None), repeat(0)
+        rows: list[Sequence[Any]] = list(zip(ids, commands, repeat("pending"), zero, max_retries, priority, nows, nows,
+                                             run_at, timeout, none, none, none, none, none, none, none, zero, queue,
+                                             zero, unique_key, retry_on, no_retry_on, cwd, env, tags, none))
         # Binding a value costs more than SQLite storing it: a column every job of the batch
         # shares is bound once (100,000 jobs of one shape: 1.5 million values bound -> 200,000).
         # Equal values of a column are the same stored value (INTEGER/REAL affinity: 1 and 1.0).
-        n = len(bound)
-        columns = list(zip(*bound))
+        columns = [ids, commands, max_retries, priority, nows, nows, run_at, timeout, queue, unique_key, retry_on,
+                   no_retry_on, cwd, env, tags]
         varying = tuple(i for i, col in enumerate(columns) if col.count(col[0]) != n)
         shared = [columns[i][0] for i in range(_INSERT_WIDTH) if i not in varying]
         # SQLite before 3.32 allows 999 bound variables a statement, later ones 32,766.
@@ -397,11 +416,7 @@ class SQLiteStorage(SQLStore):
         try:
             for start in range(0, n, per):
                 m = min(per, n - start)
-                if len(varying) == 2:  # the usual shape: an id and a command per job
-                    a, b = columns[varying[0]], columns[varying[1]]
-                    values = [v for pair in zip(a[start:start + m], b[start:start + m]) for v in pair]
-                else:
-                    values = [row[i] for row in bound[start:start + m] for i in varying]
+                values = list(chain.from_iterable(zip(*[columns[i][start:start + m] for i in varying])))
                 tx.conn.execute(_insert_sql(m, varying), shared + values)
         except self._sqlite3.IntegrityError as exc:
             if "unique_key" in str(exc):
@@ -415,9 +430,7 @@ class SQLiteStorage(SQLStore):
                     raise DuplicateJobError(found[0][0]) from None
             raise
         # -- scale (issue 10): the tallies, once per queue of the batch (see _COUNTS) --
-        per_queue: dict[str, int] = {}
-        for j in jobs:
-            per_queue[j.queue] = per_queue.get(j.queue, 0) + 1
+        per_queue = {name: queue.count(name) for name in dict.fromkeys(queue)}
         tx.conn.executemany(_TALLY_INSERTED, per_queue.items())
         return rows
 

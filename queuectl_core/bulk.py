@@ -198,6 +198,7 @@ class _Batcher:
         # id -> label of the last few batches: the reader runs ahead of the batch storage is on
         self.recent: deque[dict[str, str]] = deque(maxlen=_AHEAD + 3)
         self.count = 0
+        self.plain = self._plain_fields()
 
     def batches(self, docs: Iterable[tuple[str, Any]]) -> Iterator[list[NewJob]]:
         chunk: list[tuple[str, Any]] = []
@@ -211,19 +212,51 @@ class _Batcher:
         elif not self.count:
             raise ValidationError("no jobs in input")
 
+    def _plain_fields(self) -> tuple[Any, ...] | None:
+        """NewJob's fields after the id and command for a job object that is ``{"command": ...}``
+        and nothing else: the defaults each gets (cwd, --env, --tag, the config's), validated
+        once, by the very code that validates every other object. None if they are refused (then
+        every object goes the ordinary way, and the first one says why, naming its line)."""
+        from queuectl_core.jobspec import job_fields
+
+        try:
+            return job_fields(self.defaults([{"command": "true"}])[0], self.max_retries, self.no_retry,
+                              lambda: "x")[2:]
+        except ValidationError:
+            return None
+
     def _validate(self, chunk: list[tuple[str, Any]]) -> list[NewJob]:
         from queuectl_core.fastinit import positional_factory
+        from queuectl_core.ids import new_ids
         from queuectl_core.jobspec import job_fields
         from queuectl_core.models import NewJob
 
         make = positional_factory(NewJob)
-        objs = self.defaults([obj for _, obj in chunk])
+        next_id = iter(new_ids(len(chunk))).__next__
+        objs: list[Any] | None = None  # the chunk with the defaults applied, made at the first object that needs it
         jobs: list[NewJob] = []
         labels: dict[str, str] = {}
+        add = jobs.append
         seen, forward, keys = self.seen, self.forward, self.keys
-        for (label, raw), obj in zip(chunk, objs):
+        plain = self.plain
+        if plain is not None:
+            mr, pr, ra, de, to, qu, af, uk, ro, nro, cwd, env, tags = plain
+        for n, (label, raw) in enumerate(chunk):
+            # The commonest line, {"command": "..."}: its one key checked here as job_fields does
+            # (an ASCII command needs no UTF-8 check); anything else, or any doubt, goes there.
+            if plain is not None and type(raw) is dict and len(raw) == 1:
+                command = raw.get("command")
+                if (type(command) is str and command and command.isascii() and not command.isspace()
+                        and "\x00" not in command):
+                    job_id = next_id()
+                    add(make(job_id, command, mr, pr, ra, de, to, qu, af, uk, ro, nro, cwd,
+                             dict(env) if env else {}, tags))
+                    labels[job_id] = label
+                    continue
+            if objs is None:
+                objs = self.defaults([obj for _, obj in chunk])
             try:
-                job = make(*job_fields(obj, self.max_retries, self.no_retry))
+                job = make(*job_fields(objs[n], self.max_retries, self.no_retry, next_id))
             except ValidationError as exc:
                 raise ValidationError(f"{label}: {exc}" if label else str(exc)) from None
             prefix = f"{label}: " if label else ""
@@ -248,7 +281,7 @@ class _Batcher:
             if isinstance(raw, dict) and "id" in raw:
                 seen.add(job_id)
             labels[job_id] = label
-            jobs.append(job)
+            add(job)
         self.recent.append(labels)
         self.count += len(jobs)
         self.progress.update(f"queuectl: {self.count:,} jobs read and stored (not yet committed)")
