@@ -204,6 +204,7 @@ class SQLStore:
 
         def insert(tx: Tx) -> int:
             total = 0
+            queues: set[str] = set()
             for jobs in batches:
                 if not jobs:
                     continue
@@ -215,7 +216,7 @@ class SQLStore:
                         if job_id in seen:
                             raise DuplicateJobError(job_id)
                         seen.add(job_id)
-                self._before_insert(tx, jobs)
+                self._before_insert(tx, jobs, queues)
                 rows = self._insert(tx, jobs)
                 if len(rows) != len(jobs):
                     inserted = {r[0] for r in rows}
@@ -236,7 +237,11 @@ class SQLStore:
             except UniqueKeyError as exc:
                 if exc.holder is not None or not last:
                     raise
+                # The last batch's keys (the refused one is among them), and the one the database
+                # named, which may be an earlier batch's where storage defers the check (one COPY).
                 keys = [j.unique_key for j in last[0] if j.unique_key is not None]
+                if exc.key is not None and exc.key not in keys:
+                    keys.insert(0, exc.key)
                 holders = self._holders(None, keys)
                 key, holder = next(iter(holders.items()), (exc.key, None))
                 raise UniqueKeyError(key, holder) from None
@@ -315,12 +320,18 @@ class SQLStore:
             out.update({r[0]: r[1] for r in rows})
         return out
 
-    def _before_insert(self, tx: Tx, jobs: Sequence[NewJob]) -> None:
+    def _before_insert(self, tx: Tx, jobs: Sequence[NewJob], queues: set[str] | None = None) -> None:
         """Queues named for the first time get a row; a unique key already held is refused,
-        naming its holder (the partial unique index is what guarantees it under races)."""
+        naming its holder (the partial unique index is what guarantees it under races).
+        ``queues``: names this transaction has already made sure of (added to), so a stream of
+        batches runs no statement here for them (PostgreSQL keeps one COPY open across them)."""
         from queuectl_core.errors import UniqueKeyError
 
         for name in sorted({j.queue for j in jobs}):
+            if queues is not None:
+                if name in queues:
+                    continue
+                queues.add(name)
             self._q(tx, "INSERT INTO {qt} (name, concurrency, paused) VALUES (:name, 0, FALSE)"
                     " ON CONFLICT (name) DO NOTHING RETURNING name", name=name)
         keys = [j.unique_key for j in jobs if j.unique_key is not None]
