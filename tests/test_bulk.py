@@ -154,17 +154,65 @@ def test_job_field_orders_match_the_models() -> None:
     assert positional_factory(NewJob)(*job_fields(obj, 2)) == validate(obj, 2)
 
 
-def test_inserted_rows_read_back_as_the_same_jobs(tmp_path: Path) -> None:
-    """The batch converter (SQLStore._new_jobs) gives exactly what get() reads back."""
+def test_positional_factory_builds_the_very_objects_the_constructor_does() -> None:
+    """fastinit's objects (filled through an unfrozen twin class, then given the frozen class) are
+    of the class itself, equal, equally hashed, frozen, and pickle and replace() as usual."""
+    import dataclasses
+    import pickle
+
+    from queuectl_core.fastinit import positional_factory
+    from queuectl_core.models import EventKind, Job, JobEvent, JobState, NewJob
+    from queuectl_core.timeutil import now
+
+    at = now()
+    job_args = ("j1", "true", JobState.PENDING, 0, 3, 0, at, at, at, None, None, None, None, None, None, None, None,
+                False, "default", 0, None, None, None, "/tmp", {}, ("t",), None)
+    cases = [(NewJob, ("n1", "true", 3, 0, None, None, 2.0, "q", ("p",), "k", None, (1,), "/tmp", {"A": "1"}, ())),
+             (Job, job_args), (JobEvent, (EventKind.ENQUEUED, Job(*job_args), None, None, None, at, None))]
+    for cls, args in cases:
+        made = positional_factory(cls)(*args)
+        built = cls(*args)
+        assert type(made) is cls and made == built and repr(made) == repr(built)
+        if cls is not NewJob:  # NewJob.env is a dict (hash=False), the others hash
+            assert hash(made) == hash(built)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            made.__setattr__(dataclasses.fields(cls)[0].name, "x")
+        assert pickle.loads(pickle.dumps(made)) == built
+        assert dataclasses.replace(made) == built
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_inserted_rows_read_back_as_the_same_jobs(tmp_path: Path, backend: str) -> None:
+    """The batch converter (the spool's columns -> Jobs) gives exactly what get() reads back:
+    batches of one shape, of mixed shapes, children of `after`, on both backends."""
+    import contextlib
+
     from queuectl_core.jobspec import validate
     from queuectl_plugins.sqlite_storage import SQLiteStorage
 
-    store = SQLiteStorage(tmp_path / "q.db")
-    jobs = [validate({"id": f"r{i}", "command": "true", "tags": ["t"], "env": {"A": "b"}, "retry_on": [3],
-                      "delay": i}, 1) for i in range(3)]
-    batches = list(store.enqueue_stream([jobs[:2], jobs[2:]]))
-    assert [j for b in batches for j in b] == [store.get(j.id) for j in jobs]
-    store.close()
+    with contextlib.ExitStack() as stack:
+        if backend == "sqlite":
+            store: Any = SQLiteStorage(tmp_path / "q.db")
+        else:
+            from queuectl_plugins.postgres_storage import PostgresStorage
+            from queuectl_plugins.postgres_testing import temporary_postgres_database
+
+            store = PostgresStorage(stack.enter_context(temporary_postgres_database()))
+        stack.callback(store.close)
+        mixed = [validate({"id": f"r{i}", "command": "true", "tags": ["t"], "env": {"A": "b"}, "retry_on": [3],
+                           "delay": i}, 1) for i in range(3)]
+        mixed += [validate({"id": f"m{i}", "command": f"echo {i}", "priority": i % 2, "timeout": 1 + i % 3,
+                            "queue": ("default", "q2")[i % 2], **({"env": {"X": str(i)}} if i % 3 else {}),
+                            **({"tags": ["a", "b"]} if i % 4 else {}), **({"unique_key": f"k{i}"} if i % 5 else {}),
+                            **({"run_at": "2030-01-01T00:00:00Z"} if i == 7 else {})}, i % 3) for i in range(300)]
+        same = [validate({"id": f"s{i}", "command": "true", "cwd": "/tmp"}, 3) for i in range(250)]
+        kids = [validate({"id": "kid", "command": "true", "after": ["r0"]}, 0),
+                validate({"id": "kid2", "command": "true", "after": ["kid", "s1"]}, 0)]
+        batches = list(store.enqueue_stream([mixed[:2], mixed[2:], same, kids]))
+        assert [len(b) for b in batches] == [2, 301, 250, 2]
+        assert [j for b in batches for j in b] == [store.get(j.id) for j in mixed + same + kids]
+        assert batches[3][0].waiting == 1 and batches[3][1].waiting == 2
+        assert all(not j.env for j in batches[2]) and len({id(j.env) for j in batches[2]}) == 250
 
 
 @pytest.mark.slow
