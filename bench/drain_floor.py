@@ -9,9 +9,12 @@ run, beside that `xargs`:
    record its exit status (one UPDATE, committed) in a SQLite WAL database: the least a durable
    queue does per job, with no lease token check, heartbeat, log, event, retry decision or
    dependency;
-3. `queuectl worker start --slots N --burst` on the same number of jobs (start-up included).
+3. with ``--postgres DSN``, the same as 2 on PostgreSQL (psycopg, autocommit: one round trip for
+   the claim, one for the record; a table in a throw-away schema, dropped afterwards);
+4. `queuectl worker start --slots N --burst` on the same number of jobs (start-up included), on
+   SQLite (and on PostgreSQL with ``--postgres``, in a throw-away schema).
 
-    python bench/drain_floor.py [--jobs 4000] [--slots 2 --slots 4] [--queuectl PATH]
+    python bench/drain_floor.py [--jobs 4000] [--slots 2 --slots 4] [--queuectl PATH] [--postgres DSN]
 
 Run it from a plain (not editable) install on a quiet machine.
 """
@@ -27,6 +30,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from typing import Callable
 
 
 def _threads(n: int, target: object, args: tuple[object, ...] = ()) -> float:
@@ -83,21 +87,61 @@ def durable(jobs: int, n: int, tmp: str) -> float:
     return _threads(n, run)
 
 
+def durable_postgres(jobs: int, n: int, dsn: str, schema: str) -> float:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as db:
+        db.execute(f"CREATE SCHEMA {schema}")
+        db.execute(f"CREATE TABLE {schema}.jobs (id serial PRIMARY KEY, command text, state text, worker text,"
+                   " exit_code int)")
+        db.execute(f"CREATE INDEX ON {schema}.jobs (id) WHERE state = 'pending'")
+        db.execute(f"INSERT INTO {schema}.jobs (command, state) SELECT 'true', 'pending' FROM generate_series(1, %s)",
+                   (jobs,))
+
+    def run() -> None:
+        me = threading.current_thread().name
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while True:
+                row = conn.execute(f"UPDATE {schema}.jobs SET state = 'processing', worker = %s WHERE id ="
+                                   f" (SELECT id FROM {schema}.jobs WHERE state = 'pending' ORDER BY id LIMIT 1"
+                                   " FOR UPDATE SKIP LOCKED) RETURNING id, command", (me,)).fetchone()
+                if row is None:
+                    return
+                code = subprocess.Popen(["sh", "-c", row[1]], stdin=subprocess.DEVNULL).wait()
+                conn.execute(f"UPDATE {schema}.jobs SET state = 'completed', exit_code = %s WHERE id = %s", (code, row[0]))
+
+    try:
+        return _threads(n, run)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 def xargs(jobs: int, n: int) -> float:
     start = time.perf_counter()
     subprocess.run(["xargs", f"-P{n}", "-n1", "sh", "-c", "true"], input=b"x\n" * jobs, check=True)
     return time.perf_counter() - start
 
 
-def queuectl(jobs: int, n: int, exe: str, tmp: str) -> float:
-    home = os.path.join(tmp, f"home-{n}")
+def queuectl(jobs: int, n: int, exe: str, tmp: str, dsn: str | None = None) -> float:
+    home = os.path.join(tmp, f"home-{n}-{'postgres' if dsn else 'sqlite'}")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("QUEUECTL_")}, "QUEUECTL_HOME": home}
+    if dsn:
+        env.update(QUEUECTL_STORAGE="postgres", QUEUECTL_POSTGRES_DSN=dsn,
+                   QUEUECTL_POSTGRES_SCHEMA=f"queuectl_floor_{os.getpid()}_{n}")
     lines = "".join(json.dumps({"command": "true"}) + "\n" for _ in range(jobs))
     subprocess.run([exe, "enqueue", "--file", "-"], input=lines.encode(), env=env, check=True, stdout=subprocess.DEVNULL)
-    start = time.perf_counter()
-    subprocess.run([exe, "worker", "start", "--slots", str(n), "--burst"], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    try:
+        start = time.perf_counter()
+        subprocess.run([exe, "worker", "start", "--slots", str(n), "--burst"], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        return time.perf_counter() - start
+    finally:
+        if dsn:
+            import psycopg
+
+            with psycopg.connect(dsn, autocommit=True) as db:
+                db.execute(f"DROP SCHEMA IF EXISTS {env['QUEUECTL_POSTGRES_SCHEMA']} CASCADE")
 
 
 def main() -> None:
@@ -105,17 +149,26 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=4000)
     parser.add_argument("--slots", type=int, action="append")
     parser.add_argument("--queuectl", default=shutil.which("queuectl") or "queuectl")
+    parser.add_argument("--postgres", metavar="DSN", help="also run the PostgreSQL rungs against this server")
     args = parser.parse_args()
     print(f"{args.jobs:,} `true` jobs; jobs/s, and the share of `xargs -P N` timed just before each", flush=True)
     with tempfile.TemporaryDirectory(prefix="queuectl-drain-floor-") as tmp:
         for n in args.slots or [2, 4]:
-            for name, run in (("Python threads, spawn only", lambda: spawn_only(args.jobs, n)),
-                              ("Python threads, claim + record in SQLite", lambda: durable(args.jobs, n, tmp)),
-                              (f"queuectl worker start --slots {n} --burst", lambda: queuectl(args.jobs, n, args.queuectl, tmp))):
+            rungs: list[tuple[str, Callable[[], float]]] = [
+                ("Python threads, spawn only", lambda: spawn_only(args.jobs, n)),
+                ("Python threads, claim + record in SQLite", lambda: durable(args.jobs, n, tmp)),
+                (f"queuectl worker start --slots {n} --burst, SQLite", lambda: queuectl(args.jobs, n, args.queuectl, tmp))]
+            if args.postgres:
+                rungs += [
+                    ("Python threads, claim + record in PostgreSQL",
+                     lambda: durable_postgres(args.jobs, n, args.postgres, f"queuectl_floor_{os.getpid()}")),
+                    (f"queuectl worker start --slots {n} --burst, PostgreSQL",
+                     lambda: queuectl(args.jobs, n, args.queuectl, tmp, args.postgres))]
+            for name, run in rungs:
                 x = xargs(args.jobs, n)
                 took = run()
-                print(f"N={n}  {args.jobs / took:7,.0f} jobs/s  {x / took:4.2f} of xargs -P{n} ({args.jobs / x:,.0f}/s)  {name}")
-
+                print(f"N={n}  {args.jobs / took:7,.0f} jobs/s  {x / took:4.2f} of xargs -P{n} ({args.jobs / x:,.0f}/s)  {name}",
+                      flush=True)
 
 if __name__ == "__main__":
     main()
