@@ -38,40 +38,56 @@ def queuectl_register_storages(register):
 '''
 
 
-def _install(site: Path, calls: Path) -> None:
-    """As pip installs a plugin: the module, then the dist-info with its entry point."""
-    (site / "minimalstore.py").write_text(f"CALLS = {str(calls)!r}\n" + MINIMAL)
-    info = site / "minimalstore-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: minimalstore\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[queuectl]\nminimalstore = minimalstore\n")
-
-
-def test_slots_run_on_a_storage_without_the_batch_methods(q: Any, tmp_path: Path) -> None:
+def _install(tmp_path: Path, name: str, source: str) -> Path:
+    """As pip installs a plugin: the module, then the dist-info with its entry point. The site
+    directory it returns goes on PYTHONPATH."""
     site = tmp_path / "site"
-    site.mkdir()
-    calls = tmp_path / "calls"
-    _install(site, calls)
-    q.env["PYTHONPATH"] = str(site)  # every queuectl process of this test sees the plugin
-    q.run("config", "set", "storage", "minimal")
+    site.mkdir(exist_ok=True)
+    (site / f"{name}.py").write_text(source)
+    info = site / f"{name}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[queuectl]\n{name} = {name}\n")
+    return site
+
+
+def _enqueue_overlapping(q: Any, tmp_path: Path, echo: str = "") -> None:
+    """Three 1-second jobs that each write when they started and ended (span0..2)."""
     for i in range(3):
         q.run("enqueue", "--id", f"j{i}", "--cmd",
-              f"s=$(date +%s.%N); sleep 1; echo out $QUEUECTL_JOB_ID; echo $s $(date +%s.%N) > {tmp_path}/span{i}")
-    q.run("enqueue", "--id", "stuck", "--cmd", f"touch {tmp_path}/stuck.started; sleep 60")
-    proc = q.start_worker("--slots", "4", "--burst")
+              f"s=$(date +%s.%N); sleep 1; {echo}echo $s $(date +%s.%N) > {tmp_path}/span{i}")
+
+
+def _burst_ends(proc: Any) -> None:
     try:
-        q.wait_for(lambda: (tmp_path / "stuck.started").exists(), timeout=60, what="the stuck job to start")
-        q.run("cancel", "stuck")
         assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _ran_at_once_and_once(q: Any, tmp_path: Path) -> None:
     spans = [tuple(float(x) for x in (tmp_path / f"span{i}").read_text().split()) for i in range(3)]
-    assert max(s for s, _ in spans) < min(e for _, e in spans), spans  # they ran at once
+    assert max(s for s, _ in spans) < min(e for _, e in spans), spans  # every one started before any ended
     for i in range(3):
         job = q.job(f"j{i}")
         assert (job["state"], job["attempts"]) == ("completed", 1), job
+
+
+def test_slots_run_on_a_storage_without_the_batch_methods(q: Any, tmp_path: Path) -> None:
+    calls = tmp_path / "calls"
+    q.env["PYTHONPATH"] = str(_install(tmp_path, "minimalstore", f"CALLS = {str(calls)!r}\n" + MINIMAL))
+    q.run("config", "set", "storage", "minimal")
+    _enqueue_overlapping(q, tmp_path, echo="echo out $QUEUECTL_JOB_ID; ")
+    q.run("enqueue", "--id", "stuck", "--cmd", f"touch {tmp_path}/stuck.started; sleep 60")
+    proc = q.start_worker("--slots", "4", "--burst")
+    q.wait_for(lambda: (tmp_path / "stuck.started").exists() or proc.poll() is not None, timeout=60,
+               what="the stuck job to start")
+    q.run("cancel", "stuck")
+    _burst_ends(proc)
+    _ran_at_once_and_once(q, tmp_path)
+    for i in range(3):
         assert q.run("logs", f"j{i}").stdout == f"out j{i}\n"
     stuck = q.job("stuck")
     assert stuck["state"] == "cancelled", stuck
@@ -106,30 +122,11 @@ def test_slots_run_with_an_executor_that_never_reports_its_spawn(q: Any, tmp_pat
     # An idle --slots worker lets its first claimed job start before it uses storage again,
     # waiting for the executor's on_spawn; an executor that never calls it still gets every job
     # run at once and recorded exactly once.
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "silentexec.py").write_text(SILENT)
-    info = site / "silentexec-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: silentexec\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[queuectl]\nsilentexec = silentexec\n")
-    q.env["PYTHONPATH"] = str(site)
+    q.env["PYTHONPATH"] = str(_install(tmp_path, "silentexec", SILENT))
     q.run("config", "set", "executor", "silent")
-    for i in range(3):
-        q.run("enqueue", "--id", f"j{i}", "--cmd",
-              f"s=$(date +%s.%N); sleep 1; echo $s $(date +%s.%N) > {tmp_path}/span{i}")
+    _enqueue_overlapping(q, tmp_path)
     q.run("enqueue", "--id", "bad", "--cmd", "exit 3", "--max-retries", "0")
-    proc = q.start_worker("--slots", "4", "--burst")
-    try:
-        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    spans = [tuple(float(x) for x in (tmp_path / f"span{i}").read_text().split()) for i in range(3)]
-    assert max(s for s, _ in spans) < min(e for _, e in spans), spans  # they ran at once
-    for i in range(3):
-        job = q.job(f"j{i}")
-        assert (job["state"], job["attempts"]) == ("completed", 1), job
+    _burst_ends(q.start_worker("--slots", "4", "--burst"))
+    _ran_at_once_and_once(q, tmp_path)
     bad = q.job("bad")
     assert (bad["state"], bad["attempts"], bad["last_exit_code"]) == ("dead", 1, 3), bad
