@@ -339,6 +339,7 @@ def _restart_command() -> list[str] | None:
 
 
 @pytest.mark.slow
+@pytest.mark.database_restart
 def test_database_restart_mid_run_loses_nothing(pq: Any, tmp_path: Path) -> None:
     restart = _restart_command()
     if restart is None:
