@@ -664,8 +664,7 @@ class SQLStore:
         # limit) comes with the claim itself where the database allows it, one round trip less.
         limit_sql = "SELECT concurrency FROM {qt} WHERE name = :name AND concurrency > 0" + d.for_update
         if d.for_update and d.writable_cte:
-            sql = ("WITH c AS (" + sql + ") SELECT c.*, (SELECT concurrency FROM {qt} WHERE name = c.queue"
-                   " AND concurrency > 0" + d.for_update + ") FROM c")
+            sql = "WITH c AS (" + sql + ") SELECT c.*, (" + limit_sql.replace(":name", "c.queue") + ") FROM c"
 
         def run(tx: Tx) -> list[Sequence[Any]]:
             out: list[Sequence[Any]] = []
