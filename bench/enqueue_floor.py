@@ -7,9 +7,12 @@ between that floor and `queuectl enqueue`:
 2. `python -c 'import sqlite3'`: W1's floor;
 3. a hand-written enqueue: what a console script's wrapper imports (`re`), then sqlite3 and json,
    one INSERT into a WAL database, one commit: no validation, no plugins, no events, no config;
-4. the standard library queuectl's enqueue path cannot do without (bench.ENQUEUE_STDLIB), imported
+4. the same hand-written enqueue, but the row comes from the ``NewJob`` that the plugin API hands a
+   storage (queuectl_core.models: frozen dataclasses), built from the arguments: the least any
+   enqueue that goes through a storage plugin costs;
+5. the standard library queuectl's enqueue path cannot do without (bench.ENQUEUE_STDLIB), imported
    alone;
-5. `queuectl enqueue --cmd true` itself (warm start-up index).
+6. `queuectl enqueue --cmd true` itself (warm start-up index).
 
     python bench/enqueue_floor.py [--runs 40] [--queuectl PATH]
 
@@ -44,6 +47,14 @@ db.execute("COMMIT")
 sys.stdout.write(job_id + "\\n")
 """
 
+# Rung 4: MINIMAL, with the row taken from the plugin API's model of a new job.
+WITH_MODELS = MINIMAL.replace(
+    "job_id = os.urandom(8).hex()",
+    "from queuectl_core.models import NewJob\n"
+    "job = NewJob(id=os.urandom(8).hex(), command=sys.argv[2], max_retries=3)\n"
+    "job_id = job.id",
+)
+
 
 def _timed(cmd: list[str], env: dict[str, str]) -> float:
     t = time.perf_counter()
@@ -62,10 +73,14 @@ def main() -> None:
         script = os.path.join(tmp, "minimal.py")
         with open(script, "w") as fh:
             fh.write(MINIMAL)
+        with_models = os.path.join(tmp, "with_models.py")
+        with open(with_models, "w") as fh:
+            fh.write(WITH_MODELS)
         rungs = {
             "python -c pass": [python, "-c", "pass"],
             "python -c 'import sqlite3' (W1's floor)": [python, "-c", "import sqlite3"],
             "a hand-written enqueue (re, sqlite3, json, one INSERT)": [python, script, os.path.join(tmp, "m.db"), "true"],
+            "the same, its row from a queuectl NewJob (models)": [python, with_models, os.path.join(tmp, "n.db"), "true"],
             f"import {', '.join(ENQUEUE_STDLIB)}": [python, "-c", "import " + ", ".join(ENQUEUE_STDLIB)],
             "queuectl enqueue --cmd true": [args.queuectl, "enqueue", "--cmd", "true"],
         }

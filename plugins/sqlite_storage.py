@@ -11,20 +11,21 @@ import sys
 import time
 from operator import attrgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from queuectl_core import hookimpl
 from queuectl_core.settings import Setting, check_path
 from queuectl_core.sqlstore import SQLStore
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 if TYPE_CHECKING:
     import socket
     from datetime import datetime
+    from typing import Any, Callable, Sequence, TypeVar
 
     from queuectl_core.models import NewJob, WorkerInfo
     from queuectl_core.settings import Config
 
-T = TypeVar("T")
+    T = TypeVar("T")
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS jobs (

@@ -8,11 +8,13 @@ click and of heavy imports: the fast path imports it on every `queuectl enqueue`
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, NoReturn
 
 from queuectl_core.errors import ValidationError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
     from queuectl_core.interfaces import Storage
     from queuectl_core.models import Job, NewJob
 

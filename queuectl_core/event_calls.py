@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 
 if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable
+
     from queuectl_core.models import JobEvent
 
 

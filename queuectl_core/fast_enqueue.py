@@ -15,9 +15,12 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from queuectl_core.interfaces import Storage
 
 # The click command's options that take a value (queuectl_core.cli.enqueue); --file is the bulk

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:
     from queuectl_core.lifecycle import Change
     from queuectl_core.models import AttemptResult, Job, JobState, NewJob, QueueInfo, Schedule, WorkerInfo
     from queuectl_core.settings import Config
+
+
+class Tx(Protocol):
+    """One open transaction, as a backend hands it to the SQL layer (queuectl_core.sqlstore, which
+    also exports it)."""
+
+    def rows(self, sql: str, params: dict[str, Any]) -> list[Sequence[Any]]: ...
+
+    def wake(self) -> None:
+        """Wake idle workers once this transaction commits."""
+
+    def many(self, sql: str, params: Sequence[dict[str, Any]]) -> None:
+        """Run one statement for each parameter set (executemany)."""
 
 
 @runtime_checkable

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Callable, Iterable
 
 from queuectl_core.errors import ValidationError
 from queuectl_core.ids import new_id
 from queuectl_core.models import NewJob
 from queuectl_core.timeutil import parse_time
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable
 
 ALLOWED_KEYS: tuple[str, ...] = ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout",
                                 # -- scheduling (spec §11) --

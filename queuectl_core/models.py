@@ -6,11 +6,13 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
 
 from queuectl_core.timeutil import format_time, now
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 if TYPE_CHECKING:
+    from typing import Any
+
     from queuectl_core.models_more import AttemptResult as AttemptResult
     from queuectl_core.models_more import QueueInfo as QueueInfo
     from queuectl_core.models_more import Schedule as Schedule

@@ -11,9 +11,12 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
 
 from queuectl_core.errors import ConfigError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable, Mapping
 
 CONFIG_FILE = "config.toml"
 

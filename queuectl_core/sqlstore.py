@@ -11,16 +11,21 @@ from __future__ import annotations
 import os
 import re
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 
 if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+
+    from queuectl_core.interfaces import Tx
+
+    T = TypeVar("T")
     from queuectl_core.lifecycle import Change
     from queuectl_core.models import Job, JobState, NewJob, QueueInfo, Schedule, WorkerInfo
 
 # Start-up: every storage plugin module imports this one to subclass SQLStore, and `queuectl --help`
 # imports every plugin module. So the models and the lifecycle are imported on first use, not here.
 
-T = TypeVar("T")
 
 # A worker that has not been seen for this long is not listed as live.
 WORKER_LIVE_SECONDS = 15.0
@@ -95,16 +100,15 @@ class Dialect:
         return re.sub(r"(?<![:\w]):([a-z_][a-z0-9_]*)", r"%(\1)s", text)
 
 
-class Tx(Protocol):
-    """One open transaction, as a backend hands it to the SQL layer."""
+def __getattr__(name: str) -> Any:
+    # ``Tx`` is a typing.Protocol, defined in queuectl_core.interfaces and still importable from
+    # here: typing costs ~1.5 ms of every `queuectl enqueue` (bench/enqueue_floor.py), and this
+    # module is on its path while Tx is only ever an annotation.
+    if name == "Tx":
+        from queuectl_core.interfaces import Tx
 
-    def rows(self, sql: str, params: dict[str, Any]) -> list[Sequence[Any]]: ...
-
-    def wake(self) -> None:
-        """Wake idle workers once this transaction commits."""
-
-    def many(self, sql: str, params: Sequence[dict[str, Any]]) -> None:
-        """Run one statement for each parameter set (executemany)."""
+        return Tx
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class SQLStore:

@@ -25,10 +25,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
     from queuectl_core.app import App
 
