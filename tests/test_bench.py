@@ -15,7 +15,7 @@ SMALL = ("--enqueue-processes", "2", "--file-jobs", "20", "--drain-jobs", "10", 
 FIGURES = [
     r"floors: process start `python -c pass` [\d.]+ ms, `python -c 'import sqlite3'` [\d.]+ ms",
     r"`xargs -P2 sh -c true` [\d,]+ jobs/s",
-    r"spawning a job directly p50 [\d.]+ ms",
+    r"spawning a job directly p50 [\d.]+ ms back to back, [\d.]+ ms from idle \(20 ms, as W4\)",
     r"W1 one `queuectl enqueue` process per job: [\d.]+ jobs/s .* of `import sqlite3`",
     r"the standard library an enqueue imports, alone \(`import re, json, sqlite3, dataclasses, datetime, pathlib`\): "
     r"[\d.]+ ms",
@@ -23,7 +23,7 @@ FIGURES = [
     r"W3 drain 10 `true`, 2 workers: [\d,]+ jobs/s \([\d.]+ of `xargs -P2 sh -c true`",
     r"W3 drain 10 `true`, 1 worker --slots 2: [\d,]+ jobs/s \([\d.]+ of `xargs -P2 sh -c true`",
     r"W4 idle worker -> job start, `queuectl enqueue`: p50 [\d.]+ ms, p95 [\d.]+ ms",
-    r"W4 idle worker -> job start, in-process enqueue: p50 [\d.]+ ms, p95 [\d.]+ ms \(direct spawn p50 [\d.]+ ms\)",
+    r"W4 idle worker -> job start, in-process enqueue: p50 [\d.]+ ms, p95 [\d.]+ ms \(direct spawn from idle p50 [\d.]+ ms\)",
 ]
 
 
