@@ -22,9 +22,11 @@ import ctypes
 import os
 import sys
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 if TYPE_CHECKING:
+    from typing import Any, Iterator, Sequence
+
     from queuectl_core.settings import Config
 
     from .postgres_storage import PostgresStorage

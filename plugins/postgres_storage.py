@@ -20,18 +20,20 @@ import re
 import select
 import time
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from queuectl_core import hookimpl
 from queuectl_core.settings import Setting
 from queuectl_core.sqlstore import JOB_COLUMNS, SQLStore
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 if TYPE_CHECKING:
+    from typing import Any, Callable, Sequence, TypeVar
+
     from queuectl_core.lifecycle import Change
     from queuectl_core.models import Job, NewJob, WorkerInfo
     from queuectl_core.settings import Config
 
-T = TypeVar("T")
+    T = TypeVar("T")
 
 INSTALL_HINT = "the postgres storage needs psycopg: pip install 'queuectl[postgres]'"
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")

@@ -102,3 +102,14 @@ def test_a_changed_config_or_override_is_read_at_once(q: Q, change: str) -> None
     assert q.job(job_id)["max_retries"] == 7
     bad = q.run("enqueue", "--cmd", "true", env={"QUEUECTL_MAX_RETRIES": "-1"}, check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("Error: environment variable QUEUECTL_MAX_RETRIES")
+
+
+def test_an_enqueue_on_either_backend_imports_only_what_it_needs(qb: Q) -> None:
+    """After a full start, `queuectl enqueue` on SQLite or PostgreSQL imports neither LEFT_OUT nor
+    psycopg (~115 ms: PostgreSQL goes through the light libpq client, queuectl_plugins.postgres_lite)."""
+    qb.run("enqueue", "--cmd", "true")
+    a = qb.run("enqueue", "--cmd", "true", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    imported = _imported(a.stderr)
+    assert "queuectl_core.fast_enqueue" in imported
+    assert not imported & (LEFT_OUT | {"psycopg"}), imported & (LEFT_OUT | {"psycopg"})
+    assert qb.counts().get("pending") == 2
