@@ -129,3 +129,29 @@ def test_a_warm_start_up_index_notices_plugins_installed_edited_and_removed(q: A
     _fast(q, env, "--id", "d4", "--cmd", "true")
     assert log.read_text().splitlines()[-1] == "delta enqueued d2"
     assert [j["id"] for j in q.json("list")][:9] == ["d4", "d3", "d2", "d1", "g4", "g3", "g2", "g1", "g0"]
+
+
+# A plugin whose writes reach the disk only when the interpreter ends: a module-level file left
+# open (flushed when it is finalised) and an atexit handler.
+AT_EXIT = ("import atexit\n"
+           "from queuectl_core.api import hookimpl\n"
+           "_log = open({log!r}, 'a')\n"
+           "atexit.register(lambda: open({log!r}, 'a').write('atexit\\n'))\n"
+           "@hookimpl\n"
+           "def queuectl_job_event(event):\n"
+           "    _log.write(f'{{event.kind}} {{event.job.id}}\\n')\n")
+
+
+def test_a_fast_enqueue_ends_as_python_does_when_a_plugin_ran(q: Any, tmp_path: Path) -> None:
+    """With only queuectl's own plugins the click-free `enqueue` ends the process without the
+    interpreter's teardown (queuectl_core.fast_enqueue._exit_now); with a third-party plugin it
+    ends normally, so a plugin's atexit handlers and buffered files are never lost."""
+    site = tmp_path / "site"
+    site.mkdir()
+    log = tmp_path / "events.log"
+    env = {"PYTHONPATH": str(site)}
+    _install(site, "gamma", AT_EXIT.format(log=str(log)))
+    q.run("enqueue", "--id", "full", "--cmd", "true", env=env)  # a full start writes the index
+    job_id = _fast(q, env, "--cmd", "true")
+    # (the handler runs before the open file is finalised: its line comes first)
+    assert log.read_text().splitlines() == ["atexit", "enqueued full", "atexit", f"enqueued {job_id}"]
