@@ -124,7 +124,7 @@ def _exit_now(status: int) -> None:
 
 
 def _enqueue(config: Any, storage_factory: Any, event_impls: list[tuple[str, Any]], given: dict[str, Any],
-             job_json: str | None, cwd: str | None, env: list[str], tags: list[str]) -> int | None:
+             job_json: Any, cwd: str | None, env: list[str], tags: list[str]) -> int | None:
     from queuectl_core.errors import QueuectlError
 
     storage: Storage | None = None
