@@ -18,6 +18,7 @@ from queuectl_core.sqlstore import SQLStore
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 if TYPE_CHECKING:
+    import _socket
     import socket
     from datetime import datetime
     from typing import Any, Callable, Sequence, TypeVar
@@ -279,7 +280,7 @@ class SQLiteStorage(SQLStore):
         self.path = path
         self.hostname = os.uname().nodename  # socket.gethostname(), without importing socket at start-up
         self._wake_sock: socket.socket | None = None
-        self._send_sock: socket.socket | None = None  # kept: one socket for every wake-up sent
+        self._send_sock: _socket.socket | None = None  # kept: one socket for every wake-up sent
         self._busy_timeout = busy_timeout_ms / 1000
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -472,9 +473,12 @@ class SQLiteStorage(SQLStore):
         """Nudge idle workers on this host (one datagram each); polling covers everything else."""
         sock = self._send_sock
         if sock is None:
-            import socket
+            # The socket module's C core: `import socket` adds ~2.4 ms (its selectors and enum
+            # classes) to an enqueue that finds idle workers, before the datagram that wakes them
+            # (W4 through the CLI; docs/operations.md, "An idle worker's pickup").
+            import _socket
 
-            sock = self._send_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock = self._send_sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
             sock.setblocking(False)
         for addr in addrs:
             try:

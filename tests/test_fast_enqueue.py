@@ -113,3 +113,28 @@ def test_an_enqueue_on_either_backend_imports_only_what_it_needs(qb: Q) -> None:
     assert "queuectl_core.fast_enqueue" in imported
     assert not imported & (LEFT_OUT | {"psycopg"}), imported & (LEFT_OUT | {"psycopg"})
     assert qb.counts().get("pending") == 2
+
+
+def test_an_enqueue_wakes_the_idle_workers_on_its_host(q: Q) -> None:
+    """A `queuectl enqueue` process nudges each idle SQLite worker on its host with one datagram
+    (it need not wait for their poll); here the worker's side is an in-process storage."""
+    import os
+    import select
+    from datetime import UTC, datetime
+
+    from queuectl_core.models import WorkerInfo
+    from queuectl_plugins.sqlite_storage import SQLiteStorage
+
+    q.run("enqueue", "--cmd", "true")  # creates the database; a full start writes the index
+    worker = SQLiteStorage(q.home / "queue.db")
+    try:
+        now = datetime.now(UTC)
+        worker.register_worker(WorkerInfo(id="w1", hostname=os.uname().nodename, pid=os.getpid(),
+                                          started_at=now, last_seen=now))
+        wake = worker._wake_sock
+        assert wake is not None and select.select([wake], [], [], 0)[0] == []
+        q.run("enqueue", "--cmd", "true")  # the click-free path
+        assert select.select([wake], [], [], 10)[0] == [wake]
+        assert wake.recv(64) == b"!"
+    finally:
+        worker.close()
