@@ -7,6 +7,7 @@ between that floor and `queuectl enqueue`:
 2. `python -c 'import sqlite3'`: W1's floor;
 3. a hand-written enqueue: what a console script's wrapper imports (`re`), then sqlite3 and json,
    one INSERT into a WAL database, one commit: no validation, no plugins, no events, no config;
+   like queuectl's enqueue it ends with ``os._exit`` (no interpreter teardown), as do 4 and 5;
 4. the same hand-written enqueue, but the row comes from the ``NewJob`` that the plugin API hands a
    storage (queuectl_core.models: frozen dataclasses), built from the arguments: the least any
    enqueue that goes through a storage plugin costs;
@@ -45,6 +46,8 @@ db.execute("BEGIN IMMEDIATE")
 db.execute("INSERT INTO jobs VALUES (?, ?, 'pending', ?, ?)", (job_id, sys.argv[2], time.time(), json.dumps({"command": sys.argv[2]})))
 db.execute("COMMIT")
 sys.stdout.write(job_id + "\\n")
+sys.stdout.flush()
+os._exit(0)  # as queuectl's enqueue ends: without the interpreter's teardown
 """
 
 # Rung 4: MINIMAL, with the row taken from the plugin API's model of a new job.
@@ -81,7 +84,8 @@ def main() -> None:
             "python -c 'import sqlite3' (W1's floor)": [python, "-c", "import sqlite3"],
             "a hand-written enqueue (re, sqlite3, json, one INSERT)": [python, script, os.path.join(tmp, "m.db"), "true"],
             "the same, its row from a queuectl NewJob (models)": [python, with_models, os.path.join(tmp, "n.db"), "true"],
-            f"import {', '.join(ENQUEUE_STDLIB)}": [python, "-c", "import " + ", ".join(ENQUEUE_STDLIB)],
+            f"import {', '.join(ENQUEUE_STDLIB)}": [python, "-c", "import os, " + ", ".join(ENQUEUE_STDLIB)
+                                                      + "; os._exit(0)"],
             "queuectl enqueue --cmd true": [args.queuectl, "enqueue", "--cmd", "true"],
         }
         for cmd in rungs.values():  # warm: page cache, the start-up index, the database files
