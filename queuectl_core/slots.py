@@ -252,7 +252,6 @@ class SlotWorker(Worker):
 
     # -- attempts ---------------------------------------------------------------------------
     def _start(self, job: Job) -> None:
-        emit(JobEvent(EventKind.CLAIMED, job=job, worker_id=self.id))
         slot = _Slot(job)
         self._running[job.id] = slot
         if self.signals > 1:
@@ -261,6 +260,9 @@ class SlotWorker(Worker):
         if self._threads < len(self._running):
             self._threads += 1
             threading.Thread(target=self._attempts, name=f"slot-{self._threads}", daemon=True).start()
+        # After the hand-off, as a one-slot worker announces it after the spawn: no event plugin
+        # holds up a job's start. Its result is recorded (and announced) by this thread, later.
+        emit(JobEvent(EventKind.CLAIMED, job=job, worker_id=self.id))
 
     def _attempts(self) -> None:
         # One wake-up fd per thread, not per job: creating one per job cost ~0.2 ms a job in a
