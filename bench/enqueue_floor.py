@@ -47,7 +47,8 @@ db.execute("INSERT INTO jobs VALUES (?, ?, 'pending', ?, ?)", (job_id, sys.argv[
 db.execute("COMMIT")
 sys.stdout.write(job_id + "\\n")
 sys.stdout.flush()
-os._exit(0)  # as queuectl's enqueue ends: without the interpreter's teardown
+db.close()
+os._exit(0)  # as queuectl's enqueue ends: the database closed, without the interpreter's teardown
 """
 
 # Rung 4: MINIMAL, with the row taken from the plugin API's model of a new job.

@@ -294,10 +294,16 @@ class SQLiteStorage(SQLStore):
             # timeout=0: SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, which on a
             # lock held for ~100 µs caps two busy workers below one; _retry polls far finer instead.
             self.conn = sqlite3.connect(str(path), isolation_level=None, timeout=0, check_same_thread=False)
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot open SQLite database {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        try:
             self._retry(lambda: self.conn.execute("PRAGMA journal_mode = WAL").fetchone())
             self.conn.execute(f"PRAGMA synchronous = {synchronous}")
             self._migrate()
-        except (sqlite3.Error, OSError) as exc:
+        except BaseException as exc:
+            self.conn.close()  # not left for the interpreter's teardown, which an enqueue may skip
+            if not isinstance(exc, (sqlite3.Error, OSError)):
+                raise
             raise StorageError(f"cannot open SQLite database {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
     # -- plumbing -------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The ``queuectl`` executable: `queuectl enqueue` in its common forms without click or plugin
-discovery (queuectl_core.fast_enqueue), everything else through the click CLI."""
+discovery (queuectl_core.fast_enqueue), everything else through the click CLI. ``main`` ends the
+process (an enqueue may end it without the interpreter's teardown: fast_enqueue._exit_now)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ def main() -> None:
         if len(sys.argv) > 1 and sys.argv[1] == "enqueue":
             from queuectl_core.fast_enqueue import run
 
-            status = run(sys.argv[1:])
+            status = run(sys.argv[1:], exit_now=True)
             if status is not None:
                 sys.exit(status)
     except KeyboardInterrupt:  # as click: a blank line, "Aborted!", status 1

@@ -84,8 +84,9 @@ def parse(args: list[str]) -> dict[str, Any] | None:
     return params
 
 
-def run(argv: list[str]) -> int | None:
-    """Enqueue from argv (without the program name); the exit status, or None: use click."""
+def run(argv: list[str], *, exit_now: bool = False) -> int | None:
+    """Enqueue from argv (without the program name); the exit status, or None: use click. With
+    ``exit_now`` (the ``queuectl`` executable) the process may end here instead (_exit_now)."""
     if not argv or argv[0] != "enqueue":
         return None
     params = parse(argv[1:])
@@ -103,7 +104,7 @@ def run(argv: list[str]) -> int | None:
         return None
     config, storage_factory, event_impls, own_code_only = prepared
     status = _enqueue(config, storage_factory, event_impls, given, job_json, cwd, env, tags)
-    if status is not None and own_code_only:
+    if exit_now and status is not None and own_code_only:
         _exit_now(status)
     return status
 
@@ -112,8 +113,16 @@ def _exit_now(status: int) -> None:
     """End the process at once, with the storage closed and the output flushed, skipping the
     interpreter's teardown: 4-6 ms of a 35-50 ms enqueue (farm-bench; docs/operations.md,
     "Start-up"). Only after nothing but queuectl's own code ran (its bundled storage and event
-    plugins), so no plugin's atexit handler, buffered file or finaliser is skipped. Returns when
-    the output cannot be flushed, for the interpreter to report it as it would."""
+    plugins), so no plugin's buffered file or finaliser is skipped, and only when nothing else
+    waits for the end either: no atexit handler (a sitecustomize's, coverage's), no profiler or
+    tracer (``python -m cProfile`` writes its output at exit). Returns otherwise, and when the
+    output cannot be flushed, for the interpreter to end as it would."""
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return
+    import atexit
+
+    if getattr(atexit, "_ncallbacks", lambda: 1)() != 0:  # CPython's count; elsewhere, assume some
+        return
     try:
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:

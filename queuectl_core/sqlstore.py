@@ -111,6 +111,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted([*globals(), "Tx"])
+
+
 class SQLStore:
     """The Storage protocol on any SQL database, given a dialect and three backend methods:
     :meth:`_tx` (run a function in one transaction, mapping driver errors to StorageError),

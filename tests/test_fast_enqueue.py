@@ -138,3 +138,24 @@ def test_an_enqueue_wakes_the_idle_workers_on_its_host(q: Q) -> None:
         assert wake.recv(64) == b"!"
     finally:
         worker.close()
+
+
+def test_an_enqueue_ends_as_python_does_while_something_waits_for_the_end(q: Q, tmp_path: Path) -> None:
+    """The click-free enqueue may end its process without the interpreter's teardown, but never
+    while a profiler or an atexit handler (here a sitecustomize's) waits for that end."""
+    import subprocess
+    import sys
+
+    site, profile, marker = tmp_path / "site", tmp_path / "enqueue.prof", tmp_path / "atexit-ran"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        f"import atexit\natexit.register(lambda: open({str(marker)!r}, 'a').write('ran\\n'))\n")
+    env = {**q.env, "PYTHONPATH": str(site), "PYTHONPROFILEIMPORTTIME": "1"}
+    for _ in range(2):  # the first run writes the start-up index; the second takes the click-free path
+        profile.unlink(missing_ok=True)
+        proc = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "queuectl_core",
+                               "enqueue", "--cmd", "true"], env=env, capture_output=True, text=True, check=True)
+    imported = _imported(proc.stderr)
+    assert "queuectl_core.fast_enqueue" in imported and "click" not in imported
+    assert profile.stat().st_size > 0
+    assert marker.read_text() == "ran\nran\n"
