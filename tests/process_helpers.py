@@ -1,5 +1,6 @@
 """Helpers shared by the tests that drive real worker processes: reading /proc, draining a
-worker's output in the background, starting and stopping workers, and enqueueing in bulk.
+worker's output in the background, starting and stopping workers, enqueueing in bulk, and
+installing a third party's plugin as pip would.
 
 Not a test module: tests/ has no __init__.py, so pytest puts tests/ on sys.path and the test
 files import this as ``from process_helpers import ...``."""
@@ -112,3 +113,38 @@ def assert_each_ran_once(q: Any, runs: Path, ids: list[str]) -> None:
     assert sorted(executed) == sorted(ids)
     jobs = q.json("list")
     assert {j["id"]: (j["state"], j["attempts"]) for j in jobs} == {i: ("completed", 1) for i in ids}
+
+
+# -- third parties' plugins --------------------------------------------------------------------
+def install_plugin(site: Path, name: str, source: str) -> Path:
+    """As pip installs a plugin: the module, then the dist-info with its entry point. ``site``
+    (created if need be, and returned) goes on PYTHONPATH."""
+    site.mkdir(exist_ok=True)
+    (site / f"{name}.py").write_text(source)
+    info = site / f"{name}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[queuectl]\n{name} = {name}\n")
+    return site
+
+
+# A third party's executor, registered as "silent", that never calls ctx.on_spawn (nor ctx.tick).
+SILENT_EXECUTOR = '''
+import subprocess
+import time
+
+from queuectl_core.api import AttemptResult, hookimpl
+
+
+class Silent:
+    def run(self, job, ctx):
+        start = time.monotonic()
+        code = subprocess.run(["/bin/sh", "-c", job.command]).returncode
+        return AttemptResult(exit_code=code, error=None if code == 0 else f"exit {code}",
+                             duration=time.monotonic() - start)
+
+
+@hookimpl
+def queuectl_register_executors(register):
+    register("silent", lambda config: Silent())
+'''

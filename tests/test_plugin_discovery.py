@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from process_helpers import install_plugin
+
 HEARS = ("from queuectl_core.api import hookimpl\n"
          "@hookimpl\n"
          "def queuectl_job_event(event):\n"
@@ -18,15 +20,6 @@ HEARS = ("from queuectl_core.api import hookimpl\n"
 PROVIDES = ("\n@hookimpl\n"
             "def queuectl_register_backoff_policies(register):\n"
             "    register('{name}-flat', lambda config: None)\n")
-
-
-def _install(site: Path, name: str, source: str) -> None:
-    """As pip does: the module, then the dist-info with its entry point."""
-    (site / f"{name}.py").write_text(source)
-    info = site / f"{name}-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[queuectl]\n{name} = {name}\n")
 
 
 def _uninstall(site: Path, name: str) -> None:
@@ -49,13 +42,13 @@ def test_installing_changing_and_removing_a_plugin_is_noticed_at_once(q: Any, tm
     assert "alpha" not in _plugins(q, env)
 
     # Installed: the very next process loads it and it hears its first event.
-    _install(site, "alpha", HEARS.format(log=str(log), name="alpha"))
+    install_plugin(site, "alpha", HEARS.format(log=str(log), name="alpha"))
     q.run("enqueue", "--id", "a1", "--cmd", "true", env=env)
     assert log.read_text() == "alpha enqueued a1\n"
     assert _plugins(q, env)["alpha"]["hooks"] == ["queuectl_job_event"]
 
     # A second plugin beside it: both hear every event, neither is skipped.
-    _install(site, "beta", HEARS.format(log=str(log), name="beta"))
+    install_plugin(site, "beta", HEARS.format(log=str(log), name="beta"))
     q.run("enqueue", "--id", "b1", "--cmd", "true", env=env)
     assert sorted(log.read_text().splitlines()[1:]) == ["alpha enqueued b1", "beta enqueued b1"]
 
@@ -101,7 +94,7 @@ def test_a_warm_start_up_index_notices_plugins_installed_edited_and_removed(q: A
     _fast(q, env, "--cmd", "true")
 
     # A plugin that only provides a backoff policy: nothing of it is needed to enqueue.
-    _install(site, "gamma", "from queuectl_core.api import hookimpl\n" + PROVIDES.format(name="gamma"))
+    install_plugin(site, "gamma", "from queuectl_core.api import hookimpl\n" + PROVIDES.format(name="gamma"))
     q.run("enqueue", "--id", "g0", "--cmd", "true", env=env)
     assert not log.exists()
     # Edited in place to hear events (no file added or removed in site/): heard at once.
@@ -119,7 +112,7 @@ def test_a_warm_start_up_index_notices_plugins_installed_edited_and_removed(q: A
     assert log.read_text().splitlines()[-1] == "gamma enqueued g2"
 
     # Installed where a warm index had been trusted: the first enqueue after it is heard.
-    _install(site, "delta", HEARS.format(log=str(log), name="delta"))
+    install_plugin(site, "delta", HEARS.format(log=str(log), name="delta"))
     q.run("enqueue", "--id", "d1", "--cmd", "true", env=env)
     assert log.read_text().splitlines()[-1] == "delta enqueued d1"
     q.run("enqueue", "--id", "d2", "--cmd", "true", env=env)  # from the index it rewrote: still heard
@@ -150,7 +143,7 @@ def test_a_fast_enqueue_ends_as_python_does_when_a_plugin_ran(q: Any, tmp_path: 
     site.mkdir()
     log = tmp_path / "events.log"
     env = {"PYTHONPATH": str(site)}
-    _install(site, "gamma", AT_EXIT.format(log=str(log)))
+    install_plugin(site, "gamma", AT_EXIT.format(log=str(log)))
     q.run("enqueue", "--id", "full", "--cmd", "true", env=env)  # a full start writes the index
     job_id = _fast(q, env, "--cmd", "true")
     # (the handler runs before the open file is finalised: its line comes first)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from process_helpers import SILENT_EXECUTOR, install_plugin
+
 MINIMAL = '''
 from pathlib import Path
 
@@ -38,19 +40,6 @@ def queuectl_register_storages(register):
 '''
 
 
-def _install(tmp_path: Path, name: str, source: str) -> Path:
-    """As pip installs a plugin: the module, then the dist-info with its entry point. The site
-    directory it returns goes on PYTHONPATH."""
-    site = tmp_path / "site"
-    site.mkdir(exist_ok=True)
-    (site / f"{name}.py").write_text(source)
-    info = site / f"{name}-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[queuectl]\n{name} = {name}\n")
-    return site
-
-
 def _enqueue_overlapping(q: Any, tmp_path: Path, echo: str = "") -> None:
     """Three 1-second jobs that each write when they started and ended (span0..2)."""
     for i in range(3):
@@ -77,7 +66,7 @@ def _ran_at_once_and_once(q: Any, tmp_path: Path) -> None:
 
 def test_slots_run_on_a_storage_without_the_batch_methods(q: Any, tmp_path: Path) -> None:
     calls = tmp_path / "calls"
-    q.env["PYTHONPATH"] = str(_install(tmp_path, "minimalstore", f"CALLS = {str(calls)!r}\n" + MINIMAL))
+    q.env["PYTHONPATH"] = str(install_plugin(tmp_path / "site", "minimalstore", f"CALLS = {str(calls)!r}\n" + MINIMAL))
     q.run("config", "set", "storage", "minimal")
     _enqueue_overlapping(q, tmp_path, echo="echo out $QUEUECTL_JOB_ID; ")
     q.run("enqueue", "--id", "stuck", "--cmd", f"touch {tmp_path}/stuck.started; sleep 60")
@@ -95,34 +84,11 @@ def test_slots_run_on_a_storage_without_the_batch_methods(q: Any, tmp_path: Path
     assert set(calls.read_text().split()) == {"claim_many", "apply_batch", "apply_and_claim", "cancel_requests"}
 
 
-SILENT = '''
-import subprocess
-import time
-
-from queuectl_core.api import AttemptResult, hookimpl
-
-
-class Silent:
-    """A third party's executor that never calls ctx.on_spawn (nor ctx.tick)."""
-
-    def run(self, job, ctx):
-        start = time.monotonic()
-        code = subprocess.run(["/bin/sh", "-c", job.command]).returncode
-        return AttemptResult(exit_code=code, error=None if code == 0 else f"exit {code}",
-                             duration=time.monotonic() - start)
-
-
-@hookimpl
-def queuectl_register_executors(register):
-    register("silent", lambda config: Silent())
-'''
-
-
 def test_slots_run_with_an_executor_that_never_reports_its_spawn(q: Any, tmp_path: Path) -> None:
     # An idle --slots worker lets its first claimed job start before it uses storage again,
     # waiting for the executor's on_spawn; an executor that never calls it still gets every job
     # run at once and recorded exactly once.
-    q.env["PYTHONPATH"] = str(_install(tmp_path, "silentexec", SILENT))
+    q.env["PYTHONPATH"] = str(install_plugin(tmp_path / "site", "silentexec", SILENT_EXECUTOR))
     q.run("config", "set", "executor", "silent")
     _enqueue_overlapping(q, tmp_path)
     q.run("enqueue", "--id", "bad", "--cmd", "exit 3", "--max-retries", "0")
