@@ -18,10 +18,10 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
     from queuectl_core.interfaces import Tx
-
-    T = TypeVar("T")
     from queuectl_core.lifecycle import Change
     from queuectl_core.models import Job, JobState, NewJob, QueueInfo, Schedule, WorkerInfo
+
+    T = TypeVar("T")
 
 # Start-up: every storage plugin module imports this one to subclass SQLStore, and `queuectl --help`
 # imports every plugin module. So the models and the lifecycle are imported on first use, not here.
