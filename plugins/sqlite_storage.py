@@ -282,6 +282,10 @@ class SQLiteStorage(SQLStore):
         self._wake_sock: socket.socket | None = None
         self._send_sock: _socket.socket | None = None  # kept: one socket for every wake-up sent
         self._busy_timeout = busy_timeout_ms / 1000
+
+        def cannot_open(exc: BaseException) -> StorageError:
+            return StorageError(f"cannot open SQLite database {path}: {getattr(exc, 'strerror', None) or exc}")
+
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # SQLite gives -wal, -shm and -journal the database file's own mode: creating it 0600
@@ -295,7 +299,7 @@ class SQLiteStorage(SQLStore):
             # lock held for ~100 µs caps two busy workers below one; _retry polls far finer instead.
             self.conn = sqlite3.connect(str(path), isolation_level=None, timeout=0, check_same_thread=False)
         except (sqlite3.Error, OSError) as exc:
-            raise StorageError(f"cannot open SQLite database {path}: {getattr(exc, 'strerror', None) or exc}") from None
+            raise cannot_open(exc) from None
         try:
             self._retry(lambda: self.conn.execute("PRAGMA journal_mode = WAL").fetchone())
             self.conn.execute(f"PRAGMA synchronous = {synchronous}")
@@ -304,7 +308,7 @@ class SQLiteStorage(SQLStore):
             self.conn.close()  # not left for the interpreter's teardown, which an enqueue may skip
             if not isinstance(exc, (sqlite3.Error, OSError)):
                 raise
-            raise StorageError(f"cannot open SQLite database {path}: {getattr(exc, 'strerror', None) or exc}") from None
+            raise cannot_open(exc) from None
 
     # -- plumbing -------------------------------------------------------------------------
     def _retry(self, fn: Callable[[], T]) -> T:
