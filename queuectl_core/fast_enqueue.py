@@ -12,6 +12,7 @@ start, a storage the index does not know, a plugin module that fails to import.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
 import sys
@@ -119,8 +120,6 @@ def _exit_now(status: int) -> None:
     output cannot be flushed, for the interpreter to end as it would."""
     if sys.getprofile() is not None or sys.gettrace() is not None:
         return
-    import atexit
-
     if getattr(atexit, "_ncallbacks", lambda: 1)() != 0:  # CPython's count; elsewhere, assume some
         return
     try:

@@ -3,11 +3,19 @@ stores and fails as it fails, for every form it takes; what it does not take goe
 
 from __future__ import annotations
 
+import os
+import select
+import subprocess
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Q
+
+from queuectl_core.models import WorkerInfo
+from queuectl_plugins.sqlite_storage import SQLiteStorage
 
 # Each form runs in both homes, in this order (so "p1" exists for --after, and "p1" again clashes).
 GOOD = [
@@ -118,13 +126,6 @@ def test_an_enqueue_on_either_backend_imports_only_what_it_needs(qb: Q) -> None:
 def test_an_enqueue_wakes_the_idle_workers_on_its_host(q: Q) -> None:
     """A `queuectl enqueue` process nudges each idle SQLite worker on its host with one datagram
     (it need not wait for their poll); here the worker's side is an in-process storage."""
-    import os
-    import select
-    from datetime import UTC, datetime
-
-    from queuectl_core.models import WorkerInfo
-    from queuectl_plugins.sqlite_storage import SQLiteStorage
-
     q.run("enqueue", "--cmd", "true")  # creates the database; a full start writes the index
     worker = SQLiteStorage(q.home / "queue.db")
     try:
@@ -143,9 +144,6 @@ def test_an_enqueue_wakes_the_idle_workers_on_its_host(q: Q) -> None:
 def test_an_enqueue_ends_as_python_does_while_something_waits_for_the_end(q: Q, tmp_path: Path) -> None:
     """The click-free enqueue may end its process without the interpreter's teardown, but never
     while a profiler or an atexit handler (here a sitecustomize's) waits for that end."""
-    import subprocess
-    import sys
-
     site, profile, marker = tmp_path / "site", tmp_path / "enqueue.prof", tmp_path / "atexit-ran"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
