@@ -138,7 +138,6 @@ class SlotWorker(Worker):
         self._threads = 0
         self._claim_many = getattr(self.storage, "claim_many", None)
         self._apply_batch = getattr(self.storage, "apply_batch", None)
-        self._apply_and_claim = getattr(self.storage, "apply_and_claim", None)
         self._cancel_requests = getattr(self.storage, "cancel_requests", None)
         _raise_fd_limit(FDS_BASE + FDS_PER_SLOT * slots)
 

