@@ -9,9 +9,13 @@ run, beside that `xargs`:
    record its exit status (one UPDATE, committed) in a SQLite WAL database: the least a durable
    queue does per job, with no lease token check, heartbeat, log, event, retry decision or
    dependency;
-3. with ``--postgres DSN``, the same as 2 on PostgreSQL (psycopg, autocommit: one round trip for
+3. N Python threads that each do the same through queuectl's own SQLite storage (``claim``, then
+   ``apply`` of the completion), the job spawned as in 2, then run by queuectl's subprocess
+   executor: what queuectl's storage and executor cost, without a worker's loop
+   (bench/storage_cost.py takes the storage apart);
+4. with ``--postgres DSN``, the same as 2 on PostgreSQL (psycopg, autocommit: one round trip for
    the claim, one for the record; a table in a throw-away schema, dropped afterwards);
-4. `queuectl worker start --slots N --burst` on the same number of jobs (start-up included), on
+5. `queuectl worker start --slots N --burst` on the same number of jobs (start-up included), on
    SQLite (and on PostgreSQL with ``--postgres``, in a throw-away schema).
 
     python bench/drain_floor.py [--jobs 4000] [--slots 2 --slots 4] [--queuectl PATH] [--postgres DSN]
@@ -30,7 +34,14 @@ import subprocess
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Callable
+
+from queuectl_core import lifecycle
+from queuectl_core.interfaces import RunContext
+from queuectl_core.models import AttemptResult, NewJob
+from queuectl_plugins.sqlite_storage import SQLiteStorage
+from queuectl_plugins.subprocess_executor import SubprocessExecutor
 
 
 def _threads(n: int, target: object, args: tuple[object, ...] = ()) -> float:
@@ -83,6 +94,29 @@ def durable(jobs: int, n: int, tmp: str) -> float:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("UPDATE jobs SET state = 'completed', exit_code = ? WHERE id = ?", (code, row[0]))
             conn.execute("COMMIT")
+
+    return _threads(n, run)
+
+
+def queuectl_parts(jobs: int, n: int, tmp: str, executor: bool) -> float:
+    """N threads, each with its own connection to queuectl's SQLite storage: ``claim``, the job,
+    ``apply(complete)``. The job is spawned as in :func:`durable`, or (``executor``) run by queuectl's
+    subprocess executor: what a worker adds on top is then its main loop, events and housekeeping."""
+    path = Path(tmp) / f"parts-{n}-{executor}.db"
+    SQLiteStorage(path).enqueue([NewJob(id=f"j{i:07d}", command="true", max_retries=0) for i in range(jobs)])
+    run_job = SubprocessExecutor(Path(tmp) / f"logs-{n}", 1 << 22, 5.0, "/bin/sh").run
+
+    def run() -> None:
+        storage = SQLiteStorage(path)
+        me = threading.current_thread().name
+        while (job := storage.claim(me, 60.0)) is not None:
+            if executor:
+                result = run_job(job, RunContext(attempt=job.attempts, tick_interval=1.0, tick=lambda: False))
+            else:
+                code = subprocess.Popen(["sh", "-c", job.command], stdin=subprocess.DEVNULL).wait()
+                result = AttemptResult(exit_code=code)
+            storage.apply(job.id, job.lease_token, lifecycle.complete(result))
+        storage.close()
 
     return _threads(n, run)
 
@@ -157,6 +191,9 @@ def main() -> None:
             rungs: list[tuple[str, Callable[[], float]]] = [
                 ("Python threads, spawn only", lambda: spawn_only(args.jobs, n)),
                 ("Python threads, claim + record in SQLite", lambda: durable(args.jobs, n, tmp)),
+                ("Python threads, queuectl's SQLite storage", lambda: queuectl_parts(args.jobs, n, tmp, False)),
+                ("Python threads, queuectl's SQLite storage and subprocess executor",
+                 lambda: queuectl_parts(args.jobs, n, tmp, True)),
                 (f"queuectl worker start --slots {n} --burst, SQLite", lambda: queuectl(args.jobs, n, args.queuectl, tmp))]
             if args.postgres:
                 rungs += [
