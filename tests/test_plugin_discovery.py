@@ -148,3 +148,27 @@ def test_a_fast_enqueue_ends_as_python_does_when_a_plugin_ran(q: Any, tmp_path: 
     job_id = _fast(q, env, "--cmd", "true")
     # (the handler runs before the open file is finalised: its line comes first)
     assert log.read_text().splitlines() == ["atexit", "enqueued full", "atexit", f"enqueued {job_id}"]
+
+
+# A plugin that uses `inspect`, which a click-free enqueue leaves to a stand-in until first used
+# (queuectl_core.deferred_import): bound at import, used at the event.
+USES_INSPECT = ("import inspect\n"
+                "from inspect import signature\n"
+                "from queuectl_core.api import hookimpl\n"
+                "def _probe(a, b=2): pass\n"
+                "@hookimpl\n"
+                "def queuectl_job_event(event):\n"
+                "    with open({log!r}, 'a') as fh:\n"
+                "        fh.write(f'{{event.job.id}} {{signature(_probe)}} {{inspect.isfunction(_probe)}}"
+                " {{inspect.ismodule(inspect)}}\\n')\n")
+
+
+def test_a_plugin_that_uses_inspect_gets_it_on_the_fast_path(q: Any, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    log = tmp_path / "events.log"
+    env = {"PYTHONPATH": str(site)}
+    install_plugin(site, "epsilon", USES_INSPECT.format(log=str(log)))
+    q.run("enqueue", "--id", "full", "--cmd", "true", env=env)  # a full start writes the index
+    job_id = _fast(q, env, "--cmd", "true")
+    assert log.read_text().splitlines() == ["full (a, b=2) True True", f"{job_id} (a, b=2) True True"]
