@@ -10,9 +10,10 @@ import sys
 def main() -> None:
     try:
         if len(sys.argv) > 1 and sys.argv[1] == "enqueue":
-            from queuectl_core.deferred_import import defer
+            if sys.version_info < (3, 12):  # 3.12's dataclasses call inspect for every class
+                from queuectl_core.deferred_import import defer
 
-            defer("inspect")  # ~4 ms that the enqueue never uses (see deferred_import)
+                defer("inspect")  # ~4 ms that the enqueue never uses (see deferred_import)
             from queuectl_core.fast_enqueue import run
 
             status = run(sys.argv[1:], exit_now=True)

@@ -131,6 +131,7 @@ class SlotWorker(Worker):
         self._running: dict[str, _Slot] = {}
         self._done: deque[_Slot] = deque()  # filled by attempt threads (append is atomic)
         self._unwritten: list[tuple[_Slot, lifecycle.Change]] = []  # decided, not yet stored
+        self._combined_failed = False  # the last record-and-claim raised: its reply may be lost
         # Attempt threads are kept and handed the next attempt: starting a thread per job waits
         # for it to start (Thread.start), which cost ~0.6 ms a job in a drain of `true` (cProfile).
         self._handoff: SimpleQueue[_Slot | None] = SimpleQueue()
@@ -342,18 +343,31 @@ class SlotWorker(Worker):
         try:
             updated, jobs = self._apply_and_claim(changes, self.id, self.lease, free, queues=self.queues)
         except StorageError as exc:
+            self._combined_failed = True
             self._record_failed(exc)
             return []
+        self._combined_failed = False
         self._recorded(updated)
         return list(jobs)
 
     def _record_all(self) -> None:
+        unstarted: list[Job] = []
         try:
-            updated = self._apply(self._unwritten)
+            if self._combined_failed and self._apply_and_claim is not None:
+                # The last record-and-claim may have committed with its reply lost: only that call
+                # takes up the jobs it claimed (PostgreSQL). None is started here: no slot is free,
+                # or the worker is stopping; they are handed back.
+                changes = [(slot.job.id, slot.token, change) for slot, change in self._unwritten]
+                updated, unstarted = self._apply_and_claim(changes, self.id, self.lease, 1, queues=self.queues)
+            else:
+                updated = self._apply(self._unwritten)
         except StorageError as exc:
             self._record_failed(exc)
             return
+        self._combined_failed = False
         self._recorded(updated)
+        for job in unstarted:
+            self._release_unstarted(job)
 
     def _record_failed(self, exc: StorageError) -> None:
         # Kept through a storage outage and tried again each turn of the loop (the running jobs

@@ -139,10 +139,13 @@ class Worker:
 
     def _loop(self) -> None:
         self._next_housekeeping = self._last_housekeeping = 0.0
-        # A job claimed with its predecessor's result (see _record) runs even if a stop request
-        # arrives after that commit: as a job claimed just before it would.
+        # A job claimed with its predecessor's result (see _record) is handed back unstarted if a
+        # stop came meanwhile: a stopping worker finishes what runs and starts nothing more.
         while not self.stopping or self._successor is not None:
             job, self._successor = self._successor, None
+            if job is not None and self.stopping:
+                self._release_unstarted(job)
+                continue
             if job is None:
                 now = time.monotonic()
                 if now >= self._next_housekeeping:
@@ -186,6 +189,16 @@ class Worker:
             return False
         due = min(self._next_housekeeping, self._last_housekeeping + STOP_CHECK_SECONDS)
         return time.monotonic() < due and not self._schedule_due()
+
+    def _release_unstarted(self, job: Job) -> None:
+        """Hand back a job claimed with a result that the worker will not start after all (it is
+        stopping): pending again, its attempt not counted. Through a storage outage this is retried
+        until a second stop signal; then the job's lease expires."""
+        change = lifecycle.release(job)
+        released = self._storage_call(lambda: self.storage.apply(job.id, job.lease_token, change),
+                                      until=lambda: self.signals > 1)
+        emit(JobEvent(EventKind.RELEASED, job=released or job, worker_id=self.id,
+                      message="not started: the worker is stopping"))
 
     def _housekeeping(self, current_job: str | None) -> None:
         stop = self._storage_call(lambda: self.storage.worker_seen(self.id, current_job), default=0)
@@ -422,15 +435,18 @@ class Worker:
         # the lease has meanwhile passed to another worker (then fencing rejects it, as it should).
         # A stop signal ends the retrying: the job is then left to its lease, which expires.
         written = False
+        combined = False  # the result is being written with the next claim (apply_and_claim)
 
         def write() -> Job | None:
-            nonlocal written
-            if self._apply_and_claim is not None and self._may_claim_successor():
-                # One transaction for both: on PostgreSQL 4 round trips a job instead of 6
-                # (W3 with 2 plain workers: 4,000 jobs in 5.1 s rather than 6.0 s).
-                (out,), jobs = self._apply_and_claim([(job.id, token, change)], self.id, self.lease, 1,
-                                                     queues=self.queues)
-                self._successor = jobs[0] if jobs else None
+            nonlocal written, combined
+            # One transaction for both (one commit a job, not two; on PostgreSQL 4 round trips
+            # instead of 6). Once tried, retried the same way: if the reply was lost after the
+            # commit, only apply_and_claim takes up the job it claimed (PostgreSQL).
+            apply_and_claim = self._apply_and_claim
+            if apply_and_claim is not None and (combined or self._may_claim_successor()):
+                combined = True
+                (out,), jobs = apply_and_claim([(job.id, token, change)], self.id, self.lease, 1, queues=self.queues)
+                self._successor = jobs[0] if jobs else None  # (released unstarted if a stop came: _loop)
             else:
                 out = self.storage.apply(job.id, token, change)
             written = True

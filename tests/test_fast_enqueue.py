@@ -49,7 +49,9 @@ BAD = [
 # What the fast path never imports: click and pluggy (the full start), and typing and threading
 # (~3.5 ms of every enqueue together, measured with farm-bench against the same path importing them;
 # docs/operations.md, "Start-up").
-LEFT_OUT = {"click", "pluggy", "typing", "threading", "inspect"}  # inspect: queuectl_core.deferred_import
+LEFT_OUT = {"click", "pluggy", "typing", "threading"}
+if sys.version_info < (3, 12):  # deferred there (queuectl_core.deferred_import); 3.12's dataclasses use it
+    LEFT_OUT.add("inspect")
 # What differs between two enqueues of one form, run a moment apart in two homes.
 VOLATILE = ("created_at", "updated_at")
 

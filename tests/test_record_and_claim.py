@@ -9,7 +9,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from process_helpers import install_plugin
+
+from queuectl_plugins.postgres_testing import temporary_postgres_database
 
 COUNTING = '''
 from pathlib import Path
@@ -77,3 +80,57 @@ def test_the_claim_made_with_a_result_is_the_one_a_claim_would_make(qb: Any, tmp
     # `child` outranks `mid` and `low` once `parent` has completed, in the same transaction.
     assert ran.read_text().split() == ["parent", "high", "child", "mid", "low"]
     assert all((j["state"], j["attempts"]) == ("completed", 1) for j in q.json("list", "--all"))
+
+
+LOSSY = '''
+import time
+
+from queuectl_core.api import StorageError, hookimpl
+from queuectl_plugins.postgres_storage import PostgresStorage
+
+
+class Lossy(PostgresStorage):
+    """PostgreSQL whose first record-and-claim commits, then loses its reply (noticed 0.5 s later,
+    so that the worker's next stop check is due by the retry), while `worker stop` arrives."""
+
+    lost = False
+
+    def _apply_and_claim(self, *args, **kwargs):
+        out = super()._apply_and_claim(*args, **kwargs)
+        if not Lossy.lost:
+            Lossy.lost = True
+            self.request_stop()
+            time.sleep(0.5)
+            raise StorageError("PostgreSQL unavailable: the reply was lost")
+        return out
+
+
+@hookimpl
+def queuectl_register_storages(register):
+    register("lossy", lambda config: Lossy(config["postgres.dsn"], config["postgres.schema"]))
+'''
+
+
+@pytest.mark.parametrize("slots", [[], ["--slots", "2"]], ids=["plain", "slots"])
+def test_a_claim_whose_reply_was_lost_is_taken_up_not_stranded(q: Any, tmp_path: Path, slots: list[str]) -> None:
+    """Results and the next claim committed, the reply lost, and `worker stop` meanwhile: the
+    retried write takes up the job it claimed, which a plain worker then runs (the stop is not seen
+    yet) and a `--slots` worker hands back (it saw the stop first), rather than leaving it
+    `processing` under a lease nobody renews, to be buried unrun when that lease expires. (A lost
+    reply is PostgreSQL's: SQLite knows whether its commit happened.)"""
+    with temporary_postgres_database() as dsn:
+        q.config("postgres.dsn", dsn)
+        q.env["PYTHONPATH"] = str(install_plugin(tmp_path / "site", "lossystore", LOSSY))
+        q.run("config", "set", "storage", "lossy")
+        q.config("max_retries", 0)
+        for n in range(4):
+            q.run("enqueue", "--id", f"j{n}", "--cmd", f"echo j{n} >> {tmp_path}/ran")
+        proc = q.start_worker(*slots)
+        try:
+            assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+            states = {j["id"]: (j["state"], j["attempts"]) for j in q.json("list", "--all")}
+        finally:
+            q.cleanup()  # the worker gone before its database is dropped
+    assert states == {"j0": ("completed", 1), "j1": ("completed", 1), "j2": ("pending", 0), "j3": ("pending", 0)}, \
+        states
+    assert sorted((tmp_path / "ran").read_text().split()) == ["j0", "j1"]
