@@ -135,12 +135,13 @@ def main() -> None:
         storage = SQLiteStorage(Path(tmp) / "queue.db")
         print(f"SQLite, claim + apply, one thread: {one_thread(storage, args.jobs)}", flush=True)
         storage.close()
-        together = wal_pages(tmp, (), True)
-        print(f"SQLite WAL pages written a job: {wal_pages(tmp, (), False):.1f} with claim + apply (two commits),"
+        n = min(args.jobs, 1000)
+        together = wal_pages(tmp, (), True, n)
+        print(f"SQLite WAL pages written a job: {wal_pages(tmp, (), False, n):.1f} with claim + apply (two commits),"
               f" {together:.1f} with apply_and_claim (one commit), of which:")
         rest = together
         for name in SECONDARY:
-            cost = together - wal_pages(tmp, (name,), True)
+            cost = together - wal_pages(tmp, (name,), True, n)
             rest -= cost
             print(f"  {name:20} {cost:4.1f}")
         print(f"  {'the rest':20} {rest:4.1f}  (the job's row, jobs_ready, the primary key)", flush=True)
