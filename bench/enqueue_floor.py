@@ -10,9 +10,10 @@ between that floor and `queuectl enqueue`:
    like queuectl's enqueue it ends with ``os._exit`` (no interpreter teardown), as do 4 and 5;
 4. the same hand-written enqueue, but the row comes from the ``NewJob`` that the plugin API hands a
    storage (queuectl_core.models: frozen dataclasses), built from the arguments: the least any
-   enqueue that goes through a storage plugin costs;
+   enqueue that goes through a storage plugin costs (``inspect`` deferred as queuectl's enqueue
+   defers it, on Python 3.11: bench.DEFER_INSPECT);
 5. the standard library queuectl's enqueue path cannot do without (bench.ENQUEUE_STDLIB), imported
-   alone;
+   alone (``inspect`` deferred likewise);
 6. `queuectl enqueue --cmd true` itself (warm start-up index).
 
     python bench/enqueue_floor.py [--runs 40] [--queuectl PATH]
@@ -31,7 +32,7 @@ import sys
 import tempfile
 import time
 
-from queuectl_core.bench import ENQUEUE_STDLIB
+from queuectl_core.bench import DEFER_INSPECT, ENQUEUE_STDLIB
 
 MINIMAL = """
 import re
@@ -54,7 +55,7 @@ os._exit(0)  # as queuectl's enqueue ends: the database closed, without the inte
 # Rung 4: MINIMAL, with the row taken from the plugin API's model of a new job.
 WITH_MODELS = MINIMAL.replace(
     "job_id = os.urandom(8).hex()",
-    "from queuectl_core.models import NewJob\n"
+    DEFER_INSPECT + "\nfrom queuectl_core.models import NewJob\n"
     "job = NewJob(id=os.urandom(8).hex(), command=sys.argv[2], max_retries=3)\n"
     "job_id = job.id",
 )
@@ -85,8 +86,8 @@ def main() -> None:
             "python -c 'import sqlite3' (W1's floor)": [python, "-c", "import sqlite3"],
             "a hand-written enqueue (re, sqlite3, json, one INSERT)": [python, script, os.path.join(tmp, "m.db"), "true"],
             "the same, its row from a queuectl NewJob (models)": [python, with_models, os.path.join(tmp, "n.db"), "true"],
-            f"import {', '.join(ENQUEUE_STDLIB)}": [python, "-c", "import os, " + ", ".join(ENQUEUE_STDLIB)
-                                                      + "; os._exit(0)"],
+            f"import {', '.join(ENQUEUE_STDLIB)}": [python, "-c", DEFER_INSPECT + "import os, "
+                                                      + ", ".join(ENQUEUE_STDLIB) + "; os._exit(0)"],
             "queuectl enqueue --cmd true": [args.queuectl, "enqueue", "--cmd", "true"],
         }
         for cmd in rungs.values():  # warm: page cache, the start-up index, the database files
