@@ -135,17 +135,20 @@ AT_EXIT = ("import atexit\n"
            "    _log.write(f'{{event.kind}} {{event.job.id}}\\n')\n")
 
 
+def _full_then_fast(q: Any, tmp_path: Path, name: str, source: str) -> tuple[Path, str]:
+    """Install plugin ``name`` (``source`` formatted with ``log``), enqueue job `full` the full
+    way (which writes the start-up index), then one job the click-free way: (log, its id)."""
+    log = tmp_path / "events.log"
+    env = {"PYTHONPATH": str(install_plugin(tmp_path / "site", name, source.format(log=str(log))))}
+    q.run("enqueue", "--id", "full", "--cmd", "true", env=env)
+    return log, _fast(q, env, "--cmd", "true")
+
+
 def test_a_fast_enqueue_ends_as_python_does_when_a_plugin_ran(q: Any, tmp_path: Path) -> None:
     """With only queuectl's own plugins the click-free `enqueue` ends the process without the
     interpreter's teardown (queuectl_core.fast_enqueue._exit_now); with a third-party plugin it
     ends normally, so a plugin's atexit handlers and buffered files are never lost."""
-    site = tmp_path / "site"
-    site.mkdir()
-    log = tmp_path / "events.log"
-    env = {"PYTHONPATH": str(site)}
-    install_plugin(site, "gamma", AT_EXIT.format(log=str(log)))
-    q.run("enqueue", "--id", "full", "--cmd", "true", env=env)  # a full start writes the index
-    job_id = _fast(q, env, "--cmd", "true")
+    log, job_id = _full_then_fast(q, tmp_path, "gamma", AT_EXIT)
     # (the handler runs before the open file is finalised: its line comes first)
     assert log.read_text().splitlines() == ["atexit", "enqueued full", "atexit", f"enqueued {job_id}"]
 
@@ -164,11 +167,5 @@ USES_INSPECT = ("import inspect\n"
 
 
 def test_a_plugin_that_uses_inspect_gets_it_on_the_fast_path(q: Any, tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    site.mkdir()
-    log = tmp_path / "events.log"
-    env = {"PYTHONPATH": str(site)}
-    install_plugin(site, "epsilon", USES_INSPECT.format(log=str(log)))
-    q.run("enqueue", "--id", "full", "--cmd", "true", env=env)  # a full start writes the index
-    job_id = _fast(q, env, "--cmd", "true")
+    log, job_id = _full_then_fast(q, tmp_path, "epsilon", USES_INSPECT)
     assert log.read_text().splitlines() == ["full (a, b=2) True True", f"{job_id} (a, b=2) True True"]
