@@ -45,7 +45,8 @@ def format_event(event: JobEvent, width: int | None = None) -> str | None:
     if kind == "cancelled" and job is not None:
         return f"{prefix} cancelled: {job.id}{_took(event)}"
     if kind == "released" and job is not None:
-        return f"{prefix} released: {job.id} (stopped before it finished; runnable again)"
+        why = event.message or "stopped before it finished"
+        return f"{prefix} released: {job.id} ({why}; runnable again)"
     if kind == "lease_lost" and job is not None:
         return f"{prefix} lease lost: {job.id} (another worker holds it now; this attempt's result is discarded)"
     if kind == "worker_started":

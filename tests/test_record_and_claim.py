@@ -129,8 +129,11 @@ def test_a_claim_whose_reply_was_lost_is_taken_up_not_stranded(q: Any, tmp_path:
         try:
             assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
             states = {j["id"]: (j["state"], j["attempts"]) for j in q.json("list", "--all")}
+            said = proc.stdout.read() if proc.stdout else ""
         finally:
             q.cleanup()  # the worker gone before its database is dropped
     assert states == {"j0": ("completed", 1), "j1": ("completed", 1), "j2": ("pending", 0), "j3": ("pending", 0)}, \
         states
     assert sorted((tmp_path / "ran").read_text().split()) == ["j0", "j1"]
+    if slots:  # what the `--slots` worker took up and handed back, as its log says
+        assert "released: j2 (not started: the worker is stopping; runnable again)" in said, said
