@@ -98,12 +98,22 @@ def durable(jobs: int, n: int, tmp: str) -> float:
     return _threads(n, run)
 
 
-def queuectl_parts(jobs: int, n: int, tmp: str, executor: bool) -> float:
+def drop(storage: SQLiteStorage, names: tuple[str, ...]) -> None:
+    """Drop these secondary indexes (or the ``job_counts_*`` trigger): to measure what they cost."""
+    for name in names:
+        storage.conn.execute(f"DROP {'TRIGGER' if name.startswith('job_counts') else 'INDEX'} {name}")
+
+
+def queuectl_parts(jobs: int, n: int, tmp: str, executor: bool, without: tuple[str, ...] = ()) -> float:
     """N threads, each with its own connection to queuectl's SQLite storage: ``claim``, the job,
     ``apply(complete)``. The job is spawned as in :func:`durable`, or (``executor``) run by queuectl's
-    subprocess executor: what a worker adds on top is then its main loop, events and housekeeping."""
-    path = Path(tmp) / f"parts-{n}-{executor}.db"
-    SQLiteStorage(path).enqueue([NewJob(id=f"j{i:07d}", command="true", max_retries=0) for i in range(jobs)])
+    subprocess executor: what a worker adds on top is then its main loop, events and housekeeping.
+    ``without``: the storage without these indexes (:func:`drop`; bench/storage_cost.py)."""
+    path = Path(tempfile.mkdtemp(dir=tmp)) / "queue.db"
+    first = SQLiteStorage(path)
+    drop(first, without)
+    first.enqueue([NewJob(id=f"j{i:07d}", command="true", max_retries=0) for i in range(jobs)])
+    first.close()
     run_job = SubprocessExecutor(Path(tmp) / f"logs-{n}", 1 << 22, 5.0, "/bin/sh").run
 
     def run() -> None:

@@ -27,12 +27,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from drain_floor import drop, queuectl_parts  # beside this script in bench/
 
 from queuectl_core import lifecycle
 from queuectl_core.models import AttemptResult, NewJob
@@ -47,11 +47,9 @@ def _fill(storage: Any, jobs: int) -> None:
     storage.enqueue([NewJob(id=f"j{i:07d}", command="true", max_retries=0) for i in range(jobs)])
 
 
-def _drain(storage: Any, me: str = "w", spawn: bool = False) -> int:
+def _drain(storage: Any) -> int:
     done = 0
-    while (job := storage.claim(me, 60.0)) is not None:
-        if spawn:
-            subprocess.Popen(["sh", "-c", job.command], stdin=subprocess.DEVNULL).wait()
+    while (job := storage.claim("w", 60.0)) is not None:
         storage.apply(job.id, job.lease_token, lifecycle.complete(RESULT))
         done += 1
     return done
@@ -72,7 +70,7 @@ def one_thread(storage: Any, jobs: int, backend_cpu: Any = None) -> str:
 def wal_pages(tmp: str, without: tuple[str, ...], together: bool, jobs: int = 1000) -> float:
     """WAL pages written a job while ``jobs`` jobs are claimed and completed, one after another."""
     storage = SQLiteStorage(Path(tempfile.mkdtemp(dir=tmp)) / "queue.db")
-    _drop(storage, without)
+    drop(storage, without)
     storage.conn.execute("PRAGMA wal_autocheckpoint = 0")  # every page written stays in the WAL
     _fill(storage, jobs + 1)
     storage.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -88,26 +86,6 @@ def wal_pages(tmp: str, without: tuple[str, ...], together: bool, jobs: int = 10
     pages = storage.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
     storage.close()
     return float(pages) / jobs
-
-
-def _drop(storage: SQLiteStorage, names: tuple[str, ...]) -> None:
-    for name in names:
-        storage.conn.execute(f"DROP {'TRIGGER' if name.startswith('job_counts') else 'INDEX'} {name}")
-
-
-def two_connections(tmp: str, jobs: int, without: tuple[str, ...]) -> float:
-    path = Path(tempfile.mkdtemp(dir=tmp)) / "queue.db"
-    first = SQLiteStorage(path)
-    _drop(first, without)
-    _fill(first, jobs)
-    first.close()
-    start = time.perf_counter()
-    threads = [threading.Thread(target=lambda n=n: _drain(SQLiteStorage(path), f"w{n}", True)) for n in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return jobs / (time.perf_counter() - start)
 
 
 def _postgres(dsn: str) -> tuple[Any, Any]:
@@ -157,7 +135,8 @@ def main() -> None:
               " (median of 3):")
         with tempfile.TemporaryDirectory(prefix="queuectl-storage-cost-") as tmp:
             for without in ((), SECONDARY):
-                rate = statistics.median(two_connections(tmp, args.jobs, without) for _ in range(3))
+                rate = statistics.median(args.jobs / queuectl_parts(args.jobs, 2, tmp, False, without)
+                                         for _ in range(3))
                 label = "as shipped" if not without else "without the secondary indexes and trigger"
                 print(f"  {label:42} {rate:7,.0f} jobs/s", flush=True)
 
