@@ -22,7 +22,6 @@ import time
 from datetime import datetime, timedelta
 
 from queuectl_core import hookimpl
-from queuectl_core.settings import Setting
 from queuectl_core.sqlstore import JOB_COLUMNS, SQLStore
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
 
     from queuectl_core.lifecycle import Change
     from queuectl_core.models import Job, NewJob, WorkerInfo
-    from queuectl_core.settings import Config
+    from queuectl_core.settings import Config, Setting
 
     T = TypeVar("T")
 
@@ -765,6 +764,11 @@ def queuectl_register_storages(register: Callable[[str, Any], None]) -> None:
 
 @hookimpl
 def queuectl_register_settings(register: Callable[[Setting], None]) -> None:
+    # Here, not at the top: the click-free `queuectl enqueue` imports this module (through
+    # postgres_lite) but, with only queuectl's own plugins installed, never calls this hook
+    # (queuectl_core.fast_enqueue._prepare), and settings with pathlib is ~2.5 ms of it.
+    from queuectl_core.settings import Setting
+
     register(Setting("postgres.dsn", str, "",
                      "PostgreSQL connection string (postgresql://user:password@host/db); empty uses libpq's "
                      "PG* environment variables.", secret=True, validate=_validate_dsn))

@@ -10,10 +10,9 @@ import os
 import sys
 import time
 from operator import attrgetter
-from pathlib import Path
 
 from queuectl_core import hookimpl
-from queuectl_core.settings import Setting, check_path
+from queuectl_core.homedir import expanded, tidy
 from queuectl_core.sqlstore import SQLStore
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Sequence, TypeVar
 
     from queuectl_core.models import NewJob, WorkerInfo
-    from queuectl_core.settings import Config
+    from queuectl_core.settings import Config, Setting
 
     T = TypeVar("T")
 
@@ -218,12 +217,12 @@ def _is_busy(exc: Exception) -> bool:
     return "locked" in msg or "busy" in msg
 
 
-def _private(path: Path) -> None:
+def _private(path: str) -> None:
     """The database holds every job's command and output: readable by its owner only, whatever
     the umask, and tightened if an older version left it wider (as ssh does for its files)."""
-    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+    for p in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal"):
         try:
-            if p.stat().st_mode & 0o077:
+            if os.stat(p).st_mode & 0o077:
                 os.chmod(p, 0o600)
         except OSError:
             pass
@@ -269,7 +268,7 @@ class _Tx:
 class SQLiteStorage(SQLStore):
     """The Storage protocol on one SQLite file."""
 
-    def __init__(self, path: Path, synchronous: str = "NORMAL", busy_timeout_ms: int = 60000) -> None:
+    def __init__(self, path: str | os.PathLike[str], synchronous: str = "NORMAL", busy_timeout_ms: int = 60000) -> None:
         import sqlite3
 
         from queuectl_core.errors import StorageError
@@ -277,7 +276,7 @@ class SQLiteStorage(SQLStore):
         self._sqlite3 = sqlite3
         self._StorageError = StorageError
         self.dialect = _dialect()
-        self.path = path
+        self.path = file = tidy(os.fspath(path))  # as Path(path) would spell it: a trailing / dropped
         self.hostname = os.uname().nodename  # socket.gethostname(), without importing socket at start-up
         self._wake_sock: socket.socket | None = None
         self._send_sock: _socket.socket | None = None  # kept: one socket for every wake-up sent
@@ -287,17 +286,19 @@ class SQLiteStorage(SQLStore):
             return StorageError(f"cannot open SQLite database {path}: {getattr(exc, 'strerror', None) or exc}")
 
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # Paths as text, not pathlib: this runs in every click-free `queuectl enqueue`, and
+            # pathlib costs ~2 ms of one (queuectl_core.homedir).
+            os.makedirs(os.path.dirname(file) or ".", exist_ok=True)
             # SQLite gives -wal, -shm and -journal the database file's own mode: creating it 0600
             # (whatever the umask) keeps all of them private.
-            if not path.exists():
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-            _private(path)
+            if not os.path.exists(file):
+                os.close(os.open(file, os.O_CREAT | os.O_WRONLY, 0o600))
+            _private(file)
             # isolation_level=None: we open every transaction ourselves (BEGIN IMMEDIATE for writes);
             # Python's default would open DEFERRED ones that fail with SQLITE_BUSY on upgrade.
             # timeout=0: SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, which on a
             # lock held for ~100 µs caps two busy workers below one; _retry polls far finer instead.
-            self.conn = sqlite3.connect(str(path), isolation_level=None, timeout=0, check_same_thread=False)
+            self.conn = sqlite3.connect(file, isolation_level=None, timeout=0, check_same_thread=False)
         except (sqlite3.Error, OSError) as exc:
             raise cannot_open(exc) from None
         try:
@@ -520,7 +521,9 @@ class SQLiteStorage(SQLStore):
 
 
 def _open(config: Config) -> SQLiteStorage:
-    return SQLiteStorage(Path(config["sqlite.path"]).expanduser(), config["sqlite.synchronous"],
+    # ValueError, not a queuectl error, if `~` cannot be expanded now: the click-free enqueue then
+    # falls back to the full start, which says what is wrong with sqlite.path (check_path).
+    return SQLiteStorage(expanded(config["sqlite.path"]), config["sqlite.synchronous"],
                          config["sqlite.busy_timeout_ms"])
 
 
@@ -531,6 +534,11 @@ def queuectl_register_storages(register: Callable[[str, Any], None]) -> None:
 
 @hookimpl
 def queuectl_register_settings(register: Callable[[Setting], None]) -> None:
+    # Here, not at the top: the click-free `queuectl enqueue` imports this module but, with only
+    # queuectl's own plugins installed, never calls this hook, and settings (with pathlib) is
+    # ~3 ms of it (queuectl_core.fast_enqueue).
+    from queuectl_core.settings import Setting, check_path
+
     register(Setting("sqlite.path", str, lambda home: str(home / "queue.db"),
                      "The SQLite database file (default: queue.db in QUEUECTL_HOME).", validate=check_path))
     register(Setting("sqlite.synchronous", str, "NORMAL",

@@ -32,9 +32,10 @@ _CORE_CARRIED = ("storage", "executor", "backoff", "poll_interval_ms", "lease_se
 # Environment variables that choose what is loaded, not where data lives: kept for children.
 _KEEP_ENV = ("QUEUECTL_DISABLE_PLUGINS",)
 # What `queuectl enqueue` cannot do without: the console script's wrapper imports re; job specs
-# and the start-up index are JSON; the models are frozen dataclasses with datetimes; QUEUECTL_HOME
-# and every Setting default are Paths (the plugin API). W1 prints their import alone beside it.
-ENQUEUE_STDLIB = ("re", "json", "sqlite3", "dataclasses", "datetime", "pathlib")
+# and the start-up index are JSON; the models are frozen dataclasses with datetimes. (pathlib,
+# for QUEUECTL_HOME and Setting defaults, is left out when only queuectl's own plugins read the
+# config: queuectl_core.fast_enqueue.) W1 prints their import alone beside it.
+ENQUEUE_STDLIB = ("re", "json", "sqlite3", "dataclasses", "datetime")
 # On Python 3.11 the enqueue defers `inspect`, which dataclasses imports and never uses there
 # (queuectl_core.deferred_import); the floors it is compared with do the same.
 DEFER_INSPECT = "from queuectl_core.deferred_import import defer; defer('inspect'); " if sys.version_info < (3, 12) else ""

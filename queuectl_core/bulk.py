@@ -187,10 +187,10 @@ class _Batcher:
     whole input (ids unique in it, ``after`` naming only earlier jobs, unique keys unique in it)."""
 
     def __init__(self, app: App, defaults: Callable[[list[Any]], list[Any]], progress: Progress) -> None:
-        from queuectl_core.settings import default_no_retry
+        from queuectl_core.jobspec import configured_no_retry
 
         self.max_retries = app.config["max_retries"]
-        self.no_retry = default_no_retry(app.config["no_retry_exit_codes"])
+        self.no_retry = configured_no_retry(app.config["no_retry_exit_codes"])
         self.defaults = defaults
         self.progress = progress
         self.seen: dict[str, str] = {}  # ids the input gave -> their labels

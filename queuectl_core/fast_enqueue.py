@@ -16,6 +16,7 @@ import atexit
 import importlib
 import os
 import sys
+from types import MappingProxyType
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 
@@ -144,15 +145,13 @@ def _enqueue(config: Any, storage_factory: Any, event_impls: list[tuple[str, Any
             parse_job_argument,
             with_control_defaults,
         )
-        from queuectl_core.settings import default_no_retry
-
         if given:
             given.update(flag_times(given))
             objs = [given]
         else:
             objs = [parse_job_argument(job_json)]
         objs = with_control_defaults(objs, cwd, tuple(env), tuple(tags))
-        jobs = jobspec.validate_all(objs, config["max_retries"], default_no_retry(config["no_retry_exit_codes"]))
+        jobs = jobspec.validate_all(objs, config["max_retries"], jobspec.configured_no_retry(config["no_retry_exit_codes"]))
         try:
             storage = storage_factory(config)
         except QueuectlError:
@@ -185,15 +184,21 @@ def _enqueue(config: Any, storage_factory: Any, event_impls: list[tuple[str, Any
 def _prepare() -> tuple[Any, Any, list[tuple[str, Any]], bool] | None:
     """The config, the storage factory and the event implementations the index records, and
     whether all of them (and the settings hooks called) are queuectl's own bundled plugins; or None
-    when the index cannot be trusted for this process. Reads, never writes."""
+    when the index cannot be trusted for this process. Reads, never writes.
+
+    With only queuectl's own plugins reading the config, no QUEUECTL_* value set for a key they
+    read and the home spelt as when the index was written, the config is the values the index
+    recorded (a read-only mapping: those plugins only read ``config[key]``), and neither the
+    settings schema nor pathlib is loaded (~3 ms; docs/operations.md, "The click-free `queuectl enqueue`"). Otherwise it is a
+    ``Config`` of the keys this enqueue can read, as a full start would resolve them."""
     from queuectl_core import startup_index
     from queuectl_core.errors import QueuectlError
-    from queuectl_core.settings import CORE_SETTINGS, Config, Setting, ensure_private_dir, home
+    from queuectl_core.homedir import ensure_private_dir, home_text
 
     if any(name in os.environ for name in startup_index.PLUGIN_ENV):
         return None
     try:
-        home_dir = home()
+        home_dir = home_text()
         ensure_private_dir(home_dir)
     except QueuectlError:
         return None
@@ -207,14 +212,21 @@ def _prepare() -> tuple[Any, Any, list[tuple[str, Any]], bool] | None:
         ok = set(index["env_ok"])
         if any(startup_index.env_digest(salt, var, os.environ[var]) not in ok for var in present):
             return None  # validated by a full start only: it says what is wrong with it
-    try:
-        storage_name = Config(home_dir, {s.key: s for s in CORE_SETTINGS}, index["file_values"]).get("storage")
-    except QueuectlError:
-        return None
+    recorded = index.get("values")
+    if recorded is not None and recorded["home"] != home_dir:
+        recorded = None  # recorded for another spelling of QUEUECTL_HOME: a default may be a path in it
+    # The plugins (or "core") whose keys the QUEUECTL_* values set are for.
+    overridden = {recorded["plugin"].get(setting_env[var], "core") for var in present} if recorded else set()
+    if recorded is not None and "core" not in overridden:
+        storage_name = recorded["by_key"]["storage"]
+    else:
+        try:
+            storage_name = _config(home_dir, index, {}).get("storage")
+        except QueuectlError:
+            return None
     storage = index["storages"].get(storage_name)
     if storage is None:
         return None
-    refs = [storage["factory"]] + [impl["function"] for impl in index["job_event"]]
     try:
         event_impls = [(impl["plugin"], startup_index.resolve(impl["function"])) for impl in index["job_event"]]
         factory: Any = None
@@ -226,33 +238,44 @@ def _prepare() -> tuple[Any, Any, list[tuple[str, Any]], bool] | None:
                 pass
         if factory is None:
             factory = startup_index.resolve(storage["factory"])
-        # The keys this enqueue can read: core's, the storage plugin's and the event plugins'.
-        # Their values were validated by the full start that wrote the index (config.toml as it
-        # is now, each QUEUECTL_* value by digest), so ``validate`` is not run again: it may be
-        # costly (the DSN check imports psycopg). Types, ranges and choices still are.
-        from dataclasses import replace
-
-        schema: dict[str, Setting] = {}
+        # The settings hooks of the plugins this enqueue can read the keys of: core's, the storage
+        # plugin's and the event plugins'.
         readers = {storage["plugin"]} | {plugin for plugin, _ in event_impls}
-
-        def registrar(plugin: str) -> Any:
-            def register(setting: Setting) -> None:
-                from queuectl_core.settings import normalize_key
-
-                key = normalize_key(setting.key)
-                schema[key] = replace(setting, key=key, plugin=plugin, validate=None)
-
-            return register
-
-        for impl in index["settings_hooks"]:
-            if impl["plugin"] in readers:
-                refs.append(impl["function"])
-                hook = startup_index.resolve(impl["function"])
-                hook(**({"register": registrar(impl["plugin"])} if "register" in impl["argnames"] else {}))
-        for s in CORE_SETTINGS:
-            schema[s.key] = replace(s, validate=None)
+        hooks = [impl for impl in index["settings_hooks"] if impl["plugin"] in readers]
+        refs = [storage["factory"]] + [impl["function"] for impl in index["job_event"] + hooks]
+        # queuectl_plugins is a regular package that only queuectl's own distribution installs into.
+        own_code_only = all(ref.startswith("queuectl_plugins.") for ref in refs)
+        if own_code_only and recorded is not None and not overridden & (readers | {"core"}):
+            return MappingProxyType(recorded["by_key"]), factory, event_impls, True
+        config = _config(home_dir, index, {impl["plugin"]: startup_index.resolve(impl["function"]) for impl in hooks})
     except Exception:  # a plugin that no longer imports: the full start reports it
         return None
-    # queuectl_plugins is a regular package that only queuectl's own distribution installs into.
-    own_code_only = all(ref.startswith("queuectl_plugins.") for ref in refs)
-    return Config(home_dir, schema, index["file_values"]), factory, event_impls, own_code_only
+    return config, factory, event_impls, own_code_only
+
+
+def _config(home_dir: str, index: dict[str, Any], hooks: dict[str, Any]) -> Any:
+    """A ``Config`` of core's keys and those the given ``queuectl_register_settings`` hooks (by
+    plugin name) register, with config.toml's values as the index recorded them. Their values were
+    validated by the full start that wrote the index (config.toml as it is now, each QUEUECTL_*
+    value by digest), so ``validate`` is not run again: it may be costly (the DSN check imports
+    psycopg). Types, ranges and choices still are."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from queuectl_core.settings import CORE_SETTINGS, Config, Setting, normalize_key
+
+    schema: dict[str, Setting] = {}
+
+    def registrar(plugin: str) -> Any:
+        def register(setting: Setting) -> None:
+            key = normalize_key(setting.key)
+            schema[key] = replace(setting, key=key, plugin=plugin, validate=None)
+
+        return register
+
+    argnames = {impl["plugin"]: impl["argnames"] for impl in index["settings_hooks"]}
+    for plugin, hook in hooks.items():
+        hook(**({"register": registrar(plugin)} if "register" in argnames[plugin] else {}))
+    for s in CORE_SETTINGS:
+        schema[s.key] = replace(s, validate=None)
+    return Config(Path(home_dir), schema, index["file_values"])

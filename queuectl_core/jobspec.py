@@ -37,6 +37,13 @@ def is_queue_name(text: str) -> bool:
     return re.match(_QUEUE_RE, text) is not None and text.isascii()
 
 
+def configured_no_retry(value: str) -> tuple[int, ...] | None:
+    """The config's no_retry_exit_codes as a job's no_retry_on default."""
+    if not value.strip():
+        return None
+    return parse_exit_codes("no_retry_exit_codes", value)
+
+
 def parse_exit_codes(key: str, value: Any) -> tuple[int, ...]:
     """Exit codes as a JSON list of integers or as ``"1,75"`` text (flags, config): 0-255, sorted."""
     if isinstance(value, str):

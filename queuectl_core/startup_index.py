@@ -10,6 +10,8 @@ After a successful full `enqueue`, this module writes ``.startup-index.json`` in
 - which plugins are registered, which storage each storage name is built by, which functions
   implement ``queuectl_register_settings`` and, in pluggy's call order, ``queuectl_job_event``;
 - config.toml's values (already validated against every plugin's settings);
+- every key's value as config.toml and the defaults give it, and QUEUECTL_HOME as this process
+  spells it (``values``: a default may be a path inside it);
 - keyed QUEUECTL_* values that were validated (as keyed digests, never the values themselves);
 - what it is valid for: the Python version, ``sys.path`` and the modification time of each of its
   directories (pip adds, renames or removes a ``*.dist-info`` directory there on every install,
@@ -26,10 +28,12 @@ import json
 import os
 import sys
 
+from queuectl_core.homedir import home_text
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from os import PathLike
     from typing import Any
 
     from queuectl_core.app import App
@@ -112,7 +116,7 @@ def save(app: App, enqueue_is_core: bool) -> None:
 
 
 def _collect(app: App, enqueue_is_core: bool) -> dict[str, Any] | None:
-    from queuectl_core import __version__, plugins
+    from queuectl_core import __version__, plugins, settings
 
     if not enqueue_is_core or any(name in os.environ for name in PLUGIN_ENV):
         return None
@@ -128,6 +132,9 @@ def _collect(app: App, enqueue_is_core: bool) -> dict[str, Any] | None:
         if file is None:
             return None
         modules.append([file, _file_stamp(file)])
+    # The recorded values hold core's defaults (CORE_SETTINGS): an edited checkout of queuectl
+    # itself (an editable install, where neither the version nor sys.path changes) is noticed.
+    modules.append([settings.__file__, _file_stamp(str(settings.__file__))])
 
     def impls(hook_name: str) -> list[dict[str, Any]] | None:
         out = []
@@ -157,16 +164,45 @@ def _collect(app: App, enqueue_is_core: bool) -> dict[str, Any] | None:
         "config": _file_stamp(str(app.config.path)), "file_values": app.config.file_values,
         "setting_env": setting_env, "salt": salt_hex, "env_ok": env_ok,
         "storages": storages, "settings_hooks": settings_hooks, "job_event": event_hooks,
+        "values": _values(app),
     }
 
 
-def load(home: Path) -> dict[str, Any] | None:
+def _values(app: App) -> dict[str, Any] | None:
+    """Every key's value as config.toml and the defaults give it (no QUEUECTL_* variable), and
+    the home directory as this process spells it (``home``: a default may be a path inside it);
+    None if a value is not plain JSON, or the app's home is not this process's. The fast path
+    takes them only when queuectl's own plugins alone read the config, no QUEUECTL_* value is set
+    and the home is spelt the same (queuectl_core.fast_enqueue._prepare): it then builds no
+    settings schema at all."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from queuectl_core.settings import Config
+
+    # Validated when config.toml was read; ``validate`` may be costly (the DSN check imports psycopg).
+    schema = {key: replace(s, validate=None) for key, s in app.registries.settings.items()}
+    config = Config(app.config.home, schema, app.config.file_values, env={})
+    try:
+        home = home_text()
+        if Path(home) != app.config.home:
+            return None
+        values = {key: config.get(key) for key in schema}
+        json.dumps(values, allow_nan=False)
+    except Exception:  # a plugin's callable default that raises, a value JSON cannot hold
+        return None
+    # Which plugin registered each key: a QUEUECTL_* value for a key that no plugin on the enqueue
+    # path reads (say QUEUECTL_DASHBOARD_TOKEN) does not stop it from using these values.
+    return {"home": home, "by_key": values, "plugin": {key: s.plugin for key, s in schema.items()}}
+
+
+def load(home: str | PathLike[str]) -> dict[str, Any] | None:
     """The index of ``home`` if it still describes this interpreter, its plugins and its
     config.toml exactly; else None."""
     from queuectl_core import __version__
 
     try:
-        with open(home / INDEX_FILE, encoding="utf-8") as fh:
+        with open(os.path.join(home, INDEX_FILE), encoding="utf-8") as fh:
             index = json.load(fh)
     except (OSError, ValueError):
         return None
@@ -178,6 +214,6 @@ def load(home: Path) -> dict[str, Any] | None:
     for file, stamp in index["modules"]:
         if _file_stamp(file) != stamp:
             return None
-    if index["config"] != _file_stamp(str(home / "config.toml")):
+    if index["config"] != _file_stamp(os.path.join(home, "config.toml")):
         return None
     return index

@@ -20,7 +20,7 @@ FIGURES = [
     r"`xargs -P2 sh -c true` [\d,]+ jobs/s",
     r"spawning a job directly p50 [\d.]+ ms back to back, [\d.]+ ms from idle \(20 ms, as W4\)",
     r"W1 one `queuectl enqueue` process per job: [\d.]+ jobs/s .* of `import sqlite3`",
-    r"the standard library an enqueue imports, alone \(`import re, json, sqlite3, dataclasses, datetime, pathlib`"
+    r"the standard library an enqueue imports, alone \(`import re, json, sqlite3, dataclasses, datetime`"
     r"(, `inspect` deferred as the enqueue defers it)?\): "
     r"[\d.]+ ms",
     r"W2 `enqueue --file`, 20 JSON Lines: [\d,]+ jobs/s .*peak RSS \d+ MiB\); [\d.]+ of the storage alone",

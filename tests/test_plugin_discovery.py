@@ -169,3 +169,44 @@ USES_INSPECT = ("import inspect\n"
 def test_a_plugin_that_uses_inspect_gets_it_on_the_fast_path(q: Any, tmp_path: Path) -> None:
     log, job_id = _full_then_fast(q, tmp_path, "epsilon", USES_INSPECT)
     assert log.read_text().splitlines() == ["full (a, b=2) True True", f"{job_id} (a, b=2) True True"]
+
+
+# A plugin with a setting of its own that its event handler reads from the event's config.
+READS_CONFIG = ("from queuectl_core.api import Setting, hookimpl\n"
+                "@hookimpl\n"
+                "def queuectl_register_settings(register):\n"
+                "    register(Setting('zeta.greeting', str, 'hello', 'How zeta greets a job.'))\n"
+                "@hookimpl\n"
+                "def queuectl_job_event(event):\n"
+                "    c = event.config\n"
+                "    with open({log!r}, 'a') as fh:\n"
+                "        fh.write(f'{{event.job.id}} {{c[\"zeta.greeting\"]}} {{c.source(\"zeta.greeting\")}}"
+                " {{type(c).__name__}} {{c.home.name}}\\n')\n")
+
+
+def test_a_plugin_that_reads_the_config_gets_a_config_on_the_fast_path(q: Any, tmp_path: Path) -> None:
+    """The click-free enqueue hands recorded values, not a Config, to queuectl's own plugins only:
+    a third party's handler gets the Config a full start gives, with its own keys and sources."""
+    log, job_id = _full_then_fast(q, tmp_path, "zeta", READS_CONFIG)
+    home = q.home.name
+    assert log.read_text().splitlines() == [f"full hello default Config {home}", f"{job_id} hello default Config {home}"]
+
+
+# A plugin whose setting's default is computed, and cannot be here (its variable is not set).
+RAISING_DEFAULT = ("import os\n"
+                   "from queuectl_core.api import Setting, hookimpl\n"
+                   "@hookimpl\n"
+                   "def queuectl_register_settings(register):\n"
+                   "    register(Setting('eta.dir', str, lambda home: os.environ['ETA_DIR_NOT_SET'], 'Where eta keeps things.'))\n"
+                   "@hookimpl\n"
+                   "def queuectl_job_event(event):\n"
+                   "    with open({log!r}, 'a') as fh:\n"
+                   "        fh.write(f'{{event.job.id}}\\n')\n")
+
+
+def test_a_default_that_cannot_be_computed_does_not_cost_the_fast_path(q: Any, tmp_path: Path) -> None:
+    """The index records every key's value for queuectl's own plugins; a third party's default
+    that raises when computed (no enqueue reads it) leaves those out, not the whole index."""
+    log, job_id = _full_then_fast(q, tmp_path, "eta", RAISING_DEFAULT)
+    index = json.loads((q.home / ".startup-index.json").read_text())
+    assert index["values"] is None and log.read_text().splitlines() == ["full", job_id]
