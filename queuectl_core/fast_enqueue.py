@@ -13,7 +13,6 @@ start, a storage the index does not know, a plugin module that fails to import.
 from __future__ import annotations
 
 import atexit
-import importlib
 import os
 import sys
 from types import MappingProxyType
@@ -233,7 +232,7 @@ def _prepare() -> tuple[Any, Any, list[tuple[str, Any]], bool] | None:
         if storage_name == "postgres":
             try:  # the light libpq client, when installed; psycopg's import alone costs ~115 ms
                 # By name: mypy sees the installed package as untyped or missing, depending on the install.
-                factory = importlib.import_module("queuectl_plugins.postgres_lite").lite_storage
+                factory = startup_index.import_module("queuectl_plugins.postgres_lite").lite_storage
             except ImportError:
                 pass
         if factory is None:
