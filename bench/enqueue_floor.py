@@ -7,14 +7,16 @@ between that floor and `queuectl enqueue`:
 2. `python -c 'import sqlite3'`: W1's floor;
 3. a hand-written enqueue: what a console script's wrapper imports (`re`), then sqlite3 and json,
    one INSERT into a WAL database, one commit: no validation, no plugins, no events, no config;
-   like queuectl's enqueue it ends with ``os._exit`` (no interpreter teardown), as do 4 and 5;
+   like queuectl's enqueue it ends with ``os._exit`` (no interpreter teardown), as do 4, 5 and 6;
 4. the same hand-written enqueue, but the row comes from the ``NewJob`` that the plugin API hands a
    storage (queuectl_core.models: frozen dataclasses), built from the arguments: the least any
    enqueue that goes through a storage plugin costs (``inspect`` deferred as queuectl's enqueue
    defers it, on Python 3.11: bench.DEFER_INSPECT);
-5. the standard library queuectl's enqueue path cannot do without (bench.ENQUEUE_STDLIB), imported
+5. rung 4, its row inserted into queuectl's own jobs table (the database rung 7 writes): what
+   queuectl's schema (indexes, triggers) adds; the rest of the distance to 7 is queuectl's code;
+6. the standard library queuectl's enqueue path cannot do without (bench.ENQUEUE_STDLIB), imported
    alone (``inspect`` deferred likewise);
-6. `queuectl enqueue --cmd true` itself (warm start-up index).
+7. `queuectl enqueue --cmd true` itself (warm start-up index).
 
     python bench/enqueue_floor.py [--runs 40] [--queuectl PATH]
 
@@ -60,6 +62,17 @@ WITH_MODELS = MINIMAL.replace(
     "job_id = job.id",
 )
 
+# Rung 5: rung 4, its row inserted into queuectl's own jobs table (the database `queuectl enqueue`
+# writes in this run): the indexes and triggers the million-job targets need, and the schema the
+# first statement of every connection parses. Everything queuectl adds beyond it is its own code.
+WITH_SCHEMA = WITH_MODELS.replace(
+    """db.execute("INSERT INTO jobs VALUES (?, ?, 'pending', ?, ?)", (job_id, sys.argv[2], time.time(), json.dumps({"command": sys.argv[2]})))""",
+    "now = int(time.time() * 1000)\n"
+    """db.execute("INSERT INTO jobs (id, command, state, max_retries, created_at, updated_at, run_at) VALUES """
+    """(?, ?, 'pending', ?, ?, ?, ?)", (job_id, job.command, job.max_retries, now, now, now))""",
+)
+assert WITH_SCHEMA != WITH_MODELS
+
 
 def _timed(cmd: list[str], env: dict[str, str]) -> float:
     t = time.perf_counter()
@@ -81,11 +94,17 @@ def main() -> None:
         with_models = os.path.join(tmp, "with_models.py")
         with open(with_models, "w") as fh:
             fh.write(WITH_MODELS)
+        with_schema = os.path.join(tmp, "with_schema.py")
+        with open(with_schema, "w") as fh:
+            fh.write(WITH_SCHEMA)
+        _timed([args.queuectl, "enqueue", "--cmd", "true"], env)  # creates queuectl's database for rung 5
         rungs = {
             "python -c pass": [python, "-c", "pass"],
             "python -c 'import sqlite3' (W1's floor)": [python, "-c", "import sqlite3"],
             "a hand-written enqueue (re, sqlite3, json, one INSERT)": [python, script, os.path.join(tmp, "m.db"), "true"],
             "the same, its row from a queuectl NewJob (models)": [python, with_models, os.path.join(tmp, "n.db"), "true"],
+            "the same, into queuectl's own jobs table (its indexes, triggers)": [
+                python, with_schema, os.path.join(tmp, "queue.db"), "true"],
             f"import {', '.join(ENQUEUE_STDLIB)}": [python, "-c", DEFER_INSPECT + "import os, "
                                                       + ", ".join(ENQUEUE_STDLIB) + "; os._exit(0)"],
             "queuectl enqueue --cmd true": [args.queuectl, "enqueue", "--cmd", "true"],

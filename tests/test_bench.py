@@ -139,3 +139,17 @@ def test_recording_a_result_with_the_next_claim_writes_fewer_pages(tmp_path: Pat
     apart, together = float(found[1]), float(found[2])
     assert together < 0.75 * apart, proc.stdout
     assert "jobs_state" in proc.stdout and "the rest" in proc.stdout
+
+
+def test_the_enqueue_ladder_prints_every_rung(tmp_path: Path) -> None:
+    """bench/enqueue_floor.py runs each rung (a broken one, say an INSERT that no longer fits
+    queuectl's jobs table, fails it) and prints each beside W1's floor."""
+    script = Path(__file__).resolve().parent.parent / "bench" / "enqueue_floor.py"
+    executable = Path(sys.executable).with_name("queuectl")
+    proc = subprocess.run([sys.executable, str(script), "--runs", "2", "--queuectl", str(executable)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    for rung in ("python -c pass", "(W1's floor)", "a hand-written enqueue", "its row from a queuectl NewJob",
+                 "into queuectl's own jobs table", "import re, json", "queuectl enqueue --cmd true"):
+        assert re.search(r"^ +[\d.]+ ms +[\d.]+  .*" + re.escape(rung), proc.stdout, re.M), (rung, proc.stdout)
+    assert re.search(r"W1's target \(0.6 of the floor\) is [\d.]+ ms a process", proc.stdout)
