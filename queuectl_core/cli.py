@@ -211,7 +211,8 @@ def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, comman
         objs = [given]
     objs = with_control_defaults(objs, cwd, env, tags)
     app = _app(ctx)
-    jobs = jobspec.validate_all(objs, app.config["max_retries"], jobspec.configured_no_retry(app.config["no_retry_exit_codes"]))
+    no_retry = jobspec.configured_no_retry(app.config["no_retry_exit_codes"])
+    jobs = jobspec.validate_all(objs, app.config["max_retries"], no_retry)
     created = enqueue_with_fresh_ids(app.storage, jobs, {o.get("id") for o in objs if isinstance(o, dict)})
     from queuectl_core.models import EventKind, JobEvent
     from queuectl_core.plugins import emit

@@ -150,7 +150,8 @@ def _enqueue(config: Any, storage_factory: Any, event_impls: list[tuple[str, Any
         else:
             objs = [parse_job_argument(job_json)]
         objs = with_control_defaults(objs, cwd, tuple(env), tuple(tags))
-        jobs = jobspec.validate_all(objs, config["max_retries"], jobspec.configured_no_retry(config["no_retry_exit_codes"]))
+        no_retry = jobspec.configured_no_retry(config["no_retry_exit_codes"])
+        jobs = jobspec.validate_all(objs, config["max_retries"], no_retry)
         try:
             storage = storage_factory(config)
         except QueuectlError:
@@ -188,8 +189,9 @@ def _prepare() -> tuple[Any, Any, list[tuple[str, Any]], bool] | None:
     With only queuectl's own plugins reading the config, no QUEUECTL_* value set for a key they
     read and the home spelt as when the index was written, the config is the values the index
     recorded (a read-only mapping: those plugins only read ``config[key]``), and neither the
-    settings schema nor pathlib is loaded (~3 ms; docs/operations.md, "The click-free `queuectl enqueue`"). Otherwise it is a
-    ``Config`` of the keys this enqueue can read, as a full start would resolve them."""
+    settings schema nor pathlib is loaded: ~13 % of the process (docs/operations.md, "The
+    click-free `queuectl enqueue`", fifth pass). Otherwise it is a ``Config`` of the keys this
+    enqueue can read, as a full start would resolve them."""
     from queuectl_core import startup_index
     from queuectl_core.errors import QueuectlError
     from queuectl_core.homedir import ensure_private_dir, home_text
