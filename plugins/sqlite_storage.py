@@ -283,7 +283,7 @@ class SQLiteStorage(SQLStore):
         self._busy_timeout = busy_timeout_ms / 1000
 
         def cannot_open(exc: BaseException) -> StorageError:
-            return StorageError(f"cannot open SQLite database {path}: {getattr(exc, 'strerror', None) or exc}")
+            return StorageError(f"cannot open SQLite database {file}: {getattr(exc, 'strerror', None) or exc}")
 
         try:
             # Paths as text, not pathlib: this runs in every click-free `queuectl enqueue`, and

@@ -138,7 +138,6 @@ class Worker:
         os.close(self._sig_w)
 
     def _loop(self) -> None:
-        self._next_housekeeping = self._last_housekeeping = 0.0
         # A job claimed with its predecessor's result (see _record) is handed back unstarted if a
         # stop came meanwhile: a stopping worker finishes what runs and starts nothing more.
         while not self.stopping or self._successor is not None:
