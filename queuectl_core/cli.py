@@ -177,7 +177,7 @@ def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, comman
       queuectl enqueue --file jobs.jsonl        # all or nothing
     """
     from queuectl_core import jobspec
-    from queuectl_core.enqueue_input import (
+    from queuectl_core.jobspec import (
         enqueue_with_fresh_ids,
         flag_job,
         flag_times,
@@ -220,10 +220,6 @@ def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, comman
     for job in created:
         emit(JobEvent(EventKind.ENQUEUED, job=job))
     click.echo("\n".join(job.id for job in created))
-    # What the next `queuectl enqueue` needs to skip click and plugin loading.
-    from queuectl_core.startup_index import save
-
-    save(app, enqueue_is_core=ctx.command is enqueue)
 
 
 # -- workers ------------------------------------------------------------------------------------
@@ -792,7 +788,7 @@ def schedule_add(ctx: click.Context, name: str, cron: str | None, every: str | N
 
     job: dict[str, Any] = {"command": command, **{k: v for k, v in options.items() if v is not None}}
     if "timeout" in job:
-        from queuectl_core.enqueue_input import flag_times
+        from queuectl_core.jobspec import flag_times
 
         job.update(flag_times({"timeout": job["timeout"]}))
     seconds = None

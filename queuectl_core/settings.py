@@ -8,26 +8,71 @@ from __future__ import annotations
 
 import math
 import os
+import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
 
 from queuectl_core.errors import ConfigError
-
-# check_path and ensure_private_dir live in homedir (no pathlib) and are used from here too.
-from queuectl_core.homedir import check_path as check_path
-from queuectl_core.homedir import ensure_private_dir as ensure_private_dir
-from queuectl_core.homedir import home_text
-
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
-if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable, Mapping
 
 CONFIG_FILE = "config.toml"
 
 
 def home() -> Path:
-    """QUEUECTL_HOME, or the platform's per-user app directory (queuectl_core.homedir.home_text)."""
-    return Path(home_text())
+    """QUEUECTL_HOME (``~`` expanded), or the platform's per-user app directory."""
+    env = os.environ.get("QUEUECTL_HOME")
+    if env:
+        try:
+            return Path(os.path.expanduser(check_path(env)))
+        except ValueError as exc:
+            raise ConfigError(f"environment variable QUEUECTL_HOME: {exc}") from None
+    if sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")):
+        # click.get_app_dir's rule for these systems; settings is imported by plugins that need no click.
+        return Path(os.environ.get("XDG_CONFIG_HOME", os.path.expanduser("~/.config")), "queuectl")
+    import click
+
+    return Path(click.get_app_dir("queuectl"))
+
+
+def check_path(value: str) -> str:
+    """A path setting must name something: not empty, no NUL, and a leading ``~user`` must be a
+    user this machine knows (else every later command would fail expanding it). ValueError if not.
+    Plugins pass it as a Setting's ``validate`` (``from queuectl_core.settings import check_path``)."""
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if "\x00" in value:
+        raise ValueError("must not contain NUL bytes")
+    if value.startswith("~") and os.path.expanduser(value).startswith("~"):
+        # os.path.expanduser leaves what it cannot expand as it was (Path.expanduser raises).
+        raise ValueError(f"{value.split('/', 1)[0]!r}: no such user (write the path in full)")
+    return value
+
+
+def ensure_private_dir(path: str | os.PathLike[str]) -> None:
+    """Create ``path`` 0700, or tighten it to 0700 if it exists with group/other bits, as ssh and
+    gpg do for their own directories: config.toml may hold a DSN password, and the database every
+    job's command. One stat when all is well; a directory we do not own is left as it is."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        try:
+            os.makedirs(path, mode=0o700)
+            os.chmod(path, 0o700)  # whatever the umask
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ConfigError(f"cannot create {os.fspath(path)}: {exc.strerror or exc}") from None
+        return
+    except OSError as exc:
+        raise ConfigError(f"cannot use QUEUECTL_HOME {os.fspath(path)}: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"QUEUECTL_HOME {os.fspath(path)} is not a directory")
+    if st.st_mode & 0o077 and st.st_uid == os.getuid():
+        try:
+            os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+        except OSError:
+            pass
 
 
 def normalize_key(key: str) -> str:

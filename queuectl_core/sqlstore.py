@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 import re
 from datetime import datetime
-
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
