@@ -171,8 +171,8 @@ _ALLOWED = frozenset(ALLOWED_KEYS)
 def job_fields(obj: Any, default_max_retries: int, default_no_retry: tuple[int, ...] | None = None,
                next_id: Callable[[], str] = new_id) -> tuple[Any, ...]:
     """:func:`validate`'s checks, returning NewJob's field values in order (``JOB_FIELDS``), for
-    ``enqueue --file``, which builds its NewJobs without dataclass ``__init__`` (see fastinit)
-    and draws the ids it generates a batch at a time (``next_id``)."""
+    ``enqueue --file``, which builds its NewJobs positionally and draws the ids it generates a
+    batch at a time (``next_id``)."""
     if not isinstance(obj, dict):
         raise ValidationError(f"a job must be a JSON object, got {type(obj).__name__}")
     if not _ALLOWED.issuperset(obj):
