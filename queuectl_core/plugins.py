@@ -34,6 +34,7 @@ DEFAULT_PLUGINS = (
     ("stdout", "queuectl_plugins.stdout_notify"),
     ("postgres", "queuectl_plugins.postgres_storage"),
     ("dashboard", "queuectl_plugins.dashboard"),
+    ("bench", "queuectl_plugins.bench"),
 )
 
 class PluginManager(pluggy.PluginManager):
