@@ -8,7 +8,7 @@ import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from importlib.metadata import entry_points
+from importlib.metadata import Distribution, entry_points
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 import pluggy
@@ -53,7 +53,9 @@ pm.add_hookspecs(hookspecs)
 _loaded = False
 # Read once: emit() runs for every job event in a worker's hot path.
 _tracing = bool(os.environ.get("QUEUECTL_TRACE_PLUGINS"))
-_dists: dict[str, str] = {}  # plugin name -> distribution that provides it
+# plugin name -> the distribution that provides it (its metadata is parsed only when asked for:
+# `plugins list` shows versions, every other command never needs them).
+_dists: dict[str, Distribution] = {}
 _names: list[str] = []  # plugins registered by load_plugins (entry points, then bundled)
 
 
@@ -115,7 +117,7 @@ def load_plugins() -> None:
             continue
         _register(plugin, ep.name)
         if ep.dist is not None:
-            _dists[ep.name] = ep.dist.name
+            _dists[ep.name] = ep.dist
         _names.append(ep.name)
     for name, module_name in DEFAULT_PLUGINS:
         if name not in blocked and not pm.has_plugin(name):
@@ -163,12 +165,7 @@ def _import_bundled(module_name: str) -> Any:
 
 def plugin_version(name: str) -> str | None:
     if name in _dists:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return version(_dists[name])
-        except PackageNotFoundError:
-            pass
+        return _dists[name].version
     plugin = pm.get_plugin(name)
     found: str | None = getattr(plugin, "__version__", None)
     if found is None and getattr(plugin, "__name__", "").startswith("queuectl_plugins."):
