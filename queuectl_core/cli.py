@@ -544,7 +544,7 @@ def remove(ctx: click.Context, job_ids: tuple[str, ...]) -> None:
     from queuectl_core.actions import remove as remove_jobs
 
     app = _app(ctx)
-    for job in remove_jobs(app.storage, job_ids, log_dir=_log_dir(app)):
+    for job in remove_jobs(app.storage, job_ids, executor=_executor(app)):
         click.echo(f"{job.id}: removed")
 
 
@@ -584,7 +584,7 @@ def purge(ctx: click.Context, older_than: str, states: tuple[str, ...]) -> None:
 
     age = _duration("--older-than", older_than)
     app = _app(ctx)
-    gone = actions.purge(app.storage, age, [JobState(s) for s in states] or FINISHED_STATES, log_dir=_log_dir(app))
+    gone = actions.purge(app.storage, age, [JobState(s) for s in states] or FINISHED_STATES, executor=_executor(app))
     click.echo(f"purged {len(gone)} job(s)")
 
 
@@ -609,11 +609,11 @@ def _checked_cmd(command: str | None) -> str | None:
     return utf8_text("--cmd", command)
 
 
-def _log_dir(app: App) -> str | None:
-    try:
-        return str(app.config["subprocess.log_dir"])
-    except Exception:  # another executor, its logs its own
-        return None
+def _executor(app: App) -> object:
+    """The configured executor, which deletes the logs of removed jobs (or None: see joblogs)."""
+    from queuectl_core.joblogs import configured_executor
+
+    return configured_executor(app)
 
 
 
@@ -689,7 +689,7 @@ def dlq_remove(ctx: click.Context, job_ids: tuple[str, ...], all_: bool) -> None
 
     app = _app(ctx)
     ids = _ids_or_all(job_ids, all_)
-    gone = remove_jobs(app.storage, ids, [JobState.DEAD], log_dir=_log_dir(app))
+    gone = remove_jobs(app.storage, ids, [JobState.DEAD], executor=_executor(app))
     if all_:
         click.echo(f"removed {len(gone)} job(s)")
     else:
