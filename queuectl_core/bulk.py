@@ -267,7 +267,7 @@ class _Batcher:
                 if job_id in forward:
                     raise ValidationError(f"{forward[job_id]}: 'after' names {job_id!r}, which is not earlier"
                                           " in the input")
-            # -- scheduling (spec §11) --
+            # -- scheduling --
             for parent in job.after:
                 if parent == job_id:
                     raise ValidationError(f"{prefix}'after' names {parent!r}, which is not earlier in the input")

@@ -150,13 +150,13 @@ def cli() -> None:
 # Bytes, decoded by us: a file that is not UTF-8 must be one error line, not a traceback.
 @click.option("--file", "file_", type=click.File("rb"),
               help="Read jobs from a file: one JSON object, an array, or JSON Lines; '-' reads stdin.")
-# -- scheduling (spec §11) --
+# -- scheduling --
 @click.option("--queue", help="The queue to put it in (default: default).")
 @click.option("--after", help="Run only once these jobs completed: ID[,ID...].")
 @click.option("--unique-key", help="Refuse while a job with this key is pending, failed or processing.")
 @click.option("--retry-on", help="Retry only these exit codes (e.g. 1,75); other exit codes go to the DLQ.")
 @click.option("--no-retry-on", help="These exit codes go straight to the DLQ (e.g. 2,64).")
-# -- §10: where it runs, its environment, its tags (for every job given, JSON keys winning) ---------
+# -- where it runs, its environment, its tags (for every job given, JSON keys winning) ---------
 @click.option("--cwd", "cwd", type=click.Path(file_okay=False), help="Run in this directory (default: the current one).")
 @click.option("--env", "env", multiple=True, metavar="KEY[=VALUE]",
               help="Set KEY for the job; KEY alone copies its value from this shell. Repeatable.")
@@ -418,7 +418,7 @@ def _job_table(jobs: list[Job], now: Any, with_error: bool = True, waits: dict[s
     for j in jobs:
         state = str(j.state) + ("*" if j.cancel_requested else "")
         last = (j.last_error or "") if with_error else ""
-        if waits and j.id in waits:  # §11: what a held job waits on
+        if waits and j.id in waits:  # what a held job waits on
             last = f"waits on {', '.join(waits[j.id])}" + (f"; {last}" if last else "")
         rows.append([j.id, state, f"{j.attempts}/{j.max_retries + 1}", j.queue, _when(j, now), _took(j, now),
                      j.command, last])
@@ -457,7 +457,7 @@ def list_(ctx: click.Context, states: tuple[str, ...], queue: str | None, tag: s
 
 
 def _waits(storage: Any, jobs: list[Job]) -> dict[str, list[str]]:
-    """§11: for each listed job still held by `--after`, the ids it waits on."""
+    """For each listed job still held by `--after`, the ids it waits on."""
     held = [j.id for j in jobs if j.waiting]
     return storage.waits_on(held) if held else {}
 
@@ -697,7 +697,7 @@ def dlq_remove(ctx: click.Context, job_ids: tuple[str, ...], all_: bool) -> None
             click.echo(f"{job.id}: removed")
 
 
-# -- queues and schedules (spec §11) --------------------------------------------------------------
+# -- queues and schedules --------------------------------------------------------------
 @cli.group("queue")
 def queue_group() -> None:
     """Queues: concurrency limits, pause and resume."""

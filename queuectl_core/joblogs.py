@@ -133,7 +133,7 @@ def show(app: App, job_id: str, *, follow: bool = False, attempt: int | None = N
     if job.attempts == 0:
         if not follow:
             extra = "" if job.state != JobState.PENDING else "; `queuectl logs -f` waits for it to start"
-            if job.waiting:  # §11: say what it is held by
+            if job.waiting:  # say what it is held by
                 extra = f"; it waits on {', '.join(storage.waits_on([job.id]).get(job.id, []))}" + extra
             raise ValidationError(f"job {job_id!r} has not run yet (it is {job.state}{extra})")
         job = _wait_for_start(app, job)

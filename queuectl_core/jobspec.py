@@ -19,16 +19,16 @@ if TYPE_CHECKING:
     from queuectl_core.models import Job
 
 ALLOWED_KEYS: tuple[str, ...] = ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout",
-                                # -- scheduling (spec §11) --
+                                # -- scheduling --
                                 "queue", "after", "unique_key", "retry_on", "no_retry_on")
-# -- §10: where a job runs and how it is found again -------------------------------------------------
+# -- where a job runs and how it is found again -------------------------------------------------
 CONTROL_KEYS = ("cwd", "env", "tags")
 ALLOWED_KEYS += CONTROL_KEYS
 TAG_RULE = "1-64 characters of letters, digits and ._:@+/-"
 # Patterns, not compiled at import: re compiles (and caches) each on first use, and most enqueues use none.
 _TAG_RE = r"[A-Za-z0-9._:@+/-]{1,64}\Z"
 _ENV_NAME_RE = r"[A-Za-z_][A-Za-z0-9_]*\Z"
-# -- end §10
+# -- end of the control keys
 _ID_RE = r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}\Z"
 _MAX_PRIORITY = 2**31 - 1
 ID_RULE = "1-128 characters of letters, digits and ._:@+-, starting with a letter or digit"
@@ -124,7 +124,7 @@ def _seconds(key: str, value: Any) -> float:
 
 
 def _scheduling(obj: dict[str, Any], default_no_retry: tuple[int, ...] | None) -> dict[str, Any]:
-    """The spec §11 keys of one job object, validated (their NewJob fields)."""
+    """The scheduling keys of one job object, validated (their NewJob fields)."""
     out: dict[str, Any] = {}
     queue = obj.get("queue")
     if queue is not None:
@@ -230,7 +230,7 @@ def is_tag(text: str) -> bool:
 
 
 def control_fields(obj: dict[str, Any]) -> dict[str, Any]:
-    """The §10 keys of a job object, validated: ``cwd`` an absolute directory path (it need not
+    """The control keys (where it runs, its env, its tags) of a job object, validated: ``cwd`` an absolute directory path (it need not
     exist yet: a missing one fails the attempt, with the reason), ``env`` an object of strings,
     ``tags`` a list of tag names."""
     out: dict[str, Any] = {}
@@ -308,7 +308,7 @@ def validate_all(objs: Iterable[Any], default_max_retries: int,
             raise ValidationError(f"job {n}: {exc}" if len(objs) > 1 else str(exc)) from None
         if job.id in seen:
             raise ValidationError(f"job {n}: duplicate id {job.id!r} in the input")
-        # -- scheduling (spec §11) --
+        # -- scheduling --
         for parent in job.after:
             if position.get(parent, 0) >= n:
                 raise ValidationError(f"job {n}: 'after' names {parent!r}, which is not earlier in the input")

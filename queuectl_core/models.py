@@ -39,13 +39,13 @@ class NewJob:
     run_at: datetime | None = None
     delay: float | None = None
     timeout: float | None = None
-    # -- scheduling (spec §11) --
+    # -- scheduling --
     queue: str = "default"
     after: tuple[str, ...] = ()  # ids this job waits on (each must end completed)
     unique_key: str | None = None
     retry_on: tuple[int, ...] | None = None  # retry only these exit codes
     no_retry_on: tuple[int, ...] | None = None  # these exit codes go straight to the DLQ
-    # -- §10: where and how it runs, and how it is found again --------------------------------
+    # -- where and how it runs, and how it is found again --------------------------------
     cwd: str | None = None  # None: the worker's own directory
     env: dict[str, str] = field(default_factory=dict, hash=False)  # added to the worker's environment
     tags: tuple[str, ...] = ()
@@ -74,20 +74,20 @@ class Job:
     lease_expires_at: datetime | None = None
     # `cancel` of a running job asks its worker to stop it; the worker records it cancelled.
     cancel_requested: bool = False
-    # -- scheduling (spec §11) --
+    # -- scheduling --
     queue: str = "default"
     waiting: int = 0  # how many of the jobs it waits on (`after`) have not completed yet
     unique_key: str | None = None
     retry_on: tuple[int, ...] | None = None
     no_retry_on: tuple[int, ...] | None = None
-    # -- §10: where and how it runs, and how it is found again --------------------------------
+    # -- where and how it runs, and how it is found again --------------------------------
     cwd: str | None = None
     env: dict[str, str] = field(default_factory=dict, hash=False)
     tags: tuple[str, ...] = ()
     last_duration: float | None = None  # seconds the last finished attempt ran
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON shape of a job (spec §3), as ``list --json`` prints it."""
+        """The JSON shape of a job, as ``list --json`` prints it."""
         return {
             "id": self.id,
             "command": self.command,
@@ -104,7 +104,7 @@ class Job:
             "log_path": self.log_path,
             "worker_id": self.worker_id,
             "lease_expires_at": format_time(self.lease_expires_at),
-            # -- scheduling (spec §11) --
+            # -- scheduling --
             "queue": self.queue,
             "waiting": self.waiting,
             "unique_key": self.unique_key,
@@ -204,6 +204,8 @@ class AttemptResult:
 
 @dataclass(frozen=True, slots=True)
 class WorkerInfo:
+    """A worker process as it registered itself, and what it last reported."""
+
     id: str
     hostname: str
     pid: int
@@ -216,7 +218,7 @@ class WorkerInfo:
     jobs: tuple[tuple[str, datetime], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """Spec §10's keys (``host``, ``last_seen_at``), and the older ``hostname``/``last_seen``."""
+        """The keys ``status --json`` shows (``host``, ``last_seen_at``), and the older ``hostname``/``last_seen``."""
         return {
             "id": self.id,
             "host": self.hostname,

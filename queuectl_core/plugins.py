@@ -284,6 +284,8 @@ def _guard_command(command: Any, plugin: str) -> None:
 
 @dataclass
 class Registries:
+    """Everything the plugins registered: storages, executors, backoff policies and config keys."""
+
     storages: Registry[Any] = field(default_factory=lambda: Registry("storage backend", "storage"))
     executors: Registry[Any] = field(default_factory=lambda: Registry("executor", "executor"))
     backoffs: Registry[Any] = field(default_factory=lambda: Registry("backoff policy", "backoff"))

@@ -102,7 +102,7 @@ class Setting:
         then be given as a duration such as ``5m`` or ``1h30m``."""
         if self.type not in (int, float):
             return None
-        if self.key.endswith("_seconds") or self.key.startswith("retention."):  # retention.*: §10's ages
+        if self.key.endswith("_seconds") or self.key.startswith("retention."):  # retention.*: ages
             return 1.0
         if self.key.endswith("_ms"):
             return 0.001
@@ -235,11 +235,11 @@ CORE_SETTINGS = (
     Setting("storage", str, "sqlite", "Which registered storage backend holds the queue."),
     Setting("executor", str, "subprocess", "Which registered executor runs jobs."),
     Setting("backoff", str, "exponential", "Which registered backoff policy spaces retries."),
-    # -- scheduling (spec §11) --
+    # -- scheduling --
     Setting("no_retry_exit_codes", str, "",
             "Exit codes that go straight to the DLQ unless a job says otherwise (e.g. 2,64; empty: none).",
             validate=lambda value: _check_exit_codes(value)),
-    # -- §10 retention: applied by running workers, at most once a minute -------------------------
+    # -- retention: applied by running workers, at most once a minute -------------------------
     Setting("retention.completed", float, 7 * 86_400.0,
             "Delete completed jobs (and their logs) this long after they finished; 0 keeps them.",
             minimum=0, maximum=100 * 365 * 86_400),
