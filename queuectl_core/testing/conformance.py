@@ -1092,6 +1092,27 @@ class StorageConformance:
         [late] = storage.enqueue([self.new("late", after=("top",))])
         assert late.state == JobState.CANCELLED and "top" in late.last_error
 
+    def test_what_happens_to_waiting_jobs_comes_from_the_change(self, storage: Any) -> None:
+        """The storage formats the change's own ``cascade_reason`` template with each parent and
+        its state, down the chain: it decides nothing itself."""
+        import dataclasses
+
+        from queuectl_core import lifecycle
+        from queuectl_core.models import JobState
+
+        storage.enqueue([self.new("top", max_retries=0, priority=1), self.new("kid", after=("top",)),
+                         self.new("grandkid", after=("kid",))])
+        top = storage.claim("w", 30)
+        change = dataclasses.replace(lifecycle.bury(self.bad()), cascade_reason="gone: {parent} is {state}")
+        assert storage.apply("top", top.lease_token, change).state == JobState.DEAD
+        assert (storage.get("kid").state, storage.get("kid").last_error) == (JobState.CANCELLED, "gone: top is dead")
+        assert storage.get("grandkid").last_error == "gone: kid is cancelled"
+        # no template: the lifecycle leaves waiting jobs as they are
+        storage.enqueue([self.new("p2", max_retries=0), self.new("c2", after=("p2",))])
+        p2 = storage.claim("w", 30)
+        storage.apply("p2", p2.lease_token, dataclasses.replace(lifecycle.bury(self.bad()), cascade_reason=None))
+        assert (storage.get("c2").state, storage.get("c2").waiting) == (JobState.PENDING, 1)
+
     def test_unique_key_is_refused_while_held_and_free_after(self, storage: Any) -> None:
         from queuectl_core.errors import UniqueKeyError
 
