@@ -143,7 +143,7 @@ def test_the_sql_layer_writes_the_lifecycles_state_groups(tmp_path: Path) -> Non
         storage.close()
 
 
-# -- scheduling (spec §11) ----------------------------------------------------------------------
+# -- scheduling ------------------------------------------------------------------------------
 def test_exit_code_rules_decide_in_the_fail_transition() -> None:
     usage = AttemptResult(exit_code=2, error="exit 2")
     # no_retry_on: straight to the DLQ even with retries left, saying why

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Sequence
+from typing import Any, Sequence
 
 from queuectl_core import lifecycle
 from queuectl_core.errors import DuplicateJobError, UniqueKeyError, ValidationError
@@ -81,13 +81,13 @@ class MemoryStorage:
         for n, job_id in enumerate(ids):
             if job_id in q.jobs or job_id in ids[:n]:
                 raise DuplicateJobError(job_id)
-        held = {j.unique_key: j.id for j in q.jobs.values()
-                if j.unique_key is not None and j.state in lifecycle.HOLDING_STATES}
+        keys: dict[str, str] = {}  # those of this batch so far
         for new in jobs:
             if new.unique_key is not None:
-                if new.unique_key in held:
-                    raise UniqueKeyError(new.unique_key, held[new.unique_key])
-                held[new.unique_key] = new.id
+                holder = keys.get(new.unique_key) or self._holder(new.unique_key)
+                if holder is not None:
+                    raise UniqueKeyError(new.unique_key, holder)
+                keys[new.unique_key] = new.id
         for new in jobs:
             for parent in new.after:
                 if parent not in q.jobs and parent not in ids:
@@ -214,38 +214,40 @@ class MemoryStorage:
 
     def _changed(self, job: Job, change: Change, now: datetime) -> Job:
         """``job`` with ``change`` written on it; fields the change leaves None stay as they are."""
-        new = job
+        if change.state in lifecycle.HOLDING_STATES and job.state not in lifecycle.HOLDING_STATES:
+            holder = self._holder(job.unique_key)
+            if holder is not None:  # a restart or replay would hold the key twice
+                raise UniqueKeyError(job.unique_key, holder)
+        new: dict[str, Any] = {}
         if change.state is not None:
-            if change.state in lifecycle.HOLDING_STATES and job.state not in lifecycle.HOLDING_STATES \
-                    and job.unique_key is not None:
-                holder = next((j.id for j in self.q.jobs.values() if j.unique_key == job.unique_key
-                               and j.state in lifecycle.HOLDING_STATES), None)
-                if holder is not None:
-                    raise UniqueKeyError(job.unique_key, holder)
-            new = replace(new, state=change.state, updated_at=now)
+            new.update(state=change.state, updated_at=now)
         if change.attempts is not None:
-            new = replace(new, attempts=change.attempts)
+            new["attempts"] = change.attempts
         if change.run_in is not None:
-            new = replace(new, run_at=now + timedelta(seconds=change.run_in))
+            new["run_at"] = now + timedelta(seconds=change.run_in)
         if change.lease_seconds is not None:
-            new = replace(new, lease_expires_at=now + timedelta(seconds=change.lease_seconds))
+            new["lease_expires_at"] = now + timedelta(seconds=change.lease_seconds)
         elif change.clear_lease:
-            new = replace(new, lease_expires_at=None)
+            new["lease_expires_at"] = None
         if change.clear_token:
-            new = replace(new, lease_token=None, worker_id=None)
-        if change.result is not None:
-            r = change.result
-            new = replace(new, last_exit_code=r.exit_code, last_error=change.reason if change.reason is not None
-                          else r.error, log_path=r.log_path, output_tail=r.output_tail, last_duration=r.duration)
+            new.update(lease_token=None, worker_id=None)
+        if (r := change.result) is not None:
+            new.update(last_exit_code=r.exit_code, last_error=change.reason if change.reason is not None else r.error,
+                       log_path=r.log_path, output_tail=r.output_tail, last_duration=r.duration)
         elif change.reason is not None:
-            new = replace(new, last_exit_code=None, last_error=change.reason)
+            new.update(last_exit_code=None, last_error=change.reason)
         if change.progress is not None and change.result is None:
-            new = replace(new, log_path=change.progress[0], output_tail=change.progress[1])
+            new.update(log_path=change.progress[0], output_tail=change.progress[1])
         if change.cancel_requested is not None:
-            new = replace(new, cancel_requested=change.cancel_requested)
+            new["cancel_requested"] = change.cancel_requested
         if change.command is not None:
-            new = replace(new, command=change.command)
-        return new
+            new["command"] = change.command
+        return replace(job, **new)
+
+    def _holder(self, key: str | None) -> str | None:
+        """The job holding unique key ``key`` (one in lifecycle.HOLDING_STATES), if any."""
+        return next((j.id for j in self.q.jobs.values() if key is not None and j.unique_key == key
+                     and j.state in lifecycle.HOLDING_STATES), None)
 
     def _dependants(self, parent: str, change: Change | None) -> None:
         """Apply the lifecycle's ``change`` to every job still waiting on ``parent``, then to
