@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS workers (
     wake_addr TEXT
 )
 """
-# -- scheduling (spec §11): queues, dependencies, unique keys, exit-code rules, schedules --
+# -- scheduling: queues, dependencies, unique keys, exit-code rules, schedules --
 _SCHEDULING = """
 ALTER TABLE jobs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
 ALTER TABLE jobs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
@@ -144,7 +144,7 @@ MIGRATIONS: tuple[str, ...] = (
     "ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;"
     "CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at DESC, id DESC)",
     _SCHEDULING,
-    # §10 control and visibility: where a job runs, its env and tags, its last attempt's duration,
+    # Control and visibility: where a job runs, its env and tags, its last attempt's duration,
     # `worker stop --now`, and the finished-jobs index retention purges by.
     "ALTER TABLE jobs ADD COLUMN cwd TEXT;"
     "ALTER TABLE jobs ADD COLUMN env TEXT;"

@@ -35,6 +35,8 @@ def __getattr__(name: str) -> object:
 
 
 class JobState(StrEnum):
+    """Every state a job can be in: the one list of them (queuectl_core.lifecycle groups them)."""
+
     PENDING = "pending"
     PROCESSING = "processing"
     COMPLETED = "completed"
@@ -43,8 +45,6 @@ class JobState(StrEnum):
     CANCELLED = "cancelled"  # final: stopped by `cancel`, or never to run
 
 
-# A job in one of these states still has work ahead of it; --burst waits for them.
-UNFINISHED_STATES = (JobState.PENDING, JobState.PROCESSING, JobState.FAILED)
 DEFAULT_QUEUE = "default"
 
 
