@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS workers (
     wake_addr TEXT
 )
 """
-# -- scheduling queues, dependencies, unique keys, exit-code rules, schedules --
+# -- scheduling: queues, dependencies, unique keys, exit-code rules, schedules --
 _SCHEDULING = """
 ALTER TABLE jobs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
 ALTER TABLE jobs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;

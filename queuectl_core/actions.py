@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple, Sequence
 
 from queuectl_core import lifecycle
+from queuectl_core.capabilities import with_fallbacks
 from queuectl_core.errors import JobNotFoundError, ValidationError
 from queuectl_core.joblogs import discard_logs
 
@@ -115,22 +116,20 @@ class Removed(NamedTuple):
     log_path: str | None
 
 
-def remove(storage: Storage, job_ids: Sequence[str] | None, states: Sequence[JobState] = lifecycle.FINISHED_STATES,
+def remove(storage: Storage, job_ids: Sequence[str] | None, states: Sequence[JobState] = lifecycle.REMOVABLE_STATES,
            executor: object = None) -> list[Removed]:
     """``remove`` / ``dlq remove``: delete the listed jobs (``None``: every job in ``states``) and,
     through ``executor`` (the configured one), their log files on this host. Only jobs in
-    ``states``; one that is not refuses them all."""
+    ``states`` (the lifecycle says which may be removed); one that is not refuses them all."""
     removed: list[Removed]
     if job_ids is None:
+        lifecycle.check_purgeable(list(states))
         # "Changed before a moment far in the future": all of them.
-        removed = [Removed(*r) for r in storage.purge(states, older_than=-1e9)]
+        removed = [Removed(*r) for r in with_fallbacks(storage).purge(states, older_than=-1e9)]
     else:
         jobs = _read_all(storage, job_ids)
         for job in jobs:
-            if job.state not in states:
-                wanted = ", ".join(str(s) for s in states)
-                raise ValidationError(f"job {job.id!r} is {job.state}; only {wanted} jobs can be removed"
-                                      + (" (cancel it first)" if job.state not in lifecycle.FINISHED_STATES else ""))
+            lifecycle.check_removable(job, list(states))
         deleted = storage.delete([j.id for j in jobs], states)
         if deleted is None:
             raise ValidationError("jobs changed while removing them; nothing was removed; try again")
@@ -139,14 +138,12 @@ def remove(storage: Storage, job_ids: Sequence[str] | None, states: Sequence[Job
     return removed
 
 
-def purge(storage: Storage, older_than: float, states: Sequence[JobState] = lifecycle.FINISHED_STATES,
+def purge(storage: Storage, older_than: float, states: Sequence[JobState] = lifecycle.REMOVABLE_STATES,
           executor: object = None, limit: int | None = None) -> list[Removed]:
     """``purge`` and retention: delete finished jobs last changed more than ``older_than`` seconds
     ago (at most ``limit``), and, through ``executor`` (the configured one), their logs on this host."""
-    bad = [s for s in states if s not in lifecycle.FINISHED_STATES]
-    if bad:
-        raise ValidationError(f"only finished jobs can be purged, not {bad[0]}")
-    removed = [Removed(*r) for r in storage.purge(states, older_than, limit)]
+    lifecycle.check_purgeable(list(states))
+    removed = [Removed(*r) for r in with_fallbacks(storage).purge(states, older_than, limit)]
     discard_logs(executor, removed)
     return removed
 

@@ -47,13 +47,13 @@ from queuectl_core.plugins import get_backoff, get_executor, get_storage
 from queuectl_core.settings import Config, Setting
 
 if _typing.TYPE_CHECKING:
-    from queuectl_core import actions, scheduling
+    from queuectl_core import actions, capabilities, scheduling
 
 
 def __getattr__(name: str) -> _typing.Any:
     # `actions` brings the lifecycle and `scheduling` the schedule evaluation, which loading a
     # plugin does not need: imported on first use.
-    if name in ("actions", "scheduling"):
+    if name in ("actions", "capabilities", "scheduling"):
         import importlib
 
         return importlib.import_module(f"queuectl_core.{name}")
@@ -90,6 +90,7 @@ __all__ = [
     "WorkerInfo",
     "__version__",
     "actions",
+    "capabilities",
     "current_app",
     "get_backoff",
     "get_executor",

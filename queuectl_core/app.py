@@ -9,6 +9,7 @@ from queuectl_core.plugins import make_provider, registries, set_config
 from queuectl_core.settings import Config, ensure_private_dir, home, read_file_values, validate_file_values
 
 if TYPE_CHECKING:
+    from queuectl_core.capabilities import FullStorage
     from queuectl_core.interfaces import BackoffPolicy, Executor, Storage
 
 
@@ -31,10 +32,14 @@ class App:
         _current = self
 
     @property
-    def storage(self) -> Storage:
+    def storage(self) -> FullStorage:
         if self._storage is None:
-            self._storage = make_provider(self.registries.storages, self.config["storage"], self.config)
-        return self._storage
+            from queuectl_core.capabilities import with_fallbacks
+
+            # Every caller gets the optional capabilities, the backend's own or core's fallback.
+            self._storage = with_fallbacks(make_provider(self.registries.storages, self.config["storage"],
+                                                         self.config))
+        return self._storage  # type: ignore[return-value]  # WithFallbacks delegates the rest
 
     @cached_property
     def executor(self) -> Executor:

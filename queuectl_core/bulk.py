@@ -20,6 +20,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator
 
+from queuectl_core.capabilities import with_fallbacks
 from queuectl_core.errors import DuplicateJobError, UniqueKeyError, ValidationError
 
 if TYPE_CHECKING:
@@ -267,7 +268,7 @@ class _Batcher:
                 if job_id in forward:
                     raise ValidationError(f"{forward[job_id]}: 'after' names {job_id!r}, which is not earlier"
                                           " in the input")
-            # -- scheduling --
+            # -- after: a parent must come earlier in the input --
             for parent in job.after:
                 if parent == job_id:
                     raise ValidationError(f"{prefix}'after' names {parent!r}, which is not earlier in the input")
@@ -378,11 +379,8 @@ def _store(app: App, stream: BinaryIO, name: str, defaults: Callable[[list[Any]]
         sys.setswitchinterval(min(switch, _SWITCH))
         try:
             try:
-                stream_fn = getattr(storage, "enqueue_stream", None)
-                if stream_fn is not None:
-                    return stream_fn(iter(reader))
-                # A third-party storage without it: one batch, in memory, as before.
-                return iter([storage.enqueue([j for batch in reader for j in batch])])
+                # A storage without StreamingInsert: core's fallback, every batch in memory, one enqueue.
+                return with_fallbacks(storage).enqueue_stream(iter(reader))
             finally:
                 reader.close()
                 sys.setswitchinterval(switch)

@@ -11,12 +11,13 @@ whatever the backend offers.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:
     from queuectl_core.interfaces import Storage
     from queuectl_core.lifecycle import Change
-    from queuectl_core.models import Job, NewJob
+    from queuectl_core.models import Job, JobState, NewJob
 
     Changes = Sequence[tuple[str, str | None, Change]]
 
@@ -61,7 +62,51 @@ class StreamingInsert(Protocol):
         holding them all in memory. Fallback: every batch read into memory, then one ``enqueue``."""
 
 
-CAPABILITIES: tuple[type, ...] = (ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert)
+# -- reads a backend answers from counters or one statement; the fallbacks read every job -----------
+@runtime_checkable
+class CountJobs(Protocol):
+    def count_jobs(self, state: JobState | None = None, *, states: Sequence[JobState] | None = None,
+                   tag: str | None = None, queue: str | None = None) -> int:
+        """How many jobs ``list_jobs`` would list with these filters and no limit (``list``'s "N
+        more"). Fallback: ``list_jobs`` page by page, counted."""
+
+
+@runtime_checkable
+class PendingSummary(Protocol):
+    def pending_summary(self) -> tuple[int, int, datetime | None]:
+        """(pending jobs due now, pending jobs scheduled later, the earliest run_at among due
+        runnable jobs): ``status``'s ready/scheduled split and the oldest ready job. Jobs still
+        waiting on ``after`` are in none of the three. Fallback: the pending and failed jobs read
+        page by page."""
+
+
+@runtime_checkable
+class AttemptsByState(Protocol):
+    def attempts_by_state(self) -> dict[JobState, int]:
+        """The sum of ``attempts`` over the jobs of each state, every state present (what a
+        metrics exporter reports). Fallback: every job read page by page."""
+
+
+@runtime_checkable
+class Purge(Protocol):
+    def purge(self, states: Sequence[JobState], older_than: float,
+              limit: int | None = None) -> list[tuple[str, str | None]]:
+        """Delete jobs in ``states`` whose updated_at is more than ``older_than`` seconds ago by
+        this storage's clock, oldest first, at most ``limit``, in one transaction; returns
+        ``(id, log_path)`` of each deleted job (for its log files), not whole rows. Which states
+        may be purged is the lifecycle's rule (``check_purgeable``), checked by core. Fallback:
+        ``list_jobs`` of those states, then ``delete`` of the old enough ones."""
+
+
+CAPABILITIES: tuple[type, ...] = (ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert,
+                                  CountJobs, PendingSummary, AttemptsByState, Purge)
+PAGE = 1000  # jobs a fallback reads at once
+
+if TYPE_CHECKING:
+    class FullStorage(Storage, ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert, CountJobs,
+                      PendingSummary, AttemptsByState, Purge, Protocol):
+        """What :func:`with_fallbacks` gives, for type checkers: the required methods and every
+        capability."""
 
 
 def capabilities(storage: object) -> list[str]:
@@ -116,10 +161,71 @@ class WithFallbacks:
         return iter([self.storage.enqueue(jobs)] if jobs else [])
 
 
+    # -- the reads --------------------------------------------------------------------------
+    def _every(self, **filters: Any) -> Iterator[Job]:
+        """Every job ``list_jobs`` lists with ``filters``, a page at a time (newest first)."""
+        before: str | None = None
+        while True:
+            page = self.storage.list_jobs(limit=PAGE, before=before, **filters)
+            yield from page
+            if len(page) < PAGE:
+                return
+            before = page[-1].id
+
+    def count_jobs(self, state: JobState | None = None, *, states: Sequence[JobState] | None = None,
+                   tag: str | None = None, queue: str | None = None) -> int:
+        return sum(1 for _ in self._every(state=state, states=states, tag=tag, queue=queue))
+
+    def pending_summary(self) -> tuple[int, int, datetime | None]:
+        from queuectl_core import lifecycle
+        from queuectl_core.models import JobState
+
+        now = self.storage.now()
+        ready = scheduled = 0
+        oldest: datetime | None = None
+        for job in self._every(states=lifecycle.RUNNABLE_STATES):
+            if job.waiting:
+                continue  # held by `after`: neither ready nor scheduled
+            due = job.run_at <= now
+            if job.state == JobState.PENDING:
+                ready, scheduled = ready + due, scheduled + (not due)
+            if due and (oldest is None or job.run_at < oldest):
+                oldest = job.run_at
+        return ready, scheduled, oldest
+
+    def attempts_by_state(self) -> dict[JobState, int]:
+        from queuectl_core.models import JobState
+
+        totals = {s: 0 for s in JobState}
+        for job in self._every():
+            totals[job.state] += job.attempts
+        return totals
+
+    def purge(self, states: Sequence[JobState], older_than: float,
+              limit: int | None = None) -> list[tuple[str, str | None]]:
+        if not states:
+            return []
+        # A job that changes between the read and the delete refuses the delete (all or nothing):
+        # read again; each round, whatever moved on is no longer old enough or in ``states``.
+        for _ in range(5):
+            cutoff = self.storage.now() - timedelta(seconds=older_than)
+            old = sorted((j for j in self._every(states=list(states)) if j.updated_at < cutoff),
+                         key=lambda j: (j.updated_at, j.id))[:limit]
+            if not old:
+                return []
+            deleted = self.storage.delete([j.id for j in old], list(states))
+            if deleted is not None:
+                return [(j.id, j.log_path) for j in deleted]
+        from queuectl_core.errors import StorageError
+
+        raise StorageError("purge: jobs kept changing while being deleted; try again")
+
+
 def with_fallbacks(storage: Storage) -> WithFallbacks:
     """``storage`` with every optional capability (see :class:`WithFallbacks`)."""
     return storage if isinstance(storage, WithFallbacks) else WithFallbacks(storage)
 
 
-__all__ = ["ApplyAndClaim", "ApplyBatch", "CAPABILITIES", "CancelRequests", "ClaimMany", "StreamingInsert",
-           "WithFallbacks", "capabilities", "with_fallbacks"]
+__all__ = ["AttemptsByState", "ApplyAndClaim", "ApplyBatch", "CAPABILITIES", "CancelRequests", "ClaimMany",
+           "CountJobs", "PendingSummary", "Purge", "StreamingInsert", "WithFallbacks", "capabilities",
+           "with_fallbacks"]

@@ -19,9 +19,18 @@ from queuectl_core.models import EventKind, JobState
 if TYPE_CHECKING:
     from queuectl_core.models import AttemptResult, Job
 
+# The one place the states are grouped (JobState, in models, is the one list of them); storage
+# backends write these groups into their SQL from here, never by hand.
 # A claim takes the next job in one of these states whose run_at has come.
 RUNNABLE_STATES = (JobState.PENDING, JobState.FAILED)
 FINISHED_STATES = (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
+# A job in one of these states still has work ahead of it; --burst waits for them.
+UNFINISHED_STATES = (JobState.PENDING, JobState.PROCESSING, JobState.FAILED)
+# A unique_key is held by a job in one of these states: another job with that key is refused.
+HOLDING_STATES = UNFINISHED_STATES
+# What `remove` deletes unless told otherwise, and all that `purge` may ever delete: a job with work
+# ahead of it is cancelled first, so its worker (if any) is not left holding a vanished row.
+REMOVABLE_STATES = FINISHED_STATES
 LEASE_EXPIRED_REASON = "worker lost: lease expired while the job was running"
 CANCELLED_REASON = "cancelled"
 # The longest retry delay stored: a policy's absurd (or infinite) delay still fits every database.
@@ -39,6 +48,9 @@ class Transition(StrEnum):
     REQUEST_CANCEL = "request_cancel"
     REPLAY = "replay"  # DLQ retry
     RESTART = "restart"
+    # What a parent's transition does to a job still waiting on it (`after`): see dependants().
+    PARENT_COMPLETED = "parent_completed"
+    PARENT_FAILED = "parent_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +76,14 @@ class Change:
     cancel_requested: bool | None = None
     command: str | None = None  # restart/replay with a new command
     expired_only: bool = False
-    # -- scheduling (spec §11): what the jobs waiting on this one (`after`) make of it --
+    # -- what the jobs waiting on this one (`after`) make of it: see dependants() --
     release_children: bool = False  # completed: one parent fewer to wait for
     cascade_reason: str | None = None  # dead/cancelled: waiting descendants are cancelled with this
-    # §10: a heartbeat's output so far (log_path and output_tail) when there is no result yet
+    # A heartbeat's output so far (log_path and output_tail) when there is no result yet.
     progress: tuple[str, str] | None = None
+    # Applied to a job waiting on a parent: one parent fewer to wait for (waiting - 1), and that
+    # parent's edge marked met, so a parent completed twice never releases a child twice.
+    parent_met: bool = False
 
     @property
     def idempotent(self) -> bool:
@@ -91,12 +106,64 @@ def complete(result: AttemptResult) -> Change:
 
 
 # A job waiting on one that ended dead or cancelled is cancelled with this reason, and so on down
-# the chain (each names the job it waited on). Formatted by the storage with parent and state.
+# the chain (each names the job it waited on): the ``cascade_reason`` template, formatted by
+# dependants() with the parent's id and state.
 DEPENDENCY_REASON = "cancelled: it waits on {parent}, which ended {state}"
 
 
 def dependency_reason(parent: str, state: str) -> str:
     return DEPENDENCY_REASON.format(parent=parent, state=state)
+
+
+def dependency_met(state: JobState | str) -> bool:
+    """Whether a parent in ``state`` no longer holds the jobs waiting on it: only a completed one
+    does (a child enqueued after its parent completed waits for nothing)."""
+    return state == JobState.COMPLETED
+
+
+def dependants(parent: str, state: JobState | str | None, cascade_reason: str | None = DEPENDENCY_REASON,
+               ) -> Change | None:
+    """What becomes of each job still waiting (``after``) on ``parent``, now that ``parent`` is in
+    ``state``: None (nothing), one parent fewer to wait for (it completed), or cancelled with
+    ``cascade_reason`` naming it (it ended dead or cancelled; a ``cascade_reason`` of None spares
+    them). A storage applies the Change to every such job in the transaction that changed
+    ``parent``, and then the dependants of each job it changed in turn, down the chain; the
+    cancellation is applied only to a job still pending and waiting (``from_states``).
+    """
+    if state is None:
+        return None
+    if dependency_met(state):
+        return Change(Transition.PARENT_COMPLETED, tuple(JobState), None, parent_met=True)
+    if state in (JobState.DEAD, JobState.CANCELLED) and cascade_reason is not None:
+        # Not announced: nobody ran it, and the parent's own event says why.
+        return Change(Transition.PARENT_FAILED, (JobState.PENDING,), None, state=JobState.CANCELLED,
+                      reason=cascade_reason.format(parent=parent, state=state), cascade_reason=cascade_reason)
+    return None
+
+
+def dependants_of(parent: str, change: Change) -> Change | None:
+    """:func:`dependants` of ``parent`` once ``change`` (just applied to it) holds."""
+    if change.release_children:
+        return dependants(parent, JobState.COMPLETED)
+    return dependants(parent, change.state, change.cascade_reason)
+
+
+def check_removable(job: Job, states: tuple[JobState, ...] | list[JobState] = REMOVABLE_STATES) -> None:
+    """``remove``: raise ValidationError unless ``job`` is in one of ``states`` (saying why)."""
+    bad = [s for s in states if s not in REMOVABLE_STATES]
+    if bad:
+        raise ValidationError(f"only finished jobs can be removed, not {bad[0]}")
+    if job.state not in states:
+        wanted = ", ".join(str(s) for s in states)
+        raise ValidationError(f"job {job.id!r} is {job.state}; only {wanted} jobs can be removed"
+                              + (" (cancel it first)" if job.state not in FINISHED_STATES else ""))
+
+
+def check_purgeable(states: tuple[JobState, ...] | list[JobState]) -> None:
+    """``purge`` and retention: raise ValidationError unless every one of ``states`` may be purged."""
+    bad = [s for s in states if s not in REMOVABLE_STATES]
+    if bad:
+        raise ValidationError(f"only finished jobs can be purged, not {bad[0]}")
 
 
 def exit_code_rule(job: Job, result: AttemptResult) -> str | None:
@@ -210,7 +277,9 @@ def restart(job: Job, command: str | None = None) -> Change:
 
 
 __all__ = [
-    "CANCELLED_REASON", "DEPENDENCY_REASON", "FINISHED_STATES", "MAX_DELAY_SECONDS", "LEASE_EXPIRED_REASON", "RUNNABLE_STATES", "Change", "Transition",
-    "bury", "cancel", "cancelled", "complete", "dependency_reason", "exit_code_rule", "fail", "fallback_delay", "heartbeat", "recover", "release", "replay",
-    "restart", "retry", "should_retry",
+    "CANCELLED_REASON", "DEPENDENCY_REASON", "FINISHED_STATES", "HOLDING_STATES", "MAX_DELAY_SECONDS",
+    "LEASE_EXPIRED_REASON", "REMOVABLE_STATES", "RUNNABLE_STATES", "UNFINISHED_STATES", "Change", "Transition",
+    "bury", "cancel", "cancelled", "check_purgeable", "check_removable", "complete", "dependants", "dependants_of",
+    "dependency_met", "dependency_reason", "exit_code_rule", "fail", "fallback_delay", "heartbeat", "recover",
+    "release", "replay", "restart", "retry", "should_retry",
 ]

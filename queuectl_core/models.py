@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 
 class JobState(StrEnum):
+    """Every state a job can be in: the one list of them (queuectl_core.lifecycle groups them)."""
+
     PENDING = "pending"
     PROCESSING = "processing"
     COMPLETED = "completed"
@@ -23,8 +25,6 @@ class JobState(StrEnum):
     CANCELLED = "cancelled"  # final: stopped by `cancel`, or never to run
 
 
-# A job in one of these states still has work ahead of it; --burst waits for them.
-UNFINISHED_STATES = (JobState.PENDING, JobState.PROCESSING, JobState.FAILED)
 DEFAULT_QUEUE = "default"
 
 

@@ -60,8 +60,10 @@ def _alive_here(worker: WorkerInfo, hostname: str) -> bool:
 def overview(storage: Storage) -> Overview:
     import socket
 
+    from queuectl_core.capabilities import with_fallbacks
+
     counts = storage.counts()
-    ready, scheduled, oldest = storage.pending_summary()
+    ready, scheduled, oldest = with_fallbacks(storage).pending_summary()
     queues: dict[str, dict[str, Any]] = {}
     for q in storage.queues():
         queues[q.name] = {**{str(s): q.counts.get(str(s), 0) for s in JobState},

@@ -179,11 +179,20 @@ def test_the_tutorial_shows_the_example_as_it_is() -> None:
             assert part in files, f"tutorial.md shows code that is not in docs/plugins/example:\n{part}"
 
 
-def _protocol_methods(proto: type) -> list[str]:
-    return sorted(n for n, v in vars(proto).items() if callable(v) and not n.startswith("_"))
+def _protocol_methods(*protos: type) -> list[str]:
+    """The methods of these protocols and of the protocols they are composed of."""
+    return sorted({n for proto in protos for cls in proto.__mro__ if cls.__module__.startswith("queuectl_core")
+                   for n, v in vars(cls).items() if callable(v) and not n.startswith("_")})
 
 
-@pytest.mark.parametrize("method", _protocol_methods(__import__("queuectl_core.interfaces").interfaces.Storage))
+def _storage_methods() -> list[str]:
+    from queuectl_core.capabilities import CAPABILITIES
+    from queuectl_core.interfaces import Storage
+
+    return _protocol_methods(Storage, *CAPABILITIES)
+
+
+@pytest.mark.parametrize("method", _storage_methods())
 def test_every_storage_method_is_documented(method: str) -> None:
     """A third-party backend is written from api.md: every protocol method has its row there."""
     sections = _sections(_api_doc())
@@ -199,3 +208,26 @@ def test_every_change_field_is_documented() -> None:
     sections = _sections(_api_doc())
     missing = [f.name for f in dataclasses.fields(Change) if f"| `{f.name}` |" not in sections.get("Change", "")]
     assert not missing, f"docs/plugins/api.md: Change fields not in its table: {missing}"
+
+
+def test_the_executor_example_nices_the_whole_command(tmp_path: Path) -> None:
+    """api.md's `Nice` executor, run as written: a compound command runs niced as a whole."""
+    import types
+    from datetime import UTC, datetime
+
+    from queuectl_core.api import RunContext, get_executor
+    from queuectl_core.models import Job, JobState
+    from queuectl_core.testing import make_config, register_plugin
+
+    section = _api_doc().split("### An executor wrapping subprocess", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    module = types.ModuleType("api_md_nice_example")
+    exec(compile(code.group(1), "api.md", "exec"), module.__dict__)
+    with register_plugin(module, name="api-md-nice-example"):
+        executor = get_executor("nice", make_config(tmp_path))
+        now = datetime.now(UTC)
+        job = Job(id="nice1", command="true && nice", state=JobState.PROCESSING, attempts=1, max_retries=0,
+                  priority=0, created_at=now, updated_at=now, run_at=now)
+        result = executor.run(job, RunContext(attempt=1, tick_interval=1.0, tick=lambda: False))
+    assert (result.exit_code, (result.output_tail or "").strip()) == (0, "10")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -123,17 +124,26 @@ def test_every_transition_is_decided_here() -> None:
             lifecycle.release(job()).transition, lifecycle.recover(job()).transition,
             lifecycle.cancel(job(state=JobState.PENDING)).transition,
             lifecycle.cancel(job()).transition, lifecycle.replay(job(state=JobState.DEAD)).transition,
-            lifecycle.restart(job(state=JobState.COMPLETED)).transition}
+            lifecycle.restart(job(state=JobState.COMPLETED)).transition,
+            *(c.transition for c in (lifecycle.dependants("p", s) for s in JobState) if c is not None)}
     assert made == set(Transition)
 
 
-def test_the_sql_layer_claims_what_the_lifecycle_calls_runnable() -> None:
-    from queuectl_core import sqlstore
+def test_the_sql_layer_writes_the_lifecycles_state_groups(tmp_path: Path) -> None:
+    from queuectl_plugins.sqlite_storage import SQLiteStorage
 
-    assert sqlstore._RUNNABLE == ", ".join(f"'{s}'" for s in lifecycle.RUNNABLE_STATES)
+    storage = SQLiteStorage(tmp_path / "q.db")
+    try:
+        claim, _ = storage.claim_statement()
+        assert "state IN ('pending', 'failed')" in storage._sql(claim)
+        assert storage._sql("{runnable}|{holding}|{finished}") == "|".join(
+            ", ".join(f"'{s}'" for s in group)
+            for group in (lifecycle.RUNNABLE_STATES, lifecycle.HOLDING_STATES, lifecycle.FINISHED_STATES))
+    finally:
+        storage.close()
 
 
-# -- scheduling (spec §11) ----------------------------------------------------------------------
+# -- scheduling ------------------------------------------------------------------------------
 def test_exit_code_rules_decide_in_the_fail_transition() -> None:
     usage = AttemptResult(exit_code=2, error="exit 2")
     # no_retry_on: straight to the DLQ even with retries left, saying why
@@ -161,3 +171,31 @@ def test_dependencies_are_decided_by_the_parents_transition() -> None:
     assert lifecycle.recover(job(attempts=1)).cascade_reason is None  # failed: it will run again
     assert lifecycle.recover(job(attempts=4)).cascade_reason is not None  # dead
     assert lifecycle.dependency_reason("a", "dead") == "cancelled: it waits on a, which ended dead"
+
+
+def test_dependants_are_decided_here_and_the_storage_only_applies_them() -> None:
+    met = lifecycle.dependants("p", JobState.COMPLETED)
+    assert met is not None and met.parent_met and met.state is None
+    for state in (JobState.DEAD, JobState.CANCELLED):
+        c = lifecycle.dependants("p", state)
+        assert c is not None and (c.state, c.from_states) == (JobState.CANCELLED, (JobState.PENDING,))
+        assert c.reason == f"cancelled: it waits on p, which ended {state}"
+        assert c.cascade_reason == lifecycle.DEPENDENCY_REASON  # and so on down the chain
+        assert lifecycle.dependants_of("child", c).reason == "cancelled: it waits on child, which ended cancelled"
+    for state in (JobState.PENDING, JobState.PROCESSING, JobState.FAILED):
+        assert lifecycle.dependants("p", state) is None
+    assert lifecycle.dependants("p", JobState.DEAD, cascade_reason=None) is None
+    assert lifecycle.dependants_of("p", lifecycle.complete(OK)) == met
+    assert lifecycle.dependants_of("p", lifecycle.retry(BAD, 1.0)) is None
+
+
+def test_what_may_be_removed_or_purged_is_decided_here() -> None:
+    for state in lifecycle.FINISHED_STATES:
+        lifecycle.check_removable(job(state=state))
+    with pytest.raises(ValidationError, match="cancel it first"):
+        lifecycle.check_removable(job(state=JobState.PENDING))
+    with pytest.raises(ValidationError, match="only dead jobs"):
+        lifecycle.check_removable(job(state=JobState.COMPLETED), [JobState.DEAD])
+    lifecycle.check_purgeable([JobState.DEAD])
+    with pytest.raises(ValidationError, match="not processing"):
+        lifecycle.check_purgeable([JobState.DEAD, JobState.PROCESSING])

@@ -57,3 +57,17 @@ class TestPostgresConformance(StorageConformance):
             storage.close()
         with psycopg.connect(pg_database, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_the_sql_backends_have_every_capability(tmp_path: Path) -> None:
+    """Their reads at a million jobs (status, list's footer, /metrics) and the worker's batching
+    run on their own statements, never on core's fallbacks."""
+    from queuectl_core.capabilities import CAPABILITIES, capabilities
+    from queuectl_plugins.sqlite_storage import SQLiteStorage
+
+    storage = SQLiteStorage(tmp_path / "queue.db")
+    try:
+        assert capabilities(storage) == [cap.__name__ for cap in CAPABILITIES]
+        assert {"CountJobs", "PendingSummary", "AttemptsByState", "Purge"} <= set(capabilities(storage))
+    finally:
+        storage.close()

@@ -174,7 +174,9 @@ class Data:
         """Finished attempts by outcome, derived from what storage keeps: every attempt a job
         records (``attempts``) ended completed (one per completed job) or not (the rest), except
         the one a processing job is running now."""
-        by_state = {str(s): n for s, n in self.storage.attempts_by_state().items()}
+        from queuectl_core.capabilities import with_fallbacks
+
+        by_state = {str(s): n for s, n in with_fallbacks(self.storage).attempts_by_state().items()}
         counts = self.counts()
         completed = counts[JobState.COMPLETED]
         failed = sum(by_state.values()) - completed - counts[JobState.PROCESSING]

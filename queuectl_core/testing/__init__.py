@@ -3,7 +3,9 @@
 - :func:`register_plugin`: register a plugin in this process for a ``with`` block;
 - :func:`make_config`: a real :class:`~queuectl_core.settings.Config` on a temporary home;
 - :class:`StorageConformance` (``queuectl_core.testing.conformance``): the storage contract as a
-  pytest class to subclass once per backend. It needs pytest, nothing else (no database driver).
+  pytest class to subclass once per backend. It needs pytest, nothing else (no database driver);
+- :class:`MemoryStorage` (``queuectl_core.testing.memory``): the smallest complete storage, to read
+  and to copy (jobs in one :class:`MemoryQueue`, shared by every MemoryStorage opened on it).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from queuectl_core import plugins
 from queuectl_core.testing.conformance import StorageConformance
+from queuectl_core.testing.memory import MemoryQueue, MemoryStorage
 
 if TYPE_CHECKING:
     from queuectl_core.settings import Config
@@ -69,4 +72,4 @@ def make_config(home: Path, values: Mapping[str, Any] | None = None, *, env: Map
     return Config(Path(home), schema, merged, env or {})
 
 
-__all__ = ["StorageConformance", "make_config", "register_plugin"]
+__all__ = ["MemoryQueue", "MemoryStorage", "StorageConformance", "make_config", "register_plugin"]

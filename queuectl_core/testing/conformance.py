@@ -33,8 +33,11 @@ class StorageConformance:
 
     A subclass provides a ``storage_factory`` fixture: a callable that opens a new Storage (a new
     connection) on one empty queue shared by every call within the test, and closes what it opened
-    at teardown. ``storage`` is the first such instance. Tests that need two connections (wake-ups,
-    concurrent claims) call the factory again. Tolerances allow for millisecond-precision clocks and
+    at teardown (any callable works: a lambda, a class, a function defined anywhere). ``storage``
+    is the first such instance, wrapped with :func:`~queuectl_core.capabilities.with_fallbacks` as
+    core uses it: the suite checks the optional capabilities a storage has, and core's fallbacks
+    (on its required methods) for the rest. Tests that need two connections (wake-ups, concurrent
+    claims) call the factory again. Tolerances allow for millisecond-precision clocks and
     a loaded CI machine; nothing here sleeps longer than about a second.
 
     ::
@@ -56,7 +59,15 @@ class StorageConformance:
 
     @_fixture
     def storage(self, storage_factory: Any) -> Any:
-        return storage_factory()
+        return self.connect(storage_factory)
+
+    @staticmethod
+    def connect(storage_factory: Any) -> Any:
+        """A new storage from the factory, with every optional capability: its own where it has
+        one, core's fallback where not (as core uses it), so the suite checks both."""
+        from queuectl_core.capabilities import with_fallbacks
+
+        return with_fallbacks(storage_factory())
 
     # -- helpers --------------------------------------------------------------------------
     @staticmethod
@@ -580,7 +591,7 @@ class StorageConformance:
         claimed = storage.claim("w", 30)
         assert claimed.id == "run" and claimed.attempts == 1 and not claimed.cancel_requested
 
-    # -- §10 control and visibility ------------------------------------------------------------
+    # -- control and visibility -----------------------------------------------------------------
     def test_cwd_env_and_tags_round_trip(self, storage: Any) -> None:
         storage.enqueue([self.new("a", cwd="/tmp", env={"X": "1", "PASSWORD": "s"}, tags=("nightly", "a_b")),
                          self.new("b")])
@@ -609,6 +620,14 @@ class StorageConformance:
         ready, scheduled, oldest = storage.pending_summary()
         assert (ready, scheduled) == (2, 1)
         self.assert_near(oldest, storage.get("now").run_at, 0.01)
+        # a job still waiting on `after` is neither ready nor scheduled
+        storage.enqueue([self.new("held", after=("now",)), self.new("held-later", after=("now",), delay=3600)])
+        assert storage.pending_summary()[:2] == (2, 1)
+
+    def test_provides_the_required_protocol(self, storage_factory: Any) -> None:
+        from queuectl_core.interfaces import Storage
+
+        assert isinstance(storage_factory(), Storage)
 
     def assert_tallies_exact(self, storage: Any) -> None:
         """counts, queues, attempts_by_state, pending_summary and count_jobs agree with the jobs
@@ -816,7 +835,7 @@ class StorageConformance:
     def test_wait_for_work_returns_on_enqueue_from_another_connection(self, storage_factory: Any) -> None:
         import time
 
-        waiter, other = storage_factory(), storage_factory()
+        waiter, other = self.connect(storage_factory), self.connect(storage_factory)
         waiter.register_worker(self._info(waiter, "waiter"))
         waiter.wait_for_work(0)  # settle anything registering itself may have queued
         thread, out = self._wait_in_thread(waiter, 10)
@@ -830,7 +849,7 @@ class StorageConformance:
     def test_wait_for_work_returns_on_stop_request(self, storage_factory: Any) -> None:
         import time
 
-        waiter, other = storage_factory(), storage_factory()
+        waiter, other = self.connect(storage_factory), self.connect(storage_factory)
         waiter.register_worker(self._info(waiter, "waiter"))
         waiter.wait_for_work(0)
         thread, out = self._wait_in_thread(waiter, 10)
@@ -859,10 +878,10 @@ class StorageConformance:
 
     # -- concurrency ----------------------------------------------------------------------
     def test_concurrent_claims_never_hand_a_job_out_twice(self, storage_factory: Any) -> None:
-        first = storage_factory()
+        first = self.connect(storage_factory)
         total = 300
         first.enqueue([self.new(f"c{i:04d}", max_retries=0) for i in range(total)])
-        workers = [storage_factory() for _ in range(6)]
+        workers = [self.connect(storage_factory) for _ in range(6)]
         claimed: list[list[str]] = [[] for _ in workers]
         errors: list[BaseException] = []
         start = threading.Barrier(len(workers))
@@ -949,7 +968,7 @@ class StorageConformance:
         actions.cancel(storage, "r3")  # pending: cancelled at once, never a request
         assert storage.cancel_requests(["r1", "r2", "r3", "nosuch"]) == [("r2", jobs["r2"].lease_token)]
 
-    # -- scheduling (spec §11): queues, limits, pauses, dependencies, unique keys, schedules ----
+    # -- queues, limits, pauses, dependencies, unique keys, schedules ---------------------------
     def test_claim_only_from_the_given_queues_and_queue_is_stored(self, storage: Any) -> None:
         storage.enqueue([self.new("a1", queue="a", priority=5), self.new("b1", queue="b"), self.new("d1")])
         assert storage.get("a1").queue == "a" and storage.get("d1").queue == "default"
@@ -987,10 +1006,10 @@ class StorageConformance:
     def test_concurrency_limit_holds_under_racing_claimers(self, storage_factory: Any) -> None:
         from queuectl_core.models import JobState
 
-        first = storage_factory()
+        first = self.connect(storage_factory)
         first.set_queue("one", concurrency=1)
         first.enqueue([self.new(f"r{i:03d}", queue="one") for i in range(40)])
-        stores = [storage_factory() for _ in range(6)]
+        stores = [self.connect(storage_factory) for _ in range(6)]
         seen: list[int] = []
         errors: list[BaseException] = []
         barrier = threading.Barrier(len(stores))
@@ -1073,6 +1092,27 @@ class StorageConformance:
         [late] = storage.enqueue([self.new("late", after=("top",))])
         assert late.state == JobState.CANCELLED and "top" in late.last_error
 
+    def test_what_happens_to_waiting_jobs_comes_from_the_change(self, storage: Any) -> None:
+        """The storage formats the change's own ``cascade_reason`` template with each parent and
+        its state, down the chain: it decides nothing itself."""
+        import dataclasses
+
+        from queuectl_core import lifecycle
+        from queuectl_core.models import JobState
+
+        storage.enqueue([self.new("top", max_retries=0, priority=1), self.new("kid", after=("top",)),
+                         self.new("grandkid", after=("kid",))])
+        top = storage.claim("w", 30)
+        change = dataclasses.replace(lifecycle.bury(self.bad()), cascade_reason="gone: {parent} is {state}")
+        assert storage.apply("top", top.lease_token, change).state == JobState.DEAD
+        assert (storage.get("kid").state, storage.get("kid").last_error) == (JobState.CANCELLED, "gone: top is dead")
+        assert storage.get("grandkid").last_error == "gone: kid is cancelled"
+        # no template: the lifecycle leaves waiting jobs as they are
+        storage.enqueue([self.new("p2", max_retries=0), self.new("c2", after=("p2",))])
+        p2 = storage.claim("w", 30)
+        storage.apply("p2", p2.lease_token, dataclasses.replace(lifecycle.bury(self.bad()), cascade_reason=None))
+        assert (storage.get("c2").state, storage.get("c2").waiting) == (JobState.PENDING, 1)
+
     def test_unique_key_is_refused_while_held_and_free_after(self, storage: Any) -> None:
         from queuectl_core.errors import UniqueKeyError
 
@@ -1094,7 +1134,7 @@ class StorageConformance:
     def test_unique_key_of_concurrent_enqueuers_exactly_one_wins(self, storage_factory: Any) -> None:
         from queuectl_core.errors import UniqueKeyError
 
-        stores = [storage_factory() for _ in range(8)]
+        stores = [self.connect(storage_factory) for _ in range(8)]
         barrier = threading.Barrier(len(stores))
         won: list[str] = []
         refused: list[str] = []
@@ -1122,7 +1162,7 @@ class StorageConformance:
         from queuectl_core.errors import QueuectlError
         from queuectl_core.models import Schedule
 
-        one, two = storage_factory(), storage_factory()
+        one, two = self.connect(storage_factory), self.connect(storage_factory)
         one.add_schedule(Schedule(name="s", job={"command": "true", "queue": "cron"}, every=60.0))
         with pytest.raises(QueuectlError):
             two.add_schedule(Schedule(name="s", job={"command": "true"}, every=5.0))
