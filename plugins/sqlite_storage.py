@@ -304,7 +304,7 @@ class SQLiteStorage(SQLStore):
             self.conn.execute(f"PRAGMA synchronous = {synchronous}")
             self._migrate()
         except BaseException as exc:
-            self.conn.close()  # not left for the interpreter's teardown, which an enqueue may skip
+            self.conn.close()  # closed now, not whenever the half-opened storage is collected
             if not isinstance(exc, (sqlite3.Error, OSError)):
                 raise
             raise cannot_open(exc) from None

@@ -10,6 +10,7 @@ import math
 import os
 import stat
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -337,8 +338,6 @@ def read_file_values(home_dir: Path) -> dict[str, Any]:
     finally:
         if fd >= 0:
             os.close(fd)
-    import tomllib  # here, not at the top: the click-free enqueue reads config.toml's values from its index
-
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -378,8 +377,6 @@ def write_file_values(home_dir: Path, values: Mapping[str, Any]) -> None:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = values[key]
-    import tomllib
-
     text = tomli_w.dumps(nested)
     tomllib.loads(text)  # never write what we could not read back
     ensure_private_dir(home_dir)
