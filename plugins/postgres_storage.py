@@ -20,11 +20,11 @@ import re
 import select
 import time
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from queuectl_core import hookimpl
 from queuectl_core.sqlstore import JOB_COLUMNS, SQLStore
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 if TYPE_CHECKING:
     from typing import Any, Callable, Sequence, TypeVar
 
@@ -307,9 +307,7 @@ class PostgresStorage(SQLStore):
     StorageError; the next call reconnects, so a worker's retry loop rides out a restart.
     """
 
-    def __init__(self, dsn: str, schema: str = "queuectl", connect_timeout: int = 5, driver: Any = None) -> None:
-        """``driver``: psycopg (the default), or a module with the same API (the CLI's light
-        libpq driver, queuectl_plugins.postgres_lite)."""
+    def __init__(self, dsn: str, schema: str = "queuectl", connect_timeout: int = 5) -> None:
         from queuectl_core.errors import ConfigError, StorageError
 
         # socket.gethostname(), without importing socket (~1.5 ms of every `queuectl enqueue`);
@@ -318,16 +316,15 @@ class PostgresStorage(SQLStore):
         self._unconfirmed_claim: list[str] = []  # the tokens of a claim whose reply never came
         if not _IDENT_RE.match(schema):
             raise ConfigError(f"postgres.schema must be a plain identifier, got {schema!r}")
-        if driver is None:
-            try:
-                import psycopg as driver
-            except ImportError:
-                raise ConfigError(INSTALL_HINT) from None
-        self._psycopg = driver
+        try:
+            import psycopg
+        except ImportError:
+            raise ConfigError(INSTALL_HINT) from None
+        self._psycopg = psycopg
         self._StorageError = StorageError
         self.dialect = _dialect()
         self.dsn = dsn
-        self._secrets = _dsn_secrets(dsn, driver)
+        self._secrets = _dsn_secrets(dsn)
         self.schema = schema
         self.connect_timeout = connect_timeout
         self.s = _quote_ident(schema)
@@ -710,16 +707,16 @@ def _float(value: float | None) -> float | None:
     return float(value) if value is not None else None
 
 
-def _dsn_secrets(dsn: str, driver: Any = None) -> tuple[str, ...] | None:
+def _dsn_secrets(dsn: str) -> tuple[str, ...] | None:
     """What must never be shown of a DSN: its password, as written and as decoded. None when libpq
     cannot parse the DSN (its message would quote the offending part, possibly the password)."""
     from urllib.parse import unquote
 
-    if driver is None:
-        import psycopg as driver
+    import psycopg
+
     try:
-        password = driver.conninfo.conninfo_to_dict(dsn).get("password")
-    except driver.Error:
+        password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
+    except psycopg.Error:
         return None
     found = {str(password)} if password else set()
     # Also what the user may have meant: userinfo up to the last '@' (an unencoded '@' in a password).
@@ -764,9 +761,6 @@ def queuectl_register_storages(register: Callable[[str, Any], None]) -> None:
 
 @hookimpl
 def queuectl_register_settings(register: Callable[[Setting], None]) -> None:
-    # Here, not at the top: the click-free `queuectl enqueue` imports this module (through
-    # postgres_lite) but, with only queuectl's own plugins installed, never calls this hook
-    # (queuectl_core.fast_enqueue._prepare), and settings with pathlib is ~2.5 ms of it.
     from queuectl_core.settings import Setting
 
     register(Setting("postgres.dsn", str, "",

@@ -7,23 +7,23 @@ SQLite's own: the connection, busy-lock retries, migrations, file permissions an
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from operator import attrgetter
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from queuectl_core import hookimpl
-from queuectl_core.homedir import expanded, tidy
+from queuectl_core.settings import Setting, check_path
 from queuectl_core.sqlstore import SQLStore
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 if TYPE_CHECKING:
-    import _socket
-    import socket
     from datetime import datetime
     from typing import Any, Callable, Sequence, TypeVar
 
     from queuectl_core.models import NewJob, WorkerInfo
-    from queuectl_core.settings import Config, Setting
+    from queuectl_core.settings import Config
 
     T = TypeVar("T")
 
@@ -276,18 +276,16 @@ class SQLiteStorage(SQLStore):
         self._sqlite3 = sqlite3
         self._StorageError = StorageError
         self.dialect = _dialect()
-        self.path = file = tidy(os.fspath(path))  # as Path(path) would spell it: a trailing / dropped
-        self.hostname = os.uname().nodename  # socket.gethostname(), without importing socket at start-up
+        self.path = file = str(Path(path))  # as messages name it: a trailing / dropped
+        self.hostname = socket.gethostname()
         self._wake_sock: socket.socket | None = None
-        self._send_sock: _socket.socket | None = None  # kept: one socket for every wake-up sent
+        self._send_sock: socket.socket | None = None  # kept: one socket for every wake-up sent
         self._busy_timeout = busy_timeout_ms / 1000
 
         def cannot_open(exc: BaseException) -> StorageError:
             return StorageError(f"cannot open SQLite database {file}: {getattr(exc, 'strerror', None) or exc}")
 
         try:
-            # Paths as text, not pathlib: this runs in every click-free `queuectl enqueue`, and
-            # pathlib costs ~2 ms of one (queuectl_core.homedir).
             os.makedirs(os.path.dirname(file) or ".", exist_ok=True)
             # SQLite gives -wal, -shm and -journal the database file's own mode: creating it 0600
             # (whatever the umask) keeps all of them private.
@@ -306,7 +304,7 @@ class SQLiteStorage(SQLStore):
             self.conn.execute(f"PRAGMA synchronous = {synchronous}")
             self._migrate()
         except BaseException as exc:
-            self.conn.close()  # not left for the interpreter's teardown, which an enqueue may skip
+            self.conn.close()  # closed now, not whenever the half-opened storage is collected
             if not isinstance(exc, (sqlite3.Error, OSError)):
                 raise
             raise cannot_open(exc) from None
@@ -455,8 +453,6 @@ class SQLiteStorage(SQLStore):
         if sys.platform.startswith("linux") and self._wake_sock is None:
             # An abstract socket: no path-length limit, nothing left on disk when the worker dies.
             # (Other systems have none; their workers rely on polling alone, which is correct.)
-            import socket
-
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             addr = f"\0queuectl-{os.getpid()}-{os.urandom(6).hex()}"
             sock.bind(addr)
@@ -484,12 +480,7 @@ class SQLiteStorage(SQLStore):
         """Nudge idle workers on this host (one datagram each); polling covers everything else."""
         sock = self._send_sock
         if sock is None:
-            # The socket module's C core: `import socket` adds ~2.4 ms (its selectors and enum
-            # classes) to an enqueue that finds idle workers, before the datagram that wakes them
-            # (W4 through the CLI; docs/operations.md, "An idle worker's pickup").
-            import _socket
-
-            sock = self._send_sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+            sock = self._send_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             sock.setblocking(False)
         for addr in addrs:
             try:
@@ -521,9 +512,8 @@ class SQLiteStorage(SQLStore):
 
 
 def _open(config: Config) -> SQLiteStorage:
-    # ValueError, not a queuectl error, if `~` cannot be expanded now: the click-free enqueue then
-    # falls back to the full start, which says what is wrong with sqlite.path (check_path).
-    return SQLiteStorage(expanded(config["sqlite.path"]), config["sqlite.synchronous"],
+    # sqlite.path's check_path already refused a `~user` this machine does not know.
+    return SQLiteStorage(Path(config["sqlite.path"]).expanduser(), config["sqlite.synchronous"],
                          config["sqlite.busy_timeout_ms"])
 
 
@@ -534,11 +524,6 @@ def queuectl_register_storages(register: Callable[[str, Any], None]) -> None:
 
 @hookimpl
 def queuectl_register_settings(register: Callable[[Setting], None]) -> None:
-    # Here, not at the top: the click-free `queuectl enqueue` imports this module but, with only
-    # queuectl's own plugins installed, never calls this hook, and settings (with pathlib) is
-    # ~3 ms of it (queuectl_core.fast_enqueue).
-    from queuectl_core.settings import Setting, check_path
-
     register(Setting("sqlite.path", str, lambda home: str(home / "queue.db"),
                      "The SQLite database file (default: queue.db in QUEUECTL_HOME).", validate=check_path))
     register(Setting("sqlite.synchronous", str, "NORMAL",

@@ -1,5 +1,9 @@
 """Subprocess executor: each attempt runs ``sh -c COMMAND`` in its own session and process group,
-its stdout and stderr going to one bounded log file per attempt."""
+its stdout and stderr going to one bounded log file per attempt.
+
+The log files are this executor's own: ``ID.N.log`` in ``subprocess.log_dir`` on the worker's host.
+Core finds and deletes them only through the executor (``attempt_log`` and ``discard_logs``, the
+optional ``queuectl_core.joblogs.AttemptLogs`` capability)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import re
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from queuectl_core import hookimpl
 from queuectl_core.settings import Setting, check_path
@@ -20,6 +24,11 @@ if TYPE_CHECKING:
     from queuectl_core.settings import Config
 
 TAIL_FOR_STORAGE = 4096
+_LOG_NAME = re.compile(r"(.+)\.(\d+)\.log\Z")
+
+
+def log_name(job_id: str, attempt: int) -> str:
+    return f"{job_id}.{attempt}.log"
 
 
 class BoundedLog:
@@ -362,7 +371,7 @@ class SubprocessExecutor:
         from queuectl_core.models import AttemptResult
 
         self._prepare_log_dir()
-        log_path = self.log_dir / f"{job.id}.{ctx.attempt}.log"
+        log_path = self.log_dir / log_name(job.id, ctx.attempt)
         log = BoundedLog(log_path, self.max_log_bytes)
         started = time.monotonic()
         if job.cwd is not None and not os.path.isdir(job.cwd):
@@ -395,6 +404,39 @@ class SubprocessExecutor:
             duration=time.monotonic() - started,
             aborted=attempt.aborted,
         )
+
+
+    # -- the AttemptLogs capability: core's `logs`, `remove`, `purge` and retention ----------------
+    def attempt_log(self, job: Job, attempt: int) -> str | None:
+        # Beside the job's last recorded log, if it has one: log_dir may have changed since it ran.
+        where = os.path.dirname(job.log_path) if job.log_path else str(self.log_dir)
+        return os.path.join(where, log_name(job.id, attempt))
+
+    def discard_logs(self, jobs: Iterable[tuple[str, str | None]]) -> int:
+        # Every attempt's file, in the job's recorded directory and in log_dir: one directory
+        # listing however many jobs (retention deletes them 10,000 at a time).
+        by_dir: dict[str, set[str]] = {}
+        for job_id, log_path in jobs:
+            dirs = {str(self.log_dir)}
+            if log_path:
+                dirs.add(os.path.dirname(log_path))
+            for where in dirs:
+                by_dir.setdefault(where, set()).add(job_id)
+        gone = 0
+        for where, ids in by_dir.items():
+            try:
+                names = os.listdir(where)
+            except OSError:
+                continue
+            for name in names:
+                m = _LOG_NAME.match(name)
+                if m and m.group(1) in ids:
+                    try:
+                        os.unlink(os.path.join(where, name))
+                        gone += 1
+                    except OSError:
+                        pass
+        return gone
 
 
 def hidden_environment(config: Config) -> frozenset[str]:

@@ -9,13 +9,12 @@ job that moved on in between is reported, never overwritten.
 
 from __future__ import annotations
 
-import os
-import re
 from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple, Sequence
 
 from queuectl_core import lifecycle
 from queuectl_core.capabilities import with_fallbacks
 from queuectl_core.errors import JobNotFoundError, ValidationError
+from queuectl_core.joblogs import discard_logs
 
 if TYPE_CHECKING:
     from queuectl_core.interfaces import Storage
@@ -118,10 +117,10 @@ class Removed(NamedTuple):
 
 
 def remove(storage: Storage, job_ids: Sequence[str] | None, states: Sequence[JobState] = lifecycle.REMOVABLE_STATES,
-           log_dir: str | None = None) -> list[Removed]:
-    """``remove`` / ``dlq remove``: delete the listed jobs (``None``: every job in ``states``) and
-    their log files on this host. Only jobs in ``states`` (the lifecycle says which may be
-    removed); one that is not refuses them all."""
+           executor: object = None) -> list[Removed]:
+    """``remove`` / ``dlq remove``: delete the listed jobs (``None``: every job in ``states``) and,
+    through ``executor`` (the configured one), their log files on this host. Only jobs in
+    ``states`` (the lifecycle says which may be removed); one that is not refuses them all."""
     removed: list[Removed]
     if job_ids is None:
         lifecycle.check_purgeable(list(states))
@@ -135,49 +134,18 @@ def remove(storage: Storage, job_ids: Sequence[str] | None, states: Sequence[Job
         if deleted is None:
             raise ValidationError("jobs changed while removing them; nothing was removed; try again")
         removed = [Removed(j.id, j.log_path) for j in deleted]
-    remove_logs(removed, log_dir)
+    discard_logs(executor, removed)
     return removed
 
 
 def purge(storage: Storage, older_than: float, states: Sequence[JobState] = lifecycle.REMOVABLE_STATES,
-          log_dir: str | None = None, limit: int | None = None) -> list[Removed]:
+          executor: object = None, limit: int | None = None) -> list[Removed]:
     """``purge`` and retention: delete finished jobs last changed more than ``older_than`` seconds
-    ago (at most ``limit``), and their logs on this host."""
+    ago (at most ``limit``), and, through ``executor`` (the configured one), their logs on this host."""
     lifecycle.check_purgeable(list(states))
     removed = [Removed(*r) for r in with_fallbacks(storage).purge(states, older_than, limit)]
-    remove_logs(removed, log_dir)
+    discard_logs(executor, removed)
     return removed
 
 
-_LOG_NAME = re.compile(r"(.+)\.(\d+)\.log\Z")
-
-
-def remove_logs(jobs: Iterable[Job | Removed], log_dir: str | None = None) -> int:
-    """Delete every attempt's log file (``ID.N.log``) of these jobs found on this host, in their
-    recorded log directory and ``log_dir``; one directory listing however many jobs."""
-    by_dir: dict[str, set[str]] = {}
-    for job in jobs:
-        dirs = {os.path.dirname(job.log_path)} if job.log_path else set()
-        if log_dir:
-            dirs.add(os.path.expanduser(log_dir))
-        for d in dirs:
-            by_dir.setdefault(d, set()).add(job.id)
-    gone = 0
-    for d, ids in by_dir.items():
-        try:
-            names = os.listdir(d)
-        except OSError:
-            continue
-        for name in names:
-            m = _LOG_NAME.match(name)
-            if m and m.group(1) in ids:
-                try:
-                    os.unlink(os.path.join(d, name))
-                    gone += 1
-                except OSError:
-                    pass
-    return gone
-
-
-__all__ = ["Removed", "cancel", "cancel_many", "purge", "remove", "remove_logs", "replay", "replay_many", "restart",
-           "restart_many"]
+__all__ = ["Removed", "cancel", "cancel_many", "purge", "remove", "replay", "replay_many", "restart", "restart_many"]

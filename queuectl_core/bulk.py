@@ -228,12 +228,11 @@ class _Batcher:
             return None
 
     def _validate(self, chunk: list[tuple[str, Any]]) -> list[NewJob]:
-        from queuectl_core.fastinit import positional_factory
         from queuectl_core.ids import new_ids
         from queuectl_core.jobspec import job_fields
         from queuectl_core.models import NewJob
 
-        make = positional_factory(NewJob)
+        make = NewJob  # every field, positionally, in JOB_FIELDS order
         next_id = iter(new_ids(len(chunk))).__next__
         objs: list[Any] | None = None  # the chunk with the defaults applied, made at the first object that needs it
         jobs: list[NewJob] = []
@@ -409,14 +408,13 @@ def _rewind(stream: BinaryIO) -> bool:
 
 def _announce(app: App, committed: Iterator[list[Job]], out: Any, progress: Progress) -> int:
     """After the commit: print the ids and emit one ``enqueued`` event per job, a batch at a time."""
-    from queuectl_core.fastinit import positional_factory
     from queuectl_core.models import EventKind, JobEvent
     from queuectl_core.plugins import emit_many
     from queuectl_core.timeutil import now
 
     config = app.config
     kind = EventKind.ENQUEUED
-    event = positional_factory(JobEvent)  # kind, job, worker_id, result, message, at, config
+    event = JobEvent  # kind, job, worker_id, result, message, at, config
     total = 0
     at = now()  # they all happened at the commit
     for jobs in committed:

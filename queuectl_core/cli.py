@@ -150,13 +150,13 @@ def cli() -> None:
 # Bytes, decoded by us: a file that is not UTF-8 must be one error line, not a traceback.
 @click.option("--file", "file_", type=click.File("rb"),
               help="Read jobs from a file: one JSON object, an array, or JSON Lines; '-' reads stdin.")
-# -- scheduling (spec §11) --
+# -- scheduling --
 @click.option("--queue", help="The queue to put it in (default: default).")
 @click.option("--after", help="Run only once these jobs completed: ID[,ID...].")
 @click.option("--unique-key", help="Refuse while a job with this key is pending, failed or processing.")
 @click.option("--retry-on", help="Retry only these exit codes (e.g. 1,75); other exit codes go to the DLQ.")
 @click.option("--no-retry-on", help="These exit codes go straight to the DLQ (e.g. 2,64).")
-# -- §10: where it runs, its environment, its tags (for every job given, JSON keys winning) ---------
+# -- where it runs, its environment, its tags (for every job given, JSON keys winning) ---------
 @click.option("--cwd", "cwd", type=click.Path(file_okay=False), help="Run in this directory (default: the current one).")
 @click.option("--env", "env", multiple=True, metavar="KEY[=VALUE]",
               help="Set KEY for the job; KEY alone copies its value from this shell. Repeatable.")
@@ -177,7 +177,7 @@ def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, comman
       queuectl enqueue --file jobs.jsonl        # all or nothing
     """
     from queuectl_core import jobspec
-    from queuectl_core.enqueue_input import (
+    from queuectl_core.jobspec import (
         enqueue_with_fresh_ids,
         flag_job,
         flag_times,
@@ -220,10 +220,6 @@ def enqueue(ctx: click.Context, job_json: str | None, job_id: str | None, comman
     for job in created:
         emit(JobEvent(EventKind.ENQUEUED, job=job))
     click.echo("\n".join(job.id for job in created))
-    # What the next `queuectl enqueue` needs to skip click and plugin loading.
-    from queuectl_core.startup_index import save
-
-    save(app, enqueue_is_core=ctx.command is enqueue)
 
 
 # -- workers ------------------------------------------------------------------------------------
@@ -422,7 +418,7 @@ def _job_table(jobs: list[Job], now: Any, with_error: bool = True, waits: dict[s
     for j in jobs:
         state = str(j.state) + ("*" if j.cancel_requested else "")
         last = (j.last_error or "") if with_error else ""
-        if waits and j.id in waits:  # §11: what a held job waits on
+        if waits and j.id in waits:  # what a held job waits on
             last = f"waits on {', '.join(waits[j.id])}" + (f"; {last}" if last else "")
         rows.append([j.id, state, f"{j.attempts}/{j.max_retries + 1}", j.queue, _when(j, now), _took(j, now),
                      j.command, last])
@@ -461,7 +457,7 @@ def list_(ctx: click.Context, states: tuple[str, ...], queue: str | None, tag: s
 
 
 def _waits(storage: Any, jobs: list[Job]) -> dict[str, list[str]]:
-    """§11: for each listed job still held by `--after`, the ids it waits on."""
+    """For each listed job still held by `--after`, the ids it waits on."""
     held = [j.id for j in jobs if j.waiting]
     return storage.waits_on(held) if held else {}
 
@@ -548,7 +544,7 @@ def remove(ctx: click.Context, job_ids: tuple[str, ...]) -> None:
     from queuectl_core.actions import remove as remove_jobs
 
     app = _app(ctx)
-    for job in remove_jobs(app.storage, job_ids, log_dir=_log_dir(app)):
+    for job in remove_jobs(app.storage, job_ids, executor=_executor(app)):
         click.echo(f"{job.id}: removed")
 
 
@@ -588,7 +584,7 @@ def purge(ctx: click.Context, older_than: str, states: tuple[str, ...]) -> None:
 
     age = _duration("--older-than", older_than)
     app = _app(ctx)
-    gone = actions.purge(app.storage, age, [JobState(s) for s in states] or FINISHED_STATES, log_dir=_log_dir(app))
+    gone = actions.purge(app.storage, age, [JobState(s) for s in states] or FINISHED_STATES, executor=_executor(app))
     click.echo(f"purged {len(gone)} job(s)")
 
 
@@ -613,11 +609,11 @@ def _checked_cmd(command: str | None) -> str | None:
     return utf8_text("--cmd", command)
 
 
-def _log_dir(app: App) -> str | None:
-    try:
-        return str(app.config["subprocess.log_dir"])
-    except Exception:  # another executor, its logs its own
-        return None
+def _executor(app: App) -> object:
+    """The configured executor, which deletes the logs of removed jobs (or None: see joblogs)."""
+    from queuectl_core.joblogs import configured_executor
+
+    return configured_executor(app)
 
 
 
@@ -693,7 +689,7 @@ def dlq_remove(ctx: click.Context, job_ids: tuple[str, ...], all_: bool) -> None
 
     app = _app(ctx)
     ids = _ids_or_all(job_ids, all_)
-    gone = remove_jobs(app.storage, ids, [JobState.DEAD], log_dir=_log_dir(app))
+    gone = remove_jobs(app.storage, ids, [JobState.DEAD], executor=_executor(app))
     if all_:
         click.echo(f"removed {len(gone)} job(s)")
     else:
@@ -701,7 +697,7 @@ def dlq_remove(ctx: click.Context, job_ids: tuple[str, ...], all_: bool) -> None
             click.echo(f"{job.id}: removed")
 
 
-# -- queues and schedules (spec §11) --------------------------------------------------------------
+# -- queues and schedules --------------------------------------------------------------
 @cli.group("queue")
 def queue_group() -> None:
     """Queues: concurrency limits, pause and resume."""
@@ -792,7 +788,7 @@ def schedule_add(ctx: click.Context, name: str, cron: str | None, every: str | N
 
     job: dict[str, Any] = {"command": command, **{k: v for k, v in options.items() if v is not None}}
     if "timeout" in job:
-        from queuectl_core.enqueue_input import flag_times
+        from queuectl_core.jobspec import flag_times
 
         job.update(flag_times({"timeout": job["timeout"]}))
     seconds = None
@@ -983,38 +979,6 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
     if blocked:
         click.echo(f"disabled by QUEUECTL_DISABLE_PLUGINS: {', '.join(blocked)}")
 
-
-# -- bench --------------------------------------------------------------------------------------
-@cli.command()
-@click.option("--enqueue-processes", default=30, show_default=True, type=click.IntRange(0, 100_000),
-              help="W1: `queuectl enqueue` processes, one job each (0 skips).")
-@click.option("--file-jobs", default=100_000, show_default=True, type=click.IntRange(0, 10_000_000),
-              help="W2: JSON Lines in one `enqueue --file`, e.g. 1000000 for its memory bound (0 skips).")
-@click.option("--drain-jobs", default=1_000, show_default=True, type=click.IntRange(0, 10_000_000),
-              help="W3: `true` jobs drained by `worker start --burst` (0 skips).")
-@click.option("--workers", multiple=True, type=click.IntRange(1, 512),
-              help="W3: worker processes; repeat for several [default: 2 and 4].")
-@click.option("--slots", multiple=True, type=click.IntRange(2, 4096),
-              help="W3: one worker with --slots S; repeat for several [default: 2 and 4].")
-@click.option("--latency-samples", default=20, show_default=True, type=click.IntRange(0, 10_000),
-              help="W4: idle worker -> job start samples, per enqueue path (0 skips).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.pass_context
-def bench(ctx: click.Context, enqueue_processes: int, file_jobs: int, drain_jobs: int, workers: tuple[int, ...],
-          slots: tuple[int, ...], latency_samples: int, as_json: bool) -> None:
-    """Measure this machine and backend: W1-W4 on a throw-away queue of the configured storage,
-    each beside this machine's floors. Your own queue is never touched."""
-    from queuectl_core.bench import Bench, Sizes, format_report
-
-    # Either one named alone measures just that: `--workers 2` runs no --slots drain.
-    sizes = Sizes(enqueue_processes, file_jobs, drain_jobs, workers or (() if slots else (2, 4)),
-                  slots or (() if workers else (2, 4)), latency_samples)
-    progress = None if as_json else (lambda line: click.echo(line, err=True))
-    result = Bench(_app(ctx), sizes, progress).run()
-    if as_json:
-        _print_json(result)
-    else:
-        click.echo("\n".join(format_report(result)))
 
 # -- shell completion -----------------------------------------------------------------------------
 @cli.command()

@@ -1,16 +1,18 @@
-"""``queuectl logs``: a job's output, per attempt: the running one (followed with ``-f``), the last
-finished one, or an earlier one.
+"""A job's logs: where an executor keeps them (:class:`AttemptLogs`), and ``queuectl logs``, which
+prints one attempt's output: the running one (followed with ``-f``), the last finished one, or an
+earlier one.
 
-Each attempt's output is a file on the worker's host, ``ID.N.log`` in the executor's log directory
-(the last few KiB of a finished attempt are also stored with the job, which is what other hosts see).
+Where an attempt's output is written, what its files are called and how they are deleted is the
+executor's business: core asks the configured executor through :class:`AttemptLogs`, an optional
+capability. The last few KiB of an attempt are also stored with the job (``output_tail``), which
+is what other hosts, and executors that keep no files, show.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Iterable, Protocol, runtime_checkable
 
 import click
 
@@ -31,10 +33,44 @@ def _write_failure(tail: str) -> str:
     return note.rpartition(": ")[2] or "writing it failed"
 
 
-def attempt_path(job: Job, attempt: int, log_dir: str | None) -> str | None:
-    """Where attempt N's log is (or will be) on this host."""
-    base = os.path.dirname(job.log_path) if job.log_path else (os.path.expanduser(log_dir) if log_dir else None)
-    return os.path.join(base, f"{job.id}.{attempt}.log") if base else None
+@runtime_checkable
+class AttemptLogs(Protocol):
+    """An executor that writes each attempt's output to a file on the worker's host (optional).
+
+    ``queuectl logs`` (``-f``, ``--attempt N``) reads those files through ``attempt_log``;
+    ``remove``, ``dlq remove``, ``purge`` and the workers' retention delete them through
+    ``discard_logs`` once the jobs are deleted. An executor without it keeps no files as far as core
+    knows: ``logs`` shows the job's stored tail, and removing a job deletes only its row.
+    """
+
+    def attempt_log(self, job: Job, attempt: int) -> str | None:
+        """The path of attempt ``attempt``'s (1 is the first) log of ``job`` on this host, or None
+        if this executor keeps none for it. The file need not exist: the attempt may have printed
+        nothing, not have started yet, or have run on another host."""
+
+    def discard_logs(self, jobs: Iterable[tuple[str, str | None]]) -> int:
+        """Delete every attempt's log of these jobs that is on this host; each job is given as
+        ``(id, log_path)``, its ``log_path`` as last recorded (None if it never ran). Returns how
+        many files were deleted; a file that cannot be deleted is skipped, never an error."""
+
+
+def attempt_logs(executor: object) -> AttemptLogs | None:
+    """``executor`` if it keeps log files (:class:`AttemptLogs`), else None."""
+    return executor if isinstance(executor, AttemptLogs) else None
+
+
+def discard_logs(executor: object, jobs: Iterable[tuple[str, str | None]]) -> int:
+    """The executor's :meth:`AttemptLogs.discard_logs` for these jobs; 0 if it keeps no files."""
+    logs = attempt_logs(executor)
+    return logs.discard_logs(jobs) if logs is not None else 0
+
+
+def _attempt_path(logs: AttemptLogs | None, job: Job, attempt: int) -> str | None:
+    """Where attempt N's log is (or will be) on this host. Without the executor's word, the last
+    attempt's recorded ``log_path`` is all core knows."""
+    if logs is not None:
+        return logs.attempt_log(job, attempt)
+    return job.log_path if attempt == job.attempts else None
 
 
 def _last_lines(data: bytes, n: int | None) -> bytes:
@@ -93,14 +129,11 @@ def show(app: App, job_id: str, *, follow: bool = False, attempt: int | None = N
         raise JobNotFoundError(job_id)
     if attempt is not None and attempt > job.attempts:
         raise ValidationError(f"job {job_id!r} has run {job.attempts} attempt(s); there is no attempt {attempt}")
-    try:
-        log_dir = str(app.config["subprocess.log_dir"])
-    except Exception:
-        log_dir = None
+    logs = attempt_logs(configured_executor(app))
     if job.attempts == 0:
         if not follow:
             extra = "" if job.state != JobState.PENDING else "; `queuectl logs -f` waits for it to start"
-            if job.waiting:  # §11: say what it is held by
+            if job.waiting:  # say what it is held by
                 extra = f"; it waits on {', '.join(storage.waits_on([job.id]).get(job.id, []))}" + extra
             raise ValidationError(f"job {job_id!r} has not run yet (it is {job.state}{extra})")
         job = _wait_for_start(app, job)
@@ -108,7 +141,7 @@ def show(app: App, job_id: str, *, follow: bool = False, attempt: int | None = N
             return 1  # cancelled or removed before it ever ran
     n = attempt or job.attempts
     running = job.state == JobState.PROCESSING and n == job.attempts
-    path = attempt_path(job, n, log_dir)
+    path = _attempt_path(logs, job, n)
     if not running:
         if n == job.attempts:
             data = _finished_output(job, job.log_path or path or "")
@@ -125,6 +158,17 @@ def show(app: App, job_id: str, *, follow: bool = False, attempt: int | None = N
         out.flush()
         return (0 if job.state == JobState.COMPLETED else 1) if follow else 0
     return _running(app, job, n, path, follow, tail_lines, out)
+
+
+def configured_executor(app: App) -> object:
+    """The configured executor, for the logs it keeps; None when it cannot be built here (a
+    removed job's files then stay; ``logs`` shows the stored tail)."""
+    from queuectl_core.errors import QueuectlError
+
+    try:
+        return app.executor
+    except QueuectlError:
+        return None
 
 
 def _wait_for_start(app: App, job: Job) -> Job:
@@ -209,4 +253,4 @@ def _running(app: App, job: Job, n: int, path: str | None, follow: bool, tail_li
     return 0
 
 
-__all__ = ["LOG_WRITE_FAILED", "attempt_path", "show"]
+__all__ = ["LOG_WRITE_FAILED", "AttemptLogs", "attempt_logs", "configured_executor", "discard_logs", "show"]

@@ -1,31 +1,34 @@
-"""Turning user input (flags, a JSON object, an array, JSON Lines) into validated NewJobs."""
+"""Turning user input (flags, a JSON object, an array, JSON Lines) into validated NewJobs, and storing
+them for `queuectl enqueue`."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn
 
 from queuectl_core.errors import ValidationError
 from queuectl_core.ids import new_id
 from queuectl_core.models import NewJob
 from queuectl_core.timeutil import parse_time
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable
+    from queuectl_core.interfaces import Storage
+    from queuectl_core.models import Job
 
 ALLOWED_KEYS: tuple[str, ...] = ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout",
-                                # -- scheduling (spec §11) --
+                                # -- scheduling --
                                 "queue", "after", "unique_key", "retry_on", "no_retry_on")
-# -- §10: where a job runs and how it is found again -------------------------------------------------
+# -- where a job runs and how it is found again -------------------------------------------------
 CONTROL_KEYS = ("cwd", "env", "tags")
 ALLOWED_KEYS += CONTROL_KEYS
 TAG_RULE = "1-64 characters of letters, digits and ._:@+/-"
 # Patterns, not compiled at import: re compiles (and caches) each on first use, and most enqueues use none.
 _TAG_RE = r"[A-Za-z0-9._:@+/-]{1,64}\Z"
 _ENV_NAME_RE = r"[A-Za-z_][A-Za-z0-9_]*\Z"
-# -- end §10
+# -- end of the control keys
 _ID_RE = r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}\Z"
 _MAX_PRIORITY = 2**31 - 1
 ID_RULE = "1-128 characters of letters, digits and ._:@+-, starting with a letter or digit"
@@ -121,7 +124,7 @@ def _seconds(key: str, value: Any) -> float:
 
 
 def _scheduling(obj: dict[str, Any], default_no_retry: tuple[int, ...] | None) -> dict[str, Any]:
-    """The spec §11 keys of one job object, validated (their NewJob fields)."""
+    """The scheduling keys of one job object, validated (their NewJob fields)."""
     out: dict[str, Any] = {}
     queue = obj.get("queue")
     if queue is not None:
@@ -168,8 +171,8 @@ _ALLOWED = frozenset(ALLOWED_KEYS)
 def job_fields(obj: Any, default_max_retries: int, default_no_retry: tuple[int, ...] | None = None,
                next_id: Callable[[], str] = new_id) -> tuple[Any, ...]:
     """:func:`validate`'s checks, returning NewJob's field values in order (``JOB_FIELDS``), for
-    ``enqueue --file``, which builds its NewJobs without dataclass ``__init__`` (see fastinit)
-    and draws the ids it generates a batch at a time (``next_id``)."""
+    ``enqueue --file``, which builds its NewJobs positionally and draws the ids it generates a
+    batch at a time (``next_id``)."""
     if not isinstance(obj, dict):
         raise ValidationError(f"a job must be a JSON object, got {type(obj).__name__}")
     if not _ALLOWED.issuperset(obj):
@@ -227,7 +230,7 @@ def is_tag(text: str) -> bool:
 
 
 def control_fields(obj: dict[str, Any]) -> dict[str, Any]:
-    """The §10 keys of a job object, validated: ``cwd`` an absolute directory path (it need not
+    """The control keys (where it runs, its env, its tags) of a job object, validated: ``cwd`` an absolute directory path (it need not
     exist yet: a missing one fails the attempt, with the reason), ``env`` an object of strings,
     ``tags`` a list of tag names."""
     out: dict[str, Any] = {}
@@ -305,7 +308,7 @@ def validate_all(objs: Iterable[Any], default_max_retries: int,
             raise ValidationError(f"job {n}: {exc}" if len(objs) > 1 else str(exc)) from None
         if job.id in seen:
             raise ValidationError(f"job {n}: duplicate id {job.id!r} in the input")
-        # -- scheduling (spec §11) --
+        # -- scheduling --
         for parent in job.after:
             if position.get(parent, 0) >= n:
                 raise ValidationError(f"job {n}: 'after' names {parent!r}, which is not earlier in the input")
@@ -317,3 +320,114 @@ def validate_all(objs: Iterable[Any], default_max_retries: int,
         seen.add(job.id)
         jobs.append(job)
     return jobs
+
+
+# -- what `queuectl enqueue` turns its flags and arguments into, and how it stores them -------------
+def flag_job(job_id: str | None = None, command: str | None = None, max_retries: int | None = None,
+             priority: int | None = None, delay: str | None = None, run_at: str | None = None,
+             timeout: str | None = None, queue: str | None = None, unique_key: str | None = None,
+             retry_on: str | None = None, no_retry_on: str | None = None, after: str | None = None) -> dict[str, Any]:
+    """The job object the flags give (only the flags given), as a JSON job would hold it."""
+    flags = {"id": job_id, "command": command, "max_retries": max_retries, "priority": priority,
+             "delay": delay, "run_at": run_at, "timeout": timeout,
+             "queue": queue, "unique_key": unique_key, "retry_on": retry_on, "no_retry_on": no_retry_on,
+             "after": [a.strip() for a in after.split(",") if a.strip()] if after is not None else None}
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+def with_control_defaults(objs: list[Any], cwd: str | None, env: tuple[str, ...],
+                          tags: tuple[str, ...]) -> list[Any]:
+    """Every job records where it was enqueued from (``--cwd`` overrides), and carries the
+    ``--env`` and ``--tag`` given; a job object's own ``cwd``, ``env`` keys and ``tags`` win."""
+    if cwd is None:
+        try:
+            where: str | None = os.getcwd()
+        except OSError:  # the shell's directory was removed: the worker's own is all there is
+            where = None
+    else:
+        where = os.path.abspath(os.path.expanduser(cwd))
+        if not os.path.isdir(where):
+            raise ValidationError(f"--cwd {cwd!r} is not a directory")
+    extra: dict[str, str] = {}
+    for item in env:
+        key, eq, value = item.partition("=")
+        if not eq:
+            if key not in os.environ:
+                raise ValidationError(f"--env {key}: {key} is not set in this shell (give --env {key}=VALUE)")
+            value = os.environ[key]
+        extra[key] = value
+    out = []
+    for obj in objs:
+        if isinstance(obj, dict):
+            obj = dict(obj)
+            if "cwd" not in obj and where is not None:
+                obj["cwd"] = where
+            if extra:
+                obj["env"] = {**extra, **obj["env"]} if isinstance(obj.get("env"), dict) else obj.get("env", extra)
+            if tags:
+                obj["tags"] = [*tags, *obj["tags"]] if isinstance(obj.get("tags"), list) else obj.get("tags", list(tags))
+        out.append(obj)
+    return out
+
+
+def flag_times(flags: dict[str, Any]) -> dict[str, Any]:
+    """Flags are typed by people: durations with units, and a --run-at without a zone is local
+    time. Converted here to what a JSON job holds; jobspec then checks ranges as for JSON."""
+    from queuectl_core.timeutil import format_time, parse_duration, parse_time
+
+    parsers = {"delay": parse_duration, "timeout": parse_duration,
+               "run_at": lambda text: format_time(parse_time(text, local_if_naive=True))}
+    out: dict[str, Any] = {}
+    for key, parse in parsers.items():
+        if key in flags:
+            try:
+                out[key] = parse(flags[key])
+            except ValueError as exc:
+                raise ValidationError(f"{key!r}: {exc}") from None
+    return out
+
+
+def parse_job_argument(text: str) -> Any:
+    """The positional JSON job; something that is plainly a shell command gets a hint to --cmd."""
+    try:
+        obj = loads(text)
+    except json.JSONDecodeError as exc:
+        if text.lstrip()[:1] not in ("{", "[", '"'):
+            suggest_cmd(text)
+        raise ValidationError(f"invalid JSON job: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(obj, (dict, list)):
+        suggest_cmd(text)
+    return obj
+
+
+def suggest_cmd(text: str) -> NoReturn:
+    import shlex
+
+    try:
+        text.encode("utf-8")
+        quoted = shlex.quote(text)
+    except UnicodeEncodeError:
+        quoted = "'...'"
+    if len(quoted) > 80:
+        quoted = "'...'"
+    raise ValidationError(f"{short(text)} is not a JSON job; to enqueue a shell command use: "
+                          f"queuectl enqueue --cmd {quoted}")
+
+
+def enqueue_with_fresh_ids(storage: Storage, jobs: list[NewJob], given_ids: set[Any]) -> list[Job]:
+    """Enqueue; a clash on an id we generated (never one the user chose) draws a new id."""
+    from dataclasses import replace
+
+    from queuectl_core.errors import DuplicateJobError
+    from queuectl_core.ids import new_id
+
+    for _ in range(5):
+        try:
+            return storage.enqueue(jobs)
+        except DuplicateJobError as exc:
+            if exc.job_id in given_ids:
+                raise
+            jobs = [replace(j, id=new_id()) if j.id == exc.job_id else j for j in jobs]
+    return storage.enqueue(jobs)
+
+

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from queuectl_core.errors import ValidationError
 from queuectl_core.models import EventKind, JobState
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 if TYPE_CHECKING:
     from queuectl_core.models import AttemptResult, Job
 

@@ -6,32 +6,12 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 from queuectl_core.timeutil import format_time, now
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 if TYPE_CHECKING:
-    from typing import Any
-
-    from queuectl_core.models_more import AttemptResult as AttemptResult
-    from queuectl_core.models_more import QueueInfo as QueueInfo
-    from queuectl_core.models_more import Schedule as Schedule
-    from queuectl_core.models_more import WorkerInfo as WorkerInfo
     from queuectl_core.settings import Config
-
-# Created on first use (PEP 562): each frozen dataclass costs ~1-2 ms to create at import, and
-# `queuectl enqueue` needs none of these.
-_MORE = ("AttemptResult", "QueueInfo", "Schedule", "WorkerInfo")
-
-
-def __getattr__(name: str) -> object:
-    if name in _MORE:
-        from queuectl_core import models_more
-
-        value = getattr(models_more, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class JobState(StrEnum):
@@ -59,13 +39,13 @@ class NewJob:
     run_at: datetime | None = None
     delay: float | None = None
     timeout: float | None = None
-    # -- scheduling (spec §11) --
+    # -- scheduling --
     queue: str = "default"
     after: tuple[str, ...] = ()  # ids this job waits on (each must end completed)
     unique_key: str | None = None
     retry_on: tuple[int, ...] | None = None  # retry only these exit codes
     no_retry_on: tuple[int, ...] | None = None  # these exit codes go straight to the DLQ
-    # -- §10: where and how it runs, and how it is found again --------------------------------
+    # -- where and how it runs, and how it is found again --------------------------------
     cwd: str | None = None  # None: the worker's own directory
     env: dict[str, str] = field(default_factory=dict, hash=False)  # added to the worker's environment
     tags: tuple[str, ...] = ()
@@ -94,20 +74,20 @@ class Job:
     lease_expires_at: datetime | None = None
     # `cancel` of a running job asks its worker to stop it; the worker records it cancelled.
     cancel_requested: bool = False
-    # -- scheduling (spec §11) --
+    # -- scheduling --
     queue: str = "default"
     waiting: int = 0  # how many of the jobs it waits on (`after`) have not completed yet
     unique_key: str | None = None
     retry_on: tuple[int, ...] | None = None
     no_retry_on: tuple[int, ...] | None = None
-    # -- §10: where and how it runs, and how it is found again --------------------------------
+    # -- where and how it runs, and how it is found again --------------------------------
     cwd: str | None = None
     env: dict[str, str] = field(default_factory=dict, hash=False)
     tags: tuple[str, ...] = ()
     last_duration: float | None = None  # seconds the last finished attempt ran
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON shape of a job (spec §3), as ``list --json`` prints it."""
+        """The JSON shape of a job, as ``list --json`` prints it."""
         return {
             "id": self.id,
             "command": self.command,
@@ -124,7 +104,7 @@ class Job:
             "log_path": self.log_path,
             "worker_id": self.worker_id,
             "lease_expires_at": format_time(self.lease_expires_at),
-            # -- scheduling (spec §11) --
+            # -- scheduling --
             "queue": self.queue,
             "waiting": self.waiting,
             "unique_key": self.unique_key,
@@ -175,3 +155,79 @@ class JobEvent:
     at: datetime = field(default_factory=now)  # when it happened (the emitting process's clock)
     # The emitting process's configuration, so a notifier reads its own keys from the event.
     config: Config | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A queue: its settings and how many of its jobs are in each state."""
+
+    name: str
+    concurrency: int = 0  # 0: unlimited
+    paused: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "concurrency": self.concurrency, "paused": self.paused,
+                "counts": dict(self.counts)}
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A recurring job: ``cron`` (5 fields, read in ``tz``) or ``every`` seconds. ``job`` holds the
+    job options as a JSON job object (without id). ``last_tick`` is the latest tick enqueued."""
+
+    name: str
+    job: dict[str, Any]
+    cron: str | None = None
+    every: float | None = None
+    tz: str | None = None
+    paused: bool = False
+    created_at: datetime | None = None
+    last_tick: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """How one attempt ended, as the executor saw it."""
+
+    exit_code: int | None
+    error: str | None = None
+    log_path: str | None = None
+    output_tail: str | None = None
+    duration: float = 0.0
+    aborted: bool = False  # stopped by the worker (shutdown or lost lease), not by the job
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.aborted and self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker process as it registered itself, and what it last reported."""
+
+    id: str
+    hostname: str
+    pid: int
+    started_at: datetime
+    last_seen: datetime
+    current_job: str | None = None
+    current_job_since: datetime | None = None  # when the current job was claimed
+    # Every job the worker holds, newest claim first, as (id, claimed at): more than one for a
+    # worker with --slots. current_job is the first of them (or the worker's own report).
+    jobs: tuple[tuple[str, datetime], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The keys ``status --json`` shows (``host``, ``last_seen_at``), and the older ``hostname``/``last_seen``."""
+        return {
+            "id": self.id,
+            "host": self.hostname,
+            "pid": self.pid,
+            "started_at": format_time(self.started_at),
+            "last_seen_at": format_time(self.last_seen),
+            "current_job": self.current_job,
+            "current_job_since": format_time(self.current_job_since),
+            "jobs": [{"id": job_id, "since": format_time(since)} for job_id, since in self.jobs],
+            "hostname": self.hostname,
+            "last_seen": format_time(self.last_seen),
+        }

@@ -8,13 +8,13 @@ import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from importlib.metadata import Distribution, entry_points
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 import pluggy
 
 from queuectl_core import NAME, hookspecs
 from queuectl_core.errors import PluginError, QueuectlError
-from queuectl_core.event_calls import broadcast, debug_traceback, warn
 from queuectl_core.registry import Registry
 from queuectl_core.settings import CORE_SETTINGS, Setting
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 # Bundled plugins, by entry-point name. Normally found through entry points like any other
-# plugin; imported directly only when the package metadata is missing (a bare source tree).
+# plugin; imported by name only when an entry point is missing (an install whose metadata is stale).
 DEFAULT_PLUGINS = (
     ("sqlite", "queuectl_plugins.sqlite_storage"),
     ("subprocess", "queuectl_plugins.subprocess_executor"),
@@ -34,6 +34,7 @@ DEFAULT_PLUGINS = (
     ("stdout", "queuectl_plugins.stdout_notify"),
     ("postgres", "queuectl_plugins.postgres_storage"),
     ("dashboard", "queuectl_plugins.dashboard"),
+    ("bench", "queuectl_plugins.bench"),
 )
 
 class PluginManager(pluggy.PluginManager):
@@ -52,8 +53,39 @@ pm.add_hookspecs(hookspecs)
 _loaded = False
 # Read once: emit() runs for every job event in a worker's hot path.
 _tracing = bool(os.environ.get("QUEUECTL_TRACE_PLUGINS"))
-_dists: dict[str, str] = {}  # plugin name -> distribution that provides it
+# plugin name -> the distribution that provides it (its metadata is parsed only when asked for:
+# `plugins list` shows versions, every other command never needs them).
+_dists: dict[str, Distribution] = {}
 _names: list[str] = []  # plugins registered by load_plugins (entry points, then bundled)
+
+
+def debug_traceback() -> None:
+    """QUEUECTL_DEBUG=1 prints the traceback a plugin failure otherwise hides behind one line."""
+    if os.environ.get("QUEUECTL_DEBUG"):
+        import traceback
+
+        traceback.print_exc()
+
+
+def warn(line: str) -> None:
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except Exception:
+        pass
+
+
+def broadcast(impls: Iterable[tuple[str, Callable[..., Any]]], event: JobEvent,
+              trace: Callable[[str, str], None] | None = None) -> None:
+    """Call each (plugin name, function) with ``event=event``, in the order given; a plugin
+    raising is one warning line naming it, and the next one is still called."""
+    for plugin_name, function in impls:
+        if trace is not None:
+            trace("queuectl_job_event", plugin_name)
+        try:
+            function(event=event)
+        except Exception as exc:
+            debug_traceback()
+            warn(f"queuectl: plugin {plugin_name!r} failed handling {event.kind}: {exc!r}")
 
 
 def disabled_plugins() -> set[str]:
@@ -74,21 +106,19 @@ def load_plugins() -> None:
     blocked = disabled_plugins()
     for name in blocked:
         pm.set_blocked(name)
-    for name, value, dist in _entry_points(NAME):
-        if name in blocked or pm.has_plugin(name):
+    for ep in entry_points(group=NAME):
+        if ep.name in blocked or pm.has_plugin(ep.name):
             continue
         try:
-            module_name, _, attr = value.partition(":")
-            plugin: Any = importlib.import_module(module_name.strip())
-            for part in filter(None, attr.strip().split(".")):
-                plugin = getattr(plugin, part)
+            plugin = ep.load()
         except Exception as exc:  # a broken third-party plugin must not break the CLI
             debug_traceback()
-            print(f"queuectl: plugin {name!r} failed to load: {exc}", file=sys.stderr)
+            print(f"queuectl: plugin {ep.name!r} failed to load: {exc}", file=sys.stderr)
             continue
-        _register(plugin, name)
-        _dists[name] = dist
-        _names.append(name)
+        _register(plugin, ep.name)
+        if ep.dist is not None:
+            _dists[ep.name] = ep.dist
+        _names.append(ep.name)
     for name, module_name in DEFAULT_PLUGINS:
         if name not in blocked and not pm.has_plugin(name):
             _register(_import_bundled(module_name), name)
@@ -126,25 +156,6 @@ def check_pending() -> None:
 
 
 def _import_bundled(module_name: str) -> Any:
-    """Import a bundled plugin; in a bare source tree (no installed metadata, so no
-    ``queuectl_plugins`` package) load it from the ``plugins/`` directory beside the core."""
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("queuectl_plugins", module_name):
-            raise
-    from importlib.util import module_from_spec, spec_from_file_location
-    from pathlib import Path
-
-    source = Path(__file__).resolve().parent.parent / "plugins"
-    init = source / "__init__.py"
-    if "queuectl_plugins" not in sys.modules and init.is_file():
-        spec = spec_from_file_location("queuectl_plugins", init,
-                                                      submodule_search_locations=[str(source)])
-        if spec is not None and spec.loader is not None:
-            package = module_from_spec(spec)
-            sys.modules["queuectl_plugins"] = package
-            spec.loader.exec_module(package)
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError:
@@ -152,55 +163,9 @@ def _import_bundled(module_name: str) -> Any:
                           f"install queuectl (pip install -e .)") from None
 
 
-def _entry_points(group: str) -> list[tuple[str, str, str]]:
-    """(name, "module:attr", distribution) for each entry point in ``group``.
-
-    importlib.metadata reads every installed distribution's metadata and costs tens of
-    milliseconds on each CLI start; this reads only ``entry_points.txt`` files, the first
-    distribution of a name on sys.path winning, as importlib.metadata does.
-    """
-    found: list[tuple[str, str, str]] = []
-    seen: set[str] = set()
-    header = f"[{group}]"
-    for path in sys.path:
-        try:
-            entries = sorted(e.name for e in os.scandir(path or "."))
-        except OSError:
-            continue
-        for entry in entries:
-            if not entry.endswith((".dist-info", ".egg-info")):
-                continue
-            dist = entry.rsplit(".", 1)[0].split("-")[0]
-            key = dist.lower().replace("-", "_").replace(".", "_")
-            if key in seen:
-                continue
-            seen.add(key)
-            try:
-                with open(os.path.join(path or ".", entry, "entry_points.txt"), encoding="utf-8") as fh:
-                    text = fh.read()
-            except OSError:
-                continue
-            if header not in text:
-                continue
-            section = None
-            for line in text.splitlines():
-                line = line.strip()
-                if line.startswith("["):
-                    section = line
-                elif section == header and "=" in line and not line.startswith(("#", ";")):
-                    name, _, value = line.partition("=")
-                    found.append((name.strip(), value.strip(), dist))
-    return found
-
-
 def plugin_version(name: str) -> str | None:
     if name in _dists:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return version(_dists[name])
-        except PackageNotFoundError:
-            pass
+        return _dists[name].version
     plugin = pm.get_plugin(name)
     found: str | None = getattr(plugin, "__version__", None)
     if found is None and getattr(plugin, "__name__", "").startswith("queuectl_plugins."):
@@ -319,6 +284,8 @@ def _guard_command(command: Any, plugin: str) -> None:
 
 @dataclass
 class Registries:
+    """Everything the plugins registered: storages, executors, backoff policies and config keys."""
+
     storages: Registry[Any] = field(default_factory=lambda: Registry("storage backend", "storage"))
     executors: Registry[Any] = field(default_factory=lambda: Registry("executor", "executor"))
     backoffs: Registry[Any] = field(default_factory=lambda: Registry("backoff policy", "backoff"))

@@ -12,6 +12,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Provider(Generic[T]):
+    """One named provider, the factory that builds it and the plugin that registered it."""
+
     name: str
     factory: Callable[..., T]
     plugin: str

@@ -8,26 +8,72 @@ from __future__ import annotations
 
 import math
 import os
+import stat
+import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
 
 from queuectl_core.errors import ConfigError
-
-# check_path and ensure_private_dir live in homedir (no pathlib) and are used from here too.
-from queuectl_core.homedir import check_path as check_path
-from queuectl_core.homedir import ensure_private_dir as ensure_private_dir
-from queuectl_core.homedir import home_text
-
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
-if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable, Mapping
 
 CONFIG_FILE = "config.toml"
 
 
 def home() -> Path:
-    """QUEUECTL_HOME, or the platform's per-user app directory (queuectl_core.homedir.home_text)."""
-    return Path(home_text())
+    """QUEUECTL_HOME (``~`` expanded), or the platform's per-user app directory."""
+    env = os.environ.get("QUEUECTL_HOME")
+    if env:
+        try:
+            return Path(os.path.expanduser(check_path(env)))
+        except ValueError as exc:
+            raise ConfigError(f"environment variable QUEUECTL_HOME: {exc}") from None
+    if sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")):
+        # click.get_app_dir's rule for these systems; settings is imported by plugins that need no click.
+        return Path(os.environ.get("XDG_CONFIG_HOME", os.path.expanduser("~/.config")), "queuectl")
+    import click
+
+    return Path(click.get_app_dir("queuectl"))
+
+
+def check_path(value: str) -> str:
+    """A path setting must name something: not empty, no NUL, and a leading ``~user`` must be a
+    user this machine knows (else every later command would fail expanding it). ValueError if not.
+    Plugins pass it as a Setting's ``validate`` (``from queuectl_core.settings import check_path``)."""
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if "\x00" in value:
+        raise ValueError("must not contain NUL bytes")
+    if value.startswith("~") and os.path.expanduser(value).startswith("~"):
+        # os.path.expanduser leaves what it cannot expand as it was (Path.expanduser raises).
+        raise ValueError(f"{value.split('/', 1)[0]!r}: no such user (write the path in full)")
+    return value
+
+
+def ensure_private_dir(path: str | os.PathLike[str]) -> None:
+    """Create ``path`` 0700, or tighten it to 0700 if it exists with group/other bits, as ssh and
+    gpg do for their own directories: config.toml may hold a DSN password, and the database every
+    job's command. One stat when all is well; a directory we do not own is left as it is."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        try:
+            os.makedirs(path, mode=0o700)
+            os.chmod(path, 0o700)  # whatever the umask
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ConfigError(f"cannot create {os.fspath(path)}: {exc.strerror or exc}") from None
+        return
+    except OSError as exc:
+        raise ConfigError(f"cannot use QUEUECTL_HOME {os.fspath(path)}: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"QUEUECTL_HOME {os.fspath(path)} is not a directory")
+    if st.st_mode & 0o077 and st.st_uid == os.getuid():
+        try:
+            os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+        except OSError:
+            pass
 
 
 def normalize_key(key: str) -> str:
@@ -57,7 +103,7 @@ class Setting:
         then be given as a duration such as ``5m`` or ``1h30m``."""
         if self.type not in (int, float):
             return None
-        if self.key.endswith("_seconds") or self.key.startswith("retention."):  # retention.*: §10's ages
+        if self.key.endswith("_seconds") or self.key.startswith("retention."):  # retention.*: ages
             return 1.0
         if self.key.endswith("_ms"):
             return 0.001
@@ -190,11 +236,11 @@ CORE_SETTINGS = (
     Setting("storage", str, "sqlite", "Which registered storage backend holds the queue."),
     Setting("executor", str, "subprocess", "Which registered executor runs jobs."),
     Setting("backoff", str, "exponential", "Which registered backoff policy spaces retries."),
-    # -- scheduling (spec §11) --
+    # -- scheduling --
     Setting("no_retry_exit_codes", str, "",
             "Exit codes that go straight to the DLQ unless a job says otherwise (e.g. 2,64; empty: none).",
             validate=lambda value: _check_exit_codes(value)),
-    # -- §10 retention: applied by running workers, at most once a minute -------------------------
+    # -- retention: applied by running workers, at most once a minute -------------------------
     Setting("retention.completed", float, 7 * 86_400.0,
             "Delete completed jobs (and their logs) this long after they finished; 0 keeps them.",
             minimum=0, maximum=100 * 365 * 86_400),
@@ -292,8 +338,6 @@ def read_file_values(home_dir: Path) -> dict[str, Any]:
     finally:
         if fd >= 0:
             os.close(fd)
-    import tomllib  # here, not at the top: the click-free enqueue reads config.toml's values from its index
-
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -333,8 +377,6 @@ def write_file_values(home_dir: Path, values: Mapping[str, Any]) -> None:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = values[key]
-    import tomllib
-
     text = tomli_w.dumps(nested)
     tomllib.loads(text)  # never write what we could not read back
     ensure_private_dir(home_dir)

@@ -3,8 +3,9 @@
 With one worker the supervisor is the worker. With more, the workers are forked into a process
 group of their own, so a terminal's Ctrl+C reaches only the supervisor, which forwards each
 SIGINT/SIGTERM/SIGHUP to every worker as SIGUSR1 (the first: graceful) or SIGUSR2 (later ones: at
-once), so a worker that also received the original signal does not count it twice (signals.py). Each worker dies with the supervisor (PR_SET_PDEATHSIG), and its janitor then takes
-its jobs down, so a SIGKILLed supervisor leaves nothing running unsupervised.
+once), so a worker that also received the original signal does not count it twice (signals.py).
+Each worker dies with the supervisor (it watches a pipe only the supervisor holds open), and its
+janitor then takes its jobs down, so a SIGKILLed supervisor leaves nothing running unsupervised.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Callable
 
 from queuectl_core.signals import GRACEFUL, HANDLED, IMMEDIATE, STOP_SIGNALS, held
 
-PR_SET_PDEATHSIG = 1
 # A crashed slot is always refilled (an OOM killer may take workers again and again; a slot given
 # up would stay lost until someone noticed), after a delay that doubles with each crash in a row,
 # up to RESTART_CAP, so a worker that cannot start does not spin. A worker that stayed up for
@@ -29,16 +30,21 @@ STABLE_AFTER = 60.0
 # once its own handlers are installed (Worker._install_signals).
 
 
-def _die_with_parent(parent: int) -> None:
-    import ctypes
+def _die_with_supervisor(alive_r: int, alive_w: int) -> None:
+    """In a worker: be SIGKILLed as soon as the supervisor is gone, however it ended. Only the
+    supervisor keeps ``alive_w`` open and never writes to it, so reading ``alive_r`` ends (EOF)
+    exactly when the supervisor's process ends, SIGKILL included; the kernel closes it then."""
+    os.close(alive_w)
 
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+    def watch() -> None:
+        try:
+            while os.read(alive_r, 1):
+                pass
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="queuectl-supervisor-watch", daemon=True).start()
 
 
 def _signal_name(num: int) -> str:
@@ -56,7 +62,7 @@ def supervise(count: int, run_one: Callable[[], int]) -> int:
 
 
 def _supervise(count: int, run_one: Callable[[], int]) -> int:
-    parent = os.getpid()
+    alive_r, alive_w = os.pipe()  # open in this process for as long as it lives (_die_with_supervisor)
     children: dict[int, int] = {}  # pid -> slot
     pgid = 0
     signals = 0
@@ -74,7 +80,7 @@ def _supervise(count: int, run_one: Callable[[], int]) -> int:
                 try:
                     for sig in HANDLED:
                         signal.signal(sig, signal.SIG_DFL)
-                    _die_with_parent(parent)
+                    _die_with_supervisor(alive_r, alive_w)
                     code = run_one()
                 except SystemExit as exc:
                     code = exc.code if isinstance(exc.code, int) else 1

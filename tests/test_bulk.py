@@ -141,8 +141,7 @@ def test_progress_on_a_terminal_and_not_when_piped(q: Any, tmp_path: Path) -> No
 
 
 def test_job_field_orders_match_the_models() -> None:
-    """bulk builds NewJobs and Jobs positionally (fastinit): the orders must be the models'."""
-    from queuectl_core.fastinit import positional_factory
+    """bulk builds NewJobs and Jobs positionally: the orders must be the models'."""
     from queuectl_core.jobspec import JOB_FIELDS, job_fields, validate
     from queuectl_core.models import Job, NewJob
     from queuectl_core.sqlstore import JOB_COLUMNS
@@ -151,7 +150,7 @@ def test_job_field_orders_match_the_models() -> None:
     assert tuple(f.name for f in fields(Job)) == JOB_COLUMNS
     obj = {"id": "x", "command": "true", "queue": "q", "tags": ["a"], "env": {"A": "1"}, "cwd": "/tmp",
            "after": ["p"], "unique_key": "k", "retry_on": [1], "timeout": 5, "delay": 2, "priority": 3}
-    assert positional_factory(NewJob)(*job_fields(obj, 2)) == validate(obj, 2)
+    assert NewJob(*job_fields(obj, 2)) == validate(obj, 2)
 
 
 def test_positional_factory_builds_the_very_objects_the_constructor_does() -> None:

@@ -152,15 +152,3 @@ def test_secrets_are_masked_in_show(q: Q) -> None:
     shown = q.run("config", "show").stdout + q.run("config", "show", "--json").stdout
     assert "hunter2" not in shown
     assert "postgresql://app:****@db.example/queue" in shown  # the rest stays readable for debugging
-
-
-@pytest.mark.parametrize("path", ["", ".", "/", "//", "///", "a", "a/", "a//b", "./a/./b/.", "//srv/q", "///srv/q",
-                                  "../a/../b", "~/q.db/", "/tmp/data/queue.db/"])
-def test_a_path_given_as_text_is_spelt_as_pathlib_spells_it(path: str) -> None:
-    """QUEUECTL_HOME and sqlite.path are handled as text on the click-free enqueue (homedir): they
-    must name what ``Path`` named when they were Paths."""
-    from pathlib import PurePosixPath
-
-    from queuectl_core.homedir import tidy
-
-    assert tidy(path) == str(PurePosixPath(path))

@@ -275,3 +275,29 @@ def test_log_files_are_0600_and_the_logs_dir_0700_whatever_the_umask(q: Any, tmp
     for name in ("perm.1.log", "perm2.1.log"):
         assert ((logs / name).stat().st_mode & 0o777) == 0o600, name
     assert (logs / "perm.1.log").read_text() == "hi\n"
+
+
+def test_the_subprocess_executor_names_and_discards_its_own_logs(tmp_path: Path) -> None:
+    """The AttemptLogs capability: core asks the executor where attempt N's log is and to delete a
+    removed job's logs; it never builds a file name itself."""
+    from types import SimpleNamespace
+
+    from queuectl_core.joblogs import AttemptLogs, attempt_logs, discard_logs
+    from queuectl_plugins.subprocess_executor import SubprocessExecutor
+
+    logs_dir, moved = tmp_path / "logs", tmp_path / "old-logs"
+    executor = SubprocessExecutor(logs_dir, 4096, 1.0, "/bin/sh")
+    assert isinstance(executor, AttemptLogs) and attempt_logs(executor) is executor
+    never_ran = SimpleNamespace(id="a", log_path=None)
+    ran_elsewhere = SimpleNamespace(id="b", log_path=str(moved / "b.2.log"))  # before log_dir changed
+    assert executor.attempt_log(never_ran, 1) == str(logs_dir / "a.1.log")
+    assert executor.attempt_log(ran_elsewhere, 1) == str(moved / "b.1.log")
+
+    for where, names in ((logs_dir, ["a.1.log", "a.2.log", "ab.1.log", "b.3.log"]), (moved, ["b.1.log", "b.2.log"])):
+        where.mkdir()
+        for name in names:
+            (where / name).write_text("x")
+    assert discard_logs(executor, [("a", None), ("b", ran_elsewhere.log_path)]) == 5
+    assert sorted(p.name for p in tmp_path.rglob("*.log")) == ["ab.1.log"]
+    # An executor that keeps no files: nothing to delete, and core does not go looking.
+    assert attempt_logs(object()) is None and discard_logs(object(), [("ab", None)]) == 0

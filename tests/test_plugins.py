@@ -9,7 +9,6 @@ import importlib
 import inspect
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -615,23 +614,3 @@ def test_wrapper_implementations_run_around_the_others(fast) -> None:
         ok("enqueue", "--id", "w", "--cmd", "true")
     assert "settings before" in calls and "settings after" in calls
     assert "old-style before enqueued" in calls
-
-
-def test_a_bare_source_tree_loads_the_bundled_plugins(tmp_path: Path) -> None:
-    """No installed metadata, queuectl_plugins not importable: plugins/ beside the core is used."""
-    import click as click_module
-    import pluggy
-    import tomli_w
-
-    src = tmp_path / "src"
-    shutil.copytree(ROOT / "queuectl_core", src / "queuectl_core")
-    shutil.copytree(ROOT / "plugins", src / "plugins")
-    libs = {str(Path(m.__file__).resolve().parent.parent) for m in (click_module, pluggy, tomli_w)}
-    code = ("import queuectl_core.plugins as p\np._entry_points = lambda group: []\np.load_plugins()\n"
-            "print(sorted(n for n, _ in p.pm.list_name_plugin()))\n")
-    env = {"PATH": os.environ["PATH"], "QUEUECTL_HOME": str(tmp_path / "home"),
-           "PYTHONPATH": os.pathsep.join([str(src), *libs])}
-    proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env,
-                          timeout=60, cwd=tmp_path)
-    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
-    assert BUNDLED <= set(eval(proc.stdout))

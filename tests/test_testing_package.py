@@ -3,6 +3,7 @@ and the conformance suite runnable against a backend from outside queuectl's own
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -15,8 +16,11 @@ from queuectl_core.testing import make_config
 
 
 def test_the_suite_imports_and_runs_without_psycopg(tmp_path: Path) -> None:
-    # A plugin's test file: subclass the suite for SQLite, with psycopg made unimportable.
-    (tmp_path / "conftest.py").write_text("import sys\nsys.modules['psycopg'] = None\n")
+    # A plugin's test file: subclass the suite for SQLite, with psycopg made unimportable (a
+    # package of that name first on the path, which refuses to import).
+    blocked = tmp_path / "blocked" / "psycopg"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('psycopg is not installed here')\n")
     (tmp_path / "test_mine.py").write_text(textwrap.dedent("""
         import pytest
         from queuectl_core.testing import StorageConformance, make_config, register_plugin
@@ -41,7 +45,8 @@ def test_the_suite_imports_and_runs_without_psycopg(tmp_path: Path) -> None:
     """))
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k",
                            "psycopg or list_jobs or apply or cancel or fail_with_retry", str(tmp_path)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(blocked.parent), os.environ.get("PYTHONPATH")]))})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert " passed" in proc.stdout and "failed" not in proc.stdout
 

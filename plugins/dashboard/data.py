@@ -16,15 +16,18 @@ from typing import Any
 
 from queuectl_core.api import (
     App,
-    ConfigError,
     Job,
     JobNotFoundError,
     JobState,
+    QueuectlError,
     Storage,
     ValidationError,
     actions,
     scheduling,
 )
+
+# Not yet re-exported by queuectl_core.api (its page, docs/plugins/api.md, is to document it first).
+from queuectl_core.joblogs import attempt_logs
 
 PAGE_MAX = 200
 LOG_TAIL_BYTES = 64 * 1024
@@ -120,19 +123,17 @@ class Data:
                                   if job.state == JobState.PROCESSING else None)
         return out
 
-    def _log_dir(self, job: Job) -> Path | None:
-        if job.log_path:
-            return Path(job.log_path).parent
-        try:  # the subprocess executor's setting; another executor may keep logs elsewhere
-            return Path(self.app.config["subprocess.log_dir"])
-        except ConfigError:
-            return None
-
     def _attempt_logs(self, job: Job) -> list[tuple[int, Path]]:
-        where = self._log_dir(job)
-        if where is None:
+        """Each attempt's log file on this host, as the configured executor names them (none if
+        it keeps no files: the stored tail is all there is)."""
+        try:
+            logs = attempt_logs(self.app.executor)
+        except QueuectlError:
+            logs = None
+        if logs is None:
             return []
-        return [(n, where / f"{job.id}.{n}.log") for n in range(1, job.attempts + 1)]
+        paths = [(n, logs.attempt_log(job, n)) for n in range(1, job.attempts + 1)]
+        return [(n, Path(p)) for n, p in paths if p is not None]
 
     def log(self, job_id: str, attempt: int | None = None) -> dict[str, Any]:
         """The tail of one attempt's log (default: the current or last one). On another host than

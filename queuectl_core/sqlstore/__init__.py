@@ -16,6 +16,8 @@ What a change *means* (a job's, and what it does to the jobs waiting on it) is d
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from queuectl_core.sqlstore.base import Fenced, SQLBase
 from queuectl_core.sqlstore.claims import ClaimsMixin
 from queuectl_core.sqlstore.dependencies import DependenciesMixin
@@ -26,7 +28,6 @@ from queuectl_core.sqlstore.rows import CONTROL_COLUMNS, JOB_COLUMNS, codes_out,
 from queuectl_core.sqlstore.schedules import SchedulesMixin
 from queuectl_core.sqlstore.workers import WORKER_LIVE_SECONDS, WorkersMixin
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 if TYPE_CHECKING:
     from typing import Any
 

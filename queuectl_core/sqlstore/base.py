@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from queuectl_core.sqlstore.dialect import Dialect, quoted
 from queuectl_core.sqlstore.rows import CONTROL_AT, codes_in, columns, control_fields, json_loads, tags_in
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Sequence, TypeVar
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from queuectl_core.sqlstore.base import Fenced, SQLBase
 from queuectl_core.sqlstore.dialect import CHUNK, quoted
@@ -13,7 +14,6 @@ from queuectl_core.sqlstore.dialect import in_list as _in
 from queuectl_core.sqlstore.dialect import named as _names
 from queuectl_core.sqlstore.rows import COLS, QUEUE_COL
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 if TYPE_CHECKING:
     from typing import Any, Callable, Sequence
 

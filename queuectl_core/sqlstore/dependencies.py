@@ -3,13 +3,14 @@ for the jobs waiting on one that changed, in the same transaction."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from queuectl_core.sqlstore.base import SQLBase
 from queuectl_core.sqlstore.dialect import CHUNK
 from queuectl_core.sqlstore.dialect import in_list as _in
 from queuectl_core.sqlstore.dialect import named as _names
 from queuectl_core.sqlstore.rows import COLS
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
 if TYPE_CHECKING:
     from typing import Any, Sequence
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see queuectl_core/__init__.py)
+from typing import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from typing import Any, Sequence
 

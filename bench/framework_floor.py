@@ -1,0 +1,1 @@
+../plugins/bench/framework_floor.py
