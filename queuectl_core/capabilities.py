@@ -110,7 +110,7 @@ if TYPE_CHECKING:
 
 
 def capabilities(storage: object) -> list[str]:
-    """The names of the optional capabilities ``storage`` provides (``queuectl plugins`` shows them)."""
+    """The names of the optional capabilities ``storage`` provides."""
     return [cap.__name__ for cap in CAPABILITIES if isinstance(storage, cap)]
 
 

@@ -252,6 +252,7 @@ class Bench:
         no start-up, no parsing or validation, no printing)."""
         from queuectl_core.bulk import BATCH
         from queuectl_core.ids import new_id
+        from queuectl_core.capabilities import with_fallbacks
         from queuectl_core.models import NewJob
 
         cwd = os.getcwd()
@@ -261,13 +262,9 @@ class Bench:
                 yield [NewJob(new_id(), "true", 0, cwd=cwd) for _ in range(min(BATCH, n - start))]
 
         with self.queue() as q:
-            stream = getattr(q.storage, "enqueue_stream", None)
             start = time.perf_counter()
-            if stream is None:
-                q.storage.enqueue([j for b in batches() for j in b])
-            else:
-                for _ in stream(batches()):
-                    pass
+            for _ in with_fallbacks(q.storage).enqueue_stream(batches()):
+                pass
             return time.perf_counter() - start
 
     def w3(self) -> list[dict[str, Any]]:
