@@ -159,7 +159,7 @@ def test_a_raising_backoff_policy_is_a_failed_attempt_named_once() -> None:
 
 
 def test_a_raising_backoff_policy_shows_its_traceback_with_queuectl_debug(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Spec §13: every plugin failure is one line, and QUEUECTL_DEBUG=1 adds the traceback."""
+    """Every plugin failure is one line, and QUEUECTL_DEBUG=1 adds the traceback."""
     monkeypatch.setenv("QUEUECTL_DEBUG", "1")
     result, _ = _drain_with_a_raising_backoff()
     assert result.exit_code == 0, result.output
