@@ -58,6 +58,8 @@ SPAWN_WAIT_SECONDS = 0.05
 
 
 class Worker:
+    """One worker process: up to ``slots`` jobs at once, through one loop (see the module's docstring)."""
+
     def __init__(self, app: App, *, slots: int = 1, burst: bool = False,
                  queues: Sequence[str] | None = None) -> None:
         self.app = app
