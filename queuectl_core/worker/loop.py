@@ -472,7 +472,7 @@ class Worker:
         from queuectl_core.scheduling import run_due
 
         try:
-            enqueued, self._next_schedule_at = run_due(self.app.storage, self.app.config["max_retries"])
+            enqueued, self._next_schedule_at = run_due(self.storage, self.app.config["max_retries"])
         except StorageError:
             return
         for job in enqueued:
@@ -497,7 +497,7 @@ class Worker:
             age = config[key]
             if age > 0:
                 # A bounded batch: a backlog is worked off minute by minute, never in one long lock.
-                self._storage_call(lambda: actions.purge(self.app.storage, age, [state], log_dir, limit=10_000),
+                self._storage_call(lambda: actions.purge(self.storage, age, [state], log_dir, limit=10_000),
                                    default=None)
 
     def _recover_expired(self, busy: bool) -> None:
