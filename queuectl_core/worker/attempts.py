@@ -17,7 +17,6 @@ import os
 import sys
 import threading
 from collections import deque
-from queue import SimpleQueue
 from typing import TYPE_CHECKING
 
 from queuectl_core.interfaces import RunContext
@@ -107,6 +106,16 @@ class Slot:
         self.progress = (log_path, tail)
 
 
+class _Runner:
+    """An attempt thread's hand-off: the slot it is to run next, and a pipe that wakes it."""
+
+    __slots__ = ("r", "w", "slot")
+
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe()
+        self.slot: Slot | None = None
+
+
 class Attempts:
     """The attempt threads of one worker: :meth:`start` hands a slot to an idle thread (starting
     one when none is idle); finished slots come back in ``done``, and ``done_fd`` is written to."""
@@ -119,35 +128,53 @@ class Attempts:
         self.done: deque[Slot] = deque()  # appended by attempt threads (append is atomic)
         # Set when a started job spawned (or its attempt ended), so the loop can announce it.
         self.spawned = threading.Event()
-        self._handoff: SimpleQueue[Slot | None] = SimpleQueue()
-        self._threads = 0
+        self._idle: deque[_Runner] = deque()  # threads waiting for a slot (appended by themselves)
+        self._runners: list[_Runner] = []
 
-    def start(self, slot: Slot, busy: int) -> None:
-        """Run ``slot``'s attempt; ``busy`` slots (this one included) are running now."""
-        self._handoff.put(slot)
-        if self._threads < busy:
-            self._threads += 1
-            threading.Thread(target=self._serve, name=f"slot-{self._threads}", daemon=True).start()
+    def start(self, slot: Slot) -> None:
+        """Run ``slot``'s attempt on an idle thread, or a new one."""
+        if self._idle:
+            runner = self._idle.popleft()
+        else:
+            runner = _Runner()
+            self._runners.append(runner)
+            threading.Thread(target=self._serve, args=(runner,), name=f"slot-{len(self._runners)}",
+                             daemon=True).start()
+        runner.slot = slot
+        # A pipe rather than a queue: a pipe's writer wakes the reader on its own CPU (a sync
+        # wake-up), and the loop blocks right after; a futex wake-up crossed to the other CPU.
+        os.write(runner.w, b"\0")
 
     def close(self) -> None:
         """Idle threads end (a worker run in-process must not leave them behind)."""
-        for _ in range(self._threads):
-            self._handoff.put(None)
-        self._threads = 0
+        for runner in self._runners:
+            runner.slot = None
+            os.write(runner.w, b"\0")
+        self._runners = []
+        self._idle.clear()
 
-    def _serve(self) -> None:
+    def _serve(self, runner: _Runner) -> None:
         # One wake-up fd per thread, not per job: creating one per job cost ~0.2 ms a job in a
         # drain of `true` (cProfile, GIL waits included).
         wakeup = Wakeup()
         try:
             while True:
-                slot = self._handoff.get()
+                os.read(runner.r, 1)
+                slot, runner.slot = runner.slot, None
                 if slot is None:
                     return
                 slot.take_up(wakeup)
                 self._attempt(slot, wakeup)
+                self._idle.append(runner)  # before the loop hears of this slot's end
+                self.done.append(slot)
+                try:
+                    os.write(self.done_fd, b"\0")
+                except OSError:
+                    pass  # the pipe is full of wake-ups already
         finally:
             wakeup.close()
+            os.close(runner.r)
+            os.close(runner.w)
 
     def _attempt(self, slot: Slot, wakeup: Wakeup) -> None:
         janitor = self.janitor
@@ -167,11 +194,6 @@ class Attempts:
         slot.result = result
         slot.spawned = True  # an executor that never reports its spawn must not hold `claimed` up
         self.spawned.set()
-        self.done.append(slot)
-        try:
-            os.write(self.done_fd, b"\0")
-        except OSError:
-            pass  # the pipe is full of wake-ups already
 
 
 def raise_fd_limit(slots: int) -> None:

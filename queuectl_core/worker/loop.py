@@ -315,7 +315,7 @@ class Worker:
         for job in jobs:
             slot = Slot(job)
             self._running[job.id] = slot
-            self._attempts.start(slot, len(self._running))
+            self._attempts.start(slot)
             self._unannounced.append(slot)
 
     def _announce_started(self) -> None:
