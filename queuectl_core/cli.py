@@ -283,11 +283,7 @@ def _start_workers(ctx: click.Context, count: int, burst: bool, queues: list[str
 
         worker_app = App()
         try:
-            if slots > 1:
-                from queuectl_core.slots import SlotWorker
-
-                return SlotWorker(worker_app, slots=slots, burst=burst, queues=queues).run()
-            return Worker(worker_app, burst=burst, queues=queues).run()
+            return Worker(worker_app, slots=slots, burst=burst, queues=queues).run()
         finally:
             worker_app.close()
 

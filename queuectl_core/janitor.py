@@ -27,7 +27,7 @@ class Janitor:
     def __init__(self, grace: float = 2.0, slots: int = 1) -> None:
         self._slots = max(SLOTS, slots)
         self._table = mmap.mmap(-1, self._slots * _SLOT.size)  # anonymous and shared across fork()
-        self._lock = threading.Lock()  # a --slots worker adds and removes from several threads
+        self._lock = threading.Lock()  # a worker's attempt threads add and remove at once
         r, w = os.pipe()
         # Forked with the stop signals blocked, so the worker's Python handlers (inherited) never
         # run in the janitor before it has set them to ignore; they stay blocked there.

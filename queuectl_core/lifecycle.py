@@ -283,3 +283,44 @@ __all__ = [
     "dependency_met", "dependency_reason", "exit_code_rule", "fail", "fallback_delay", "heartbeat", "recover",
     "release", "replay", "restart", "retry", "should_retry",
 ]
+
+
+# -- an attempt's end, as the worker sees it ----------------------------------------------------
+if TYPE_CHECKING:
+    from typing import Callable
+
+
+def outcome(job: Job, result: AttemptResult, *, cancel_requested: bool, lease_lost: bool,
+            delay: Callable[[], float | None]) -> Change | None:
+    """What the end of a worker's attempt does to its job, decided in this one place.
+
+    ``cancel_requested``: the worker stopped the job because a cancel was requested; ``lease_lost``:
+    it stopped it because another worker holds the job now; ``delay``: asked only for a failed
+    attempt, the retry delay (None: no retry can be scheduled). None means there is nothing to
+    write (the lease is lost); else the Change to apply under the attempt's lease token. What to
+    announce once it is written is :func:`announcement`.
+    """
+    if lease_lost:
+        return None
+    if cancel_requested:
+        return cancelled(result)
+    if result.aborted:  # stopped by the worker (a second Ctrl+C, `worker stop --now`)
+        return release(job)
+    if result.ok:
+        return complete(result)
+    return fail(job, result, delay())
+
+
+def announcement(change: Change | None, stored: Job | None) -> EventKind | None:
+    """The event a worker announces for an attempt's :func:`outcome` once written: ``stored`` is
+    what the write returned (None: fenced out, another worker holds the job now)."""
+    if change is None:
+        return EventKind.LEASE_LOST
+    if change.transition == Transition.RELEASE:
+        return EventKind.RELEASED  # handed back, whoever holds it now
+    if stored is None:
+        return EventKind.LEASE_LOST
+    return change.event
+
+
+__all__ += ["announcement", "outcome"]

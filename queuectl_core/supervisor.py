@@ -19,9 +19,9 @@ from typing import Callable
 
 from queuectl_core.signals import GRACEFUL, HANDLED, IMMEDIATE, STOP_SIGNALS, held
 
-# A crashed slot is always refilled (an OOM killer may take workers again and again; a slot given
-# up would stay lost until someone noticed), after a delay that doubles with each crash in a row,
-# up to RESTART_CAP, so a worker that cannot start does not spin. A worker that stayed up for
+# A crashed worker's place is always refilled (an OOM killer may take workers again and again; a
+# place given up would stay lost until someone noticed), after a delay that doubles with each crash
+# in a row, up to RESTART_CAP, so a worker that cannot start does not spin. A worker that stayed up for
 # STABLE_AFTER seconds has its count reset.
 RESTART_FIRST = 0.5
 RESTART_CAP = 30.0
@@ -63,11 +63,11 @@ def supervise(count: int, run_one: Callable[[], int]) -> int:
 
 def _supervise(count: int, run_one: Callable[[], int]) -> int:
     alive_r, alive_w = os.pipe()  # open in this process for as long as it lives (_die_with_supervisor)
-    children: dict[int, int] = {}  # pid -> slot
+    children: dict[int, int] = {}  # pid -> place
     pgid = 0
     signals = 0
 
-    def spawn(slot: int) -> None:
+    def spawn(place: int) -> None:
         nonlocal pgid
         # Fork with the stop signals blocked: in the child, a forwarded signal must not run the
         # supervisor's inherited `forward` (it would signal the siblings again and be lost for
@@ -94,7 +94,7 @@ def _supervise(count: int, run_one: Callable[[], int]) -> int:
             except OSError:
                 pass
             pgid = pgid or pid
-            children[pid] = slot
+            children[pid] = place
 
     def forward(signum: int, frame: object) -> None:
         nonlocal signals
@@ -109,23 +109,23 @@ def _supervise(count: int, run_one: Callable[[], int]) -> int:
     # Handlers first, so a signal arriving while workers start is still forwarded.
     for sig in STOP_SIGNALS:
         signal.signal(sig, forward)
-    for slot in range(count):
-        spawn(slot)
+    for place in range(count):
+        spawn(place)
     # Every worker exists: a signal that arrived meanwhile is now forwarded to all of them.
     # (Unblock rather than restore: the caller may have blocked them itself, as `worker start` does.)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     worst = 0
-    started: dict[int, float] = {slot: time.monotonic() for slot in range(count)}
-    crashes: dict[int, int] = {}  # slot -> crashes in a row
-    due: dict[int, float] = {}  # slot -> when to respawn it
+    started: dict[int, float] = {place: time.monotonic() for place in range(count)}
+    crashes: dict[int, int] = {}  # place -> crashes in a row
+    due: dict[int, float] = {}  # place -> when to respawn it
     while children or (due and not signals):
         if signals:
-            due.clear()  # stopping: a crashed slot is not refilled
+            due.clear()  # stopping: a crashed place is not refilled
         now = time.monotonic()
-        for slot in [s for s, t in due.items() if t <= now]:
-            del due[slot]
-            started[slot] = now
-            spawn(slot)
+        for place in [s for s, t in due.items() if t <= now]:
+            del due[place]
+            started[place] = now
+            spawn(place)
         try:
             if due:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -141,19 +141,19 @@ def _supervise(count: int, run_one: Callable[[], int]) -> int:
             continue
         if pid not in children:
             continue
-        slot = children.pop(pid)
+        place = children.pop(pid)
         code = os.waitstatus_to_exitcode(status)
         if code == 0 or signals:
             worst = max(worst, 0 if code == 0 else 1)
             continue
         # A crashed worker (never a job's failure: those are recorded) is replaced, always.
         now = time.monotonic()
-        if now - started.get(slot, now) >= STABLE_AFTER:
-            crashes[slot] = 0
-        delay = 0.0 if not crashes.get(slot) else min(RESTART_CAP, RESTART_FIRST * 2 ** (crashes[slot] - 1))
-        crashes[slot] = crashes.get(slot, 0) + 1
+        if now - started.get(place, now) >= STABLE_AFTER:
+            crashes[place] = 0
+        delay = 0.0 if not crashes.get(place) else min(RESTART_CAP, RESTART_FIRST * 2 ** (crashes[place] - 1))
+        crashes[place] = crashes.get(place, 0) + 1
         how = f"killed by {_signal_name(-code)}" if code < 0 else f"exited with {code}"
-        print(f"queuectl: worker {pid} (slot {slot + 1}) {how}; restarting in {delay:g}s",
+        print(f"queuectl: worker {pid} ({place + 1} of {count}) {how}; restarting in {delay:g}s",
               file=sys.stderr, flush=True)
-        due[slot] = now + delay
+        due[place] = now + delay
     return worst

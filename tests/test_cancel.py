@@ -14,7 +14,8 @@ pytest.register_assert_rewrite("process_helpers")
 from process_helpers import group_alive, pid_from, start, stop  # noqa: E402
 
 
-def test_cancelling_a_running_job_stops_it_and_records_cancelled(q: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("slots", [1, 3])
+def test_cancelling_a_running_job_stops_it_and_records_cancelled(q: Any, tmp_path: Path, slots: int) -> None:
     from queuectl_core import actions
     from queuectl_core.models import JobState
     from queuectl_plugins.sqlite_storage import SQLiteStorage
@@ -22,7 +23,7 @@ def test_cancelling_a_running_job_stops_it_and_records_cancelled(q: Any, tmp_pat
     q.config("lease_seconds", 60)  # heartbeats every 20 s: the cancel must not wait for one
     q.run("enqueue", "--id", "long", "--cmd", f"echo $$ > {tmp_path}/pid; sleep 60; touch {tmp_path}/finished")
     q.run("enqueue", "--id", "next", "--cmd", "true")
-    proc, out = start(q)
+    proc, out = start(q, "--slots", str(slots))
     pgid = q.wait_for(lambda: pid_from(tmp_path / "pid"), timeout=60, what="the job to start")
     storage = SQLiteStorage(q.home / "queue.db")
     try:

@@ -1,5 +1,5 @@
 """Issue 6, CLI side: private files, a sane lease minimum, durations with units, hints for common
-mistakes, a supervisor that keeps every slot, and `logs` of a log the disk cut short."""
+mistakes, a supervisor that keeps every worker, and `logs` of a log the disk cut short."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def _children(pid: int) -> set[int]:
     return {int(x) for x in text.split()}
 
 
-def test_the_supervisor_keeps_every_slot_through_repeated_kills(q: Q) -> None:
+def test_the_supervisor_keeps_every_worker_through_repeated_kills(q: Q) -> None:
     proc = q.start_worker("--count", "4")
     q.wait_for(lambda: len(_children(proc.pid)) == 4, timeout=20, what="4 workers")
     kills = 0
@@ -131,15 +131,15 @@ def test_the_supervisor_keeps_every_slot_through_repeated_kills(q: Q) -> None:
         time.sleep(0.3)
     assert kills == 10
     assert proc.poll() is None, "the supervisor gave up"
-    # Every slot is refilled (the delay grows per slot, capped; 10 kills over 4 slots stay well under it).
-    q.wait_for(lambda: len(_children(proc.pid)) == 4, timeout=30, what="every slot refilled")
+    # Every worker is replaced (the delay grows per place, capped; 10 kills over 4 places stay well under it).
+    q.wait_for(lambda: len(_children(proc.pid)) == 4, timeout=30, what="every worker replaced")
     q.run("enqueue", "--id", "after", "--cmd", "true")
     q.wait_state("after", "completed")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     restarts = [line for line in err.splitlines() if "restarting in" in line]
-    assert len(restarts) == 10 and all("killed by SIGKILL" in line for line in restarts), err
+    assert len(restarts) == 10 and all("of 4) killed by SIGKILL" in line for line in restarts), err
     assert "Traceback" not in err
 
 

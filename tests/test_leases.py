@@ -15,15 +15,19 @@ import pytest
 pytest.register_assert_rewrite("process_helpers")  # its asserts report like a test's own
 from process_helpers import alive, group_alive, pid_from, proc_stat, start, stop  # noqa: E402
 
-
 # -- tests -------------------------------------------------------------------------------------
-def test_job_longer_than_its_lease_runs_once(q: Any, tmp_path: Path) -> None:
+# Every promise here holds for a worker of one slot and of several.
+SLOTS = [1, 3]
+
+
+@pytest.mark.parametrize("slots", SLOTS)
+def test_job_longer_than_its_lease_runs_once(q: Any, tmp_path: Path, slots: int) -> None:
     q.config("lease_seconds", 1)
     runs = tmp_path / "runs"
     # Two idle workers polling every 50 ms: without heartbeats the second would take the job over
     # (and the first would too, from itself) as soon as the 1 s lease expired.
-    a = start(q)
-    b = start(q)
+    a = start(q, "--slots", str(slots))
+    b = start(q, "--slots", str(slots))
     q.wait_for(lambda: len(q.json("status")["workers"]) == 2, timeout=60, what="two live workers")
     q.run("enqueue", "--id", "long", "--cmd", f"echo run $QUEUECTL_ATTEMPT >> {runs}; sleep 5")
     job = q.wait_state("long", "completed", timeout=60)
@@ -34,33 +38,40 @@ def test_job_longer_than_its_lease_runs_once(q: Any, tmp_path: Path) -> None:
         stop(proc, out)
 
 
-def test_sigkilled_worker_takes_its_job_down_and_the_job_is_rerun(q: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("slots", SLOTS)
+def test_sigkilled_worker_takes_its_jobs_down_and_each_is_rerun(q: Any, tmp_path: Path, slots: int) -> None:
     q.config("lease_seconds", 1)
     finished = tmp_path / "finished"
-    q.run("enqueue", "--id", "victim", "--cmd",
-          f"echo $$ > {tmp_path}/pid$QUEUECTL_ATTEMPT; sleep 3; echo finished $QUEUECTL_ATTEMPT >> {finished}")
-    first, _ = start(q)
-    pgid = q.wait_for(lambda: pid_from(tmp_path / "pid1"), timeout=60, what="the job to start")
+    victims = [f"victim{i}" for i in range(slots)]
+    for victim in victims:
+        q.run("enqueue", "--id", victim, "--cmd", f"echo $$ > {tmp_path}/pid_$QUEUECTL_JOB_ID$QUEUECTL_ATTEMPT;"
+              f" sleep 3; echo $QUEUECTL_JOB_ID $QUEUECTL_ATTEMPT >> {finished}")
+    first, _ = start(q, "--slots", str(slots))
+    pgids = q.wait_for(lambda: all(pid_from(tmp_path / f"pid_{v}1") for v in victims)
+                       and [pid_from(tmp_path / f"pid_{v}1") for v in victims], timeout=60, what="the jobs to start")
     os.kill(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
-    # The janitor takes the job's whole process group down with the worker.
-    q.wait_for(lambda: not group_alive(pgid), timeout=10, what="the orphaned job to be stopped")
-    assert q.job("victim")["state"] == "processing"  # until its lease expires
+    # The janitor takes each job's whole process group down with the worker.
+    for pgid in pgids:
+        q.wait_for(lambda: not group_alive(pgid), timeout=10, what="the orphaned job to be stopped")
+    assert q.counts()["processing"] == slots  # until their leases expire
 
-    second, out = start(q)
-    job = q.wait_state("victim", "completed", timeout=60)
-    assert job["attempts"] == 2, job
-    # The first run, stopped 3 s before it would have written, never finished on its own.
-    assert finished.read_text() == "finished 2\n"
+    second, out = start(q, "--slots", str(slots))
+    for victim in victims:
+        job = q.wait_state(victim, "completed", timeout=60)
+        assert job["attempts"] == 2, job
+    # The first runs, stopped 3 s before they would have written, never finished on their own.
+    assert sorted(finished.read_text().splitlines()) == [f"{v} 2" for v in victims]
     stop(second, out)
 
 
-def test_crash_never_leaves_a_job_processing_forever(q: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("slots", SLOTS)
+def test_crash_never_leaves_a_job_processing_forever(q: Any, tmp_path: Path, slots: int) -> None:
     q.config("lease_seconds", 1)
     q.run("enqueue", "--id", "retried", "--cmd", f'echo $$ > {tmp_path}/pid; [ "$QUEUECTL_ATTEMPT" -ge 2 ] || sleep 60')
     q.run("enqueue", "--id", "last-chance", "--max-retries", "0", "--cmd",
           f"echo $$ > {tmp_path}/pid_last; sleep 60")
-    procs = [start(q)[0] for _ in range(2)]
+    procs = [start(q, "--slots", str(slots))[0] for _ in range(2)]
     pgids = q.wait_for(lambda: (a := pid_from(tmp_path / "pid")) and (b := pid_from(tmp_path / "pid_last"))
                        and (a, b), timeout=60, what="both jobs to start")
     for proc in procs:
@@ -70,7 +81,7 @@ def test_crash_never_leaves_a_job_processing_forever(q: Any, tmp_path: Path) -> 
         q.wait_for(lambda: not group_alive(pgid), timeout=10, what=f"job group {pgid} to be stopped")
 
     # A burst worker waits for the expired leases, recovers them and finishes the queue.
-    q.run("worker", "start", "--burst", timeout=120)
+    q.run("worker", "start", "--burst", "--slots", str(slots), timeout=120)
     retried = q.job("retried")
     assert (retried["state"], retried["attempts"]) == ("completed", 2), retried
     last = q.job("last-chance")
@@ -79,28 +90,33 @@ def test_crash_never_leaves_a_job_processing_forever(q: Any, tmp_path: Path) -> 
     assert q.counts()["processing"] == 0
 
 
-def test_frozen_worker_cannot_overwrite_the_newer_claim(q: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("slots", [1, 2])
+def test_frozen_worker_cannot_overwrite_the_newer_claims(q: Any, tmp_path: Path, slots: int) -> None:
     q.config("lease_seconds", 1)
-    # Attempt 1 fails and attempt 2 succeeds: if the stale worker's write got through, the job
-    # would end up failed, with its exit code, error and log.
-    q.run("enqueue", "--id", "contested", "--max-retries", "5", "--cmd",
-          'sleep 2; echo "attempt $QUEUECTL_ATTEMPT"; test "$QUEUECTL_ATTEMPT" -ge 2')
-    stale, stale_out = start(q)
-    stale_worker = f"worker-{stale.pid}"
-    q.wait_for(lambda: q.job("contested")["worker_id"] == stale_worker, timeout=60, what="the first claim")
+    # Attempt 1 fails and attempt 2 succeeds: if the stale worker's write got through, a job would
+    # end up failed, with its exit code, error and log. One job per slot.
+    ids = [f"c{i}" for i in range(slots)]
+    for job_id in ids:
+        q.run("enqueue", "--id", job_id, "--max-retries", "5", "--cmd",
+              'sleep 2; echo "attempt $QUEUECTL_ATTEMPT"; test "$QUEUECTL_ATTEMPT" -ge 2')
+    stale, stale_out = start(q, "--slots", str(slots))
+    q.wait_for(lambda: all(q.job(i)["worker_id"] == f"worker-{stale.pid}" for i in ids), timeout=60,
+               what="the first claims")
     os.kill(stale.pid, signal.SIGSTOP)
     try:
-        fresh, fresh_out = start(q)
-        newer = q.wait_state("contested", "completed", timeout=60)
-        assert newer["attempts"] == 2 and newer["worker_id"] == f"worker-{fresh.pid}", newer
-        time.sleep(0.5)  # the first attempt's process has exited by now, unreaped by its frozen worker
+        fresh, fresh_out = start(q, "--slots", str(slots))
+        newer = [q.wait_state(i, "completed", timeout=60) for i in ids]
+        for job in newer:
+            assert job["attempts"] == 2 and job["worker_id"] == f"worker-{fresh.pid}", job
+        time.sleep(0.5)  # the first attempts' processes have exited by now, unreaped by their frozen worker
     finally:
         os.kill(stale.pid, signal.SIGCONT)
 
-    q.wait_for(lambda: stale_out.count("lease lost: contested") == 1, timeout=30,
-               what="the stale worker to notice it lost the lease")
-    assert q.job("contested") == newer
-    assert q.run("logs", "contested").stdout == "attempt 2\n"
+    for job_id in ids:
+        q.wait_for(lambda: stale_out.count(f"lease lost: {job_id}") == 1, timeout=30,
+                   what=f"the stale worker to notice it lost {job_id}")
+    assert [q.job(i) for i in ids] == newer
+    assert q.run("logs", "c0").stdout == "attempt 2\n"
     # The resumed worker carries on as a healthy worker.
     q.run("enqueue", "--id", "after", "--cmd", "true")
     q.wait_state("after", "completed", timeout=60)
@@ -108,15 +124,17 @@ def test_frozen_worker_cannot_overwrite_the_newer_claim(q: Any, tmp_path: Path) 
     stop(fresh, fresh_out)
 
 
-def test_sigkilled_supervisor_takes_its_workers_and_jobs_down(q: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("slots", SLOTS)
+def test_sigkilled_supervisor_takes_its_workers_and_jobs_down(q: Any, tmp_path: Path, slots: int) -> None:
     q.config("lease_seconds", 1)
     finished = tmp_path / "finished"
-    for name in ("a", "b"):
+    names = ["a", "b"] + [f"x{i}" for i in range(2 * slots - 2)]  # one job per slot
+    for name in names:
         q.run("enqueue", "--id", name, "--cmd",
               f"echo $$ > {tmp_path}/pid_$QUEUECTL_JOB_ID; sleep 3; echo $QUEUECTL_JOB_ID $QUEUECTL_ATTEMPT >> {finished}")
-    proc, _ = start(q, "--count", "2")
-    pgids = q.wait_for(lambda: (a := pid_from(tmp_path / "pid_a")) and (b := pid_from(tmp_path / "pid_b"))
-                       and (a, b), timeout=60, what="both jobs to start")
+    proc, _ = start(q, "--count", "2", "--slots", str(slots))
+    pgids = q.wait_for(lambda: all(pid_from(tmp_path / f"pid_{n}") for n in names)
+                       and [pid_from(tmp_path / f"pid_{n}") for n in names], timeout=60, what="every job to start")
     workers = [w["pid"] for w in q.json("status")["workers"]]
     assert len(workers) == 2 and proc.pid not in workers
 
@@ -127,8 +145,8 @@ def test_sigkilled_supervisor_takes_its_workers_and_jobs_down(q: Any, tmp_path: 
     for pgid in pgids:
         q.wait_for(lambda: not group_alive(pgid), timeout=10, what=f"job group {pgid} to be stopped")
 
-    q.run("worker", "start", "--burst", timeout=120)
-    assert sorted(finished.read_text().splitlines()) == ["a 2", "b 2"]
+    q.run("worker", "start", "--burst", "--slots", str(slots), timeout=120)
+    assert sorted(finished.read_text().splitlines()) == sorted(f"{n} 2" for n in names)
 
 
 @pytest.mark.slow

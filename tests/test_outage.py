@@ -74,31 +74,35 @@ def test_outage_longer_than_the_lease_reruns_no_finished_job(q: Any, tmp_path: P
     assert_each_ran_once(q, runs, ids)
 
 
-def test_busy_workers_recover_a_dead_workers_job(q: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("slots", [1, 3])
+def test_busy_workers_recover_a_dead_workers_job(q: Any, tmp_path: Path, slots: int) -> None:
     q.config("lease_seconds", 1)
     q.run("enqueue", "--id", "victim", "--priority", "9", "--cmd", f"echo $$ > {tmp_path}/victim; sleep 30")
-    doomed, _ = start(q)
+    doomed, _ = start(q, "--slots", str(slots))
     q.wait_for(lambda: pid_from(tmp_path / "victim"), timeout=60, what="the victim to start")
     os.kill(doomed.pid, signal.SIGKILL)
     doomed.wait(timeout=30)
-    q.run("enqueue", "--id", "long", "--cmd", f"echo $$ > {tmp_path}/long; sleep 20")
-    busy, out = start(q)  # the only worker left, busy with `long` for 20 s
-    q.wait_for(lambda: pid_from(tmp_path / "long"), timeout=60, what="the long job to start")
+    for i in range(slots):
+        q.run("enqueue", "--id", f"long{i}", "--cmd", f"echo $$ > {tmp_path}/long{i}; sleep 20")
+    busy, out = start(q, "--slots", str(slots))  # the only worker left, every slot busy for 20 s
+    q.wait_for(lambda: all(pid_from(tmp_path / f"long{i}") for i in range(slots)), timeout=60,
+               what="the long jobs to start")
     victim = q.wait_for(lambda: (j := q.job("victim"))["state"] != "processing" and j, timeout=8,
                         what="a busy worker to recover the dead worker's job")
     assert victim["state"] == "failed" and "lease expired" in victim["last_error"]
-    assert q.job("long")["state"] == "processing"
+    assert all(q.job(f"long{i}")["state"] == "processing" for i in range(slots))
     os.kill(busy.pid, signal.SIGINT)
     q.wait_for(lambda: out.count("stopping"), timeout=10, what="the first signal to be handled")
     os.kill(busy.pid, signal.SIGINT)  # stop now: do not wait for the 20 s job
     assert busy.wait(timeout=10) == 0, out.text()
 
 
-def test_first_sigterm_stops_a_worker_stuck_retrying_a_write(q: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("slots", [1, 3])
+def test_first_sigterm_stops_a_worker_stuck_retrying_a_write(q: Any, tmp_path: Path, slots: int) -> None:
     q.config("lease_seconds", 3)
     q.config("sqlite.busy_timeout_ms", 50)
     q.run("enqueue", "--id", "j", "--cmd", f"touch {tmp_path}/started; sleep 1")
-    proc, out = start(q)
+    proc, out = start(q, "--slots", str(slots))
     q.wait_for(lambda: (tmp_path / "started").exists(), timeout=60, what="the job to start")
     with sqlite_write_lock(_db(q)):
         q.wait_for(lambda: out.count("storage unavailable"), timeout=30, what="the result write to fail")
@@ -155,7 +159,7 @@ def test_a_raising_backoff_policy_is_a_failed_attempt_named_once() -> None:
 
 
 def test_a_raising_backoff_policy_shows_its_traceback_with_queuectl_debug(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Spec §13: every plugin failure is one line, and QUEUECTL_DEBUG=1 adds the traceback."""
+    """Every plugin failure is one line, and QUEUECTL_DEBUG=1 adds the traceback."""
     monkeypatch.setenv("QUEUECTL_DEBUG", "1")
     result, _ = _drain_with_a_raising_backoff()
     assert result.exit_code == 0, result.output
@@ -301,7 +305,8 @@ class TcpProxy:
         self.cut()
 
 
-def test_postgres_outage_longer_than_the_lease_reruns_no_finished_job(q: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("slots", [1, 3])
+def test_postgres_outage_longer_than_the_lease_reruns_no_finished_job(q: Any, tmp_path: Path, slots: int) -> None:
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     from queuectl_plugins.postgres_testing import temporary_postgres_database
@@ -318,7 +323,7 @@ def test_postgres_outage_longer_than_the_lease_reruns_no_finished_job(q: Any, tm
             runs = tmp_path / "runs"
             ids = [f"job{i:02d}" for i in range(24)]
             enqueue_many(q, ids, f"echo $QUEUECTL_JOB_ID >> {runs}; sleep 0.4")
-            workers = [start(q) for _ in range(3)]
+            workers = [start(q, "--slots", str(slots)) for _ in range(3)]
             q.wait_for(lambda: runs.exists() and len(runs.read_text().split()) >= 4, timeout=60,
                        what="the drain to start")
             proxy.cut()

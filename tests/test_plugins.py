@@ -127,9 +127,10 @@ def test_hook_queuectl_register_storages(fast) -> None:
         assert jobs()["j1"]["state"] == "completed"
         listed = json.loads(ok("plugins", "list", "--json").stdout)
         assert {p["name"]: p for p in listed}["recording-plugin"]["provides"]["storages"] == ["recording"]
-    # A worker records a result with `apply`, or with `apply_and_claim` when it takes the next job
-    # in the same transaction (this storage has both).
-    assert {"enqueue", "claim", "register_worker"} <= set(provider.calls)
+    # A worker claims with `claim_many` where the storage has it (this one does), records a result
+    # with `apply`, or with `apply_and_claim` when it takes the next job in the same transaction.
+    assert {"enqueue", "register_worker"} <= set(provider.calls)
+    assert {"claim", "claim_many"} & set(provider.calls)
     assert {"apply", "apply_and_claim"} & set(provider.calls)
     assert provider.paths and provider.paths[0].exists()
     assert not (Path(os.environ["QUEUECTL_HOME"]) / "queue.db").exists()  # sqlite was never used

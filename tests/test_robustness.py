@@ -9,19 +9,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 
 def _wait_running(q: Any, job_id: str) -> None:
     q.wait_state(job_id, "processing", timeout=30)
 
 
-def test_sighup_is_a_graceful_stop(q: Any, tmp_path: Path) -> None:
-    marker = tmp_path / "done"
-    q.run("enqueue", "--id", "hup", "--cmd", f"sleep 1; touch {marker}")
-    worker = q.start_worker()
-    _wait_running(q, "hup")
+@pytest.mark.parametrize("slots", [1, 3])
+def test_sighup_is_a_graceful_stop(q: Any, tmp_path: Path, slots: int) -> None:
+    for i in range(slots):
+        q.run("enqueue", "--id", f"hup{i}", "--cmd", f"sleep 1; touch {tmp_path}/done{i}")
+    worker = q.start_worker("--slots", str(slots))
+    for i in range(slots):
+        _wait_running(q, f"hup{i}")
     os.kill(worker.pid, signal.SIGHUP)  # the terminal went away
     assert worker.wait(timeout=30) == 0
-    assert marker.exists() and q.job("hup")["state"] == "completed"
+    for i in range(slots):
+        assert (tmp_path / f"done{i}").exists() and q.job(f"hup{i}")["state"] == "completed"
 
 
 def test_a_stop_sent_to_every_process_once_is_still_graceful(q: Any, tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
 """Worker lifecycle with real processes and real signals: graceful shutdown (Ctrl+C to the whole
-process group, SIGTERM, `worker stop`), the immediate second Ctrl+C, --burst, and restarts."""
+process group, SIGTERM, `worker stop`), the immediate second Ctrl+C (and `worker stop --now`),
+--burst, and restarts. Each stop is tried with one worker of one slot, several worker processes
+(--count), and one worker of several slots (--slots)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ import pytest
 pytest.register_assert_rewrite("process_helpers")  # its asserts report like a test's own
 from process_helpers import children, group_alive, pid_from, start  # noqa: E402
 
+# (worker processes, slots each): every stop behaves the same whatever runs the jobs.
+LAYOUTS = [pytest.param((1, 1), id="1 slot"), pytest.param((3, 1), id="count 3"), pytest.param((1, 3), id="slots 3")]
+
 
 # -- graceful shutdown -------------------------------------------------------------------------
 def _send_stop(q: Any, proc: subprocess.Popen[str], how: str, count: int) -> None:
@@ -27,16 +32,17 @@ def _send_stop(q: Any, proc: subprocess.Popen[str], how: str, count: int) -> Non
         assert f"asked {count} worker(s)" in out
 
 
-@pytest.mark.parametrize("count", [1, 3])
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "worker-stop"])
-def test_graceful_shutdown_lets_running_jobs_finish(q: Any, tmp_path: Path, how: str, count: int) -> None:
-    markers = [tmp_path / f"done{i}" for i in range(count)]
+def test_graceful_shutdown_lets_running_jobs_finish(q: Any, tmp_path: Path, how: str, layout: tuple[int, int]) -> None:
+    count, slots = layout
+    markers = [tmp_path / f"done{i}" for i in range(count * slots)]
     for i, marker in enumerate(markers):
         q.run("enqueue", "--id", f"run{i}", "--priority", "10", "--cmd", f"sleep 2; echo done > {marker}")
     later = tmp_path / "later"
     q.run("enqueue", "--id", "later", "--cmd", f"echo ran > {later}")
-    proc, out = start(q, "--count", str(count))
-    q.wait_for(lambda: q.counts()["processing"] == count, timeout=60, what=f"{count} jobs processing")
+    proc, out = start(q, "--count", str(count), "--slots", str(slots))
+    q.wait_for(lambda: q.counts()["processing"] == len(markers), timeout=60, what=f"{len(markers)} jobs processing")
 
     _send_stop(q, proc, how, count)
 
@@ -54,11 +60,12 @@ def test_graceful_shutdown_lets_running_jobs_finish(q: Any, tmp_path: Path, how:
     assert q.json("status")["workers"] == []
 
 
-def test_worker_stop_between_short_jobs_claims_nothing_more(q: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("slots", [1, 3])
+def test_worker_stop_between_short_jobs_claims_nothing_more(q: Any, tmp_path: Path, slots: int) -> None:
     starts = tmp_path / "starts"
     lines = "".join(f'{{"id": "s{n:02d}", "command": "date +%s%N >> {starts}; sleep 0.3"}}\n' for n in range(30))
     q.run("enqueue", "--file", "-", input=lines)
-    proc, out = start(q)
+    proc, out = start(q, "--slots", str(slots))
     q.wait_for(lambda: starts.exists() and len(starts.read_text().split()) >= 3, timeout=60,
                what="a few jobs to run")
     q.run("worker", "stop")
@@ -70,32 +77,40 @@ def test_worker_stop_between_short_jobs_claims_nothing_more(q: Any, tmp_path: Pa
     assert late == [], f"{len(late)} jobs started after `worker stop` returned"
 
 
-@pytest.mark.parametrize("count", [1, 3])
-def test_second_ctrl_c_stops_at_once_and_releases_jobs(q: Any, tmp_path: Path, count: int) -> None:
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("how", ["second-ctrl-c", "worker-stop-now"])
+def test_an_immediate_stop_stops_the_jobs_at_once_and_releases_them(q: Any, tmp_path: Path, how: str,
+                                                                    layout: tuple[int, int]) -> None:
+    count, slots = layout
     q.config("subprocess.kill_grace_seconds", 1)
     duration = tmp_path / "duration"
     duration.write_text("60")  # long enough that only a forced stop ends the first run
-    for i in range(count):
+    n = count * slots
+    for i in range(n):
         q.run("enqueue", "--id", f"job{i}", "--cmd",
               f"echo $$ > {tmp_path}/pid{i}; sleep $(cat {duration}); echo done > {tmp_path}/done{i}")
-    proc, out = start(q, "--count", str(count))
+    proc, out = start(q, "--count", str(count), "--slots", str(slots))
     pgids: list[int] = q.wait_for(
-        lambda: all(pid_from(tmp_path / f"pid{i}") for i in range(count))
-        and [pid_from(tmp_path / f"pid{i}") for i in range(count)],
+        lambda: all(pid_from(tmp_path / f"pid{i}") for i in range(n))
+        and [pid_from(tmp_path / f"pid{i}") for i in range(n)],
         timeout=60, what="every job started")
 
-    os.killpg(proc.pid, signal.SIGINT)
-    # Two signals delivered back to back could be coalesced; wait until each worker saw the first.
-    q.wait_for(lambda: out.count("stopping:") >= count, timeout=30, what="workers to acknowledge Ctrl+C")
-    t0 = time.monotonic()
-    os.killpg(proc.pid, signal.SIGINT)
-    proc.wait(timeout=30)
-    assert time.monotonic() - t0 < 15, "the second Ctrl+C must not wait for the jobs"
+    if how == "second-ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+        # Two signals delivered back to back could be coalesced; wait until each worker saw the first.
+        q.wait_for(lambda: out.count("stopping:") >= count, timeout=30, what="workers to acknowledge Ctrl+C")
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        t0 = time.monotonic()
+        assert f"asked {count} worker(s) to stop now" in q.run("worker", "stop", "--now").stdout
+    assert proc.wait(timeout=30) == 0, out.text()
+    assert time.monotonic() - t0 < 15, "an immediate stop must not wait for the jobs"
     assert "Traceback" not in out.text()
 
     for pgid in pgids:
         q.wait_for(lambda: not group_alive(pgid), timeout=10, what=f"job group {pgid} to be gone")
-    for i in range(count):
+    for i in range(n):
         job = q.job(f"job{i}")
         assert (job["state"], job["attempts"]) == ("pending", 0), job
         assert not (tmp_path / f"done{i}").exists()
@@ -104,7 +119,7 @@ def test_second_ctrl_c_stops_at_once_and_releases_jobs(q: Any, tmp_path: Path, c
     # Released jobs are runnable at once by another worker.
     duration.write_text("0")
     q.run("worker", "start", "--burst", timeout=120)
-    for i in range(count):
+    for i in range(n):
         job = q.job(f"job{i}")
         assert (job["state"], job["attempts"]) == ("completed", 1), job
         assert (tmp_path / f"done{i}").read_text() == "done\n"

@@ -251,8 +251,8 @@ class Bench:
         """Seconds for the storage alone to take N validated jobs in one transaction (in process:
         no start-up, no parsing or validation, no printing)."""
         from queuectl_core.bulk import BATCH
-        from queuectl_core.ids import new_id
         from queuectl_core.capabilities import with_fallbacks
+        from queuectl_core.ids import new_id
         from queuectl_core.models import NewJob
 
         cwd = os.getcwd()
