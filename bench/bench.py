@@ -3,7 +3,7 @@
     python bench/bench.py                 # every workload
     python bench/bench.py drain startup   # some of them
 
-Workloads (spec §9): CLI start-up against bare `python -c pass`; draining N `true` jobs with 1, 2
+Workloads: CLI start-up against bare `python -c pass`; draining N `true` jobs with 1, 2
 and 4 workers next to `xargs -P` running the same `sh -c true`; idle worker → job start latency
 after `enqueue`; `enqueue --file` of 10,000 JSON Lines; one `queuectl enqueue` process per job.
 Each figure is the median of several runs. Run it on a quiet machine.
@@ -96,8 +96,8 @@ def bench_latency(samples: int = 30) -> None:
         time.sleep(1.5)
         lat = []
         os.environ["QUEUECTL_HOME"] = str(home)
-        from queuectl_core.app import App
-        from queuectl_core.models import NewJob
+        from queuectl_core.framework.app import App
+        from queuectl_core.jobs.models import NewJob
 
         app = App()
         for i in range(samples):

@@ -37,9 +37,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from queuectl_core import lifecycle
 from queuectl_core.interfaces import RunContext
-from queuectl_core.models import AttemptResult, NewJob
+from queuectl_core.jobs import lifecycle
+from queuectl_core.jobs.models import AttemptResult, NewJob
 from queuectl_plugins.sqlite_storage import SQLiteStorage
 from queuectl_plugins.subprocess_executor import SubprocessExecutor
 

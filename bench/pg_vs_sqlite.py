@@ -90,8 +90,8 @@ def latency(backend: str, workers: int, samples: int) -> list[float]:
         proc = subprocess.Popen([*QUEUECTL, "worker", "start", "--count", str(workers)], env=env_for(home),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         os.environ["QUEUECTL_HOME"] = str(home)
-        from queuectl_core.app import App
-        from queuectl_core.models import NewJob
+        from queuectl_core.framework.app import App
+        from queuectl_core.jobs.models import NewJob
 
         app = App()
         try:

@@ -114,14 +114,14 @@ class Queue:
 
 
 def _new(job_id: str, priority: int = 0) -> Any:
-    from queuectl_core.models import NewJob
+    from queuectl_core.jobs.models import NewJob
 
     return NewJob(id=job_id, command="true", max_retries=0, priority=priority)
 
 
 def measure(backend: str, kind: str, size: int, args: argparse.Namespace) -> dict[str, float]:
-    from queuectl_core.models import JobState
-    from queuectl_core.overview import overview
+    from queuectl_core.control.overview import overview
+    from queuectl_core.jobs.models import JobState
 
     q = Queue(backend)
     try:

@@ -1,4 +1,4 @@
-"""Claim cost with spec §11 in play; prints figures and query plans, asserts nothing.
+"""Claim cost with queues, limits, pauses and dependencies in play; prints figures and query plans, asserts nothing.
 
     python bench/scheduling_bench.py drain [--jobs 100000] [--scheduling] [--queuectl PATH]
     python bench/scheduling_bench.py plans [--backend sqlite|postgres]
@@ -6,8 +6,8 @@
 ``drain``: enqueue N `true` jobs (one `enqueue --file`), then time `worker start --count 2 --burst`
 draining them, on SQLite. With ``--scheduling`` the same N runnable jobs sit beside 100,000 jobs
 waiting (`after`) on a parent in a paused queue and 100,000 jobs of that paused queue, ahead of
-them in priority: what a claim must skip. ``--queuectl`` runs another build (say, the commit before
-§11) for a before/after comparison; ``--scheduling`` needs this one.
+them in priority: what a claim must skip. ``--queuectl`` runs another build (say, one from before
+queues and dependencies) for a before/after comparison; ``--scheduling`` needs this one.
 
 ``plans``: the claim statement's plan (SQLite ``EXPLAIN QUERY PLAN``, PostgreSQL ``EXPLAIN
 ANALYZE``) on such a populated queue, and the median time of one claim.
@@ -61,7 +61,7 @@ def drain(queuectl: list[str], jobs: int, scheduling: bool) -> float:
 
 
 def populate(storage: Any, n: int = 100_000) -> None:
-    from queuectl_core.models import NewJob
+    from queuectl_core.jobs.models import NewJob
 
     storage.enqueue([NewJob(id="parent", command="true", max_retries=0, queue="held")])
     storage.set_queue("held", paused=True)

@@ -34,8 +34,8 @@ from typing import Any
 
 from drain_floor import drop, queuectl_parts  # beside this script in bench/
 
-from queuectl_core import lifecycle
-from queuectl_core.models import AttemptResult, NewJob
+from queuectl_core.jobs import lifecycle
+from queuectl_core.jobs.models import AttemptResult, NewJob
 from queuectl_plugins.sqlite_storage import SQLiteStorage
 
 RESULT = AttemptResult(exit_code=0)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from queuectl_core import hookimpl
-from queuectl_core.settings import Setting
+from queuectl_core.framework.settings import Setting
 
 if TYPE_CHECKING:
-    from queuectl_core.models import Job
-    from queuectl_core.settings import Config
+    from queuectl_core.framework.settings import Config
+    from queuectl_core.jobs.models import Job
 
 
 class ExponentialBackoff:

@@ -1,6 +1,6 @@
 """PostgreSQL storage: workers on any number of machines share one queue.
 
-The statements are core's shared SQL layer (``queuectl_core.sqlstore``) in the PostgreSQL dialect:
+The statements are core's shared SQL layer (``queuectl_core.storage.sql``) in the PostgreSQL dialect:
 claims use ``FOR UPDATE SKIP LOCKED`` and every time written comes from the database clock, so hosts
 with skewed clocks agree. This module keeps what is PostgreSQL's own: the connection and its
 reconnects, migrations under an advisory lock, the one-round-trip batch insert, LISTEN/NOTIFY
@@ -23,14 +23,14 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from queuectl_core import hookimpl
-from queuectl_core.sqlstore import JOB_COLUMNS, SQLStore
+from queuectl_core.storage.sql import JOB_COLUMNS, SQLStore
 
 if TYPE_CHECKING:
     from typing import Any, Callable, Sequence, TypeVar
 
-    from queuectl_core.lifecycle import Change
-    from queuectl_core.models import Job, NewJob, WorkerInfo
-    from queuectl_core.settings import Config, Setting
+    from queuectl_core.framework.settings import Config, Setting
+    from queuectl_core.jobs.lifecycle import Change
+    from queuectl_core.jobs.models import Job, NewJob, WorkerInfo
 
     T = TypeVar("T")
 
@@ -88,7 +88,7 @@ MIGRATIONS: tuple[str, ...] = (
     -- `list` shows newest first.
     CREATE INDEX jobs_created ON {s}.jobs (created_at DESC, id DESC);
     """,
-    # -- scheduling (spec §11): queues, dependencies, unique keys, exit-code rules, schedules --
+    # -- scheduling: queues, dependencies, unique keys, exit-code rules, schedules --
     """
     ALTER TABLE {s}.jobs ADD COLUMN queue text NOT NULL DEFAULT 'default';
     -- How many of the jobs this one waits on (`after`) have not completed: only 0 is claimable.
@@ -131,7 +131,7 @@ MIGRATIONS: tuple[str, ...] = (
         last_tick timestamptz
     );
     """,
-    # §10 control and visibility: where a job runs, its env (JSON text) and tags (",a,b,"), its last
+    # control and visibility: where a job runs, its env (JSON text) and tags (",a,b,"), its last
     # attempt's duration, `worker stop --now`, and the finished-jobs index retention purges by.
     """
     ALTER TABLE {s}.jobs ADD COLUMN cwd text, ADD COLUMN env text, ADD COLUMN tags text,
@@ -213,7 +213,7 @@ def _text(value: str | None) -> str | None:
 
 
 def _dialect() -> Any:
-    from queuectl_core.sqlstore import Dialect
+    from queuectl_core.storage.sql import Dialect
 
     return Dialect(paramstyle="pyformat", now="now()", after=lambda p: f"(now() + make_interval(secs => :{p}))",
                    to_db=lambda dt: dt, from_db=lambda v: v, clock_param=lambda: None,
@@ -329,7 +329,7 @@ class PostgresStorage(SQLStore):
         self.connect_timeout = connect_timeout
         self.s = _quote_ident(schema)
         self.jobs, self.workers = f"{self.s}.jobs", f"{self.s}.workers"
-        self.queues_table, self.deps_table = f"{self.s}.queues", f"{self.s}.job_deps"  # -- scheduling (§11)
+        self.queues_table, self.deps_table = f"{self.s}.queues", f"{self.s}.job_deps"  # -- scheduling
         self.schedules_table = f"{self.s}.schedules"
         self.counts_table = f"{self.s}.job_counts"  # -- scale (issue 10)
         # One channel per schema, so two queues in one database never wake each other.
@@ -361,7 +361,7 @@ class PostgresStorage(SQLStore):
         )
         try:
             conn.add_notify_handler(self._on_notify)
-            from queuectl_core.timeutil import UTC
+            from queuectl_core.jobs.timeutil import UTC
 
             t0 = time.time()
             row = conn.execute("SELECT clock_timestamp()").fetchone()
@@ -458,7 +458,7 @@ class PostgresStorage(SQLStore):
     def now(self) -> datetime:
         """The database clock, estimated locally from the offset measured at connect: callers use
         it to size waits, so it never blocks or raises, even while the database is away."""
-        from queuectl_core.timeutil import UTC
+        from queuectl_core.jobs.timeutil import UTC
 
         return datetime.now(tz=UTC) + self._offset
 
@@ -469,7 +469,7 @@ class PostgresStorage(SQLStore):
         # thousands of jobs stays one round trip. DO NOTHING + RETURNING tells the shared layer
         # which ids already existed without aborting on the first.
         from queuectl_core.errors import UniqueKeyError
-        from queuectl_core.sqlstore import codes_out
+        from queuectl_core.storage.sql import codes_out
 
         try:
             return tx.conn.execute(
@@ -504,7 +504,7 @@ class PostgresStorage(SQLStore):
 
         from datetime import timedelta
 
-        from queuectl_core.sqlstore import codes_out, control_values
+        from queuectl_core.storage.sql import codes_out, control_values
 
         now = tx.clock()
         rows: list[Sequence[Any]] = []
@@ -665,7 +665,7 @@ class PostgresStorage(SQLStore):
 
 
 def _control_arrays(jobs: Sequence[NewJob]) -> tuple[list[Any], list[Any], list[Any]]:
-    from queuectl_core.sqlstore import control_values
+    from queuectl_core.storage.sql import control_values
 
     values = [control_values(j) for j in jobs]
     return ([_text(v["cwd"]) for v in values], [_text(v["env"]) for v in values], [v["tags"] for v in values])
@@ -761,7 +761,7 @@ def queuectl_register_storages(register: Callable[[str, Any], None]) -> None:
 
 @hookimpl
 def queuectl_register_settings(register: Callable[[Setting], None]) -> None:
-    from queuectl_core.settings import Setting
+    from queuectl_core.framework.settings import Setting
 
     register(Setting("postgres.dsn", str, "",
                      "PostgreSQL connection string (postgresql://user:password@host/db); empty uses libpq's "

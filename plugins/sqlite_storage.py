@@ -1,6 +1,6 @@
 """SQLite storage: the embedded default. One file, WAL mode, every write under BEGIN IMMEDIATE.
 
-The statements are core's shared SQL layer (``queuectl_core.sqlstore``); this module keeps what is
+The statements are core's shared SQL layer (``queuectl_core.storage.sql``); this module keeps what is
 SQLite's own: the connection, busy-lock retries, migrations, file permissions and the wake-up socket.
 """
 
@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from queuectl_core import hookimpl
-from queuectl_core.settings import Setting, check_path
-from queuectl_core.sqlstore import SQLStore
+from queuectl_core.framework.settings import Setting, check_path
+from queuectl_core.storage.sql import SQLStore
 
 if TYPE_CHECKING:
     from datetime import datetime
     from typing import Any, Callable, Sequence, TypeVar
 
-    from queuectl_core.models import NewJob, WorkerInfo
-    from queuectl_core.settings import Config
+    from queuectl_core.framework.settings import Config
+    from queuectl_core.jobs.models import NewJob, WorkerInfo
 
     T = TypeVar("T")
 
@@ -229,8 +229,8 @@ def _private(path: str) -> None:
 
 
 def _dialect() -> Any:
-    from queuectl_core.sqlstore import Dialect
-    from queuectl_core.timeutil import from_ms, to_ms
+    from queuectl_core.jobs.timeutil import from_ms, to_ms
+    from queuectl_core.storage.sql import Dialect
 
     # Times are integer milliseconds since the epoch, from this host's clock, bound as :now.
     return Dialect(paramstyle="named", now=":now", after=lambda p: f"(:now + CAST(ROUND(:{p} * 1000) AS INTEGER))",
@@ -372,7 +372,7 @@ class SQLiteStorage(SQLStore):
 
     # -- jobs -------------------------------------------------------------------------------
     def now(self) -> datetime:
-        from queuectl_core.timeutil import from_ms
+        from queuectl_core.jobs.timeutil import from_ms
 
         return from_ms(_now_ms())
 
@@ -384,8 +384,8 @@ class SQLiteStorage(SQLStore):
         from itertools import chain, repeat
 
         from queuectl_core.errors import DuplicateJobError, UniqueKeyError
-        from queuectl_core.sqlstore import codes_out
-        from queuectl_core.timeutil import to_ms
+        from queuectl_core.jobs.timeutil import to_ms
+        from queuectl_core.storage.sql import codes_out
 
         # Column by column (a C-level pass each), each derived column computed per job only if
         # some job of the batch has a value there.
@@ -447,7 +447,7 @@ class SQLiteStorage(SQLStore):
 
     # -- workers ----------------------------------------------------------------------------
     def register_worker(self, info: WorkerInfo) -> None:
-        from queuectl_core.timeutil import to_ms
+        from queuectl_core.jobs.timeutil import to_ms
 
         addr: str | None = None
         if sys.platform.startswith("linux") and self._wake_sock is None:

@@ -3,7 +3,7 @@ its stdout and stderr going to one bounded log file per attempt.
 
 The log files are this executor's own: ``ID.N.log`` in ``subprocess.log_dir`` on the worker's host.
 Core finds and deletes them only through the executor (``attempt_log`` and ``discard_logs``, the
-optional ``queuectl_core.joblogs.AttemptLogs`` capability)."""
+optional ``queuectl_core.control.joblogs.AttemptLogs`` capability)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from queuectl_core import hookimpl
-from queuectl_core.settings import Setting, check_path
+from queuectl_core.framework.settings import Setting, check_path
 
 if TYPE_CHECKING:
+    from queuectl_core.framework.settings import Config
     from queuectl_core.interfaces import RunContext
-    from queuectl_core.models import AttemptResult, Job
-    from queuectl_core.settings import Config
+    from queuectl_core.jobs.models import AttemptResult, Job
 
 TAIL_FOR_STORAGE = 4096
 _LOG_NAME = re.compile(r"(.+)\.(\d+)\.log\Z")
@@ -368,7 +368,7 @@ class SubprocessExecutor:
         return subprocess.Popen(shell_argv, **options)
 
     def run(self, job: Job, ctx: RunContext) -> AttemptResult:
-        from queuectl_core.models import AttemptResult
+        from queuectl_core.jobs.models import AttemptResult
 
         self._prepare_log_dir()
         log_path = self.log_dir / log_name(job.id, ctx.attempt)

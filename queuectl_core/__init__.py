@@ -14,7 +14,7 @@ Register the module under the ``queuectl`` entry-point group of your package::
     [project.entry-points.queuectl]
     my_plugin = "my_package.my_plugin"
 
-The hooks are listed in :mod:`queuectl_core.hookspecs` and ``docs/plugins/hooks.md``.
+The hooks are listed in :mod:`queuectl_core.framework.hookspecs` and ``docs/plugins/hooks.md``.
 """
 
 from __future__ import annotations

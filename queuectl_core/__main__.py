@@ -1,3 +1,3 @@
-from queuectl_core.cli import main
+from queuectl_core.cli.main import main
 
 main()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import typing as _typing
 
 from queuectl_core import NAME, __version__, hookimpl
-from queuectl_core.app import App, current_app
 from queuectl_core.errors import (
     ConfigError,
     DuplicateJobError,
@@ -30,9 +29,12 @@ from queuectl_core.errors import (
     UniqueKeyError,
     ValidationError,
 )
+from queuectl_core.framework.app import App, current_app
+from queuectl_core.framework.plugins import get_backoff, get_executor, get_storage
+from queuectl_core.framework.settings import Config, Setting
 from queuectl_core.interfaces import BackoffPolicy, Executor, RunContext, Storage
-from queuectl_core.lifecycle import Change, Transition
-from queuectl_core.models import (
+from queuectl_core.jobs.lifecycle import Change, Transition
+from queuectl_core.jobs.models import (
     AttemptResult,
     EventKind,
     Job,
@@ -43,11 +45,10 @@ from queuectl_core.models import (
     Schedule,
     WorkerInfo,
 )
-from queuectl_core.plugins import get_backoff, get_executor, get_storage
-from queuectl_core.settings import Config, Setting
 
 if _typing.TYPE_CHECKING:
-    from queuectl_core import actions, capabilities, scheduling
+    from queuectl_core.control import actions, scheduling
+    from queuectl_core.storage import capabilities
 
 
 def __getattr__(name: str) -> _typing.Any:

@@ -7,13 +7,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:
-    from queuectl_core.lifecycle import Change
-    from queuectl_core.models import AttemptResult, Job, JobState, NewJob, QueueInfo, Schedule, WorkerInfo
-    from queuectl_core.settings import Config
+    from queuectl_core.framework.settings import Config
+    from queuectl_core.jobs.lifecycle import Change
+    from queuectl_core.jobs.models import AttemptResult, Job, JobState, NewJob, QueueInfo, Schedule, WorkerInfo
 
 
 class Tx(Protocol):
-    """One open transaction, as a backend hands it to the SQL layer (queuectl_core.sqlstore, which
+    """One open transaction, as a backend hands it to the SQL layer (queuectl_core.storage.sql, which
     also exports it)."""
 
     def rows(self, sql: str, params: dict[str, Any]) -> list[Sequence[Any]]: ...
@@ -40,7 +40,7 @@ class Jobs(Protocol):
         concurrent enqueuers exactly one wins); record ``after``: an unknown id is a
         ValidationError (nothing inserted), and the job waits (``Job.waiting``: how many of those
         it names have not completed) until each has completed. A parent that already ended is
-        handled at once as :func:`queuectl_core.lifecycle.dependants` says (dead or cancelled:
+        handled at once as :func:`queuectl_core.jobs.lifecycle.dependants` says (dead or cancelled:
         the job is cancelled with the reason naming it)."""
 
     def get(self, job_id: str) -> Job | None: ...
@@ -162,12 +162,12 @@ class Workers(Protocol):
 class Storage(Jobs, Claims, Queues, Schedules, Workers, Protocol):
     """Where jobs and workers live: persistence only, the methods every backend must have. What a
     change means, and what it does to the jobs waiting on the job it changes, is decided in
-    :mod:`queuectl_core.lifecycle`; a storage applies it atomically, fenced by the lease token.
+    :mod:`queuectl_core.jobs.lifecycle`; a storage applies it atomically, fenced by the lease token.
 
     Faster forms of some work (claiming or applying many at once, streaming inserts, counting
-    without reading) are optional capabilities (:mod:`queuectl_core.capabilities`), each with
+    without reading) are optional capabilities (:mod:`queuectl_core.storage.capabilities`), each with
     core's fallback on these methods. SQL backends get every method but the connection, locking
-    and wake-ups from :class:`queuectl_core.sqlstore.SQLStore`; docs/plugins/api.md states every
+    and wake-ups from :class:`queuectl_core.storage.sql.SQLStore`; docs/plugins/api.md states every
     rule, and :mod:`queuectl_core.testing.memory` is the smallest complete example. Every method
     may raise StorageError (unreachable, locked too long); a worker waits that out.
     """

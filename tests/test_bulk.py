@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from queuectl_core import bulk
+from queuectl_core.intake import bulk
 
 N = bulk.BATCH * 2 + 500  # three batches: a failure in the last comes after two were inserted
 
@@ -142,9 +142,9 @@ def test_progress_on_a_terminal_and_not_when_piped(q: Any, tmp_path: Path) -> No
 
 def test_job_field_orders_match_the_models() -> None:
     """bulk builds NewJobs and Jobs positionally: the orders must be the models'."""
-    from queuectl_core.jobspec import JOB_FIELDS, job_fields, validate
-    from queuectl_core.models import Job, NewJob
-    from queuectl_core.sqlstore import JOB_COLUMNS
+    from queuectl_core.intake.jobspec import JOB_FIELDS, job_fields, validate
+    from queuectl_core.jobs.models import Job, NewJob
+    from queuectl_core.storage.sql import JOB_COLUMNS
 
     assert tuple(f.name for f in fields(NewJob)) == JOB_FIELDS
     assert tuple(f.name for f in fields(Job)) == JOB_COLUMNS
@@ -159,9 +159,9 @@ def test_positional_factory_builds_the_very_objects_the_constructor_does() -> No
     import dataclasses
     import pickle
 
-    from queuectl_core.fastinit import positional_factory
-    from queuectl_core.models import EventKind, Job, JobEvent, JobState, NewJob
-    from queuectl_core.timeutil import now
+    from queuectl_core.jobs.fastinit import positional_factory
+    from queuectl_core.jobs.models import EventKind, Job, JobEvent, JobState, NewJob
+    from queuectl_core.jobs.timeutil import now
 
     at = now()
     job_args = ("j1", "true", JobState.PENDING, 0, 3, 0, at, at, at, None, None, None, None, None, None, None, None,
@@ -186,7 +186,7 @@ def test_inserted_rows_read_back_as_the_same_jobs(tmp_path: Path, backend: str) 
     batches of one shape, of mixed shapes, children of `after`, on both backends."""
     import contextlib
 
-    from queuectl_core.jobspec import validate
+    from queuectl_core.intake.jobspec import validate
     from queuectl_plugins.sqlite_storage import SQLiteStorage
 
     with contextlib.ExitStack() as stack:

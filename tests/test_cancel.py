@@ -1,6 +1,6 @@
 """A cancel request reaches the running worker (lifecycle.cancel on a processing job): the worker
 stops the job's process group and records it cancelled, fenced by its lease. The CLI command comes
-separately; this drives queuectl_core.actions against the real database a real worker uses."""
+separately; this drives queuectl_core.control.actions against the real database a real worker uses."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from process_helpers import group_alive, pid_from, start, stop  # noqa: E402
 
 @pytest.mark.parametrize("slots", [1, 3])
 def test_cancelling_a_running_job_stops_it_and_records_cancelled(q: Any, tmp_path: Path, slots: int) -> None:
-    from queuectl_core import actions
-    from queuectl_core.models import JobState
+    from queuectl_core.control import actions
+    from queuectl_core.jobs.models import JobState
     from queuectl_plugins.sqlite_storage import SQLiteStorage
 
     q.config("lease_seconds", 60)  # heartbeats every 20 s: the cancel must not wait for one

@@ -12,7 +12,7 @@ from typing import Any
 from conftest import Q
 from test_enqueue import assert_one_line_error
 
-STATES = ["pending", "processing", "completed", "failed", "dead", "cancelled"]  # cancelled: spec §10
+STATES = ["pending", "processing", "completed", "failed", "dead", "cancelled"]
 TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 JOB_FIELDS = {"id", "command", "state", "attempts", "max_retries", "priority", "created_at", "updated_at",
               "run_at", "timeout", "last_exit_code", "last_error", "log_path"}
@@ -43,7 +43,7 @@ def counter_command(tmp_path: Path, succeed_from: int) -> str:
 
 def test_status_on_an_empty_queue(q: Q) -> None:
     data = one_json_document(q.run("status", "--json"))
-    # Spec §10 added the ready/scheduled split, the oldest ready job and queues; §11 the jobs waiting on others.
+    # The ready/scheduled split, the oldest ready job, queues and the jobs waiting on others.
     assert data["counts"] == {s: 0 for s in STATES} and data["workers"] == [] and data["queues"] == {}
     assert data["pending"] == {"ready": 0, "scheduled": 0, "waiting": 0} and data["oldest_ready_age_seconds"] is None
     text = q.run("status").stdout
@@ -117,7 +117,7 @@ def test_status_shows_live_workers(q: Q) -> None:
     w = workers[0]
     assert w["pid"] > 0 and w["id"] and w["hostname"]
     assert TIME_RE.match(w["started_at"])
-    assert re.search(r"^workers\s+1$", q.run("status").stdout, re.M)  # §10's layout aligns the counts
+    assert re.search(r"^workers\s+1$", q.run("status").stdout, re.M)  # the counts are aligned
     q.run("worker", "stop")
     assert proc.wait(timeout=20) == 0
     assert q.json("status")["workers"] == []

@@ -1,4 +1,4 @@
-"""Spec §10, control and visibility, with real `queuectl` processes on SQLite and on PostgreSQL:
+"""Control and visibility, with real `queuectl` processes on SQLite and on PostgreSQL:
 where a job runs, cancel, remove, restart, the DLQ commands, purge and retention, logs -f, list,
 status, worker stop --now, config get and completion."""
 

@@ -131,7 +131,7 @@ def _api_round_trip(q: Any, d: Dash) -> None:
 
 
 def _queues_tags_schedules(q: Any, d: Dash) -> None:
-    """Spec §10–§11 through the page's API: the CLI's queues, tags and schedules, and pausing a
+    """Control and scheduling through the page's API: the CLI's queues, tags and schedules, and pausing a
     queue from the page is what `queue pause` does (`queue list` says so)."""
     q.run("enqueue", "--id", "t1", "--cmd", "true", "--queue", "emails", "--tag", "nightly", "--delay", "1h")
     q.run("enqueue", "--id", "t2", "--cmd", "true", "--queue", "emails", "--delay", "1h")

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from conftest import QUEUECTL
 
-from queuectl_core import display
-from queuectl_core.timeutil import now
+from queuectl_core.cli import display
+from queuectl_core.jobs.timeutil import now
 
 
 def test_duration_and_relative_times() -> None:

@@ -10,9 +10,9 @@ from typing import Iterator
 import click
 import pytest
 
-from queuectl_core import hookspecs
-from queuectl_core.cli import cli
-from queuectl_core.plugins import pm, registries
+from queuectl_core.cli.main import cli
+from queuectl_core.framework import hookspecs
+from queuectl_core.framework.plugins import pm, registries
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 HOOKS = sorted(name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("queuectl_"))
@@ -73,7 +73,7 @@ def test_every_command_and_option_is_in_usage_md(path: tuple[str, ...], command:
 
 
 def test_usage_md_lists_every_job_state() -> None:
-    from queuectl_core.models import JobState
+    from queuectl_core.jobs.models import JobState
 
     usage = (DOCS / "usage.md").read_text()
     for state in JobState:
@@ -160,7 +160,7 @@ def test_plugin_docs_import_only_the_public_api() -> None:
     for page in ("hooks.md", "api.md", "tutorial.md"):
         text = (DOCS / "plugins" / page).read_text()
         for line in re.findall(r"^\s*(?:from|import) queuectl_core\S*", text, flags=re.M):
-            assert line.split()[1] in ("queuectl_core.api", "queuectl_core.cli", "queuectl_core.testing"), \
+            assert line.split()[1] in ("queuectl_core.api", "queuectl_core.cli.main", "queuectl_core.testing"), \
                 f"docs/plugins/{page}: {line.strip()}"
     example = (DOCS / "plugins" / "example" / "queuectl_jsonl_events.py").read_text()
     assert re.findall(r"^(?:from|import) queuectl_core\S*", example, flags=re.M) == ["from queuectl_core.api"]
@@ -186,8 +186,8 @@ def _protocol_methods(*protos: type) -> list[str]:
 
 
 def _storage_methods() -> list[str]:
-    from queuectl_core.capabilities import CAPABILITIES
     from queuectl_core.interfaces import Storage
+    from queuectl_core.storage.capabilities import CAPABILITIES
 
     return _protocol_methods(Storage, *CAPABILITIES)
 
@@ -216,7 +216,7 @@ def test_the_executor_example_nices_the_whole_command(tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
     from queuectl_core.api import RunContext, get_executor
-    from queuectl_core.models import Job, JobState
+    from queuectl_core.jobs.models import Job, JobState
     from queuectl_core.testing import make_config, register_plugin
 
     section = _api_doc().split("### An executor wrapping subprocess", 1)[1]

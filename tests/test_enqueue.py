@@ -235,7 +235,7 @@ def test_missing_file_is_one_line(seeded: Q, tmp_path: Path) -> None:
 
 
 def test_times_before_year_1000_print_in_the_one_format_and_read_back(q: Any) -> None:
-    """Spec §3: one time format everywhere, so what `list --json` prints is accepted as input."""
+    """One time format everywhere, so what `list --json` prints is accepted as input."""
     q.run("enqueue", '{"id": "old", "command": "true", "run_at": "0001-01-01T00:00:00Z"}')
     shown = q.job("old")["run_at"]
     assert shown == "0001-01-01T00:00:00.000Z"

@@ -208,8 +208,8 @@ def test_plain_commands_skip_the_shell_and_shell_syntax_keeps_it(q: Any, tmp_pat
 def test_without_pidfd_the_executor_polls_for_the_exit(tmp_path: Path, monkeypatch: Any) -> None:
     # Systems without pidfd_open (macOS, Linux before 5.3) wait by polling; same results.
     from queuectl_core.interfaces import RunContext
-    from queuectl_core.models import Job, JobState
-    from queuectl_core.timeutil import now
+    from queuectl_core.jobs.models import Job, JobState
+    from queuectl_core.jobs.timeutil import now
     from queuectl_plugins.subprocess_executor import SubprocessExecutor
 
     monkeypatch.delattr(os, "pidfd_open")
@@ -282,7 +282,7 @@ def test_the_subprocess_executor_names_and_discards_its_own_logs(tmp_path: Path)
     removed job's logs; it never builds a file name itself."""
     from types import SimpleNamespace
 
-    from queuectl_core.joblogs import AttemptLogs, attempt_logs, discard_logs
+    from queuectl_core.control.joblogs import AttemptLogs, attempt_logs, discard_logs
     from queuectl_plugins.subprocess_executor import SubprocessExecutor
 
     logs_dir, moved = tmp_path / "logs", tmp_path / "old-logs"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import QUEUECTL, Q
 
-from queuectl_core.timeutil import parse_duration, parse_time
+from queuectl_core.jobs.timeutil import parse_duration, parse_time
 
 
 # -- durations ----------------------------------------------------------------------------------

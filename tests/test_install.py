@@ -105,7 +105,7 @@ def test_readme_demo_runs_against_the_installed_wheel(venv: Path, tmp_path: Path
     assert "DLQ: broken (exit 3)" in out
     assert "DLQ: too-slow (timed out after 1s)" in out
     assert "completed: hello" in out and "completed: later" in out
-    # §10 aligned status's counts (and split pending): the numbers, not the spacing, are the contract.
+    # status aligns its counts (and split pending): the numbers, not the spacing, are the contract.
     assert re.search(r"^completed\s+5$", out, re.M) and re.search(r"^dead\s+2$", out, re.M)
     assert "Hello from hello" in out and "about to fail" in out
     assert not (tmp_path / "unused").exists()  # the demo uses its own temporary queue

@@ -7,8 +7,8 @@ from typing import Any, Callable
 
 import pytest
 
-from queuectl_core.capabilities import capabilities, with_fallbacks
 from queuectl_core.interfaces import Storage
+from queuectl_core.storage.capabilities import capabilities, with_fallbacks
 from queuectl_core.testing import MemoryQueue, MemoryStorage, StorageConformance
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from queuectl_core import actions
-from queuectl_core.models import JobState
+from queuectl_core.control import actions
+from queuectl_core.jobs.models import JobState
 
 
 def test_sqlite_v1_database_is_migrated_in_place(tmp_path: Path) -> None:
@@ -24,7 +24,7 @@ def test_sqlite_v1_database_is_migrated_in_place(tmp_path: Path) -> None:
     try:
         job = storage.claim("w", 30)
         assert job is not None and job.id == "old" and not job.cancel_requested
-        assert (job.cwd, job.env, job.tags, job.last_duration) == (None, {}, (), None)  # §10's columns, empty
+        assert (job.cwd, job.env, job.tags, job.last_duration) == (None, {}, (), None)  # the control columns, empty
         assert actions.cancel(storage, "old").cancel_requested
         assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     finally:
@@ -45,11 +45,11 @@ def test_postgres_v1_schema_is_migrated_in_place() -> None:
                          " VALUES ('old2', 'true', 'pending', 3, 9)")
         storage = PostgresStorage(dsn)
         try:
-            claimed = storage.claim("w", 30)  # a v1 job is in the default queue, claimable (spec §11)
+            claimed = storage.claim("w", 30)  # a v1 job is in the default queue, claimable
             assert claimed is not None and (claimed.id, claimed.queue) == ("old2", "default")
             assert actions.cancel(storage, "old").state == JobState.CANCELLED  # a state v1 did not allow
             assert storage.counts()[JobState.CANCELLED] == 1
             old = storage.get("old")
-            assert old is not None and (old.cwd, old.env, old.tags) == (None, {}, ())  # §10's columns, empty
+            assert old is not None and (old.cwd, old.env, old.tags) == (None, {}, ())  # the control columns, empty
         finally:
             storage.close()

@@ -167,13 +167,13 @@ def test_a_raising_backoff_policy_shows_its_traceback_with_queuectl_debug(monkey
 
 
 def cli() -> Any:
-    from queuectl_core.cli import cli as command
+    from queuectl_core.cli.main import cli as command
 
     return command
 
 
 def test_sqlite_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
-    from queuectl_core.models import NewJob
+    from queuectl_core.jobs.models import NewJob
     from queuectl_plugins.sqlite_storage import SQLiteStorage
 
     def mode(p: Path) -> int:

@@ -21,11 +21,12 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from queuectl_core import hookimpl, hookspecs
-from queuectl_core.cli import cli
-from queuectl_core.models import AttemptResult
-from queuectl_core.plugins import call_each
-from queuectl_core.settings import Setting
+from queuectl_core import hookimpl
+from queuectl_core.cli.main import cli
+from queuectl_core.framework import hookspecs
+from queuectl_core.framework.plugins import call_each
+from queuectl_core.framework.settings import Setting
+from queuectl_core.jobs.models import AttemptResult
 from queuectl_core.testing import register_plugin
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -293,13 +294,13 @@ def test_plugin_commands_reach_the_real_cli_through_main(tmp_path: Path) -> None
     code = (
         "import sys, click\n"
         "from queuectl_core import hookimpl\n"
-        "from queuectl_core.plugins import pm, load_plugins\n"
+        "from queuectl_core.framework.plugins import pm, load_plugins\n"
         "class P:\n"
         "    @hookimpl\n"
         "    def queuectl_register_commands(self, cli):\n"
         "        cli.command('ping')(lambda: click.echo('pong'))\n"
         "load_plugins(); pm.register(P(), name='pinger')\n"
-        "from queuectl_core.cli import main\n"
+        "from queuectl_core.cli.main import main\n"
         "sys.argv = ['queuectl', 'ping']; main()\n"
     )
     env = {**os.environ, "QUEUECTL_HOME": str(tmp_path)}
@@ -408,7 +409,7 @@ def test_bundled_plugins_are_entry_points() -> None:
 
 def test_bundled_plugins_load_through_entry_points_without_the_fallback(tmp_path: Path) -> None:
     code = (
-        "import json, queuectl_core.plugins as p\n"
+        "import json, queuectl_core.framework.plugins as p\n"
         "p.DEFAULT_PLUGINS = ()\n"
         "p.load_plugins()\n"
         "print(json.dumps({n: m.__name__ for n, m in p.pm.list_name_plugin()}))\n"

@@ -185,7 +185,7 @@ def test_migrations_are_safe_when_many_workers_start_at_once(pg_dsn: str) -> Non
 
 
 def test_a_claim_whose_reply_was_lost_is_taken_up_again(pg_dsn: str) -> None:
-    from queuectl_core.models import NewJob
+    from queuectl_core.jobs.models import NewJob
     from queuectl_plugins.postgres_storage import PostgresStorage
 
     storage = PostgresStorage(pg_dsn, "lost_reply")
@@ -259,7 +259,7 @@ def test_claim_reads_a_handful_of_rows_at_scale(pg_dsn: str) -> None:
                       " FROM generate_series(1, 100000) g")
         _psql(pg_dsn, "INSERT INTO queuectl.jobs (id, command, state, max_retries, priority)"
                       " VALUES ('top', 'true', 'pending', 3, 1)")
-        # -- scheduling (spec §11): waiting children and a paused queue, ahead of everything else
+        # -- scheduling: waiting children and a paused queue, ahead of everything else
         _psql(pg_dsn, "INSERT INTO queuectl.jobs (id, command, state, max_retries, priority, run_at, waiting)"
                       " SELECT 'child' || lpad(g::text, 7, '0'), 'true', 'pending', 3, 100,"
                       " now() - interval '2 hours', 1 FROM generate_series(1, 100000) g")

@@ -99,7 +99,7 @@ def test_an_in_process_worker_leaves_signal_handling_as_it_found_it(tmp_path: Pa
     # Plugin authors and tests run workers inside their own process (queuectl_core.testing).
     from click.testing import CliRunner
 
-    from queuectl_core.cli import cli
+    from queuectl_core.cli.main import cli
 
     monkeypatch.setenv("QUEUECTL_HOME", str(tmp_path / "home"))
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}

@@ -8,14 +8,14 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from queuectl_core.models import JobState, NewJob
+from queuectl_core.jobs.models import JobState, NewJob
 from queuectl_core.testing import StorageConformance
 
 
 def _fill(storage: Any) -> None:
     """A few jobs in every shape the tallies split by: queues, states, held by --after, attempts."""
-    from queuectl_core import lifecycle
-    from queuectl_core.models import AttemptResult
+    from queuectl_core.jobs import lifecycle
+    from queuectl_core.jobs.models import AttemptResult
 
     storage.enqueue([NewJob(id=f"j{i}", command="true", max_retries=0, priority=i) for i in range(6)]
                     + [NewJob(id="o", command="true", max_retries=0, queue="other"),
@@ -31,7 +31,7 @@ def _fill(storage: Any) -> None:
 def test_sqlite_status_and_list_never_scan_the_jobs_table(tmp_path: Path) -> None:
     """Every statement of `status` (overview) and of `list` (default view, --state, a next page) is
     planned as a tally read or an index walk: no full scan of jobs, no sort of all its rows."""
-    from queuectl_core.overview import overview
+    from queuectl_core.control.overview import overview
     from queuectl_plugins.sqlite_storage import SQLiteStorage
 
     storage = SQLiteStorage(tmp_path / "queue.db")

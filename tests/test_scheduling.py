@@ -1,4 +1,4 @@
-"""Spec §11 with real `queuectl` processes, on SQLite and PostgreSQL: queues with concurrency limits
+"""Queues, dependencies and schedules with real `queuectl` processes, on SQLite and PostgreSQL: queues with concurrency limits
 and pauses, --after with its cancel cascade, schedules ticking exactly once across workers,
 unique keys under 8 concurrent enqueuers, exit-code retry rules, and --burst with all of these."""
 
@@ -192,7 +192,7 @@ def test_cron_library_is_not_imported_by_other_commands(q: Any) -> None:
     code = ("import sys, runpy; sys.argv = ['queuectl', 'enqueue', '--cmd', 'true'];\n"
             "from queuectl_core import cli\n"
             "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
-            "print('cronsim' in sys.modules, 'queuectl_core.scheduling' in sys.modules, file=sys.stderr)")
+            "print('cronsim' in sys.modules, 'queuectl_core.control.scheduling' in sys.modules, file=sys.stderr)")
     proc = subprocess.run([QUEUECTL[0], "-c", code], capture_output=True, text=True, env=q.env, timeout=30)
     assert proc.stderr.strip().splitlines()[-1] == "False False"
 
@@ -200,8 +200,8 @@ def test_cron_library_is_not_imported_by_other_commands(q: Any) -> None:
 def test_cron_ticks_are_read_in_the_zone_with_dst_handled_as_cron_does() -> None:
     from datetime import datetime, timedelta
 
-    from queuectl_core.models import Schedule
-    from queuectl_core.scheduling import due_tick, next_tick
+    from queuectl_core.control.scheduling import due_tick, next_tick
+    from queuectl_core.jobs.models import Schedule
 
     utc = UTC
     created = datetime(2026, 10, 20, tzinfo=utc)

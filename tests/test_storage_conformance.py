@@ -62,7 +62,7 @@ class TestPostgresConformance(StorageConformance):
 def test_the_sql_backends_have_every_capability(tmp_path: Path) -> None:
     """Their reads at a million jobs (status, list's footer, /metrics) and the worker's batching
     run on their own statements, never on core's fallbacks."""
-    from queuectl_core.capabilities import CAPABILITIES, capabilities
+    from queuectl_core.storage.capabilities import CAPABILITIES, capabilities
     from queuectl_plugins.sqlite_storage import SQLiteStorage
 
     storage = SQLiteStorage(tmp_path / "queue.db")

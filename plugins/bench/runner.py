@@ -99,7 +99,7 @@ def _timed(cmd: list[str], env: dict[str, str] | None = None, stdin: Any = subpr
 
 class Bench:
     def __init__(self, app: Any, sizes: Sizes, progress: Any = None) -> None:
-        from queuectl_core.plugins import registries
+        from queuectl_core.framework.plugins import registries
 
         self.app = app
         self.sizes = sizes
@@ -132,8 +132,8 @@ class Bench:
     def queue(self) -> Iterator[Queue]:
         import secrets
 
-        from queuectl_core.plugins import make_provider
-        from queuectl_core.settings import Config, ensure_private_dir, write_file_values
+        from queuectl_core.framework.plugins import make_provider
+        from queuectl_core.framework.settings import Config, ensure_private_dir, write_file_values
 
         home = Path(tempfile.mkdtemp(prefix="queuectl-bench-"))
         try:
@@ -250,10 +250,10 @@ class Bench:
     def _storage_floor(self, n: int) -> float:
         """Seconds for the storage alone to take N validated jobs in one transaction (in process:
         no start-up, no parsing or validation, no printing)."""
-        from queuectl_core.bulk import BATCH
-        from queuectl_core.capabilities import with_fallbacks
-        from queuectl_core.ids import new_id
-        from queuectl_core.models import NewJob
+        from queuectl_core.intake.bulk import BATCH
+        from queuectl_core.jobs.ids import new_id
+        from queuectl_core.jobs.models import NewJob
+        from queuectl_core.storage.capabilities import with_fallbacks
 
         cwd = os.getcwd()
 
@@ -292,8 +292,8 @@ class Bench:
 
     def w4(self) -> dict[str, Any]:
         """Idle worker → job start, the job enqueued in-process (no process start in the figure)."""
-        from queuectl_core.ids import new_id
-        from queuectl_core.models import NewJob
+        from queuectl_core.jobs.ids import new_id
+        from queuectl_core.jobs.models import NewJob
 
         n = self.sizes.latency_samples
         with self.queue() as q:

@@ -1,4 +1,4 @@
-"""``queuectl dashboard``: a web page and Prometheus metrics for the queue (spec §12).
+"""``queuectl dashboard``: a web page and Prometheus metrics for the queue.
 
 Built only on the public plugin API (``queuectl_core.api``), like a third party's plugin. Every
 ``queuectl`` command imports this module, so it imports nothing heavy: Starlette, uvicorn and

@@ -27,7 +27,7 @@ from queuectl_core.api import (
 )
 
 # Not yet re-exported by queuectl_core.api (its page, docs/plugins/api.md, is to document it first).
-from queuectl_core.joblogs import attempt_logs
+from queuectl_core.control.joblogs import attempt_logs
 
 PAGE_MAX = 200
 LOG_TAIL_BYTES = 64 * 1024
@@ -174,7 +174,7 @@ class Data:
         """Finished attempts by outcome, derived from what storage keeps: every attempt a job
         records (``attempts``) ended completed (one per completed job) or not (the rest), except
         the one a processing job is running now."""
-        from queuectl_core.capabilities import with_fallbacks
+        from queuectl_core.storage.capabilities import with_fallbacks
 
         by_state = {str(s): n for s, n in with_fallbacks(self.storage).attempts_by_state().items()}
         counts = self.counts()

@@ -1,7 +1,7 @@
 """Helpers for testing queuectl plugins, from the plugin's own tests (installed or not).
 
 - :func:`register_plugin`: register a plugin in this process for a ``with`` block;
-- :func:`make_config`: a real :class:`~queuectl_core.settings.Config` on a temporary home;
+- :func:`make_config`: a real :class:`~queuectl_core.framework.settings.Config` on a temporary home;
 - :class:`StorageConformance` (``queuectl_core.testing.conformance``): the storage contract as a
   pytest class to subclass once per backend. It needs pytest, nothing else (no database driver);
 - :class:`MemoryStorage` (``queuectl_core.testing.memory``): the smallest complete storage, to read
@@ -14,12 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-from queuectl_core import plugins
+from queuectl_core.framework import plugins
 from queuectl_core.testing.conformance import StorageConformance
 from queuectl_core.testing.memory import MemoryQueue, MemoryStorage
 
 if TYPE_CHECKING:
-    from queuectl_core.settings import Config
+    from queuectl_core.framework.settings import Config
 
 
 @contextmanager
@@ -62,7 +62,7 @@ def make_config(home: Path, values: Mapping[str, Any] | None = None, *, env: Map
         config = make_config(tmp_path, {"sqlite.path": str(tmp_path / "q.db")}, lease_seconds=5)
         storage = MyStorage.from_config(config)
     """
-    from queuectl_core.settings import Config, normalize_key
+    from queuectl_core.framework.settings import Config, normalize_key
 
     schema = plugins.registries().settings
     merged = {normalize_key(k): v for k, v in {**(values or {}), **overrides}.items()}

@@ -34,7 +34,7 @@ class StorageConformance:
     A subclass provides a ``storage_factory`` fixture: a callable that opens a new Storage (a new
     connection) on one empty queue shared by every call within the test, and closes what it opened
     at teardown (any callable works: a lambda, a class, a function defined anywhere). ``storage``
-    is the first such instance, wrapped with :func:`~queuectl_core.capabilities.with_fallbacks` as
+    is the first such instance, wrapped with :func:`~queuectl_core.storage.capabilities.with_fallbacks` as
     core uses it: the suite checks the optional capabilities a storage has, and core's fallbacks
     (on its required methods) for the rest. Tests that need two connections (wake-ups, concurrent
     claims) call the factory again. Tolerances allow for millisecond-precision clocks and
@@ -65,27 +65,27 @@ class StorageConformance:
     def connect(storage_factory: Any) -> Any:
         """A new storage from the factory, with every optional capability: its own where it has
         one, core's fallback where not (as core uses it), so the suite checks both."""
-        from queuectl_core.capabilities import with_fallbacks
+        from queuectl_core.storage.capabilities import with_fallbacks
 
         return with_fallbacks(storage_factory())
 
     # -- helpers --------------------------------------------------------------------------
     @staticmethod
     def new(job_id: str, command: str = "true", **kw: Any) -> Any:
-        from queuectl_core.models import NewJob
+        from queuectl_core.jobs.models import NewJob
 
         kw.setdefault("max_retries", 3)
         return NewJob(id=job_id, command=command, **kw)
 
     @staticmethod
     def ok(**kw: Any) -> Any:
-        from queuectl_core.models import AttemptResult
+        from queuectl_core.jobs.models import AttemptResult
 
         return AttemptResult(exit_code=0, **kw)
 
     @staticmethod
     def bad(**kw: Any) -> Any:
-        from queuectl_core.models import AttemptResult
+        from queuectl_core.jobs.models import AttemptResult
 
         kw.setdefault("error", "exit status 1")
         kw.setdefault("exit_code", 1)
@@ -112,38 +112,38 @@ class StorageConformance:
     # -- the lifecycle's changes, applied (what a worker and the CLI do) -------------------
     @staticmethod
     def complete(storage: Any, job_id: str, token: Any, result: Any) -> Any:
-        from queuectl_core import lifecycle
+        from queuectl_core.jobs import lifecycle
 
         return storage.apply(job_id, token, lifecycle.complete(result))
 
     @staticmethod
     def retry(storage: Any, job_id: str, token: Any, result: Any, delay: float) -> Any:
-        from queuectl_core import lifecycle
+        from queuectl_core.jobs import lifecycle
 
         return storage.apply(job_id, token, lifecycle.retry(result, delay))
 
     @staticmethod
     def bury(storage: Any, job_id: str, token: Any, result: Any) -> Any:
-        from queuectl_core import lifecycle
+        from queuectl_core.jobs import lifecycle
 
         return storage.apply(job_id, token, lifecycle.bury(result))
 
     @staticmethod
     def release(storage: Any, job_id: str, token: Any) -> Any:
-        from queuectl_core import lifecycle
+        from queuectl_core.jobs import lifecycle
 
         job = storage.get(job_id)
         return storage.apply(job_id, token, lifecycle.release(job)) if job is not None else None
 
     @staticmethod
     def heartbeat(storage: Any, job_id: str, token: Any, lease_seconds: float) -> bool:
-        from queuectl_core import lifecycle
+        from queuectl_core.jobs import lifecycle
 
         return storage.apply(job_id, token, lifecycle.heartbeat(lease_seconds)) is not None
 
     @staticmethod
     def recover(storage: Any) -> list[Any]:
-        from queuectl_core import lifecycle
+        from queuectl_core.jobs import lifecycle
 
         out = []
         for job in storage.expired():
@@ -154,13 +154,13 @@ class StorageConformance:
 
     @staticmethod
     def replay(storage: Any, job_id: str) -> Any:
-        from queuectl_core.actions import replay
+        from queuectl_core.control.actions import replay
 
         return replay(storage, job_id)
 
     # -- enqueue, get, list, counts -------------------------------------------------------
     def test_enqueue_returns_pending_jobs_and_get_reads_them(self, storage: Any) -> None:
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         before = storage.now()
         jobs = storage.enqueue([self.new("a", "echo a", max_retries=2, priority=5, timeout=1.5),
@@ -248,7 +248,7 @@ class StorageConformance:
     def test_list_jobs_newest_first_state_filter_and_limit(self, storage: Any) -> None:
         import time
 
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new(i) for i in ("c", "a", "b")])  # one batch: one created_at, then id
         time.sleep(0.01)
@@ -264,7 +264,7 @@ class StorageConformance:
         assert storage.list_jobs(JobState.DEAD) == []
 
     def test_list_jobs_pages_with_before(self, storage: Any) -> None:
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new(i) for i in ("c", "a", "b", "d")])
         assert [j.id for j in storage.list_jobs(limit=2)] == ["d", "c"]
@@ -274,7 +274,7 @@ class StorageConformance:
         assert [j.id for j in storage.list_jobs(JobState.PENDING, before="d")] == ["c", "b", "a"]
 
     def test_attempts_by_state(self, storage: Any) -> None:
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         assert storage.attempts_by_state() == {s: 0 for s in JobState}
         storage.enqueue([self.new(i, max_retries=3) for i in ("x", "y")])
@@ -286,7 +286,7 @@ class StorageConformance:
         assert sum(totals.values()) == 2 and totals[JobState.COMPLETED] >= 1
 
     def test_counts_include_every_state(self, storage: Any) -> None:
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         assert storage.counts() == {s: 0 for s in JobState}
         storage.enqueue([self.new(i, max_retries=0) for i in ("p1", "p2", "c", "f", "d", "r")])
@@ -327,7 +327,7 @@ class StorageConformance:
     def test_claim_takes_a_lease_and_counts_the_attempt(self, storage: Any) -> None:
         from datetime import timedelta
 
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new("j")])
         before = storage.now()
@@ -359,7 +359,7 @@ class StorageConformance:
         assert self.heartbeat(storage, "missing", job.lease_token, 600) is False
 
     def test_stale_token_changes_nothing(self, storage: Any) -> None:
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new("j")])
         job = storage.claim("w", 30)
@@ -374,7 +374,7 @@ class StorageConformance:
     def test_a_newer_claim_fences_out_the_old_worker(self, storage: Any) -> None:
         import time
 
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new("j")])
         old = storage.claim("old", 0.05)
@@ -392,7 +392,7 @@ class StorageConformance:
 
     # -- outcomes ---------------------------------------------------------------------------
     def test_complete_records_the_attempt(self, storage: Any) -> None:
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new("j")])
         job = storage.claim("w", 30)
@@ -417,7 +417,7 @@ class StorageConformance:
         import time
         from datetime import timedelta
 
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new("j")])
         job = storage.claim("w", 30)
@@ -434,7 +434,7 @@ class StorageConformance:
         assert again is not None and again.id == "j" and again.attempts == 2
 
     def test_fail_without_retry_is_dead(self, storage: Any) -> None:
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new("j", max_retries=0)])
         job = storage.claim("w", 30)
@@ -445,7 +445,7 @@ class StorageConformance:
         assert storage.next_run_at() is None
 
     def test_release_hands_the_job_back_uncounted(self, storage: Any) -> None:
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new("j")])
         job = storage.claim("w", 30)
@@ -460,7 +460,7 @@ class StorageConformance:
     def test_recover_expired(self, storage: Any) -> None:
         import time
 
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         # priorities fix the claim order: the first two get short leases
         storage.enqueue([self.new("retry", max_retries=1, priority=3), self.new("last", max_retries=0, priority=2),
@@ -483,7 +483,7 @@ class StorageConformance:
 
     def test_retry_dead(self, storage: Any) -> None:
         from queuectl_core.errors import JobNotFoundError, QueuectlError
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new("d", max_retries=0), self.new("p")])
         job = storage.claim("w", 30)
@@ -517,8 +517,8 @@ class StorageConformance:
     def test_apply_requires_the_from_state(self, storage: Any) -> None:
         import dataclasses
 
-        from queuectl_core import lifecycle
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs import lifecycle
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new("j", max_retries=0)])
         job = storage.claim("w", 30)
@@ -531,7 +531,7 @@ class StorageConformance:
         assert storage.apply("missing", None, lifecycle.replay(dead)) is None
 
     def test_a_repeated_final_write_returns_the_row_and_changes_nothing(self, storage: Any) -> None:
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new("j"), self.new("k")])
         for job_id, write in (("j", lambda s, t: self.complete(s, "j", t, self.ok(output_tail="1"))),
@@ -558,16 +558,17 @@ class StorageConformance:
         assert [j.id for j in expired] == ["short"]
         assert expired[0].lease_token == short.lease_token
         # a heartbeat that lands first wins: recovery applies only to a lease still expired
-        from queuectl_core import lifecycle
+        from queuectl_core.jobs import lifecycle
 
         assert self.heartbeat(storage, "short", short.lease_token, 60)
         assert storage.apply("short", short.lease_token, lifecycle.recover(expired[0])) is None
         assert storage.expired() == []
 
     def test_cancel_restart_and_a_cancel_request(self, storage: Any) -> None:
-        from queuectl_core import actions, lifecycle
+        from queuectl_core.control import actions
         from queuectl_core.errors import QueuectlError
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs import lifecycle
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new("run", priority=9), self.new("wait"), self.new("later", delay=3600)])
         run = storage.claim("w", 30)
@@ -603,7 +604,7 @@ class StorageConformance:
         assert storage.count_jobs(tag="a_b") == 1 and storage.count_jobs() == 2
 
     def test_list_and_count_several_states(self, storage: Any) -> None:
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new("x"), self.new("y"), self.new("z")])
         job = storage.claim("w", 30)
@@ -634,7 +635,7 @@ class StorageConformance:
         themselves (a backend may answer them from counters it maintains: they must stay exact)."""
         from collections import Counter
 
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         jobs = storage.list_jobs()
         now = storage.now()
@@ -657,8 +658,9 @@ class StorageConformance:
         assert storage.count_jobs(queue="other") == sum(j.queue == "other" for j in jobs)
 
     def test_counts_stay_exact_through_every_change(self, storage: Any) -> None:
-        from queuectl_core import actions, lifecycle
-        from queuectl_core.models import JobState
+        from queuectl_core.control import actions
+        from queuectl_core.jobs import lifecycle
+        from queuectl_core.jobs.models import JobState
 
         self.assert_tallies_exact(storage)
         storage.enqueue([self.new("a", priority=9, max_retries=0), self.new("b", priority=8, max_retries=1),
@@ -696,8 +698,8 @@ class StorageConformance:
         assert storage.count_jobs() == len(storage.list_jobs()) > 0
 
     def test_apply_many_is_all_or_nothing(self, storage: Any) -> None:
-        from queuectl_core import lifecycle
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs import lifecycle
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new("p"), self.new("q")])
         p, q = storage.get("p"), storage.get("q")
@@ -708,8 +710,8 @@ class StorageConformance:
         assert [j.state for j in done] == [JobState.CANCELLED]
 
     def test_delete_is_all_or_nothing_and_only_in_the_states_given(self, storage: Any) -> None:
-        from queuectl_core import actions
-        from queuectl_core.lifecycle import FINISHED_STATES
+        from queuectl_core.control import actions
+        from queuectl_core.jobs.lifecycle import FINISHED_STATES
 
         storage.enqueue([self.new("done"), self.new("wait"), self.new("gone")])
         actions.cancel(storage, "done")
@@ -724,8 +726,8 @@ class StorageConformance:
     def test_purge_deletes_only_old_finished_jobs(self, storage: Any) -> None:
         import time
 
-        from queuectl_core import actions
-        from queuectl_core.models import JobState
+        from queuectl_core.control import actions
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new("old"), self.new("new"), self.new("waiting")])
         actions.cancel(storage, "old")
@@ -738,7 +740,7 @@ class StorageConformance:
         assert storage.get("waiting") is not None
 
     def test_a_heartbeat_stores_the_running_attempts_output_so_far(self, storage: Any) -> None:
-        from queuectl_core import lifecycle
+        from queuectl_core.jobs import lifecycle
 
         storage.enqueue([self.new("h")])
         job = storage.claim("w", 30)
@@ -787,7 +789,7 @@ class StorageConformance:
         import os
         import socket
 
-        from queuectl_core.models import WorkerInfo
+        from queuectl_core.jobs.models import WorkerInfo
 
         now = storage.now()
         return WorkerInfo(worker_id, socket.gethostname(), os.getpid(), now, now)
@@ -900,14 +902,14 @@ class StorageConformance:
         assert not errors, errors
         every = [job_id for ids in claimed for job_id in ids]
         assert len(every) == total and len(set(every)) == total
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         assert first.counts()[JobState.COMPLETED] == total
 
 
     # -- many jobs per worker (worker start --slots) ----------------------------------------
     def test_claim_many_takes_up_to_the_limit_in_claim_order_each_with_its_own_lease(self, storage: Any) -> None:
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         storage.set_queue("lim", concurrency=1)
         storage.set_queue("off", paused=True)
@@ -923,8 +925,8 @@ class StorageConformance:
         assert [j.id for j in storage.claim_many("w", 30, 1, queues=["lim"])] == []
 
     def test_apply_batch_fences_each_change_on_its_own(self, storage: Any) -> None:
-        from queuectl_core import lifecycle
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs import lifecycle
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new(f"b{i}") for i in range(4)])
         jobs = {j.id: j for j in storage.claim_many("w", 5, 4)}
@@ -944,8 +946,8 @@ class StorageConformance:
         assert storage.apply_batch([]) == []
 
     def test_apply_and_claim_records_then_claims_in_one_go(self, storage: Any) -> None:
-        from queuectl_core import lifecycle
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs import lifecycle
+        from queuectl_core.jobs.models import JobState
 
         storage.set_queue("one", concurrency=1)
         storage.enqueue([self.new("a", queue="one"), self.new("b", queue="one"), self.new("c"), self.new("d")])
@@ -959,7 +961,7 @@ class StorageConformance:
         assert storage.apply_and_claim([], "w", 30, 2) == ([], [])
 
     def test_cancel_requests_names_running_jobs_asked_to_stop(self, storage: Any) -> None:
-        from queuectl_core import actions
+        from queuectl_core.control import actions
 
         storage.enqueue([self.new("r1"), self.new("r2"), self.new("r3")])
         jobs = {j.id: j for j in storage.claim_many("w", 30, 2)}
@@ -1004,7 +1006,7 @@ class StorageConformance:
         assert {q.name: q.concurrency for q in storage.queues()}["lim"] == 0
 
     def test_concurrency_limit_holds_under_racing_claimers(self, storage_factory: Any) -> None:
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         first = self.connect(storage_factory)
         first.set_queue("one", concurrency=1)
@@ -1035,7 +1037,7 @@ class StorageConformance:
         assert max(seen) == 1 and len(seen) == 40
 
     def test_after_holds_a_job_until_every_parent_completed(self, storage: Any) -> None:
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new("p1"), self.new("p2", priority=-1)])
         [child] = storage.enqueue([self.new("child", after=("p1", "p2"), priority=9)])
@@ -1049,7 +1051,7 @@ class StorageConformance:
         self.complete(storage, "p2", two.lease_token, self.ok())
         assert storage.claim("w", 30).id == "child"
         # a parent restarted and completed again never releases anything twice
-        from queuectl_core import actions
+        from queuectl_core.control import actions
 
         actions.restart(storage, "p1")
         again = storage.claim("w", 30)
@@ -1058,7 +1060,7 @@ class StorageConformance:
 
     def test_after_with_a_completed_parent_is_ready_and_unknown_parents_refuse_the_batch(self, storage: Any) -> None:
         from queuectl_core.errors import QueuectlError
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new("done")])
         job = storage.claim("w", 30)
@@ -1072,8 +1074,8 @@ class StorageConformance:
         assert storage.counts()[JobState.PENDING] == 2
 
     def test_a_dead_or_cancelled_parent_cancels_the_chain_with_reasons(self, storage: Any) -> None:
-        from queuectl_core import actions
-        from queuectl_core.models import JobState
+        from queuectl_core.control import actions
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new("top", max_retries=0, priority=1), self.new("mid", after=("top",)),
                          self.new("leaf", after=("mid",)), self.new("other")])
@@ -1097,8 +1099,8 @@ class StorageConformance:
         its state, down the chain: it decides nothing itself."""
         import dataclasses
 
-        from queuectl_core import lifecycle
-        from queuectl_core.models import JobState
+        from queuectl_core.jobs import lifecycle
+        from queuectl_core.jobs.models import JobState
 
         storage.enqueue([self.new("top", max_retries=0, priority=1), self.new("kid", after=("top",)),
                          self.new("grandkid", after=("kid",))])
@@ -1125,7 +1127,7 @@ class StorageConformance:
             storage.enqueue([self.new("u3", unique_key="k")])
         self.complete(storage, "u1", job.lease_token, self.ok())
         assert storage.enqueue([self.new("u4", unique_key="k")])[0].unique_key == "k"
-        from queuectl_core import actions
+        from queuectl_core.control import actions
 
         with pytest.raises(UniqueKeyError):  # restarting u1 would hold the key twice
             actions.restart(storage, "u1")
@@ -1160,7 +1162,7 @@ class StorageConformance:
         from datetime import timedelta
 
         from queuectl_core.errors import QueuectlError
-        from queuectl_core.models import Schedule
+        from queuectl_core.jobs.models import Schedule
 
         one, two = self.connect(storage_factory), self.connect(storage_factory)
         one.add_schedule(Schedule(name="s", job={"command": "true", "queue": "cron"}, every=60.0))

@@ -1,9 +1,9 @@
 """An in-memory storage: the smallest complete one, to read and to copy.
 
 It implements the required :class:`~queuectl_core.interfaces.Storage` protocol and nothing more
-(every optional capability comes from core's fallbacks, :func:`~queuectl_core.capabilities.with_fallbacks`),
+(every optional capability comes from core's fallbacks, :func:`~queuectl_core.storage.capabilities.with_fallbacks`),
 and it passes :class:`~queuectl_core.testing.StorageConformance`. A backend for a real database
-keeps the same shape: persist what :mod:`queuectl_core.lifecycle` decides, fenced and atomic, and
+keeps the same shape: persist what :mod:`queuectl_core.jobs.lifecycle` decides, fenced and atomic, and
 never decide anything itself.
 
 Jobs live in one :class:`MemoryQueue`; every :class:`MemoryStorage` opened on it (one per worker
@@ -22,11 +22,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Sequence
 
-from queuectl_core import lifecycle
 from queuectl_core.errors import DuplicateJobError, UniqueKeyError, ValidationError
-from queuectl_core.lifecycle import Change
-from queuectl_core.models import Job, JobState, NewJob, QueueInfo, Schedule, WorkerInfo
-from queuectl_core.timeutil import UTC
+from queuectl_core.jobs import lifecycle
+from queuectl_core.jobs.lifecycle import Change
+from queuectl_core.jobs.models import Job, JobState, NewJob, QueueInfo, Schedule, WorkerInfo
+from queuectl_core.jobs.timeutil import UTC
 
 WORKER_LIVE_SECONDS = 15.0  # a worker not seen for this long is not listed as live
 

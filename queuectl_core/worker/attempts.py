@@ -20,12 +20,12 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from queuectl_core.interfaces import RunContext
-from queuectl_core.models import AttemptResult
+from queuectl_core.jobs.models import AttemptResult
 
 if TYPE_CHECKING:
     from queuectl_core.interfaces import Executor
-    from queuectl_core.janitor import Janitor
-    from queuectl_core.models import Job
+    from queuectl_core.jobs.models import Job
+    from queuectl_core.worker.janitor import Janitor
 
 # Descriptors one running job holds (its output pipe, pidfd, log file, wake-up fd), and what the
 # worker holds besides: the soft RLIMIT_NOFILE is raised to fit, within the hard limit.

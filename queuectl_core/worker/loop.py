@@ -7,9 +7,9 @@ free slots are filled by one ``claim_many``, finished attempts are recorded by o
 ``apply_batch`` (each fenced by its own token) or, when slots are to be filled, together with
 those claims by one ``apply_and_claim``; the leases of all running jobs are renewed by one
 heartbeat and their cancel requests read in one query. Storage is used through
-:func:`~queuectl_core.capabilities.with_fallbacks`, so the path is the same whatever the backend
+:func:`~queuectl_core.storage.capabilities.with_fallbacks`, so the path is the same whatever the backend
 provides. Every job keeps its own lease, fencing token, heartbeat, timeout, log, cancel and
-release; what an attempt's end does to its job is :func:`queuectl_core.lifecycle.outcome`.
+release; what an attempt's end does to its job is :func:`queuectl_core.jobs.lifecycle.outcome`.
 
 Shutdown: the first SIGINT/SIGTERM/SIGHUP (or ``queuectl worker stop``) means claim nothing more
 and let the running jobs finish; the second stops the jobs' process groups at once and releases
@@ -27,19 +27,19 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
-from queuectl_core import lifecycle
-from queuectl_core.capabilities import with_fallbacks
 from queuectl_core.errors import StorageError
-from queuectl_core.models import EventKind, JobEvent, WorkerInfo
-from queuectl_core.plugins import debug_traceback, emit
-from queuectl_core.signals import GRACEFUL, HANDLED, IMMEDIATE
+from queuectl_core.framework.plugins import debug_traceback, emit
+from queuectl_core.jobs import lifecycle
+from queuectl_core.jobs.models import EventKind, JobEvent, WorkerInfo
+from queuectl_core.storage.capabilities import with_fallbacks
 from queuectl_core.worker.attempts import Attempts, Slot, raise_fd_limit
+from queuectl_core.worker.signals import GRACEFUL, HANDLED, IMMEDIATE
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from queuectl_core.app import App
-    from queuectl_core.models import Job
+    from queuectl_core.framework.app import App
+    from queuectl_core.jobs.models import Job
 
 T = TypeVar("T")
 HOUSEKEEPING_SECONDS = 1.0  # how often a worker says it is alive, checks for stop, recovers leases
@@ -141,7 +141,7 @@ class Worker:
 
     def run(self) -> int:
         """Work until stopped (or, with burst, until nothing is left to do). Returns the exit code."""
-        from queuectl_core.janitor import Janitor
+        from queuectl_core.worker.janitor import Janitor
 
         self._install_signals()
         janitor = Janitor(slots=self.slots)
@@ -469,7 +469,7 @@ class Worker:
 
     def _run_schedules(self) -> None:
         """Every worker takes part in schedules; the storage makes each tick exactly once."""
-        from queuectl_core.scheduling import run_due
+        from queuectl_core.control.scheduling import run_due
 
         try:
             enqueued, self._next_schedule_at = run_due(self.storage, self.app.config["max_retries"])
@@ -485,8 +485,8 @@ class Worker:
         if now < self._next_retention:
             return
         self._next_retention = now + RETENTION_SECONDS
-        from queuectl_core import actions
-        from queuectl_core.models import JobState
+        from queuectl_core.control import actions
+        from queuectl_core.jobs.models import JobState
 
         config = self.app.config
         for state, key in ((JobState.COMPLETED, "retention.completed"), (JobState.DEAD, "retention.dead")):

@@ -4,7 +4,7 @@ import json
 
 from click.testing import CliRunner
 
-from queuectl_core.cli import cli
+from queuectl_core.cli.main import cli
 
 
 def test_events_are_written(tmp_path, monkeypatch):

@@ -1,0 +1,1 @@
+"""Control and visibility: cancel, restart, remove, purge, queues, schedules, logs, status."""

@@ -1,0 +1,76 @@
+"""What ``status`` shows (and a dashboard can too): counts, ready vs scheduled, queues, live workers."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from queuectl_core.jobs.models import JobState
+from queuectl_core.jobs.timeutil import format_time
+
+if TYPE_CHECKING:
+    from queuectl_core.interfaces import Storage
+    from queuectl_core.jobs.models import WorkerInfo
+
+
+@dataclass(frozen=True)
+class Overview:
+    now: datetime
+    counts: dict[JobState, int]
+    ready: int
+    scheduled: int
+    oldest_ready: datetime | None  # run_at of the job that has been runnable longest
+    queues: dict[str, dict[str, Any]]
+    workers: list[WorkerInfo]
+
+    @property
+    def waiting(self) -> int:
+        """Pending jobs held by `--after` until the jobs they wait on complete."""
+        return max(0, self.counts[JobState.PENDING] - self.ready - self.scheduled)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``status --json``."""
+        return {
+            "counts": {str(s): n for s, n in self.counts.items()},
+            "pending": {"ready": self.ready, "scheduled": self.scheduled, "waiting": self.waiting},
+            "oldest_ready_at": format_time(self.oldest_ready),
+            "oldest_ready_age_seconds": (round((self.now - self.oldest_ready).total_seconds(), 3)
+                                         if self.oldest_ready is not None else None),
+            "queues": self.queues,
+            "workers": [w.to_dict() for w in self.workers],
+        }
+
+
+def _alive_here(worker: WorkerInfo, hostname: str) -> bool:
+    """A worker on this host whose process is gone (SIGKILL, OOM) is not listed while its row
+    ages out: its pid is checked. Workers on other hosts are listed by their last heartbeat."""
+    if worker.hostname != hostname:
+        return True
+    try:
+        os.kill(worker.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def overview(storage: Storage) -> Overview:
+    import socket
+
+    from queuectl_core.storage.capabilities import with_fallbacks
+
+    counts = storage.counts()
+    ready, scheduled, oldest = with_fallbacks(storage).pending_summary()
+    queues: dict[str, dict[str, Any]] = {}
+    for q in storage.queues():
+        queues[q.name] = {**{str(s): q.counts.get(str(s), 0) for s in JobState},
+                          "paused": q.paused, "concurrency": q.concurrency}
+    host = socket.gethostname()
+    workers = [w for w in storage.live_workers() if _alive_here(w, host)]
+    return Overview(storage.now(), counts, ready, scheduled, oldest, queues, workers)
+
+
+__all__ = ["Overview", "overview"]

@@ -1,0 +1,75 @@
+"""Wires configuration to the chosen providers: one place that opens storage, executor, backoff."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from queuectl_core.framework.plugins import make_provider, registries, set_config
+from queuectl_core.framework.settings import Config, ensure_private_dir, home, read_file_values, validate_file_values
+
+if TYPE_CHECKING:
+    from queuectl_core.interfaces import BackoffPolicy, Executor, Storage
+    from queuectl_core.storage.capabilities import FullStorage
+
+
+class App:
+    """One command's view of the queue. Storage is opened on first use and closed by ``close``."""
+
+    def __init__(self) -> None:
+        self.home = home()
+        ensure_private_dir(self.home)  # 0700, created or tightened; one stat when already so
+        self.registries = registries()
+        values = read_file_values(self.home)
+        validate_file_values(values, self.registries.settings, self.home / "config.toml")
+        self.config = Config(self.home, self.registries.settings, values)
+        for key, setting in self.registries.settings.items():
+            if setting.env_var in self.config.env:
+                self.config.get(key)  # a bad QUEUECTL_* value fails every command, not just its reader
+        self._storage: Storage | None = None
+        set_config(self.config)
+        global _current
+        _current = self
+
+    @property
+    def storage(self) -> FullStorage:
+        if self._storage is None:
+            from queuectl_core.storage.capabilities import with_fallbacks
+
+            # Every caller gets the optional capabilities, the backend's own or core's fallback.
+            self._storage = with_fallbacks(make_provider(self.registries.storages, self.config["storage"],
+                                                         self.config))
+        return self._storage  # type: ignore[return-value]  # WithFallbacks delegates the rest
+
+    @cached_property
+    def executor(self) -> Executor:
+        return make_provider(self.registries.executors, self.config["executor"], self.config)
+
+    @cached_property
+    def backoff(self) -> BackoffPolicy:
+        return make_provider(self.registries.backoffs, self.config["backoff"], self.config)
+
+    def close(self) -> None:
+        if self._storage is not None:
+            self._storage.close()
+            self._storage = None
+
+
+_current: App | None = None
+
+
+def current_app() -> App:
+    """The App of the running command (the one the CLI opened), or a new one.
+
+    A plugin's command uses it for the configured storage: ``current_app().storage``.
+    """
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        if ctx.obj is None:  # as the core commands do: opened once, closed when the command ends
+            ctx.obj = App()
+            ctx.call_on_close(ctx.obj.close)
+        if isinstance(ctx.obj, App):
+            return ctx.obj
+    return _current if _current is not None else App()

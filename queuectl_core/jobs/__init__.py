@@ -1,0 +1,1 @@
+"""The job: its model, ids, times and lifecycle (every transition a job can make, decided once)."""

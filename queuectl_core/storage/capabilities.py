@@ -1,0 +1,231 @@
+"""A storage's optional capabilities, detected once, each with core's fallback.
+
+A storage must provide :class:`~queuectl_core.interfaces.Storage`. It may also provide any of the
+capabilities below, each a small protocol of its own; core detects them with ``isinstance`` (never by
+probing attribute names at the call site) and otherwise falls back on the required methods. A
+backend gains speed from a capability, never behaviour: the fallbacks keep every rule.
+
+:func:`with_fallbacks` wraps a storage so that every caller (the worker above all) has one code path
+whatever the backend offers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol, Sequence, runtime_checkable
+
+if TYPE_CHECKING:
+    from queuectl_core.interfaces import Storage
+    from queuectl_core.jobs.lifecycle import Change
+    from queuectl_core.jobs.models import Job, JobState, NewJob
+
+    Changes = Sequence[tuple[str, str | None, Change]]
+
+
+@runtime_checkable
+class ClaimMany(Protocol):
+    def claim_many(self, worker_id: str, lease_seconds: float, limit: int,
+                   queues: Sequence[str] | None = None) -> list[Job]:
+        """Up to ``limit`` jobs, each taken as ``claim`` takes one (its own token and lease;
+        priorities, run_at, dependencies, pauses and queue limits as for that many claims), in one
+        transaction. Empty when nothing is runnable. Fallback: ``claim`` until it returns None."""
+
+
+@runtime_checkable
+class ApplyBatch(Protocol):
+    def apply_batch(self, changes: Changes) -> list[Job | None]:
+        """Apply several ``(job_id, token, change)`` in one transaction, each fenced on its own as
+        ``apply`` is: the updated job, or None for one fenced out (the others still apply).
+        Fallback: ``apply`` for each."""
+
+
+@runtime_checkable
+class ApplyAndClaim(Protocol):
+    def apply_and_claim(self, changes: Changes, worker_id: str, lease_seconds: float, limit: int,
+                        queues: Sequence[str] | None = None) -> tuple[list[Job | None], list[Job]]:
+        """``apply_batch`` then ``claim_many``, in one transaction (one commit a finished job, not
+        two). Fallback: the two, one after the other."""
+
+
+@runtime_checkable
+class CancelRequests(Protocol):
+    def cancel_requests(self, job_ids: Sequence[str]) -> list[tuple[str, str | None]]:
+        """(id, lease_token) of those of ``job_ids`` processing with a cancel requested; one read.
+        Fallback: ``get`` for each."""
+
+
+@runtime_checkable
+class StreamingInsert(Protocol):
+    def enqueue_stream(self, batches: Iterable[Sequence[NewJob]]) -> Iterator[list[Job]]:
+        """Insert every job of every batch in one transaction, all or none (an exception from
+        ``batches`` rolls everything back); then yield the stored jobs batch by batch without
+        holding them all in memory. Fallback: every batch read into memory, then one ``enqueue``."""
+
+
+# -- reads a backend answers from counters or one statement; the fallbacks read every job -----------
+@runtime_checkable
+class CountJobs(Protocol):
+    def count_jobs(self, state: JobState | None = None, *, states: Sequence[JobState] | None = None,
+                   tag: str | None = None, queue: str | None = None) -> int:
+        """How many jobs ``list_jobs`` would list with these filters and no limit (``list``'s "N
+        more"). Fallback: ``list_jobs`` page by page, counted."""
+
+
+@runtime_checkable
+class PendingSummary(Protocol):
+    def pending_summary(self) -> tuple[int, int, datetime | None]:
+        """(pending jobs due now, pending jobs scheduled later, the earliest run_at among due
+        runnable jobs): ``status``'s ready/scheduled split and the oldest ready job. Jobs still
+        waiting on ``after`` are in none of the three. Fallback: the pending and failed jobs read
+        page by page."""
+
+
+@runtime_checkable
+class AttemptsByState(Protocol):
+    def attempts_by_state(self) -> dict[JobState, int]:
+        """The sum of ``attempts`` over the jobs of each state, every state present (what a
+        metrics exporter reports). Fallback: every job read page by page."""
+
+
+@runtime_checkable
+class Purge(Protocol):
+    def purge(self, states: Sequence[JobState], older_than: float,
+              limit: int | None = None) -> list[tuple[str, str | None]]:
+        """Delete jobs in ``states`` whose updated_at is more than ``older_than`` seconds ago by
+        this storage's clock, oldest first, at most ``limit``, in one transaction; returns
+        ``(id, log_path)`` of each deleted job (for its log files), not whole rows. Which states
+        may be purged is the lifecycle's rule (``check_purgeable``), checked by core. Fallback:
+        ``list_jobs`` of those states, then ``delete`` of the old enough ones."""
+
+
+CAPABILITIES: tuple[type, ...] = (ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert,
+                                  CountJobs, PendingSummary, AttemptsByState, Purge)
+PAGE = 1000  # jobs a fallback reads at once
+
+if TYPE_CHECKING:
+    class FullStorage(Storage, ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert, CountJobs,
+                      PendingSummary, AttemptsByState, Purge, Protocol):
+        """What :func:`with_fallbacks` gives, for type checkers: the required methods and every
+        capability."""
+
+
+def capabilities(storage: object) -> list[str]:
+    """The names of the optional capabilities ``storage`` provides."""
+    return [cap.__name__ for cap in CAPABILITIES if isinstance(storage, cap)]
+
+
+class WithFallbacks:
+    """A storage with every optional capability: its own where it has one, core's fallback where not.
+    Every other attribute is the storage's own."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        # Detected once: an isinstance check against a runtime protocol costs microseconds a call.
+        self.native = frozenset(capabilities(storage))
+        for cap in CAPABILITIES:
+            if cap.__name__ in self.native:
+                name = next(n for n in vars(cap) if not n.startswith("_"))
+                setattr(self, name, getattr(storage, name))  # the storage's own, called directly
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.storage, name)
+
+    def claim_many(self, worker_id: str, lease_seconds: float, limit: int,
+                   queues: Sequence[str] | None = None) -> list[Job]:
+        jobs: list[Job] = []
+        while len(jobs) < limit:
+            job = self.storage.claim(worker_id, lease_seconds, queues=queues)
+            if job is None:
+                break
+            jobs.append(job)
+        return jobs
+
+    def apply_batch(self, changes: Changes) -> list[Job | None]:
+        return [self.storage.apply(job_id, token, change) for job_id, token, change in changes]
+
+    def apply_and_claim(self, changes: Changes, worker_id: str, lease_seconds: float, limit: int,
+                        queues: Sequence[str] | None = None) -> tuple[list[Job | None], list[Job]]:
+        applied = self.apply_batch(changes) if changes else []
+        return applied, (self.claim_many(worker_id, lease_seconds, limit, queues=queues) if limit > 0 else [])
+
+    def cancel_requests(self, job_ids: Sequence[str]) -> list[tuple[str, str | None]]:
+        found = []
+        for job_id in job_ids:
+            job = self.storage.get(job_id)
+            if job is not None and job.cancel_requested and str(job.state) == "processing":
+                found.append((job.id, job.lease_token))
+        return found
+
+    def enqueue_stream(self, batches: Iterable[Sequence[NewJob]]) -> Iterator[list[Job]]:
+        jobs = [job for batch in batches for job in batch]
+        return iter([self.storage.enqueue(jobs)] if jobs else [])
+
+
+    # -- the reads --------------------------------------------------------------------------
+    def _every(self, **filters: Any) -> Iterator[Job]:
+        """Every job ``list_jobs`` lists with ``filters``, a page at a time (newest first)."""
+        before: str | None = None
+        while True:
+            page = self.storage.list_jobs(limit=PAGE, before=before, **filters)
+            yield from page
+            if len(page) < PAGE:
+                return
+            before = page[-1].id
+
+    def count_jobs(self, state: JobState | None = None, *, states: Sequence[JobState] | None = None,
+                   tag: str | None = None, queue: str | None = None) -> int:
+        return sum(1 for _ in self._every(state=state, states=states, tag=tag, queue=queue))
+
+    def pending_summary(self) -> tuple[int, int, datetime | None]:
+        from queuectl_core.jobs import lifecycle
+        from queuectl_core.jobs.models import JobState
+
+        now = self.storage.now()
+        ready = scheduled = 0
+        oldest: datetime | None = None
+        for job in self._every(states=lifecycle.RUNNABLE_STATES):
+            if job.waiting:
+                continue  # held by `after`: neither ready nor scheduled
+            due = job.run_at <= now
+            if job.state == JobState.PENDING:
+                ready, scheduled = ready + due, scheduled + (not due)
+            if due and (oldest is None or job.run_at < oldest):
+                oldest = job.run_at
+        return ready, scheduled, oldest
+
+    def attempts_by_state(self) -> dict[JobState, int]:
+        from queuectl_core.jobs.models import JobState
+
+        totals = {s: 0 for s in JobState}
+        for job in self._every():
+            totals[job.state] += job.attempts
+        return totals
+
+    def purge(self, states: Sequence[JobState], older_than: float,
+              limit: int | None = None) -> list[tuple[str, str | None]]:
+        if not states:
+            return []
+        # A job that changes between the read and the delete refuses the delete (all or nothing):
+        # read again; each round, whatever moved on is no longer old enough or in ``states``.
+        for _ in range(5):
+            cutoff = self.storage.now() - timedelta(seconds=older_than)
+            old = sorted((j for j in self._every(states=list(states)) if j.updated_at < cutoff),
+                         key=lambda j: (j.updated_at, j.id))[:limit]
+            if not old:
+                return []
+            deleted = self.storage.delete([j.id for j in old], list(states))
+            if deleted is not None:
+                return [(j.id, j.log_path) for j in deleted]
+        from queuectl_core.errors import StorageError
+
+        raise StorageError("purge: jobs kept changing while being deleted; try again")
+
+
+def with_fallbacks(storage: Storage) -> WithFallbacks:
+    """``storage`` with every optional capability (see :class:`WithFallbacks`)."""
+    return storage if isinstance(storage, WithFallbacks) else WithFallbacks(storage)
+
+
+__all__ = ["AttemptsByState", "ApplyAndClaim", "ApplyBatch", "CAPABILITIES", "CancelRequests", "ClaimMany",
+           "CountJobs", "PendingSummary", "Purge", "StreamingInsert", "WithFallbacks", "capabilities",
+           "with_fallbacks"]
