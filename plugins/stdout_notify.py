@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 from queuectl_core import hookimpl
 
 if TYPE_CHECKING:
-    from queuectl_core.models import JobEvent
+    from queuectl_core.jobs.models import JobEvent
 
 
 def _took(event: JobEvent) -> str:
-    from queuectl_core.display import duration
+    from queuectl_core.cli.display import duration
 
     return f" in {duration(event.result.duration)}" if event.result is not None and event.result.duration else ""
 
@@ -20,7 +20,7 @@ def _took(event: JobEvent) -> str:
 def format_event(event: JobEvent, width: int | None = None) -> str | None:
     """The log line for an event, or None for events the CLI reports itself (enqueue, DLQ retry).
     Each starts with the local time of the event; a finished attempt says how long it took."""
-    from queuectl_core.timeutil import format_time
+    from queuectl_core.jobs.timeutil import format_time
 
     if event.worker_id is None:
         return None
@@ -31,7 +31,7 @@ def format_event(event: JobEvent, width: int | None = None) -> str | None:
         line = f"{prefix} Picked job: {job.id} | cmd: "
         if width is None:
             return line + job.command
-        from queuectl_core.display import cut
+        from queuectl_core.cli.display import cut
 
         # On a terminal, one line per event: the command is cut with … to the width.
         return line + cut(job.command, max(20, width - len(line)))
