@@ -51,13 +51,17 @@ if _typing.TYPE_CHECKING:
     from queuectl_core.storage import capabilities
 
 
+_LAZY = {"actions": "queuectl_core.control.actions", "capabilities": "queuectl_core.storage.capabilities",
+         "scheduling": "queuectl_core.control.scheduling"}
+
+
 def __getattr__(name: str) -> _typing.Any:
     # `actions` brings the lifecycle and `scheduling` the schedule evaluation, which loading a
     # plugin does not need: imported on first use.
-    if name in ("actions", "capabilities", "scheduling"):
+    if name in _LAZY:
         import importlib
 
-        return importlib.import_module(f"queuectl_core.{name}")
+        return importlib.import_module(_LAZY[name])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [

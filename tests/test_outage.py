@@ -77,16 +77,18 @@ def test_outage_longer_than_the_lease_reruns_no_finished_job(q: Any, tmp_path: P
 @pytest.mark.parametrize("slots", [1, 3])
 def test_busy_workers_recover_a_dead_workers_job(q: Any, tmp_path: Path, slots: int) -> None:
     q.config("lease_seconds", 1)
-    q.run("enqueue", "--id", "victim", "--priority", "9", "--cmd", f"echo $$ > {tmp_path}/victim; sleep 30")
-    doomed, _ = start(q, "--slots", str(slots))
+    q.run("enqueue", "--id", "victim", "--cmd", f"echo $$ > {tmp_path}/victim; sleep 30")
+    doomed, _ = start(q, "--slots", str(slots), "--queue", "default")
     q.wait_for(lambda: pid_from(tmp_path / "victim"), timeout=60, what="the victim to start")
-    os.kill(doomed.pid, signal.SIGKILL)
-    doomed.wait(timeout=30)
     for i in range(slots):
-        q.run("enqueue", "--id", f"long{i}", "--cmd", f"echo $$ > {tmp_path}/long{i}; sleep 20")
-    busy, out = start(q, "--slots", str(slots))  # the only worker left, every slot busy for 20 s
+        q.run("enqueue", "--id", f"long{i}", "--queue", "long", "--cmd", f"echo $$ > {tmp_path}/long{i}; sleep 20")
+    # The only worker that will be left, every slot busy for 20 s before the victim's worker dies
+    # (another queue, so it never takes the victim back to run it: only its recovery is seen).
+    busy, out = start(q, "--slots", str(slots), "--queue", "long")
     q.wait_for(lambda: all(pid_from(tmp_path / f"long{i}") for i in range(slots)), timeout=60,
                what="the long jobs to start")
+    os.kill(doomed.pid, signal.SIGKILL)
+    doomed.wait(timeout=30)
     victim = q.wait_for(lambda: (j := q.job("victim"))["state"] != "processing" and j, timeout=8,
                         what="a busy worker to recover the dead worker's job")
     assert victim["state"] == "failed" and "lease expired" in victim["last_error"]

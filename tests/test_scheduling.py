@@ -190,8 +190,8 @@ def test_schedule_and_queue_commands_refuse_bad_input(q: Any) -> None:
 
 def test_cron_library_is_not_imported_by_other_commands(q: Any) -> None:
     code = ("import sys, runpy; sys.argv = ['queuectl', 'enqueue', '--cmd', 'true'];\n"
-            "from queuectl_core import cli\n"
-            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            "from queuectl_core.cli.main import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "print('cronsim' in sys.modules, 'queuectl_core.control.scheduling' in sys.modules, file=sys.stderr)")
     proc = subprocess.run([QUEUECTL[0], "-c", code], capture_output=True, text=True, env=q.env, timeout=30)
     assert proc.stderr.strip().splitlines()[-1] == "False False"
