@@ -20,13 +20,13 @@ def _took(event: JobEvent) -> str:
 def format_event(event: JobEvent, width: int | None = None) -> str | None:
     """The log line for an event, or None for events the CLI reports itself (enqueue, DLQ retry).
     Each starts with the local time of the event; a finished attempt says how long it took."""
-    from queuectl_core.jobs.timeutil import format_time
+    from queuectl_core.cli.display import clock, moment
 
     if event.worker_id is None:
         return None
     job = event.job
     kind = str(event.kind)
-    prefix = f"{event.at.astimezone().strftime('%H:%M:%S')} [{event.worker_id}]"
+    prefix = f"{clock(event.at, event.at)} [{event.worker_id}]"
     if kind == "claimed" and job is not None:
         line = f"{prefix} Picked job: {job.id} | cmd: "
         if width is None:
@@ -39,7 +39,7 @@ def format_event(event: JobEvent, width: int | None = None) -> str | None:
         return f"{prefix} completed: {job.id}{_took(event)}"
     if kind == "failed" and job is not None:
         return (f"{prefix} failed attempt {job.attempts} of {job.id} ({job.last_error}){_took(event)}; "
-                f"retry at {format_time(job.run_at)}")
+                f"retry {moment(job.run_at, event.at)}")
     if kind == "dead" and job is not None:
         return f"{prefix} DLQ: {job.id} ({job.last_error}){_took(event)}"
     if kind == "cancelled" and job is not None:

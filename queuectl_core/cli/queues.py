@@ -32,14 +32,21 @@ def queue_list(ctx: click.Context, as_json: bool) -> None:
     if not queues:
         click.echo("no queues")
         return
-    rows: list[tuple[str, ...]] = [("QUEUE", "CONCURRENCY", "PAUSED", "PENDING", "PROCESSING", "FAILED", "COMPLETED", "DEAD", "CANCELLED")]
+    from queuectl_core.cli import display
+
+    colour = display.use_colour()
+    states = ("pending", "processing", "failed", "completed", "dead", "cancelled")
+    # Counts are short; the queue's name is what gives way (cut with …) on a narrow terminal.
+    cols = [display.Column("QUEUE", min_width=8, weight=1), display.Column("LIMIT", right=True),
+            display.Column("PAUSED", drop_first=1),
+            *(display.Column(s.upper(), right=True, drop_first=d) for s, d in zip(states, (0, 0, 0, 3, 0, 2)))]
+    rows, colours = [], []
     for q in queues:
-        rows.append((q.name, str(q.concurrency or "unlimited"), "yes" if q.paused else "no",
-                     *(str(q.counts.get(s, 0)) for s in ("pending", "processing", "failed", "completed", "dead",
-                                                         "cancelled"))))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        rows.append([q.name, str(q.concurrency or "-"), "paused" if q.paused else "",
+                     *(str(q.counts.get(s, 0)) for s in states)])
+        colours.append(["", "", "dim", *(s if q.counts.get(s, 0) else "dim" for s in states)])
+    for line in display.table(cols, rows, colours=colours, colour=colour):
+        click.echo(line)
 
 
 @queue_group.command("set")
@@ -132,14 +139,31 @@ def schedule_list(ctx: click.Context, as_json: bool) -> None:
     if not rows:
         click.echo("no schedules")
         return
-    table = [("NAME", "WHEN", "PAUSED", "LAST_TICK", "NEXT_TICK", "COMMAND")]
+    from queuectl_core.cli import display
+    from queuectl_core.jobs.timeutil import format_duration, parse_time
+    from queuectl_core.jobs.timeutil import now as clock_now
+
+    colour = display.use_colour()
+    now = clock_now()
+
+    def when(text: str | None) -> str:
+        return display.moment(parse_time(text), now) if text else "-"
+
+    def ago(text: str | None) -> str:
+        return display.relative(parse_time(text), now) if text else "-"
+
+    cols = [display.Column("NAME", min_width=8, weight=1), display.Column("WHEN", min_width=10, weight=1),
+            display.Column("QUEUE", drop_first=2), display.Column("LAST TICK", drop_first=1),
+            display.Column("NEXT TICK"), display.Column("COMMAND", min_width=12, weight=3)]
+    out, colours = [], []
     for r in rows:
-        when = f"cron {r['cron']} ({r['tz']})" if r["cron"] else f"every {r['every']:g}s"
-        table.append((r["name"], when, "yes" if r["paused"] else "no", r["last_tick"] or "-", r["next_tick"] or "-",
-                      r["job"]["command"]))
-    widths = [max(len(t[i]) for t in table) for i in range(5)]
-    for t in table:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(t, widths)) + "  " + t[5][:80])
+        every = f"every {format_duration(r['every'])}" if r["every"] is not None else ""
+        spec = f"cron {r['cron']} ({r['tz']})" if r["cron"] else every
+        out.append([r["name"], spec, r["job"].get("queue") or "default", ago(r["last_tick"]),
+                    "paused" if r["paused"] else when(r["next_tick"]), r["job"]["command"]])
+        colours.append(["", "", "", "", "dim" if r["paused"] else "", ""])
+    for line in display.table(cols, out, colours=colours, colour=colour):
+        click.echo(line)
 
 
 @schedule_group.command("remove")
