@@ -57,7 +57,7 @@ def __getattr__(name: str) -> _typing.Any:
     if name in ("actions", "capabilities", "scheduling"):
         import importlib
 
-        return importlib.import_module(f"queuectl_core.{name}")
+        return importlib.import_module(f"queuectl_core.{'storage' if name == 'capabilities' else 'control'}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [

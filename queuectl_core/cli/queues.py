@@ -87,6 +87,18 @@ def schedule_group() -> None:
     """Recurring jobs: cron expressions or fixed intervals, run by every worker, each tick once."""
 
 
+# The job options of `enqueue`, by the JSON key each sets (an error names the flag, as typed).
+_SCHEDULE_FLAGS = {"max_retries": "--max-retries", "priority": "--priority", "timeout": "--timeout",
+                   "queue": "--queue", "unique_key": "--unique-key", "retry_on": "--retry-on",
+                   "no_retry_on": "--no-retry-on", "cwd": "--cwd", "env": "--env", "tags": "--tag"}
+
+
+def _flag_names(message: str) -> str:
+    import re
+
+    return re.sub(r"'(" + "|".join(_SCHEDULE_FLAGS) + r")'", lambda m: _SCHEDULE_FLAGS[m.group(1)], message)
+
+
 @schedule_group.command("add")
 @click.argument("name")
 @click.option("--cron", help='5-field cron expression, e.g. "*/5 * * * *" (read in --tz).')
@@ -100,18 +112,28 @@ def schedule_group() -> None:
 @click.option("--unique-key", help="Skip a tick while a job with this key is pending, failed or processing.")
 @click.option("--retry-on", help="Retry only these exit codes (e.g. 1,75).")
 @click.option("--no-retry-on", help="These exit codes go straight to the DLQ (e.g. 2,64).")
+@click.option("--cwd", "cwd", type=click.Path(file_okay=False),
+              help="Its jobs run in this directory (default: the one `schedule add` runs in).")
+@click.option("--env", "env", multiple=True, metavar="KEY[=VALUE]",
+              help="Set KEY for its jobs; KEY alone copies its value from this shell. Repeatable.")
+@click.option("--tag", "tags", multiple=True, help="Label its jobs (list --tag finds them). Repeatable.")
 @click.pass_context
 def schedule_add(ctx: click.Context, name: str, cron: str | None, every: str | None, command: str, tz: str | None,
-                 **options: Any) -> None:
-    """Add a schedule: each tick enqueues a job NAME@<tick time> with these options."""
+                 cwd: str | None, env: tuple[str, ...], tags: tuple[str, ...], **options: Any) -> None:
+    """Add a schedule: each tick enqueues a job NAME@<tick time> with these options, the job
+    options of `enqueue`. Its jobs run in the directory `schedule add` ran in (or --cwd).
+
+    \b
+      queuectl schedule add nightly --cron '30 1 * * *' --cmd ./backup.sh --tag backup
+      queuectl schedule add poll --every 5m --cmd 'curl -fsS $URL' --env URL=https://example.org --queue io
+    """
     from queuectl_core.control.scheduling import add_schedule, make_schedule
     from queuectl_core.errors import ValidationError
+    from queuectl_core.intake.jobspec import flag_times, with_control_defaults
     from queuectl_core.jobs.timeutil import parse_duration
 
     job: dict[str, Any] = {"command": command, **{k: v for k, v in options.items() if v is not None}}
     if "timeout" in job:
-        from queuectl_core.intake.jobspec import flag_times
-
         job.update(flag_times({"timeout": job["timeout"]}))
     seconds = None
     if every is not None:
@@ -119,8 +141,13 @@ def schedule_add(ctx: click.Context, name: str, cron: str | None, every: str | N
             seconds = parse_duration(every)
         except ValueError as exc:
             raise ValidationError(f"--every: {exc}") from None
+    [job] = with_control_defaults([job], cwd, env, tags)
     app = _app(ctx)
-    schedule = make_schedule(name, job, cron=cron, every=seconds, tz=tz, default_max_retries=app.config["max_retries"])
+    try:
+        schedule = make_schedule(name, job, cron=cron, every=seconds, tz=tz,
+                                 default_max_retries=app.config["max_retries"])
+    except ValidationError as exc:
+        raise ValidationError(_flag_names(str(exc))) from None
     add_schedule(app.storage, schedule)
     click.echo(name)
 
