@@ -159,7 +159,7 @@ def test_retention_is_applied_by_running_workers(qb: Any) -> None:
     log = Path(qb.job("old")["log_path"])
     assert log.exists()
     qb.config("retention.completed", "1s")
-    assert qb.run("config", "get", "retention.completed").stdout.strip() == "1.0"
+    assert qb.run("config", "get", "retention.completed").stdout.strip() == "1s"  # shown with units, as typed
     time.sleep(1.2)
     qb.run("worker", "start", "--burst", timeout=60)  # retention.dead is 0 by default: kept
     assert states(qb) == {"dead": "dead"} and not log.exists()

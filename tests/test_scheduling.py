@@ -190,7 +190,7 @@ def test_schedule_and_queue_commands_refuse_bad_input(q: Any) -> None:
 
 def test_cron_library_is_not_imported_by_other_commands(q: Any) -> None:
     code = ("import sys, runpy; sys.argv = ['queuectl', 'enqueue', '--cmd', 'true'];\n"
-            "from queuectl_core import cli\n"
+            "from queuectl_core.cli import main as cli\n"
             "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
             "print('cronsim' in sys.modules, 'queuectl_core.control.scheduling' in sys.modules, file=sys.stderr)")
     proc = subprocess.run([QUEUECTL[0], "-c", code], capture_output=True, text=True, env=q.env, timeout=30)
