@@ -39,7 +39,8 @@ def format_event(event: JobEvent, width: int | None = None) -> str | None:
         return f"{prefix} completed: {job.id}{_took(event)}"
     if kind == "failed" and job is not None:
         # The line's own time says when; "retry in 4s" says how long until the next attempt.
-        return _fitted(f"{prefix} failed attempt {job.attempts} of {job.id} (", job.last_error,
+        # "failed 1/4": attempts of at most, as list's TRIES column shows them.
+        return _fitted(f"{prefix} failed {job.attempts}/{job.max_retries + 1}: {job.id} (", job.last_error,
                        f"){_took(event)}; retry {relative(job.run_at, event.at)}", width)
     if kind == "dead" and job is not None:
         return _fitted(f"{prefix} DLQ: {job.id} (", job.last_error, f"){_took(event)}", width)

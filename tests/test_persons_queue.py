@@ -91,7 +91,7 @@ def test_worker_lines_and_schedule_list_speak_local_time(q: Any) -> None:
     stop(proc, out)
     text = out.text()
     assert not ISO_UTC.search(text), text
-    line = re.search(r"^(\d\d):(\d\d):(\d\d) \[worker-\d+\] failed attempt 1 of flaky \(exit 1\) in \S+; "
+    line = re.search(r"^(\d\d):(\d\d):(\d\d) \[worker-\d+\] failed 1/2: flaky \(exit 1\) in \S+; "
                      r"retry in (9m|10m)$", text, re.M)
     assert line, text
     # The line's time is the worker's local clock (TZ), not UTC.

@@ -157,7 +157,7 @@ def schedule_add(ctx: click.Context, name: str, cron: str | None, every: str | N
 @click.pass_context
 def schedule_list(ctx: click.Context, as_json: bool) -> None:
     """Every schedule, with its last and next tick."""
-    from queuectl_core.control.scheduling import schedule_rows
+    from queuectl_core.control.scheduling import local_zone_name, schedule_rows
 
     rows = schedule_rows(_app(ctx).storage)
     if as_json:
@@ -172,6 +172,7 @@ def schedule_list(ctx: click.Context, as_json: bool) -> None:
 
     colour = display.use_colour()
     now = clock_now()
+    here = local_zone_name()
 
     def when(text: str | None) -> str:
         return display.moment(parse_time(text), now) if text else "-"
@@ -185,7 +186,8 @@ def schedule_list(ctx: click.Context, as_json: bool) -> None:
     out, colours = [], []
     for r in rows:
         every = f"every {format_duration(r['every'])}" if r["every"] is not None else ""
-        spec = f"cron {r['cron']} ({r['tz']})" if r["cron"] else every
+        # The zone is said when it is not this machine's (every host reads the cron in it).
+        spec = (f"cron {r['cron']}" + (f" ({r['tz']})" if r["tz"] != here else "")) if r["cron"] else every
         out.append([r["name"], spec, r["job"].get("queue") or "default", ago(r["last_tick"]),
                     "paused" if r["paused"] else when(r["next_tick"]), r["job"]["command"]])
         colours.append(["", "", "", "", "dim" if r["paused"] else "", ""])
