@@ -174,23 +174,26 @@ def schedule_list(ctx: click.Context, as_json: bool) -> None:
     now = clock_now()
     here = local_zone_name()
 
-    def when(text: str | None) -> str:
-        return display.moment(parse_time(text), now) if text else "-"
-
     def ago(text: str | None) -> str:
         return display.relative(parse_time(text), now) if text else "-"
 
-    cols = [display.Column("NAME", min_width=8, weight=1), display.Column("WHEN", min_width=10, weight=1),
-            display.Column("QUEUE", drop_first=2), display.Column("LAST TICK", drop_first=1),
-            display.Column("NEXT TICK"), display.Column("COMMAND", min_width=12, weight=3)]
+    def at(text: str | None) -> str:
+        return display.clock(parse_time(text), now) if text else ""
+
+    # NEXT is relative, AT its local clock time: AT, QUEUE and LAST give way on a narrow terminal.
+    cols = [display.Column("NAME", min_width=8, weight=1), display.Column("WHEN"),
+            display.Column("QUEUE", drop_first=2), display.Column("LAST", right=True, drop_first=3),
+            display.Column("NEXT", right=True), display.Column("AT", drop_first=1),
+            display.Column("COMMAND", min_width=12, weight=3)]
     out, colours = [], []
     for r in rows:
         every = f"every {format_duration(r['every'])}" if r["every"] is not None else ""
         # The zone is said when it is not this machine's (every host reads the cron in it).
         spec = (f"cron {r['cron']}" + (f" ({r['tz']})" if r["tz"] != here else "")) if r["cron"] else every
+        upcoming = None if r["paused"] else r["next_tick"]
         out.append([r["name"], spec, r["job"].get("queue") or "default", ago(r["last_tick"]),
-                    "paused" if r["paused"] else when(r["next_tick"]), r["job"]["command"]])
-        colours.append(["", "", "", "", "dim" if r["paused"] else "", ""])
+                    "paused" if r["paused"] else ago(upcoming), at(upcoming), r["job"]["command"]])
+        colours.append(["", "", "", "", "dim" if r["paused"] else "", "", ""])
     for line in display.table(cols, out, colours=colours, colour=colour):
         click.echo(line)
 

@@ -261,7 +261,8 @@ def _waiting_line(app: App, job: Job) -> str:
     if job.waiting:
         why = f"it waits on {', '.join(app.storage.waits_on([job.id]).get(job.id, []))}"
     elif job.run_at > app.storage.now():
-        why = f"it runs {display.moment(job.run_at, app.storage.now())}"
+        moment = app.storage.now()
+        why = f"it runs {display.relative(job.run_at, moment)}, at {display.clock(job.run_at, moment)}"
     elif not app.storage.live_workers():
         why = "no worker is running: queuectl worker start"
     else:
