@@ -251,3 +251,43 @@ def test_a_dashboard_port_in_use_is_one_error_line(q: Any) -> None:
         port = taken.getsockname()[1]
         proc = q.run("dashboard", "--port", str(port), check=False, timeout=30)
     one_error(proc, f"port {port}", "in use")
+
+
+def test_the_dashboard_shows_times_in_the_browsers_zone(q: Any, tmp_path: Path) -> None:
+    """The job view shows created/updated/runs as relative and local clock time of the browser's
+    zone (Asia/Kolkata here, the server's being another), never the API's UTC ISO."""
+    pytest.importorskip("uvicorn")
+    from test_dashboard import Dash
+    from test_dashboard_browser import CHROMIUM, FLAGS, _unavailable
+
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed (pip install '.[test]')")
+    if not os.path.exists(CHROMIUM):
+        _unavailable(f"no browser at {CHROMIUM}")
+    q.run("enqueue", "--id", "later", "--cmd", "true", "--delay", "2h")
+    run_at = parse_time(q.job("later")["run_at"]).astimezone(ZoneInfo(ZONE))
+    d = Dash(q)
+    try:
+        with sync_playwright() as pw:
+            context = pw.chromium.launch_persistent_context(
+                str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=FLAGS,
+                timezone_id=ZONE, viewport={"width": 1280, "height": 900})
+            try:
+                page = context.new_page()
+                page.goto(d.base + "/#later")
+                fields = page.locator("#d-fields")
+                expect(fields).to_contain_text("runs", timeout=10000)
+                text = fields.inner_text()
+                # In 2h, at its Kolkata clock time (with the date when that is not the browser's today).
+                today = datetime.now(ZoneInfo(ZONE)).date()
+                clock = run_at.strftime("%H:%M:%S") if run_at.date() == today else run_at.strftime("%Y-%m-%d %H:%M:%S")
+                assert re.search(r"in (1h 59m|2h)[^\n]*\(" + clock + r"\)", text), text
+                assert not ISO_UTC.search(text), text
+                assert page.locator('#jobs tr[data-id="later"] td').nth(4).get_attribute("title") is not None
+                assert not ISO_UTC.search(page.locator('#jobs tr[data-id="later"] td').nth(4).get_attribute("title") or "")
+            finally:
+                context.close()
+    finally:
+        d.close()
