@@ -115,7 +115,8 @@ def test_purge_without_state_keeps_dead_jobs_and_retention_dead_still_applies(qb
     qb.run("cancel", "gone")
     qb.run("worker", "start", "--burst", timeout=60)
     time.sleep(0.05)
-    assert qb.run("purge", "--older-than", "0").stdout.strip() == "purged 2 job(s)"
+    purged = qb.run("purge", "--older-than", "0")
+    assert purged.stdout == "purged 2 job(s)\n" and purged.stderr.startswith("kept 1 dead job(s) in the DLQ")
     assert [j["id"] for j in qb.json("list")] == ["dead1"]  # completed and cancelled went; the DLQ stays
     assert qb.run("purge", "--older-than", "0", "--state", "dead").stdout.strip() == "purged 1 job(s)"
     assert qb.json("list") == []

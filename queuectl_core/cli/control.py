@@ -90,6 +90,11 @@ def purge(ctx: click.Context, older_than: str, states: tuple[str, ...]) -> None:
     gone = actions.purge(app.storage, age, [JobState(s) for s in states] or DEFAULT_PURGE_STATES,
                          executor=_executor(app))
     click.echo(f"purged {len(gone)} job(s)")
+    if not states:
+        dead = app.storage.counts().get(JobState.DEAD, 0)  # (the per-state tallies: one cheap read)
+        if dead:
+            click.echo(f"kept {dead} dead job(s) in the DLQ (purge --state dead, or dlq remove, deletes them)",
+                       err=True)
 
 
 
