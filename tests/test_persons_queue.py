@@ -155,6 +155,11 @@ def test_logs_follow_says_what_it_waits_for_and_how_the_job_ended(q: Any) -> Non
     q.run("cancel", "long")
     text, err = follower.communicate(timeout=30)
     assert follower.returncode == 1 and text == "started\n" and err == "long cancelled\n", err
+    # A job that will never run: no waiting line, only how it ended, and why.
+    q.run("enqueue", "--id", "next", "--cmd", "true", "--after", "long")
+    followed = q.run("logs", "-f", "next", check=False)
+    assert followed.returncode == 1 and followed.stdout == ""
+    assert followed.stderr == "next cancelled (it waits on long, which ended cancelled)\n", followed.stderr
 
     # A failed attempt with a retry ahead ends the follow; a dead job says its exit code.
     q.run("enqueue", "--id", "flaky", "--cmd", "echo nope; exit 1", "--max-retries", "1")

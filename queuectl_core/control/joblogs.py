@@ -136,7 +136,8 @@ def show(app: App, job_id: str, *, follow: bool = False, attempt: int | None = N
             if job.waiting:  # say what it is held by
                 extra = f"; it waits on {', '.join(storage.waits_on([job.id]).get(job.id, []))}" + extra
             raise ValidationError(f"job {job_id!r} has not run yet (it is {job.state}{extra})")
-        click.echo(_waiting_line(app, job), err=True)
+        if job.state in (JobState.PENDING, JobState.FAILED):  # not one that will never run
+            click.echo(_waiting_line(app, job), err=True)
         job = _wait_for_start(app, job)
         if job.attempts == 0:
             return _closing(job_id, app.storage.get(job_id), 1)  # cancelled or removed before it ever ran
@@ -263,6 +264,8 @@ def _waiting_line(app: App, job: Job) -> str:
     elif job.run_at > app.storage.now():
         moment = app.storage.now()
         why = f"it runs {display.relative(job.run_at, moment)}, at {display.clock(job.run_at, moment)}"
+    elif any(q.name == job.queue and q.paused for q in app.storage.queues()):
+        why = f"its queue {job.queue} is paused: queuectl queue resume {job.queue}"
     elif not app.storage.live_workers():
         why = "no worker is running: queuectl worker start"
     else:
@@ -293,7 +296,10 @@ def _closing(job_id: str, job: Job | None, n: int) -> int:
     elif job.state == JobState.DEAD:
         line = f"{job_id} dead{why}"
     elif job.state == JobState.CANCELLED:
-        line = f"{job_id} cancelled"
+        from queuectl_core.jobs.lifecycle import CANCELLED_REASON
+
+        reason = (job.last_error or CANCELLED_REASON).removeprefix(CANCELLED_REASON).lstrip(": ")
+        line = f"{job_id} cancelled" + (f" ({display.one_line(reason)})" if reason else "")
     else:  # pending again: its worker stopped before it finished, or it was restarted
         line = f"{job_id} {job.state} again{why}"
     click.echo(line, err=True)
