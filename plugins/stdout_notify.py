@@ -20,13 +20,13 @@ def _took(event: JobEvent) -> str:
 def format_event(event: JobEvent, width: int | None = None) -> str | None:
     """The log line for an event, or None for events the CLI reports itself (enqueue, DLQ retry).
     Each starts with the local time of the event; a finished attempt says how long it took."""
-    from queuectl_core.jobs.timeutil import format_time
+    from queuectl_core.cli.display import clock, relative
 
     if event.worker_id is None:
         return None
     job = event.job
     kind = str(event.kind)
-    prefix = f"{event.at.astimezone().strftime('%H:%M:%S')} [{event.worker_id}]"
+    prefix = f"{clock(event.at, event.at)} [{event.worker_id}]"
     if kind == "claimed" and job is not None:
         line = f"{prefix} Picked job: {job.id} | cmd: "
         if width is None:
@@ -38,10 +38,12 @@ def format_event(event: JobEvent, width: int | None = None) -> str | None:
     if kind == "completed" and job is not None:
         return f"{prefix} completed: {job.id}{_took(event)}"
     if kind == "failed" and job is not None:
-        return (f"{prefix} failed attempt {job.attempts} of {job.id} ({job.last_error}){_took(event)}; "
-                f"retry at {format_time(job.run_at)}")
+        # The line's own time says when; "retry in 4s" says how long until the next attempt.
+        # "failed 1/4": attempts of at most, as list's TRIES column shows them.
+        return _fitted(f"{prefix} failed {job.attempts}/{job.max_retries + 1}: {job.id} (", job.last_error,
+                       f"){_took(event)}; retry {relative(job.run_at, event.at)}", width)
     if kind == "dead" and job is not None:
-        return f"{prefix} DLQ: {job.id} ({job.last_error}){_took(event)}"
+        return _fitted(f"{prefix} DLQ: {job.id} (", job.last_error, f"){_took(event)}", width)
     if kind == "cancelled" and job is not None:
         return f"{prefix} cancelled: {job.id}{_took(event)}"
     if kind == "released" and job is not None:
@@ -56,6 +58,16 @@ def format_event(event: JobEvent, width: int | None = None) -> str | None:
     if kind == "worker_stopped":
         return f"{prefix} stopped"
     return None
+
+
+def _fitted(head: str, error: str | None, tail: str, width: int | None) -> str:
+    """``head + error + tail`` on one line: on a terminal, the error is cut with … to its width."""
+    from queuectl_core.cli.display import cut, one_line
+
+    text = one_line(error or "")
+    if width is not None:
+        text = cut(text, max(12, width - len(head) - len(tail)))
+    return head + text + tail
 
 
 _width: list[int | None] = []  # the terminal's width, looked up once; None when stdout is not one

@@ -159,7 +159,7 @@ def test_retention_is_applied_by_running_workers(qb: Any) -> None:
     log = Path(qb.job("old")["log_path"])
     assert log.exists()
     qb.config("retention.completed", "1s")
-    assert qb.run("config", "get", "retention.completed").stdout.strip() == "1.0"
+    assert qb.run("config", "get", "retention.completed").stdout.strip() == "1s"  # shown with units, as typed
     time.sleep(1.2)
     qb.run("worker", "start", "--burst", timeout=60)  # retention.dead is 0 by default: kept
     assert states(qb) == {"dead": "dead"} and not log.exists()
@@ -288,7 +288,7 @@ def test_config_get(q: Any) -> None:
     assert q.run("config", "get", "max-retries").stdout == "3\n"
     q.config("max_retries", 5)
     assert q.run("config", "get", "max_retries").stdout == "5\n"
-    assert q.run("config", "get", "retention.dead").stdout == "0.0\n"
+    assert q.run("config", "get", "retention.dead").stdout == "0\n"  # a span: 0 keeps them
     assert json.loads(q.run("config", "get", "max_retries", "--json").stdout) == 5
     one_error(q.run("config", "get", "max_retry", check=False), "did you mean 'max_retries'")
 

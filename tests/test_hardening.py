@@ -47,8 +47,8 @@ def test_flags_and_duration_config_keys_take_units(q: Q) -> None:
     assert abs(delay - 5400) < 5
     q.run("enqueue", "--id", "r", "--cmd", "true", "--run-at", "2030-01-01T10:00:00", env={"TZ": "Asia/Tokyo"})
     assert q.job("r")["run_at"] == "2030-01-01T01:00:00.000Z"
-    assert q.run("config", "set", "lease_seconds", "2m").stdout.strip() == "lease_seconds = 120.0"
-    assert q.run("config", "set", "poll_interval_ms", "1.5s").stdout.strip() == "poll_interval_ms = 1500"
+    assert q.run("config", "set", "lease_seconds", "2m").stdout.strip() == "lease_seconds = 2m"
+    assert q.run("config", "set", "poll_interval_ms", "1.5s").stdout.strip() == "poll_interval_ms = 1.5s"
     assert q.json("config", "show")["settings"]["lease_seconds"]["value"] == 120
 
 

@@ -193,9 +193,35 @@ def serve(app: App, host: str, port: int, token: str) -> None:
         raise QueuectlError(f"the dashboard listens on {host}, beyond this machine: give it a token "
                             "(--token TOKEN, or queuectl config set dashboard.token TOKEN)")
     shown = f"[{host}]" if ":" in host else host
+    # Bound here, before a word is printed: a port in use is one Error: line and nothing else.
+    sock = _listen(host, port, shown)
+    config = uvicorn.Config(build(app, token, host), log_level="warning", access_log=False, server_header=False)
     print(f"queuectl dashboard on http://{shown}:{port}/ (Ctrl+C stops it)", flush=True)
     try:
-        uvicorn.run(build(app, token, host), host=host, port=port, log_level="warning", access_log=False,
-                    server_header=False)
-    except SystemExit as exc:  # uvicorn exits 1 when it cannot bind; its own line says why
-        raise QueuectlError(f"the dashboard could not listen on {shown}:{port}") from exc
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def _listen(host: str, port: int, shown: str) -> Any:
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise QueuectlError(f"the dashboard cannot listen on {host!r}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise QueuectlError(f"port {port} on {shown} is in use (choose another: --port N, or "
+                                "queuectl config set dashboard.port N)") from None
+        raise QueuectlError(f"the dashboard cannot listen on {shown}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock

@@ -37,7 +37,7 @@ def config_set(ctx: click.Context, key: str, value: str) -> None:
     values = dict(app.config.file_values)
     values[setting.key] = coerced
     write_file_values(app.home, values)
-    click.echo(f"{setting.key} = {setting.shown(coerced)}")
+    click.echo(f"{setting.key} = {setting.text(coerced)}")
     if setting.env_var in app.config.env:
         click.echo(f"note: {setting.env_var} is set and overrides this", err=True)
 
@@ -59,7 +59,7 @@ def config_get(ctx: click.Context, key: str, as_json: bool) -> None:
     if as_json:
         _print_json(value)
     else:
-        click.echo(str(value).lower() if isinstance(value, bool) else value)
+        click.echo(setting.text(cfg.get(setting.key)))
 
 
 @config.command("show")
@@ -79,9 +79,14 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
         return
     click.echo(f"# {cfg.path}")
     width = max(len(r["key"]) for r in rows)
+
+    def text(key: str, value: Any) -> str:
+        # Strings quoted (an empty value stays visible); numbers, booleans and spans as typed.
+        return repr(value) if isinstance(value, str) else cfg.setting(key).text(value)
+
     for r in rows:
-        extra = "" if r["source"] == "default" else f"  (default {r['default']!r}; from {r['source']})"
-        click.echo(f"{r['key']:<{width}} = {r['value']!r}{extra}")
+        extra = "" if r["source"] == "default" else f"  (default {text(r['key'], r['default'])}; from {r['source']})"
+        click.echo(f"{r['key']:<{width}} = {text(r['key'], r['value'])}{extra}")
 
 
 # -- plugins ------------------------------------------------------------------------------------

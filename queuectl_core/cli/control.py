@@ -71,23 +71,30 @@ def restart(ctx: click.Context, job_ids: tuple[str, ...], command: str | None) -
 @click.option("--older-than", "older_than", required=True, metavar="DURATION",
               help="Finished longer ago than this: seconds, or 90s, 5m, 12h, 7d.")
 @click.option("--state", "states", multiple=True, type=click.Choice(["completed", "dead", "cancelled"]),
-              help="Only this state (repeatable; default: all three).")
+              help="Only this state (repeatable; default: completed and cancelled, so dead jobs stay in the DLQ).")
 @click.pass_context
 def purge(ctx: click.Context, older_than: str, states: tuple[str, ...]) -> None:
-    """Delete finished jobs older than a given age, and their logs; prints how many.
+    """Delete finished jobs older than a given age, and their logs; prints how many. Dead jobs
+    (the DLQ) go only with --state dead.
 
     \b
       queuectl purge --older-than 7d
       queuectl purge --older-than 1h --state dead
     """
     from queuectl_core.control import actions
-    from queuectl_core.jobs.lifecycle import FINISHED_STATES
+    from queuectl_core.jobs.lifecycle import DEFAULT_PURGE_STATES
     from queuectl_core.jobs.models import JobState
 
     age = _duration("--older-than", older_than)
     app = _app(ctx)
-    gone = actions.purge(app.storage, age, [JobState(s) for s in states] or FINISHED_STATES, executor=_executor(app))
+    gone = actions.purge(app.storage, age, [JobState(s) for s in states] or DEFAULT_PURGE_STATES,
+                         executor=_executor(app))
     click.echo(f"purged {len(gone)} job(s)")
+    if not states:
+        dead = app.storage.counts().get(JobState.DEAD, 0)  # (the per-state tallies: one cheap read)
+        if dead:
+            click.echo(f"kept {dead} dead job(s) in the DLQ (purge --state dead, or dlq remove, deletes them)",
+                       err=True)
 
 
 

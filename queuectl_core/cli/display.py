@@ -88,6 +88,24 @@ def relative(when: datetime | None, now: datetime) -> str:
     return f"in {_span(delta)}" if delta > 0 else f"{_span(delta)} ago"
 
 
+def clock(when: datetime | None, now: datetime | None = None) -> str:
+    """Local clock time: ``14:03:12`` today, ``2026-12-08 01:30:00`` on another day. The one way a
+    moment is written for people (UTC ISO 8601 is for JSON, the API and config only)."""
+    if when is None:
+        return ""
+    local = when.astimezone()
+    today = (now or datetime.now().astimezone()).astimezone().date()
+    hms = f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
+    return hms if local.date() == today else f"{local.year:04d}-{local.month:02d}-{local.day:02d} {hms}"
+
+
+def moment(when: datetime | None, now: datetime) -> str:
+    """Relative, then the local clock time: ``in 4m (14:07:12)``, ``12s ago (14:02:48)``."""
+    if when is None:
+        return ""
+    return f"{relative(when, now)} ({clock(when, now)})"
+
+
 @dataclass(frozen=True)
 class Column:
     header: str
@@ -153,4 +171,5 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], total: int |
     return out
 
 
-__all__ = ["ELLIPSIS", "Column", "cut", "duration", "one_line", "paint", "relative", "table", "use_colour", "width"]
+__all__ = ["ELLIPSIS", "Column", "clock", "cut", "duration", "moment", "one_line", "paint", "relative", "table", "use_colour",
+           "width"]

@@ -50,7 +50,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{label}{n:>7}" + (f"   {display.paint(note, 'dim', colour)}" if note else ""))
     if len(view.queues) > 1 or any(q["paused"] or q["concurrency"] for q in view.queues.values()):
         click.echo()
-        cols = [display.Column("QUEUE"), display.Column("PENDING", right=True), display.Column("PROCESSING", right=True),
+        cols = [display.Column("QUEUE", min_width=8, weight=1), display.Column("PENDING", right=True), display.Column("PROCESSING", right=True),
                 display.Column("FAILED", right=True), display.Column("DEAD", right=True),
                 display.Column("LIMIT", right=True), display.Column("", min_width=6)]
         qrows = [[name, str(q["pending"]), str(q["processing"]), str(q["failed"]), str(q["dead"]),

@@ -32,14 +32,21 @@ def queue_list(ctx: click.Context, as_json: bool) -> None:
     if not queues:
         click.echo("no queues")
         return
-    rows: list[tuple[str, ...]] = [("QUEUE", "CONCURRENCY", "PAUSED", "PENDING", "PROCESSING", "FAILED", "COMPLETED", "DEAD", "CANCELLED")]
+    from queuectl_core.cli import display
+
+    colour = display.use_colour()
+    states = ("pending", "processing", "failed", "completed", "dead", "cancelled")
+    # Counts are short; the queue's name is what gives way (cut with …) on a narrow terminal.
+    cols = [display.Column("QUEUE", min_width=8, weight=1), display.Column("LIMIT", right=True),
+            display.Column("PAUSED", drop_first=1),
+            *(display.Column(s.upper(), right=True, drop_first=d) for s, d in zip(states, (0, 0, 0, 3, 0, 2)))]
+    rows, colours = [], []
     for q in queues:
-        rows.append((q.name, str(q.concurrency or "unlimited"), "yes" if q.paused else "no",
-                     *(str(q.counts.get(s, 0)) for s in ("pending", "processing", "failed", "completed", "dead",
-                                                         "cancelled"))))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        rows.append([q.name, str(q.concurrency or "-"), "paused" if q.paused else "",
+                     *(str(q.counts.get(s, 0)) for s in states)])
+        colours.append(["", "", "dim", *(s if q.counts.get(s, 0) else "dim" for s in states)])
+    for line in display.table(cols, rows, colours=colours, colour=colour):
+        click.echo(line)
 
 
 @queue_group.command("set")
@@ -80,6 +87,18 @@ def schedule_group() -> None:
     """Recurring jobs: cron expressions or fixed intervals, run by every worker, each tick once."""
 
 
+# The job options of `enqueue`, by the JSON key each sets (an error names the flag, as typed).
+_SCHEDULE_FLAGS = {"max_retries": "--max-retries", "priority": "--priority", "timeout": "--timeout",
+                   "queue": "--queue", "unique_key": "--unique-key", "retry_on": "--retry-on",
+                   "no_retry_on": "--no-retry-on", "cwd": "--cwd", "env": "--env", "tags": "--tag"}
+
+
+def _flag_names(message: str) -> str:
+    import re
+
+    return re.sub(r"'(" + "|".join(_SCHEDULE_FLAGS) + r")'", lambda m: _SCHEDULE_FLAGS[m.group(1)], message)
+
+
 @schedule_group.command("add")
 @click.argument("name")
 @click.option("--cron", help='5-field cron expression, e.g. "*/5 * * * *" (read in --tz).')
@@ -93,18 +112,28 @@ def schedule_group() -> None:
 @click.option("--unique-key", help="Skip a tick while a job with this key is pending, failed or processing.")
 @click.option("--retry-on", help="Retry only these exit codes (e.g. 1,75).")
 @click.option("--no-retry-on", help="These exit codes go straight to the DLQ (e.g. 2,64).")
+@click.option("--cwd", "cwd", type=click.Path(file_okay=False),
+              help="Its jobs run in this directory (default: the one `schedule add` runs in).")
+@click.option("--env", "env", multiple=True, metavar="KEY[=VALUE]",
+              help="Set KEY for its jobs; KEY alone copies its value from this shell. Repeatable.")
+@click.option("--tag", "tags", multiple=True, help="Label its jobs (list --tag finds them). Repeatable.")
 @click.pass_context
 def schedule_add(ctx: click.Context, name: str, cron: str | None, every: str | None, command: str, tz: str | None,
-                 **options: Any) -> None:
-    """Add a schedule: each tick enqueues a job NAME@<tick time> with these options."""
+                 cwd: str | None, env: tuple[str, ...], tags: tuple[str, ...], **options: Any) -> None:
+    """Add a schedule: each tick enqueues a job NAME@<tick time> with these options, the job
+    options of `enqueue`. Its jobs run in the directory `schedule add` ran in (or --cwd).
+
+    \b
+      queuectl schedule add nightly --cron '30 1 * * *' --cmd ./backup.sh --tag backup
+      queuectl schedule add poll --every 5m --cmd 'curl -fsS $URL' --env URL=https://example.org --queue io
+    """
     from queuectl_core.control.scheduling import add_schedule, make_schedule
     from queuectl_core.errors import ValidationError
+    from queuectl_core.intake.jobspec import flag_times, with_control_defaults
     from queuectl_core.jobs.timeutil import parse_duration
 
     job: dict[str, Any] = {"command": command, **{k: v for k, v in options.items() if v is not None}}
     if "timeout" in job:
-        from queuectl_core.intake.jobspec import flag_times
-
         job.update(flag_times({"timeout": job["timeout"]}))
     seconds = None
     if every is not None:
@@ -112,8 +141,13 @@ def schedule_add(ctx: click.Context, name: str, cron: str | None, every: str | N
             seconds = parse_duration(every)
         except ValueError as exc:
             raise ValidationError(f"--every: {exc}") from None
+    [job] = with_control_defaults([job], cwd, env, tags)
     app = _app(ctx)
-    schedule = make_schedule(name, job, cron=cron, every=seconds, tz=tz, default_max_retries=app.config["max_retries"])
+    try:
+        schedule = make_schedule(name, job, cron=cron, every=seconds, tz=tz,
+                                 default_max_retries=app.config["max_retries"])
+    except ValidationError as exc:
+        raise ValidationError(_flag_names(str(exc))) from None
     add_schedule(app.storage, schedule)
     click.echo(name)
 
@@ -123,7 +157,7 @@ def schedule_add(ctx: click.Context, name: str, cron: str | None, every: str | N
 @click.pass_context
 def schedule_list(ctx: click.Context, as_json: bool) -> None:
     """Every schedule, with its last and next tick."""
-    from queuectl_core.control.scheduling import schedule_rows
+    from queuectl_core.control.scheduling import local_zone_name, schedule_rows
 
     rows = schedule_rows(_app(ctx).storage)
     if as_json:
@@ -132,14 +166,36 @@ def schedule_list(ctx: click.Context, as_json: bool) -> None:
     if not rows:
         click.echo("no schedules")
         return
-    table = [("NAME", "WHEN", "PAUSED", "LAST_TICK", "NEXT_TICK", "COMMAND")]
+    from queuectl_core.cli import display
+    from queuectl_core.jobs.timeutil import format_duration, parse_time
+    from queuectl_core.jobs.timeutil import now as clock_now
+
+    colour = display.use_colour()
+    now = clock_now()
+    here = local_zone_name()
+
+    def ago(text: str | None) -> str:
+        return display.relative(parse_time(text), now) if text else "-"
+
+    def at(text: str | None) -> str:
+        return display.clock(parse_time(text), now) if text else ""
+
+    # NEXT is relative, AT its local clock time: AT, QUEUE and LAST give way on a narrow terminal.
+    cols = [display.Column("NAME", min_width=8, weight=1), display.Column("WHEN"),
+            display.Column("QUEUE", drop_first=2), display.Column("LAST", right=True, drop_first=3),
+            display.Column("NEXT", right=True), display.Column("AT", drop_first=1),
+            display.Column("COMMAND", min_width=12, weight=3)]
+    out, colours = [], []
     for r in rows:
-        when = f"cron {r['cron']} ({r['tz']})" if r["cron"] else f"every {r['every']:g}s"
-        table.append((r["name"], when, "yes" if r["paused"] else "no", r["last_tick"] or "-", r["next_tick"] or "-",
-                      r["job"]["command"]))
-    widths = [max(len(t[i]) for t in table) for i in range(5)]
-    for t in table:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(t, widths)) + "  " + t[5][:80])
+        every = f"every {format_duration(r['every'])}" if r["every"] is not None else ""
+        # The zone is said when it is not this machine's (every host reads the cron in it).
+        spec = (f"cron {r['cron']}" + (f" ({r['tz']})" if r["tz"] != here else "")) if r["cron"] else every
+        upcoming = None if r["paused"] else r["next_tick"]
+        out.append([r["name"], spec, r["job"].get("queue") or "default", ago(r["last_tick"]),
+                    "paused" if r["paused"] else ago(upcoming), at(upcoming), r["job"]["command"]])
+        colours.append(["", "", "", "", "dim" if r["paused"] else "", "", ""])
+    for line in display.table(cols, out, colours=colours, colour=colour):
+        click.echo(line)
 
 
 @schedule_group.command("remove")

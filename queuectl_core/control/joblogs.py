@@ -136,9 +136,11 @@ def show(app: App, job_id: str, *, follow: bool = False, attempt: int | None = N
             if job.waiting:  # say what it is held by
                 extra = f"; it waits on {', '.join(storage.waits_on([job.id]).get(job.id, []))}" + extra
             raise ValidationError(f"job {job_id!r} has not run yet (it is {job.state}{extra})")
+        if job.state in (JobState.PENDING, JobState.FAILED):  # not one that will never run
+            click.echo(_waiting_line(app, job), err=True)
         job = _wait_for_start(app, job)
         if job.attempts == 0:
-            return 1  # cancelled or removed before it ever ran
+            return _closing(job_id, app.storage.get(job_id), 1)  # cancelled or removed before it ever ran
     n = attempt or job.attempts
     running = job.state == JobState.PROCESSING and n == job.attempts
     path = _attempt_path(logs, job, n)
@@ -156,7 +158,7 @@ def show(app: App, job_id: str, *, follow: bool = False, attempt: int | None = N
                 raise ValidationError(f"cannot read {path}: {exc.strerror}") from None
         out.write(_last_lines(data, tail_lines))
         out.flush()
-        return (0 if job.state == JobState.COMPLETED else 1) if follow else 0
+        return _closing(job_id, job, n) if follow else 0
     return _running(app, job, n, path, follow, tail_lines, out)
 
 
@@ -246,11 +248,62 @@ def _running(app: App, job: Job, n: int, path: str | None, follow: bool, tail_li
                     text = final.decode("utf-8", "replace")
                     out.write(_new_part(shown_remote, text).encode() if shown_remote else final)
                 out.flush()
-                return 0 if current is not None and current.state == JobState.COMPLETED and current.attempts == n else 1
+                return _closing(job.id, current, n)
         time.sleep(FOLLOW_POLL_SECONDS)
     if fh is not None:
         fh.close()
     return 0
+
+
+def _waiting_line(app: App, job: Job) -> str:
+    """What ``logs -f`` says, once, while the job has not started: why it has not."""
+    from queuectl_core.cli import display
+
+    if job.waiting:
+        why = f"it waits on {', '.join(app.storage.waits_on([job.id]).get(job.id, []))}"
+    elif job.run_at > app.storage.now():
+        moment = app.storage.now()
+        why = f"it runs {display.relative(job.run_at, moment)}, at {display.clock(job.run_at, moment)}"
+    elif any(q.name == job.queue and q.paused for q in app.storage.queues()):
+        why = f"its queue {job.queue} is paused: queuectl queue resume {job.queue}"
+    elif not app.storage.live_workers():
+        why = "no worker is running: queuectl worker start"
+    else:
+        why = f"it is {job.state}, waiting for a worker"
+    return f"waiting for {job.id} to start ({why})"
+
+
+def _closing(job_id: str, job: Job | None, n: int) -> int:
+    """The one line ``logs -f`` ends with, on stderr, naming how attempt ``n`` ended; the exit
+    status: 0 when the job completed, 1 otherwise (a retry ahead included)."""
+    from queuectl_core.cli import display
+    from queuectl_core.jobs.models import JobState
+    from queuectl_core.jobs.timeutil import now
+
+    if job is None:
+        click.echo(f"{job_id} removed", err=True)
+        return 1
+    why = job.last_error or (f"exit {job.last_exit_code}" if job.last_exit_code is not None else "")
+    why = f" ({display.one_line(why)})" if why else ""
+    if job.attempts > n:  # the attempt failed and its retry has already started
+        line = f"{job_id} attempt {n} failed; attempt {job.attempts} is running (queuectl logs -f {job_id})"
+    elif job.state == JobState.COMPLETED:
+        line = f"{job_id} completed in {display.duration(job.last_duration or 0.0)}"
+    elif job.state == JobState.FAILED:
+        moment = now()
+        line = f"{job_id} failed{why}, " + (f"retry {display.relative(job.run_at, moment)}" if job.run_at > moment
+                                             else "retry due now")
+    elif job.state == JobState.DEAD:
+        line = f"{job_id} dead{why}"
+    elif job.state == JobState.CANCELLED:
+        from queuectl_core.jobs.lifecycle import CANCELLED_REASON
+
+        reason = (job.last_error or CANCELLED_REASON).removeprefix(CANCELLED_REASON).lstrip(": ")
+        line = f"{job_id} cancelled" + (f" ({display.one_line(reason)})" if reason else "")
+    else:  # pending again: its worker stopped before it finished, or it was restarted
+        line = f"{job_id} {job.state} again{why}"
+    click.echo(line, err=True)
+    return 0 if job.state == JobState.COMPLETED and job.attempts == n else 1
 
 
 __all__ = ["LOG_WRITE_FAILED", "AttemptLogs", "attempt_logs", "configured_executor", "discard_logs", "show"]

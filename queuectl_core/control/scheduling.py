@@ -26,8 +26,9 @@ NAME_RULE = "1-64 characters of letters, digits and ._:+-, starting with a lette
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}\Z")
 MIN_EVERY_SECONDS = 1.0
 # Job options a schedule carries (everything but what makes each tick's job its own).
+# Stored in the schedule's job JSON as enqueue takes them: a new key needs no schema change.
 SCHEDULE_JOB_KEYS = ("command", "max_retries", "priority", "timeout", "queue", "unique_key", "retry_on",
-                     "no_retry_on")
+                     "no_retry_on", "cwd", "env", "tags")
 
 
 # -- queues ----------------------------------------------------------------------------------
@@ -160,6 +161,7 @@ def set_schedule_paused(storage: Storage, name: str, paused: bool) -> None:
 
 def schedule_rows(storage: Storage) -> list[dict[str, Any]]:
     """Every schedule as a JSON object, with its next tick (what `schedule list` and a web UI show)."""
+    from queuectl_core.jobs.models import masked_env
     from queuectl_core.jobs.timeutil import format_time
 
     now = storage.now()
@@ -169,8 +171,11 @@ def schedule_rows(storage: Storage) -> list[dict[str, Any]]:
             upcoming = format_time(next_tick(s, now))
         except ValidationError:
             upcoming = None
+        job = dict(s.job)
+        if isinstance(job.get("env"), dict):
+            job["env"] = masked_env(job["env"])  # as a job's env is shown
         out.append({"name": s.name, "cron": s.cron, "every": s.every, "tz": s.tz, "paused": s.paused,
-                    "job": s.job, "created_at": format_time(s.created_at), "last_tick": format_time(s.last_tick),
+                    "job": job, "created_at": format_time(s.created_at), "last_tick": format_time(s.last_tick),
                     "next_tick": upcoming})
     return out
 

@@ -18,7 +18,12 @@ class App:
 
     def __init__(self) -> None:
         self.home = home()
-        ensure_private_dir(self.home)  # 0700, created or tightened; one stat when already so
+        # Created (0700) only when something may be written there, by the storage or the executor:
+        # a command refused before that leaves nothing on disk. One that exists is checked and
+        # tightened now (one stat when already so).
+        self._home_ready = False
+        if self.home.exists() or self.home.is_symlink():
+            self._make_home()
         self.registries = registries()
         values = read_file_values(self.home)
         validate_file_values(values, self.registries.settings, self.home / "config.toml")
@@ -31,9 +36,15 @@ class App:
         global _current
         _current = self
 
+    def _make_home(self) -> None:
+        if not self._home_ready:
+            ensure_private_dir(self.home)
+            self._home_ready = True
+
     @property
     def storage(self) -> FullStorage:
         if self._storage is None:
+            self._make_home()  # a file database and the executor's logs live here by default
             from queuectl_core.storage.capabilities import with_fallbacks
 
             # Every caller gets the optional capabilities, the backend's own or core's fallback.
@@ -43,6 +54,7 @@ class App:
 
     @cached_property
     def executor(self) -> Executor:
+        self._make_home()
         return make_provider(self.registries.executors, self.config["executor"], self.config)
 
     @cached_property

@@ -137,6 +137,19 @@ class Setting:
             return re.sub(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)", r"\1****", text)
         return "****"
 
+    def text(self, value: Any) -> str:
+        """The value as a person reads it (``config set``, ``show``, ``get``): :meth:`shown`, with a
+        time span in units as it may be typed (``1d``, ``1h30m``, ``250ms``); JSON keeps the number."""
+        value = self.shown(value)
+        unit = self.duration_unit
+        if unit is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            from queuectl_core.jobs.timeutil import format_duration
+
+            return format_duration(value * unit) if value else "0"
+        if isinstance(value, bool):
+            return str(value).lower()
+        return str(value)
+
     def default_for(self, home_dir: Path) -> Any:
         return self.default(home_dir) if callable(self.default) else self.default
 

@@ -383,7 +383,7 @@ def flag_times(flags: dict[str, Any]) -> dict[str, Any]:
             try:
                 out[key] = parse(flags[key])
             except ValueError as exc:
-                raise ValidationError(f"{key!r}: {exc}") from None
+                raise ValidationError(f"--{key.replace('_', '-')}: {exc}") from None  # a flag, as typed
     return out
 
 

@@ -31,6 +31,7 @@ HOLDING_STATES = UNFINISHED_STATES
 # What `remove` deletes unless told otherwise, and all that `purge` may ever delete: a job with work
 # ahead of it is cancelled first, so its worker (if any) is not left holding a vanished row.
 REMOVABLE_STATES = FINISHED_STATES
+DEFAULT_PURGE_STATES = (JobState.COMPLETED, JobState.CANCELLED)  # `purge` without --state keeps the DLQ
 LEASE_EXPIRED_REASON = "worker lost: lease expired while the job was running"
 CANCELLED_REASON = "cancelled"
 # The longest retry delay stored: a policy's absurd (or infinite) delay still fits every database.

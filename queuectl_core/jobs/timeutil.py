@@ -86,4 +86,24 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-__all__ = ["UTC", "format_time", "from_ms", "now", "now_ms", "parse_duration", "parse_time", "to_ms"]
+def format_duration(seconds: float) -> str:
+    """What :func:`parse_duration` reads back: ``1d``, ``1h30m``, ``90`` s as ``1m30s``, ``1.5s``,
+    ``250ms``; exact, in the largest units that divide it (how config shows a duration)."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return f"{seconds:g}"
+    ms = round(seconds * 1000)
+    if ms == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000)):
+        if ms >= size:
+            parts.append(f"{ms // size}{unit}")
+            ms %= size
+    if ms % 1000 == 0 and ms:
+        parts.append(f"{ms // 1000}s")
+    elif ms:
+        parts.append(f"{ms / 1000:g}s" if ms >= 1000 else f"{ms}ms")
+    return "".join(parts)
+
+
+__all__ = ["UTC", "format_duration", "format_time", "from_ms", "now", "now_ms", "parse_duration", "parse_time", "to_ms"]

@@ -25,6 +25,20 @@
     const s = (Date.parse(now) - Date.parse(iso)) / 1000;
     return s >= 0 ? human(s) + " ago" : "in " + human(-s);
   }
+  // A moment for people, in the browser's zone: "14:03:12" today, "2026-12-08 01:30:00" another
+  // day (the API speaks UTC ISO 8601; only what is shown is local).
+  function local(iso) {
+    if (!iso) return "";
+    const d = new Date(iso);
+    if (isNaN(d)) return iso;
+    const p = (n) => String(n).padStart(2, "0");
+    const hms = p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds());
+    const t = new Date();
+    if (d.getFullYear() === t.getFullYear() && d.getMonth() === t.getMonth() && d.getDate() === t.getDate()) return hms;
+    return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + " " + hms;
+  }
+  // "12s ago (14:02:48)": relative to the server's clock, then local clock time.
+  const moment = (iso, now) => (iso ? ago(iso, now || new Date().toISOString()) + " (" + local(iso) + ")" : null);
   function human(s) {
     s = Math.round(s);
     if (s < 60) return s + "s";
@@ -107,7 +121,7 @@
     $("schedules").replaceChildren(...o.schedules.map((s) => el("tr", { "data-schedule": s.name },
       el("td", { title: s.job.command }, s.name),
       el("td", { class: "mono" }, s.cron ? s.cron + (s.tz && s.tz !== "UTC" ? " " + s.tz : "") : "every " + human(s.every)),
-      el("td", { class: "next", title: s.next_tick || "" }, s.paused ? "paused" : ago(s.next_tick, o.now)))));
+      el("td", { class: "next", title: local(s.next_tick) }, s.paused ? "paused" : ago(s.next_tick, o.now)))));
     $("schedules-empty").hidden = o.schedules.length > 0;
 
     const queueSel = $("f-queue");
@@ -146,7 +160,7 @@
       el("td", { class: "num hide-sm", title: "attempts of at most " + (j.max_retries + 1) },
         j.attempts + "/" + (j.max_retries + 1)),
       el("td", { class: "hide-sm" }, j.queue),
-      el("td", { class: "hide-sm", title: j.updated_at }, ago(j.updated_at, now)),
+      el("td", { class: "hide-sm", title: local(j.updated_at) }, ago(j.updated_at, now)),
       el("td", { class: "cmd mono", title: j.command },
         ...j.tags.map((t) => el("span", { class: "tag", title: "tag " + t }, t)), j.command),
       el("td", { class: "err hide-sm", title: j.last_error || "" }, j.last_error || ""),
@@ -197,8 +211,8 @@
       ...field("queue", job.queue), ...(job.tags.length ? field("tags", job.tags.join(", ")) : []),
       ...field("attempts", job.attempts + " of " + (job.max_retries + 1)),
       ...field("priority", String(job.priority)),
-      ...field("created", job.created_at), ...field("updated", job.updated_at),
-      ...(["pending", "failed"].includes(job.state) ? field("runs at", job.run_at) : []),
+      ...field("created", moment(job.created_at, view.now)), ...field("updated", moment(job.updated_at, view.now)),
+      ...(["pending", "failed"].includes(job.state) ? field("runs", moment(job.run_at, view.now)) : []),
       ...(job.running_seconds !== null ? field("running for", human(job.running_seconds)) : []),
       ...field("worker", job.worker_id),
       ...field("last exit", job.last_exit_code === null ? null : String(job.last_exit_code)),
@@ -225,10 +239,11 @@
     busy = true;
     try {
       const [o, page] = await Promise.all([api("/api/overview"), api(jobsQuery())]);
+      view.now = o.now;  // the server's clock, for relative times in the job view
       renderOverview(o);
       renderJobs(page, o.now);
       lastOk = Date.now();
-      $("live").textContent = "live · " + new Date().toLocaleTimeString();
+      $("live").textContent = "live · " + local(new Date().toISOString());
       $("live").className = "live ok";
       await refreshDetail();
     } catch (e) {
