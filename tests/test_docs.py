@@ -262,6 +262,16 @@ def test_every_config_key_is_in_configuration_md(key: str) -> None:
     assert env in text, f"docs/configuration.md does not give {key}'s environment variable {env}"
 
 
+def test_ci_builds_the_docs_with_warnings_as_errors() -> None:
+    """.ci/run builds the site (and so the generated reference) strictly, after lint, before tests."""
+    ci = (DOCS.parent / ".ci" / "run").read_text()
+    assert "pip install -q '.[docs]'" in ci
+    build = ci.index("mkdocs build --strict")
+    assert ci.index("ruff check") < build < ci.index("python -m pytest")
+    config = (DOCS.parent / "mkdocs.yml").read_text()
+    assert "docs/cli_reference.py" in config and "mkdocs-click" in config
+
+
 def test_readme_keeps_the_ci_test_command() -> None:
     """.ci/run runs the README's second setup command; the two must not drift apart."""
     root = DOCS.parent
