@@ -63,7 +63,7 @@ _helper = _reference_helper()
 ROOT = _helper.populate()
 COMMANDS: dict[tuple[str, ...], click.Command] = _helper.commands(ROOT)
 PROSE = [*sorted(p for p in DOCS.rglob("*.md") if p.name != "reference.md"), DOCS.parent / "README.md",
-         DOCS.parent.joinpath("bench", "README.md")]
+         DOCS.parent / "bench" / "README.md", DOCS.parent / "bench" / "NOTES.md"]
 
 # Mentions of what other branches of issue 20 are adding (spec section 14). The guide describes
 # them already; each entry is allowed to be missing from the commands until it lands, and
