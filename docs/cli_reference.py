@@ -56,5 +56,8 @@ def on_config(config: Any) -> Any:
     command's examples as code blocks (in this build process only; ``--help`` is untouched)."""
     for command in commands(populate()).values():
         if command.help:
+            # The one-line summary in a group's list of subcommands, as `--help` makes it (the
+            # first sentence), rather than the first line of the text.
+            command.short_help = command.short_help or command.get_short_help_str(limit=200)
             command.help = as_markdown(command.help)
     return config
