@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import inspect
 import re
+import shlex
 from pathlib import Path
 from typing import Iterator
 
 import click
 import pytest
 
-from queuectl_core.cli.main import cli
 from queuectl_core.framework import hookspecs
 from queuectl_core.framework.plugins import pm, registries
 
@@ -48,28 +48,194 @@ def test_hooks_md_documents_no_hook_that_does_not_exist() -> None:
     assert not stale, f"docs/plugins/hooks.md documents hooks that hookspecs.py lacks: {stale}"
 
 
-def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
-    ctx = click.Context(group)
-    for name in group.list_commands(ctx):
-        command = group.get_command(ctx, name)
-        assert command is not None
-        path = (*prefix, name)
-        yield path, command
-        if isinstance(command, click.Group):
-            yield from _commands(command, path)
+def _reference_helper():  # type: ignore[no-untyped-def]
+    """docs/cli_reference.py, the module the docs build uses to load every command."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("queuectl_docs_cli_reference", DOCS / "cli_reference.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-CORE_COMMANDS = sorted(_commands(cli))
+_helper = _reference_helper()
+ROOT = _helper.populate()
+COMMANDS: dict[tuple[str, ...], click.Command] = _helper.commands(ROOT)
+PROSE = [*sorted(p for p in DOCS.rglob("*.md") if p.name != "reference.md"), DOCS.parent / "README.md",
+         DOCS.parent / "bench" / "README.md", DOCS.parent / "bench" / "NOTES.md"]
+
+# Mentions of what other branches of issue 20 are adding (spec section 14). The guide describes
+# them already; each entry is allowed to be missing from the commands until it lands, and
+# test_pending_mentions_are_still_missing fails once it exists, so whoever merges checks the
+# guide's text against the real thing and then deletes the entry.
+PENDING: set[tuple[str, ...]] = {
+    ("show",), ("show", "--json"),
+    ("wait",), ("wait", "--tag"), ("wait", "--queue"), ("wait", "--all"), ("wait", "--timeout"),
+    ("enqueue", "--each"),
+    ("schedule", "add", "--cwd"), ("schedule", "add", "--env"), ("schedule", "add", "--tag"),
+}
 
 
-@pytest.mark.parametrize("path, command", CORE_COMMANDS, ids=[" ".join(p) for p, _ in CORE_COMMANDS])
-def test_every_command_and_option_is_in_usage_md(path: tuple[str, ...], command: click.Command) -> None:
-    usage = (DOCS / "usage.md").read_text()
-    assert f"queuectl {' '.join(path)}" in usage, f"docs/usage.md never shows `queuectl {' '.join(path)}`"
-    for param in command.params:
-        for opt in param.opts:
-            if opt.startswith("--") and opt != "--help":
-                assert opt in usage, f"docs/usage.md does not mention {opt} of `queuectl {' '.join(path)}`"
+def _options(command: click.Command) -> set[str]:
+    ctx = click.Context(command, info_name=command.name)
+    return {opt for param in command.get_params(ctx) if isinstance(param, click.Option)
+            for opt in (*param.opts, *param.secondary_opts)}
+
+
+ALL_OPTIONS = set().union(*(_options(c) for c in (ROOT, *COMMANDS.values())))
+
+
+def _code(text: str) -> Iterator[tuple[int, str, bool]]:
+    """(line number, code, is_inline) for every fenced-block line and inline code span."""
+    fenced = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced:
+            yield number, line, False
+        else:
+            for span in re.findall(r"`([^`]+)`", line):
+                yield number, span, True
+
+
+def _words(code: str) -> list[str]:
+    """The words of one command line as a shell would split them, up to where it ends (a comment,
+    a pipe into another program, `;`, `&&`, an unbalanced `)`)."""
+    depth, end = 0, len(code)
+    for i, ch in enumerate(code):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                end = i
+                break
+        elif ch == "#" and (i == 0 or code[i - 1].isspace()):
+            end = i
+            break
+        elif ch in ";&" or (ch in "|/" and re.match(r"[|/]\s+[^\s-]", code[i:]) and i and code[i - 1] == " "):
+            end = i  # `| jq`, and `/ queue resume` (alternatives written on one line)
+            break
+    try:
+        words = shlex.split(code[:end])
+    except ValueError:  # an unbalanced quote: a fragment of a line
+        words = code[:end].split()
+    words = [w.strip("[](),.…`'\"") for w in words]
+    return [w for w in words if w and w != "-"]  # `-` is stdin
+
+
+def _check(words: list[str]) -> list[str]:
+    """What in one mention (`queuectl` and the words after it) the commands do not have."""
+    path: tuple[str, ...] = ()
+    command: click.Command = ROOT
+    problems = []
+    for word in words:
+        if word == "--":  # the job's own command follows
+            break
+        if word.startswith("-") and not re.match(r"-\d", word):
+            option = word.split("=", 1)[0]
+            if option not in _options(command) and (*path, option) not in PENDING:
+                problems.append(f"`queuectl {' '.join(path)}` has no option {option}")
+        elif isinstance(command, click.Group):
+            if (*path, word) in COMMANDS:
+                path = (*path, word)
+                command = COMMANDS[path]
+            elif (*path, word) in PENDING:
+                return problems
+            elif re.fullmatch(r"[a-z][a-z-]*", word):
+                problems.append(f"`queuectl {' '.join((*path, word))}` is not a command")
+                return problems
+            else:  # a placeholder or output, not a command name
+                return problems
+    return problems
+
+
+def _mentions(path: Path) -> Iterator[tuple[int, str]]:
+    """Each problem in the file's code: `queuectl ...` lines and spans, spans that start with a
+    command's name (`list --tag`), and bare option spans (`--burst`)."""
+    top = {p[0] for p in COMMANDS}
+    for number, code, inline in _code(path.read_text()):
+        if not inline:
+            code = re.split(r"(?:^|\s)#(?:\s|$)", code, maxsplit=1)[0]  # a shell comment
+        # `queuectl` where a shell would run it: first on the line (after a `$ ` prompt), or after
+        # a path, `=`, `(`, a quote, `;`, `|` or `&&`.
+        for match in re.finditer(r"(?:^\s*(?:\$\s+)?|[=/(;|&'\"]\s*)queuectl (?=\S)", code):
+            for problem in _check(_words(code[match.end():])):
+                yield number, problem
+        if inline and not code.startswith("queuectl"):
+            words = _words(code)
+            if words and words[0] in top and any(w.startswith("-") for w in words):
+                for problem in _check(words):
+                    yield number, problem
+            elif re.fullmatch(r"--[a-z][a-z-]*(?:[ =]\S+)?", code):
+                option = re.split(r"[ =]", code)[0]
+                if option not in ALL_OPTIONS and not any(p[-1] == option for p in PENDING):
+                    yield number, f"no command has the option {option}"
+
+
+@pytest.mark.parametrize("path", PROSE, ids=[str(p.relative_to(DOCS.parent)) for p in PROSE])
+def test_every_documented_command_and_option_exists(path: Path) -> None:
+    """A command or option the prose shows in code (`queuectl dlq retry --all`) exists."""
+    if not path.exists():
+        pytest.skip(f"{path.name} does not exist")
+    problems = [f"{path.relative_to(DOCS.parent)}:{n}: {p}" for n, p in _mentions(path)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_drift_check_catches_drift(tmp_path: Path) -> None:
+    """The check itself: made-up commands and options are reported, real ones and job commands not."""
+    doc = tmp_path / "x.md"
+    doc.write_text("Run `queuectl enqueue --cmd 'a' --bogus 1` or `list --nope`, `--never`.\n"
+                   "```sh\n$ queuectl frobnicate now\nqueuectl dlq retry --all | grep -v x\n"
+                   "queuectl enqueue --queue q -- rsync -a --delete src dst   # --wrong in a comment\n```\n")
+    problems = [p for _, p in _mentions(doc)]
+    assert problems == ["`queuectl enqueue` has no option --bogus", "`queuectl list` has no option --nope",
+                        "no command has the option --never", "`queuectl frobnicate` is not a command"]
+
+
+def test_pending_mentions_are_still_missing() -> None:
+    """Once a feature of PENDING lands, its entry goes: check the guide's text against it, then
+    delete the entry so the drift test covers it like any other."""
+    landed = []
+    for entry in sorted(PENDING):
+        if entry[-1].startswith("-"):
+            if entry[:-1] in COMMANDS and entry[-1] in _options(COMMANDS[entry[:-1]]):
+                landed.append(entry)
+        elif entry in COMMANDS:
+            landed.append(entry)
+    assert not landed, (f"these exist now: {[' '.join(e) for e in landed]}; check what docs/usage.md "
+                        "says about them, then remove them from PENDING in tests/test_docs.py")
+
+
+@pytest.mark.parametrize("path", sorted(COMMANDS), ids=[" ".join(p) for p in sorted(COMMANDS)])
+def test_every_command_is_in_the_reference_and_the_prose(path: tuple[str, ...]) -> None:
+    """The generated reference renders every command with every option, and some page of prose
+    (the guide, operations, the dashboard page) says what it is for."""
+    rendered = _rendered_reference()
+    name = "queuectl " + " ".join(path)
+    assert f'id="{name.replace(" ", "-")}"' in rendered, f"docs/reference.md does not render `{name}`"
+    section = rendered.split(f'id="{name.replace(" ", "-")}"', 1)[1].split("<h", 1)[0]
+    for option in _options(COMMANDS[path]):
+        assert option in section, f"the reference's `{name}` lacks {option}"
+    words = re.escape(" ".join(path))
+    shown = any(re.search(rf"(?:^|queuectl ){words}(?![\w-])", code.strip().lstrip("$ "))
+                for p in PROSE if p.exists() for _, code, _ in _code(p.read_text()))
+    assert shown, f"no page of the docs shows `{name}` in use"
+
+
+_RENDERED: list[str] = []
+
+
+def _rendered_reference() -> str:
+    """docs/reference.md rendered as the docs build renders it (mkdocs-click, from the commands)."""
+    if not _RENDERED:
+        markdown = pytest.importorskip("markdown")
+        pytest.importorskip("mkdocs_click", reason="the docs extra: pip install '.[docs]'")
+        text = (DOCS / "reference.md").read_text()
+        _RENDERED.append(markdown.markdown(text, extensions=["attr_list", "fenced_code", "mkdocs-click"]))
+    return _RENDERED[0]
 
 
 def test_usage_md_lists_every_job_state() -> None:
@@ -96,6 +262,16 @@ def test_every_config_key_is_in_configuration_md(key: str) -> None:
     assert env in text, f"docs/configuration.md does not give {key}'s environment variable {env}"
 
 
+def test_ci_builds_the_docs_with_warnings_as_errors() -> None:
+    """.ci/run builds the site (and so the generated reference) strictly, after lint, before tests."""
+    ci = (DOCS.parent / ".ci" / "run").read_text()
+    assert "pip install -q '.[docs]'" in ci
+    build = ci.index("mkdocs build --strict")
+    assert ci.index("ruff check") < build < ci.index("python -m pytest")
+    config = (DOCS.parent / "mkdocs.yml").read_text()
+    assert "docs/cli_reference.py" in config and "mkdocs-click" in config
+
+
 def test_readme_keeps_the_ci_test_command() -> None:
     """.ci/run runs the README's second setup command; the two must not drift apart."""
     root = DOCS.parent
@@ -106,12 +282,14 @@ def test_readme_keeps_the_ci_test_command() -> None:
     assert command in (root / "README.md").read_text(), f"README.md must show `{command}` exactly"
 
 
-@pytest.mark.parametrize("doc", ["usage.md", "configuration.md", "architecture.md", "operations.md",
-                                 "plugins/hooks.md", "plugins/tutorial.md"])
-def test_relative_links_resolve(doc: str) -> None:
-    path = DOCS / doc
+@pytest.mark.parametrize("path", PROSE, ids=[str(p.relative_to(DOCS.parent)) for p in PROSE])
+def test_relative_links_resolve(path: Path) -> None:
+    """The site build (`mkdocs build --strict`) checks docs/ links and anchors too; this also covers
+    the README and bench/README.md, which are outside the site."""
+    if not path.exists():
+        pytest.skip(f"{path.name} does not exist")
     for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", path.read_text()):
-        assert (path.parent / target).exists(), f"{doc} links to missing {target}"
+        assert (path.parent / target).exists(), f"{path.name} links to missing {target}"
 
 
 # -- the public plugin API (docs/plugins/api.md) ------------------------------------------------
