@@ -73,7 +73,6 @@ PENDING: set[tuple[str, ...]] = {
     ("show",), ("show", "--json"),
     ("wait",), ("wait", "--tag"), ("wait", "--queue"), ("wait", "--all"), ("wait", "--timeout"),
     ("enqueue", "--each"),
-    ("schedule", "add", "--cwd"), ("schedule", "add", "--env"), ("schedule", "add", "--tag"),
 }
 
 
