@@ -393,6 +393,20 @@ def enqueue_file(app: App, stream: BinaryIO, name: str, defaults: Callable[[list
                  out: Any = None, progress: Progress | None = None) -> int:
     """Enqueue every job of ``stream`` (all or none), then print their ids (one a line) and emit
     an ``enqueued`` event for each. Returns how many were enqueued."""
+    return _load(app, stream, name, defaults, out, progress, None)
+
+
+def enqueue_each(app: App, stream: BinaryIO, name: str, job: dict[str, Any], fill: Callable[[str], str],
+                 defaults: Callable[[list[Any]], list[Any]], out: Any = None, progress: Progress | None = None) -> int:
+    """``enqueue --each``: one job per non-empty line of ``stream``, its command ``fill(line)`` and
+    its other fields ``job`` (a job object without command) with ``defaults`` applied; stored as
+    :func:`enqueue_file` stores a file (one transaction, all or none), then the ids printed and the
+    events emitted. Returns how many were enqueued."""
+    return _load(app, stream, name, defaults, out, progress, (job, fill))
+
+
+def _load(app: App, stream: BinaryIO, name: str, defaults: Callable[[list[Any]], list[Any]], out: Any,
+          progress: Progress | None, each: tuple[dict[str, Any], Callable[[str], str]] | None) -> int:
     import gc
 
     out = out if out is not None else sys.stdout
@@ -403,25 +417,10 @@ def enqueue_file(app: App, stream: BinaryIO, name: str, defaults: Callable[[list
     thresholds = gc.get_threshold()
     gc.set_threshold(max(thresholds[0], _GC_YOUNG), *thresholds[1:])
     try:
-        committed = _store(app, stream, name, defaults, progress)
+        committed = _store(app, stream, name, defaults, progress, each)
         return _announce(app, committed, out, progress)
     finally:
         gc.set_threshold(*thresholds)
-        progress.done()
-
-
-def enqueue_each(app: App, stream: BinaryIO, name: str, job: dict[str, Any], fill: Callable[[str], str],
-                 defaults: Callable[[list[Any]], list[Any]], out: Any = None, progress: Progress | None = None) -> int:
-    """``enqueue --each``: one job per non-empty line of ``stream``, its command ``fill(line)`` and
-    its other fields ``job`` (a job object without command) with ``defaults`` applied; stored as
-    :func:`enqueue_file` stores a file (one transaction, all or none), then the ids printed and the
-    events emitted. Returns how many were enqueued."""
-    out = out if out is not None else sys.stdout
-    progress = progress if progress is not None else Progress()
-    try:
-        committed = _store(app, stream, name, defaults, progress, each=(job, fill))
-        return _announce(app, committed, out, progress)
-    finally:
         progress.done()
 
 
