@@ -72,8 +72,8 @@ def enqueue(ctx: click.Context, words: tuple[str, ...], job_id: str | None, comm
     \b
       -- COMMAND [ARG]...  the words after --, each quoted as a shell needs it:
                            `-- rsync -a "my dir" host:` runs  rsync -a 'my dir' host:
-      COMMAND [ARG]...     the same without --, when the first word does not start
-                           with { or [ and no option follows the command's words
+      COMMAND [ARG]...     the same without --, unless the first word starts
+                           with { or [ (then it is a JSON job)
       --cmd 'LINE'         one shell command line, run as written (pipes, &&, $VARS)
       JOB_JSON             a JSON job object: '{"command": "make", "priority": 5}'
       --file FILE          many jobs: a JSON array or JSON Lines ('-': stdin)

@@ -19,7 +19,7 @@ EXIT_TIMEOUT = 124  # as timeout(1)
 
 
 @click.command()
-@click.argument("job_ids", nargs=-1, type=JobId())
+@click.argument("job_ids", nargs=-1, type=JobId(), metavar="[JOB_ID]...")
 @click.option("--tag", help="The jobs carrying this tag when wait starts, finished ones included.")
 @click.option("--queue", help="The jobs in this queue when wait starts, finished ones included.")
 @click.option("--all", "all_", is_flag=True, help="Every job not yet finished when wait starts.")
