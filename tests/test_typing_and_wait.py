@@ -182,3 +182,38 @@ def test_wait_keeps_one_progress_line_on_a_terminal(q: Any) -> None:
     q.run("enqueue", "--id", "later", "--delay", "1h", "--", "true")
     code, seen, took = _pty_wait(q, "later", "--timeout", "0.5")
     assert code == 124 and seen.endswith(b"0/1 finished, 0 running, timed out after 0.5\r\n"), seen
+
+
+def test_wait_reads_many_awaited_jobs_at_once_and_learns_how_each_ended() -> None:
+    """Past GET_EACH_UP_TO awaited jobs, a poll is one read of the unfinished ones, then one read
+    of each job that left them (how it ended), and a job removed meanwhile counts as finished."""
+    from queuectl_core.cli import wait
+    from queuectl_core.jobs import lifecycle
+    from queuectl_core.jobs.models import AttemptResult, NewJob
+    from queuectl_core.storage.capabilities import with_fallbacks
+    from queuectl_core.testing import MemoryStorage
+
+    class Counting(MemoryStorage):
+        gets = 0
+
+        def get(self, job_id: str) -> Any:
+            Counting.gets += 1
+            return super().get(job_id)
+
+    storage = with_fallbacks(Counting())
+    n = wait.GET_EACH_UP_TO + 50
+    storage.enqueue([NewJob(id=f"j{i:03}", command="true", max_retries=0) for i in range(n)])
+    tally = wait._Tally(lifecycle.FINISHED_STATES)
+    for job in storage.list_jobs(states=lifecycle.UNFINISHED_STATES):
+        tally.see(job)
+    done, dead, running = (storage.claim("w", 30) for _ in range(3))
+    storage.apply(done.id, done.lease_token, lifecycle.complete(AttemptResult(exit_code=0)))
+    storage.apply(dead.id, dead.lease_token, lifecycle.bury(AttemptResult(exit_code=3, error="exit 3")))
+    Counting.gets = 0
+    wait._poll(storage, tally, {"tag": None, "queue": None})
+    assert Counting.gets == 2  # only the two that finished were read one by one
+    assert tally.text() == f"2/{n} finished, 1 dead, 1 running" and tally.failed
+    storage.apply(running.id, running.lease_token, lifecycle.complete(AttemptResult(exit_code=0)))
+    assert storage.delete([running.id], list(lifecycle.FINISHED_STATES))  # removed before wait saw it end
+    wait._poll(storage, tally, {"tag": None, "queue": None})
+    assert tally.text() == f"3/{n} finished, 1 dead, 0 running"
