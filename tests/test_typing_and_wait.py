@@ -217,3 +217,39 @@ def test_wait_reads_many_awaited_jobs_at_once_and_learns_how_each_ended() -> Non
     assert storage.delete([running.id], list(lifecycle.FINISHED_STATES))  # removed before wait saw it end
     wait._poll(storage, tally, {"tag": None, "queue": None})
     assert tally.text() == f"3/{n} finished, 1 dead, 0 running"
+
+
+def test_id_prefixes_on_a_postgres_database_that_does_not_order_bytewise() -> None:
+    """In a database collated en-US (ICU), `B` sorts after `a` and `:` is ignored: a range of the
+    primary key would miss ids, so every id is compared instead, with the same answers."""
+    import secrets
+
+    import psycopg
+
+    from queuectl_core.jobs.models import NewJob
+    from queuectl_plugins.postgres_storage import PostgresStorage
+    from queuectl_plugins.postgres_testing import _with_dbname, require_postgres
+
+    admin = require_postgres()
+    name = f"queuectl_icu_{secrets.token_hex(4)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        try:
+            conn.execute(f"CREATE DATABASE {name} LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+                         " TEMPLATE template0")
+        except psycopg.Error as exc:  # a server built without ICU
+            pytest.skip(f"no ICU collation: {exc}")
+    try:
+        storage = PostgresStorage(_with_dbname(admin, name), "t")
+        try:
+            ids = ["ab", "ab-1", "ab.2", "ab9", "abZ", "abc", "abz", "ab:x", "ac", "aB", "b", "1m9", "1m:"]
+            storage.enqueue([NewJob(id=i, command="true", max_retries=0) for i in ids])
+            assert storage.ids_with_prefix("ab", 100) == sorted(i for i in ids if i.startswith("ab"))
+            assert storage.ids_with_prefix("ab", 2)[0] == "ab"
+            assert storage.ids_with_prefix("1m", 5) == ["1m9", "1m:"] and storage.ids_with_prefix("ab:", 5) == ["ab:x"]
+            assert storage.ids_with_prefix("aB", 5) == ["aB"] and storage.ids_with_prefix("zz", 5) == []
+            assert storage.__dict__["_bytewise_ids"] is False
+        finally:
+            storage.close()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
