@@ -20,17 +20,28 @@ _STATUS_JOBS_PER_WORKER = 5  # `status` lines per worker; past it, "+N more"
 
 
 class JobId(click.ParamType):
-    """A job id argument: text that cannot be an id (bad bytes, wrong characters) is refused here,
-    before it reaches storage, which could not even encode some of it."""
+    """A job id argument, or a unique prefix of one (``1m98`` for ``1m986kfq60cf6n``).
+
+    Text that cannot be an id (bad bytes, wrong characters) is refused here, before it reaches
+    storage, which could not even encode some of it. Otherwise the storage is asked which ids
+    start with it: an id equal to it always wins; one id starting with it is that id; several are
+    one error listing some of them; none leaves it as typed, so the command's own "no job" error
+    speaks. ``prefix=False`` takes whole ids only (``--after``, ``--id``)."""
 
     name = "job_id"
+    CANDIDATES = 5  # ids an ambiguous prefix's error lists
+
+    def __init__(self, prefix: bool = True) -> None:
+        self.prefix = prefix
 
     def convert(self, value: Any, param: Any, ctx: Any) -> str:
         from queuectl_core.intake.jobspec import ID_RULE, is_job_id, short
 
         if not is_job_id(value):
             self.fail(f"{short(value)} is not a job id (ids are {ID_RULE})", param, ctx)
-        return value
+        if not self.prefix or ctx is None or ctx.resilient_parsing:
+            return value
+        return resolve_prefix(_app(ctx).storage, value, self.CANDIDATES)
 
     def shell_complete(self, ctx: Any, param: Any, incomplete: str) -> list[Any]:
         """Job ids from the queue (newest first), for `queuectl completion`'s scripts."""
@@ -47,6 +58,21 @@ class JobId(click.ParamType):
         except Exception:  # completion must never print a traceback into the user's shell
             return []
         return [CompletionItem(j.id, help=f"{j.state}: {j.command[:40]}") for j in jobs if j.id.startswith(incomplete)]
+
+
+def resolve_prefix(storage: Any, text: str, candidates: int = 5) -> str:
+    """The job id ``text`` names: itself when a job has that id, else the one id starting with it,
+    else ``text`` unchanged when none does (the caller's lookup then says no job has it). Several
+    ids starting with it are one error naming the first ``candidates`` of them."""
+    from queuectl_core.errors import ValidationError
+
+    ids = storage.ids_with_prefix(text, candidates + 1)
+    if not ids or ids[0] == text:
+        return text
+    if len(ids) == 1:
+        return str(ids[0])
+    shown = ", ".join(ids[:candidates]) + (", …" if len(ids) > candidates else "")
+    raise ValidationError(f"{text!r} is the start of several job ids ({shown}); type more of it")
 
 
 class OneLineUsageError(click.UsageError):

@@ -19,6 +19,7 @@ COMMANDS = {
     "status": "inspect:status",
     "list": "inspect:list_",
     "logs": "inspect:logs",
+    "wait": "wait:wait",
     "cancel": "control:cancel",
     "remove": "control:remove",
     "restart": "control:restart",

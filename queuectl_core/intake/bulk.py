@@ -1,4 +1,5 @@
-"""``enqueue --file``: stream a file of jobs into the queue in one transaction, in bounded memory.
+"""``enqueue --file`` and ``enqueue --each``: stream a file of jobs (or one job per line of stdin)
+into the queue in one transaction, in bounded memory.
 
 JSON Lines are read, parsed and validated a line at a time and handed to storage in batches
 (:meth:`Storage.enqueue_stream`), inside one transaction: a bad line anywhere, even the
@@ -288,6 +289,48 @@ class _Batcher:
         self.progress.update(f"queuectl: {self.count:,} jobs read and stored (not yet committed)")
         return jobs
 
+    def each(self, lines: Iterable[tuple[int, str]], job: dict[str, Any],
+             fill: Callable[[str], str]) -> Iterator[list[NewJob]]:
+        """``enqueue --each``: one NewJob per non-empty line, its command ``fill(line)``, every
+        other field the flags' (``job``), validated once by the code that validates any job."""
+        from queuectl_core.intake.jobspec import job_fields
+        from queuectl_core.jobs.ids import new_ids
+        from queuectl_core.jobs.models import NewJob
+
+        shared = job_fields(self.defaults([{**job, "command": fill("x")}])[0], self.max_retries, self.no_retry,
+                            lambda: "x")[2:]
+        env_at = len(shared) - 2  # JOB_FIELDS ends cwd, env, tags: each job its own env dict
+        make = NewJob
+        chunk: list[tuple[int, str]] = []
+        for lineno, text in lines:
+            line = text.rstrip("\r\n")
+            if not line or line.isspace():
+                continue
+            if "\x00" in line:
+                raise ValidationError(f"line {lineno}: a NUL byte cannot be part of a command")
+            chunk.append((lineno, fill(line)))
+            if len(chunk) < BATCH:
+                continue
+            yield self._each_batch(chunk, shared, env_at, make, new_ids)
+            chunk = []
+        if chunk:
+            yield self._each_batch(chunk, shared, env_at, make, new_ids)
+        elif not self.count:
+            raise ValidationError("no lines on stdin (--each makes one job per non-empty line)")
+
+    def _each_batch(self, chunk: list[tuple[int, str]], shared: tuple[Any, ...], env_at: int,
+                    make: Any, new_ids: Callable[[int], list[str]]) -> list[NewJob]:
+        ids = new_ids(len(chunk))
+        env = shared[env_at]
+        if env:
+            jobs = [make(i, cmd, *shared[:env_at], dict(env), shared[-1]) for i, (_, cmd) in zip(ids, chunk)]
+        else:
+            jobs = [make(i, cmd, *shared) for i, (_, cmd) in zip(ids, chunk)]
+        self.recent.append({i: f"line {n}" for i, (n, _) in zip(ids, chunk)})
+        self.count += len(jobs)
+        self.progress.update(f"queuectl: {self.count:,} jobs read and stored (not yet committed)")
+        return jobs
+
     def label_of(self, job_id: str | None) -> str:
         """The label of a job storage refused: any id the input gave, or one of the last few batches."""
         if not job_id:
@@ -350,6 +393,20 @@ def enqueue_file(app: App, stream: BinaryIO, name: str, defaults: Callable[[list
                  out: Any = None, progress: Progress | None = None) -> int:
     """Enqueue every job of ``stream`` (all or none), then print their ids (one a line) and emit
     an ``enqueued`` event for each. Returns how many were enqueued."""
+    return _load(app, stream, name, defaults, out, progress, None)
+
+
+def enqueue_each(app: App, stream: BinaryIO, name: str, job: dict[str, Any], fill: Callable[[str], str],
+                 defaults: Callable[[list[Any]], list[Any]], out: Any = None, progress: Progress | None = None) -> int:
+    """``enqueue --each``: one job per non-empty line of ``stream``, its command ``fill(line)`` and
+    its other fields ``job`` (a job object without command) with ``defaults`` applied; stored as
+    :func:`enqueue_file` stores a file (one transaction, all or none), then the ids printed and the
+    events emitted. Returns how many were enqueued."""
+    return _load(app, stream, name, defaults, out, progress, (job, fill))
+
+
+def _load(app: App, stream: BinaryIO, name: str, defaults: Callable[[list[Any]], list[Any]], out: Any,
+          progress: Progress | None, each: tuple[dict[str, Any], Callable[[str], str]] | None) -> int:
     import gc
 
     out = out if out is not None else sys.stdout
@@ -360,7 +417,7 @@ def enqueue_file(app: App, stream: BinaryIO, name: str, defaults: Callable[[list
     thresholds = gc.get_threshold()
     gc.set_threshold(max(thresholds[0], _GC_YOUNG), *thresholds[1:])
     try:
-        committed = _store(app, stream, name, defaults, progress)
+        committed = _store(app, stream, name, defaults, progress, each)
         return _announce(app, committed, out, progress)
     finally:
         gc.set_threshold(*thresholds)
@@ -368,11 +425,13 @@ def enqueue_file(app: App, stream: BinaryIO, name: str, defaults: Callable[[list
 
 
 def _store(app: App, stream: BinaryIO, name: str, defaults: Callable[[list[Any]], list[Any]],
-           progress: Progress) -> Iterator[list[Job]]:
+           progress: Progress, each: tuple[dict[str, Any], Callable[[str], str]] | None = None) -> Iterator[list[Job]]:
     storage = app.storage
     for attempt in range(5):
         batcher = _Batcher(app, defaults, progress)
-        reader = _ReadAhead(batcher.batches(read_documents(stream, name)))
+        source = (batcher.each(_lines(stream, name), *each) if each is not None
+                  else batcher.batches(read_documents(stream, name)))
+        reader = _ReadAhead(source)
         switch = sys.getswitchinterval()
         # The reader holds the GIL between its batches; storage, back from SQLite or the server,
         # waits for it up to the switch interval (5 ms) each time, several times a batch.
@@ -429,4 +488,4 @@ def _announce(app: App, committed: Iterator[list[Job]], out: Any, progress: Prog
     return total
 
 
-__all__ = ["BATCH", "Progress", "enqueue_file", "read_documents"]
+__all__ = ["BATCH", "Progress", "enqueue_each", "enqueue_file", "read_documents"]

@@ -98,13 +98,21 @@ class Purge(Protocol):
         ``list_jobs`` of those states, then ``delete`` of the old enough ones."""
 
 
+@runtime_checkable
+class IdsWithPrefix(Protocol):
+    def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        """Up to ``limit`` ids of existing jobs that start with ``prefix``, sorted; an id equal to
+        ``prefix`` is always among them (how the CLI takes a unique prefix of an id). Fallback:
+        every job read page by page."""
+
+
 CAPABILITIES: tuple[type, ...] = (ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert,
-                                  CountJobs, PendingSummary, AttemptsByState, Purge)
+                                  CountJobs, PendingSummary, AttemptsByState, Purge, IdsWithPrefix)
 PAGE = 1000  # jobs a fallback reads at once
 
 if TYPE_CHECKING:
     class FullStorage(Storage, ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert, CountJobs,
-                      PendingSummary, AttemptsByState, Purge, Protocol):
+                      PendingSummary, AttemptsByState, Purge, IdsWithPrefix, Protocol):
         """What :func:`with_fallbacks` gives, for type checkers: the required methods and every
         capability."""
 
@@ -220,6 +228,11 @@ class WithFallbacks:
 
         raise StorageError("purge: jobs kept changing while being deleted; try again")
 
+    def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        exact = self.storage.get(prefix) is not None
+        found = sorted(j.id for j in self._every() if j.id.startswith(prefix) and j.id != prefix)
+        return ([prefix] if exact else []) + found[:max(limit - exact, 0)]
+
 
 def with_fallbacks(storage: Storage) -> WithFallbacks:
     """``storage`` with every optional capability (see :class:`WithFallbacks`)."""
@@ -227,5 +240,5 @@ def with_fallbacks(storage: Storage) -> WithFallbacks:
 
 
 __all__ = ["AttemptsByState", "ApplyAndClaim", "ApplyBatch", "CAPABILITIES", "CancelRequests", "ClaimMany",
-           "CountJobs", "PendingSummary", "Purge", "StreamingInsert", "WithFallbacks", "capabilities",
+           "CountJobs", "IdsWithPrefix", "PendingSummary", "Purge", "StreamingInsert", "WithFallbacks", "capabilities",
            "with_fallbacks"]

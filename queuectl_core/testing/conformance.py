@@ -603,6 +603,18 @@ class StorageConformance:
         assert storage.list_jobs(tag="axb") == []  # LIKE's wildcards are escaped
         assert storage.count_jobs(tag="a_b") == 1 and storage.count_jobs() == 2
 
+    def test_ids_with_prefix_are_sorted_and_an_exact_id_is_always_among_them(self, storage: Any) -> None:
+        ids = ["ab", "ab-1", "ab.2", "ab9", "abZ", "abc", "abz", "ab:x", "ac", "aB", "b", "1m9", "1m:"]
+        storage.enqueue([self.new(i) for i in ids])
+        assert storage.ids_with_prefix("ab", 100) == sorted(i for i in ids if i.startswith("ab"))
+        assert storage.ids_with_prefix("ab", 2)[0] == "ab"  # the exact id, however many share it
+        assert storage.ids_with_prefix("abz", 5) == ["abz"]
+        assert storage.ids_with_prefix("ab:", 5) == ["ab:x"] and storage.ids_with_prefix("ab9", 5) == ["ab9"]
+        assert storage.ids_with_prefix("1m9", 5) == ["1m9"] and storage.ids_with_prefix("1m", 5) == ["1m9", "1m:"]
+        assert storage.ids_with_prefix("aB", 5) == ["aB"]  # case matters
+        assert storage.ids_with_prefix("abd", 5) == [] and storage.ids_with_prefix("zz", 5) == []
+        assert len(storage.ids_with_prefix("a", 3)) == 3
+
     def test_list_and_count_several_states(self, storage: Any) -> None:
         from queuectl_core.jobs.models import JobState
 

@@ -189,6 +189,35 @@ class JobsMixin(SQLBase):
         rows = self._read("SELECT " + COLS + " FROM {j} WHERE id = :id", id=job_id)
         return self._job(rows[0]) if rows else None
 
+    # Whether this database orders the characters of ids byte by byte (SQLite always; PostgreSQL
+    # when the database's collation is C or C.UTF-8). Only then is a prefix an index range.
+    # (``{{`` is ``{`` once the statement's names are filled in.)
+    _BYTEWISE = ("SELECT CASE WHEN '+' < '-' AND '-' < '.' AND '.' < '0' AND '9' < ':' AND ':' < '@'"
+                 " AND '@' < 'A' AND 'Z' < '[' AND 'B' < 'a' AND 'z' < '{{' AND 'a-' < 'a.'"
+                 " AND 'a9' < 'a:' AND 'aZ' < 'a[' AND 'az' < 'a{{' AND 'a' < 'a0' THEN 1 ELSE 0 END")
+
+    def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        """Up to ``limit`` ids starting with ``prefix``, sorted, an id equal to it first: a range
+        of the primary key (``id >= prefix AND id < prefix with its last character + 1``) where the
+        collation is bytewise; elsewhere (a PostgreSQL database in en_US.UTF-8, which orders
+        ``B`` after ``a`` and skips punctuation) that range would miss ids, so every id is
+        compared instead: right, and slower on a large table."""
+        bytewise = self.__dict__.get("_bytewise_ids")
+        if bytewise is None:
+            bytewise = self.__dict__["_bytewise_ids"] = bool(self._read(self._BYTEWISE)[0][0])
+        if not prefix:
+            rows = self._read("SELECT id FROM {j} ORDER BY id LIMIT :limit", limit=limit)
+            return sorted(r[0] for r in rows)
+        params = {"p": prefix, "n": len(prefix), "limit": limit}
+        if bytewise and ord(prefix[-1]) < 0x10FFFF:
+            params["p_next"] = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+            rows = self._read("SELECT id FROM {j} WHERE id >= :p AND id < :p_next AND substr(id, 1, :n) = :p"
+                              " ORDER BY id LIMIT :limit", **params)
+        else:
+            rows = self._read("SELECT id FROM {j} WHERE substr(id, 1, :n) = :p"
+                              " ORDER BY CASE WHEN id = :p THEN 0 ELSE 1 END LIMIT :limit", **params)
+        return sorted(r[0] for r in rows)
+
     def list_jobs(self, state: JobState | None = None, limit: int | None = None, *,
                   states: Sequence[JobState] | None = None, tag: str | None = None,
                   queue: str | None = None, before: str | None = None) -> list[Job]:
