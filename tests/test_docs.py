@@ -71,8 +71,6 @@ PROSE = [*sorted(p for p in DOCS.rglob("*.md") if p.name != "reference.md"), DOC
 # guide's text against the real thing and then deletes the entry.
 PENDING: set[tuple[str, ...]] = {
     ("show",), ("show", "--json"),
-    ("wait",), ("wait", "--tag"), ("wait", "--queue"), ("wait", "--all"), ("wait", "--timeout"),
-    ("enqueue", "--each"),
 }
 
 
