@@ -80,6 +80,9 @@ class ClaimsMixin(SQLBase):
         # only it. SKIP LOCKED lets concurrent claimers take different rows without waiting.
         sql = ("WITH next AS " + d.materialized + " (" + pick + ")"
                " UPDATE {j} SET state = 'processing', attempts = attempts + 1, worker_id = :worker,"
+               # -- history: the attempt's number (never reused) and host; log_path and
+               # output_tail describe the running attempt from now on --
+               " last_attempt = last_attempt + 1, host = :host, log_path = NULL, output_tail = NULL,"
                " lease_token = :token, lease_expires_at = " + d.after("lease") + ", updated_at = {now},"
                " cancel_requested = FALSE WHERE id = (SELECT id FROM next) RETURNING " + COLS)
         return sql, params
@@ -131,7 +134,8 @@ class ClaimsMixin(SQLBase):
         def run(tx: Tx) -> list[Sequence[Any]]:
             out: list[Sequence[Any]] = []
             for token in tokens:
-                rows = self._q(tx, sql, worker=worker_id, token=token, lease=float(lease_seconds), **params)
+                rows = self._q(tx, sql, worker=worker_id, token=token, lease=float(lease_seconds),
+                               host=self.hostname or None, **params)
                 if not rows:
                     break
                 row = rows[0]
@@ -287,6 +291,9 @@ class ClaimsMixin(SQLBase):
             sets.append("lease_expires_at = NULL")
         if change.clear_token:
             sets += ["lease_token = NULL", "worker_id = NULL"]
+        if change.clear_result:
+            sets += ["last_exit_code = NULL", "last_error = NULL", "last_duration = NULL", "log_path = NULL",
+                     "output_tail = NULL"]
         if change.result is not None:
             r = change.result
             sets += ["last_exit_code = :exit_code", "last_error = :error", "log_path = :log_path",
@@ -294,7 +301,7 @@ class ClaimsMixin(SQLBase):
             p.update(exit_code=r.exit_code, error=change.reason if change.reason is not None else r.error,
                      log_path=r.log_path, output_tail=r.output_tail, duration=float(r.duration))
         elif change.reason is not None:
-            sets += ["last_exit_code = NULL", "last_error = :error"]
+            sets += ["last_exit_code = NULL", "last_error = :error", "last_duration = NULL"]
             p["error"] = change.reason
         if change.progress is not None and change.result is None:
             sets += ["log_path = :log_path", "output_tail = :output_tail"]
