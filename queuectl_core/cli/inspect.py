@@ -220,7 +220,7 @@ def show_jobs(ctx: click.Context, filters: dict[str, Any], limit: int | None, al
     --limit N, or --all) with a footer saying how many more there are."""
     if all_ and limit is not None:
         raise click.UsageError("give --limit or --all, not both")
-    from queuectl_core.jobs.history import orphans
+    from queuectl_core.jobs.history import orphans, workers_running
 
     storage = _app(ctx).storage
     if as_json:
@@ -235,7 +235,7 @@ def show_jobs(ctx: click.Context, filters: dict[str, Any], limit: int | None, al
         return
     gone = orphans(storage, jobs)
     job_table(jobs, storage.now(), waits=_waits(storage, jobs), orphaned=gone,
-              workers_live=bool(storage.live_workers()) if gone else True)
+              workers_live=workers_running(storage) if gone else True)
     if shown is not None and len(jobs) == shown:
         more = storage.count_jobs(None, **filters) - len(jobs)
         if more > 0:
@@ -295,7 +295,7 @@ def show(ctx: click.Context, job_id: str, as_json: bool) -> None:
     if as_json:
         _print_json({**job_object(job, after, gone), "attempts": [a.to_dict() for a in attempts]})
         return
-    workers_live = bool(storage.live_workers()) if gone else True
+    workers_live = history.workers_running(storage) if gone else True
     for line in describe(job, attempts, after, gone, workers_live, storage.now()):
         click.echo(line)
 

@@ -75,4 +75,13 @@ def orphans(storage: Any, jobs: Sequence[Job]) -> set[str]:
     return {j.id for j in running if orphaned(j, workers, here, now)}
 
 
-__all__ = ["attempts", "orphaned", "orphans"]
+def workers_running(storage: Any) -> bool:
+    """Whether any worker is live (seen lately, and its process alive when it is on this host): one
+    will take an orphaned job back once its lease expires."""
+    import socket
+
+    here = socket.gethostname()
+    return any(not (w.hostname == here and _pid_gone(w.pid)) for w in storage.live_workers())
+
+
+__all__ = ["attempts", "orphaned", "orphans", "workers_running"]
