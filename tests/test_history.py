@@ -1,4 +1,4 @@
-"""A person's queue (spec §14), with real `queuectl` processes on SQLite and on PostgreSQL: `show`,
+"""A person's queue, with real `queuectl` processes on SQLite and on PostgreSQL: `show`,
 history kept across `restart` and `dlq retry` (every attempt's record and output), job JSON that
 round-trips into `enqueue`, orphaned jobs made visible, and `list` showing priority and tags."""
 
