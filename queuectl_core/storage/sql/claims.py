@@ -60,11 +60,12 @@ class ClaimsMixin(SQLBase):
         return cond, params
 
     def claim_statement(self, queues: Sequence[str] | None = None, skip: Sequence[str] = ()) -> tuple[str, dict[str, Any]]:
-        """The claim's one statement and its queue parameters (besides :worker, :token, :lease and
-        :now): what :meth:`claim` runs, and what docs/architecture.md shows the plans of."""
+        """The claim's one statement and its parameters (queues, :host; besides :worker, :token,
+        :lease and :now): what :meth:`claim` runs, and what docs/architecture.md shows the plans of."""
         d = self.dialect
         ready = ("state IN ({runnable}) AND waiting = 0 AND run_at <= {now}")
         cond, params = self._open_queues(queues, skip)
+        params["host"] = self.hostname or None  # -- history: where the claiming worker runs
         # The walk is per queue: each queue's best job comes off the ready index (queue,
         # priority DESC, run_at, id; runnable rows with nothing to wait for only), so paused
         # queues, other workers' queues and waiting children cost nothing.
@@ -134,8 +135,7 @@ class ClaimsMixin(SQLBase):
         def run(tx: Tx) -> list[Sequence[Any]]:
             out: list[Sequence[Any]] = []
             for token in tokens:
-                rows = self._q(tx, sql, worker=worker_id, token=token, lease=float(lease_seconds),
-                               host=self.hostname or None, **params)
+                rows = self._q(tx, sql, worker=worker_id, token=token, lease=float(lease_seconds), **params)
                 if not rows:
                     break
                 row = rows[0]
