@@ -346,7 +346,7 @@ def _why(job: Job, after: list[str], gone: bool, workers_live: bool, now: Any) -
         if job.cancel_requested:
             running += "; cancel requested"
         if gone:
-            return f"orphaned: its worker is gone; {taken_back(job, now, workers_live)} ({running})"
+            return f"orphaned: its worker is gone; {taken_back(job, now, workers_live)}"
         return running
     if state == JobState.FAILED:
         return f"failed: {job.last_error or 'attempt failed'}; retry {display.relative(job.run_at, now)}"
@@ -402,11 +402,15 @@ def describe(job: Job, attempts: list[Any], after: list[str], gone: bool, worker
     width = display.width()
     label = max(len(k) for k, _ in fields) + 2
     lines = []
+    import textwrap
+
     for key, value in fields:
-        text = display.cut(value, max(10, width - label))
-        if key == "state":
-            text = display.paint(text, "error" if gone else str(job.state), colour)
-        lines.append(f"{display.paint(key.ljust(label), 'dim', colour)}{text}")
+        # Wrapped, not cut: show is where a long command or env is read whole.
+        parts = textwrap.wrap(display.one_line(value), max(20, width - label), break_on_hyphens=False) or [""]
+        for n, part in enumerate(parts):
+            if key == "state":
+                part = display.paint(part, "error" if gone else str(job.state), colour)
+            lines.append((display.paint(key.ljust(label), "dim", colour) if n == 0 else " " * label) + part)
     lines.append("")
     if not attempts:
         lines.append(display.paint("no attempts yet", "dim", colour))
