@@ -200,6 +200,52 @@ MIGRATIONS: tuple[str, ...] = (
               OR (OLD.waiting > 0) IS DISTINCT FROM (NEW.waiting > 0) OR OLD.attempts IS DISTINCT FROM NEW.attempts)
         EXECUTE FUNCTION {s}.job_counts_moved();
     """,
+    # -- history (issue 20): every attempt of a job, kept across restart and dlq retry. last_attempt
+    # numbers attempts for good (a claim adds one, nothing takes it back); host is where the
+    # claiming worker runs. A row trigger records each attempt as its job leaves processing, in the
+    # transaction (and the statement) of that change, so recording costs no round trip. Jobs that
+    # ran before keep their last attempt.
+    """
+    ALTER TABLE {s}.jobs ADD COLUMN last_attempt integer NOT NULL DEFAULT 0, ADD COLUMN host text;
+    UPDATE {s}.jobs SET last_attempt = attempts WHERE attempts > 0;
+    CREATE TABLE {s}.attempts (
+        job_id text NOT NULL,
+        attempt integer NOT NULL,
+        started_at timestamptz,
+        finished_at timestamptz NOT NULL,
+        duration double precision,
+        exit_code integer,
+        error text,
+        worker_id text,
+        host text,
+        log_path text,
+        PRIMARY KEY (job_id, attempt)
+    );
+    INSERT INTO {s}.attempts (job_id, attempt, finished_at, duration, exit_code, error, worker_id, log_path)
+        SELECT id, attempts, updated_at, last_duration, last_exit_code, last_error, worker_id, log_path
+        FROM {s}.jobs WHERE attempts > 0 AND state <> 'processing';
+    CREATE FUNCTION {s}.attempt_ended() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO {s}.attempts (job_id, attempt, started_at, finished_at, duration, exit_code, error,
+            worker_id, host, log_path)
+        VALUES (NEW.id, NEW.last_attempt, OLD.updated_at, NEW.updated_at, NEW.last_duration, NEW.last_exit_code,
+            NEW.last_error, OLD.worker_id, OLD.host, NEW.log_path)
+        ON CONFLICT (job_id, attempt) DO UPDATE SET started_at = excluded.started_at,
+            finished_at = excluded.finished_at, duration = excluded.duration, exit_code = excluded.exit_code,
+            error = excluded.error, worker_id = excluded.worker_id, host = excluded.host, log_path = excluded.log_path;
+        RETURN NULL;
+    END $$;
+    CREATE FUNCTION {s}.attempts_removed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        DELETE FROM {s}.attempts a USING removed r WHERE a.job_id = r.id;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER attempts_ended AFTER UPDATE OF state ON {s}.jobs FOR EACH ROW
+        WHEN (OLD.state = 'processing' AND NEW.state <> 'processing')
+        EXECUTE FUNCTION {s}.attempt_ended();
+    CREATE TRIGGER attempts_delete AFTER DELETE ON {s}.jobs REFERENCING OLD TABLE AS removed
+        FOR EACH STATEMENT EXECUTE FUNCTION {s}.attempts_removed();
+    """,
 )
 
 
@@ -332,6 +378,7 @@ class PostgresStorage(SQLStore):
         self.queues_table, self.deps_table = f"{self.s}.queues", f"{self.s}.job_deps"  # -- scheduling
         self.schedules_table = f"{self.s}.schedules"
         self.counts_table = f"{self.s}.job_counts"  # -- scale (issue 10)
+        self.attempts_table = f"{self.s}.attempts"  # -- history (issue 20)
         # One channel per schema, so two queues in one database never wake each other.
         self.channel = f"queuectl_{schema}"[:63]
         self._conn: Any = None
@@ -514,7 +561,7 @@ class PostgresStorage(SQLStore):
             rows.append((j.id, j.command, "pending", 0, j.max_retries, j.priority, now, now, run_at, _float(j.timeout),
                          None, None, None, None, None, None, None, False, j.queue, 0, _text(j.unique_key),
                          codes_out(j.retry_on), codes_out(j.no_retry_on), _text(v["cwd"]), _text(v["env"]),
-                         v["tags"], None))
+                         v["tags"], None, 0, None))
         # Column by column, so escaping is a few C-level passes over joined text, not a call per value.
         columns = [_copy_column([r[c] for r in rows]) for c in _COPY_COLUMNS]
         text = "\n".join(map("\t".join, zip(*columns))) + "\n"

@@ -136,6 +136,42 @@ END;
 DROP INDEX IF EXISTS jobs_state;
 CREATE INDEX jobs_state ON jobs (state, created_at, id);
 """ + RECOUNT
+# -- history (issue 20): every attempt of a job, kept across restart and dlq retry -----------------
+# last_attempt numbers attempts for good (a claim adds one, nothing takes it back), host is where
+# the claiming worker runs. A trigger records each attempt as its job leaves processing, in the
+# transaction of that change whichever statement makes it (apply, a worker's batch): +1 INSERT a
+# job, no statement of the SQL layer's own. Jobs that ran before keep their last attempt.
+_HISTORY = """
+ALTER TABLE jobs ADD COLUMN last_attempt INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN host TEXT;
+UPDATE jobs SET last_attempt = attempts WHERE attempts > 0;
+CREATE TABLE attempts (
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER NOT NULL,
+    duration REAL,
+    exit_code INTEGER,
+    error TEXT,
+    worker_id TEXT,
+    host TEXT,
+    log_path TEXT,
+    PRIMARY KEY (job_id, attempt)
+) WITHOUT ROWID;
+INSERT INTO attempts (job_id, attempt, finished_at, duration, exit_code, error, worker_id, log_path)
+    SELECT id, attempts, updated_at, last_duration, last_exit_code, last_error, worker_id, log_path FROM jobs
+    WHERE attempts > 0 AND state <> 'processing';
+CREATE TRIGGER attempts_ended AFTER UPDATE OF state ON jobs
+WHEN old.state = 'processing' AND new.state <> 'processing' BEGIN
+    INSERT OR REPLACE INTO attempts (job_id, attempt, started_at, finished_at, duration, exit_code, error,
+        worker_id, host, log_path)
+    VALUES (new.id, new.last_attempt, old.updated_at, new.updated_at, new.last_duration, new.last_exit_code,
+        new.last_error, old.worker_id, old.host, new.log_path);
+END;
+CREATE TRIGGER attempts_deleted AFTER DELETE ON jobs BEGIN
+    DELETE FROM attempts WHERE job_id = old.id;
+END
+"""
 _TALLY_INSERTED = ("INSERT INTO job_counts (queue, state, held, jobs, attempts) VALUES (?, 'pending', 0, ?, 0)"
                    " ON CONFLICT (queue, state, held) DO UPDATE SET jobs = jobs + excluded.jobs")
 # Versioned: never edit a released one, add the next.
@@ -154,6 +190,7 @@ MIGRATIONS: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (state, updated_at)"
     " WHERE state IN ('completed', 'dead', 'cancelled')",
     _COUNTS,
+    _HISTORY,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -413,7 +450,8 @@ class SQLiteStorage(SQLStore):
         none, zero = repeat(None), repeat(0)
         rows: list[Sequence[Any]] = list(zip(ids, commands, repeat("pending"), zero, max_retries, priority, nows, nows,
                                              run_at, timeout, none, none, none, none, none, none, none, zero, queue,
-                                             zero, unique_key, retry_on, no_retry_on, cwd, env, tags, none))
+                                             zero, unique_key, retry_on, no_retry_on, cwd, env, tags, none, zero,
+                                             none))
         # Binding a value costs more than SQLite storing it: a column every job of the batch
         # shares is bound once (100,000 jobs of one shape: 1.5 million values bound -> 200,000).
         # Equal values of a column are the same stored value (INTEGER/REAL affinity: 1 and 1.0).

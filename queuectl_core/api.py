@@ -35,6 +35,7 @@ from queuectl_core.framework.settings import Config, Setting
 from queuectl_core.interfaces import BackoffPolicy, Executor, RunContext, Storage
 from queuectl_core.jobs.lifecycle import Change, Transition
 from queuectl_core.jobs.models import (
+    Attempt,
     AttemptResult,
     EventKind,
     Job,
@@ -67,6 +68,7 @@ def __getattr__(name: str) -> _typing.Any:
 __all__ = [
     "NAME",
     "App",
+    "Attempt",
     "AttemptResult",
     "BackoffPolicy",
     "Change",

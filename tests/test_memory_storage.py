@@ -1,5 +1,7 @@
 """The in-memory reference storage (queuectl_core.testing.MemoryStorage): it has the required
-protocol and no optional capability, so the conformance suite run on it checks core's fallbacks."""
+protocol and one optional capability, AttemptHistory (which no fallback can know), so the
+conformance suite run on it checks core's fallbacks for every other; run again without its history,
+it checks that fallback too."""
 
 from __future__ import annotations
 
@@ -19,8 +21,20 @@ class TestMemoryConformance(StorageConformance):
         return lambda: MemoryStorage(queue)
 
 
-def test_the_memory_storage_has_the_required_protocol_and_no_capability() -> None:
+class _WithoutHistory(MemoryStorage):
+    attempts = None  # type: ignore[assignment]  # a protocol member set to None is not provided
+
+
+class TestMemoryWithoutHistoryConformance(StorageConformance):
+    @pytest.fixture
+    def storage_factory(self) -> Callable[[], Any]:
+        queue = MemoryQueue()
+        return lambda: _WithoutHistory(queue)
+
+
+def test_the_memory_storage_has_the_required_protocol_and_only_the_history_capability() -> None:
     storage = MemoryStorage()
     assert isinstance(storage, Storage)
-    assert capabilities(storage) == []
-    assert with_fallbacks(storage).native == frozenset()
+    assert capabilities(storage) == ["AttemptHistory"]
+    assert with_fallbacks(storage).native == frozenset({"AttemptHistory"})
+    assert capabilities(_WithoutHistory()) == []

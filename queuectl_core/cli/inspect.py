@@ -1,4 +1,4 @@
-"""Looking at the queue: `status`, `list`, `logs`."""
+"""Looking at the queue: `status`, `list`, `show`, `logs`."""
 
 from __future__ import annotations
 
@@ -26,9 +26,11 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """
     from queuectl_core.control.overview import overview
 
-    view = overview(_app(ctx).storage)
+    storage = _app(ctx).storage
+    view = overview(storage)
+    orphaned = _orphaned(storage, view.counts)
     if as_json:
-        _print_json(view.to_dict())
+        _print_json({**view.to_dict(), "orphaned": [j.id for j in orphaned]})
         return
     from queuectl_core.cli import display
     from queuectl_core.jobs.models import JobState
@@ -43,10 +45,15 @@ def status(ctx: click.Context, as_json: bool) -> None:
                                         ("  scheduled", view.scheduled, "")]
     if view.waiting:
         rows.append(("  waiting", view.waiting, "on other jobs (--after)"))
-    rows += [(str(s), counts[s], "retry scheduled" if s == JobState.FAILED and counts[s] else "")
-             for s in JobState if s != JobState.PENDING]
+    for s in JobState:
+        if s != JobState.PENDING:
+            rows.append((str(s), counts[s], "retry scheduled" if s == JobState.FAILED and counts[s] else ""))
+        if s == JobState.PROCESSING and orphaned:
+            rows.append(("  orphaned", len(orphaned), "worker gone; " + taken_back(orphaned[0], view.now,
+                                                                                   bool(view.workers))))
     for name, n, note in rows:
-        label = display.paint(f"{name:<12}", name.strip() if n else "dim", colour)
+        label = display.paint(f"{name:<12}", (name.strip() if name.strip() != "orphaned" else "error") if n else "dim",
+                              colour)
         click.echo(f"{label}{n:>7}" + (f"   {display.paint(note, 'dim', colour)}" if note else ""))
     if len(view.queues) > 1 or any(q["paused"] or q["concurrency"] for q in view.queues.values()):
         click.echo()
@@ -85,6 +92,37 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(line)
 
 
+def _orphaned(storage: Any, counts: dict[Any, int]) -> list[Job]:
+    """The processing jobs whose worker is known gone, soonest taken back first."""
+    from queuectl_core.jobs.history import orphans
+    from queuectl_core.jobs.models import JobState
+
+    if not counts[JobState.PROCESSING]:
+        return []
+    running = storage.list_jobs(JobState.PROCESSING)
+    gone = orphans(storage, running)
+    return sorted((j for j in running if j.id in gone), key=lambda j: (j.lease_expires_at or j.updated_at, j.id))
+
+
+def taken_back(job: Job, now: Any, workers_live: bool) -> str:
+    """When an orphaned job is taken back: once its lease has expired, by a live worker's housekeeping."""
+    from queuectl_core.cli import display
+
+    if not workers_live:
+        return "taken back once a worker runs" + (
+            f" (lease ends {display.relative(job.lease_expires_at, now)})"
+            if job.lease_expires_at is not None and job.lease_expires_at > now else "")
+    if job.lease_expires_at is not None and job.lease_expires_at > now:
+        return f"taken back {display.relative(job.lease_expires_at, now)}"
+    return "taken back at once"
+
+
+def job_object(job: Job, after: list[str] | None = None, orphaned: bool = False) -> dict[str, Any]:
+    """A job as ``list --json`` and ``show --json`` print it: every field enqueue accepts under
+    enqueue's key (``after``: what it still waits on), and the read-only rest."""
+    return {**job.to_dict(), "after": after or [], "orphaned": orphaned}
+
+
 def _when(job: Job, now: Any) -> str:
     """The one time that matters for a job in its state, relative to now."""
     from queuectl_core.cli import display
@@ -107,24 +145,36 @@ def _took(job: Job, now: Any) -> str:
     return display.duration(job.last_duration)
 
 
-def job_table(jobs: list[Job], now: Any, with_error: bool = True, waits: dict[str, list[str]] | None = None) -> None:
+def job_table(jobs: list[Job], now: Any, with_error: bool = True, waits: dict[str, list[str]] | None = None,
+              orphaned: set[str] | None = None, workers_live: bool = True) -> None:
     from queuectl_core.cli import display
 
     colour = display.use_colour()
+    # Priority and tags only when a listed job has them (the defaults say nothing).
+    with_priority = any(j.priority for j in jobs)
+    with_tags = any(j.tags for j in jobs)
     cols = [display.Column("ID"), display.Column("STATE"), display.Column("TRIES", right=True),
-            display.Column("QUEUE", drop_first=3), display.Column("WHEN", right=True),
-            display.Column("TOOK", right=True, drop_first=2),
-            display.Column("COMMAND", min_width=14, weight=3), display.Column("LAST ERROR", min_width=16, weight=2,
-                                                                            drop_first=1)]
+            display.Column("QUEUE", drop_first=3)]
+    cols += [display.Column("PRI", right=True, drop_first=4)] if with_priority else []
+    cols += [display.Column("WHEN", right=True), display.Column("TOOK", right=True, drop_first=2),
+             display.Column("COMMAND", min_width=14, weight=3)]
+    cols += [display.Column("TAGS", min_width=6, weight=1, drop_first=5)] if with_tags else []
+    cols += [display.Column("LAST ERROR", min_width=16, weight=2, drop_first=1)]
     rows, colours = [], []
     for j in jobs:
         state = str(j.state) + ("*" if j.cancel_requested else "")
         last = (j.last_error or "") if with_error else ""
         if waits and j.id in waits:  # what a held job waits on
             last = f"waits on {', '.join(waits[j.id])}" + (f"; {last}" if last else "")
-        rows.append([j.id, state, f"{j.attempts}/{j.max_retries + 1}", j.queue, _when(j, now), _took(j, now),
-                     j.command, last])
-        colours.append(["", str(j.state), "", "", "", "", "", "error"])
+        gone = orphaned is not None and j.id in orphaned
+        if gone:  # its worker is gone: say so, and when it is taken back
+            state, last = "orphaned", "worker gone; " + taken_back(j, now, workers_live)
+        row = [j.id, state, f"{j.attempts}/{j.max_retries + 1}", j.queue]
+        row += [str(j.priority) if j.priority else ""] if with_priority else []
+        row += [_when(j, now), _took(j, now), j.command]
+        row += [",".join(j.tags)] if with_tags else []
+        rows.append(row + [last])
+        colours.append(["", "error" if gone else str(j.state)] + [""] * (len(row) - 2) + ["error"])
     for line in display.table(cols, rows, colours=colours, colour=colour):
         click.echo(line)
 
@@ -170,18 +220,22 @@ def show_jobs(ctx: click.Context, filters: dict[str, Any], limit: int | None, al
     --limit N, or --all) with a footer saying how many more there are."""
     if all_ and limit is not None:
         raise click.UsageError("give --limit or --all, not both")
+    from queuectl_core.jobs.history import orphans, workers_running
+
     storage = _app(ctx).storage
     if as_json:
         jobs = storage.list_jobs(None, limit, **filters)
-        waits = _waits(storage, jobs)
-        _print_json([{**j.to_dict(), "waits_on": waits.get(j.id, [])} for j in jobs])
+        waits, gone = _waits(storage, jobs), orphans(storage, jobs)
+        _print_json([job_object(j, waits.get(j.id), j.id in gone) for j in jobs])
         return
     shown = None if all_ else (limit or DEFAULT_LIMIT)
     jobs = storage.list_jobs(None, shown, **filters)
     if not jobs:
         click.echo(empty)
         return
-    job_table(jobs, storage.now(), waits=_waits(storage, jobs))
+    gone = orphans(storage, jobs)
+    job_table(jobs, storage.now(), waits=_waits(storage, jobs), orphaned=gone,
+              workers_live=workers_running(storage) if gone else True)
     if shown is not None and len(jobs) == shown:
         more = storage.count_jobs(None, **filters) - len(jobs)
         if more > 0:
@@ -211,3 +265,178 @@ def logs(ctx: click.Context, job_id: str, follow: bool, attempt: int | None, tai
     app = _app(ctx)
     code = joblogs.show(app, job_id, follow=follow, attempt=attempt, tail_lines=tail_lines)
     ctx.exit(code)
+
+
+# -- one job ------------------------------------------------------------------------------------
+@click.command()
+@click.argument("job_id", type=JobId())
+@click.option("--json", "as_json", is_flag=True,
+              help='Print the job as one JSON object, with "attempts": every attempt, oldest first.')
+@click.pass_context
+def show(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    """Everything about one job: its state and why, command, options, where and when it runs or
+    ran, and one row per attempt (kept across restart and dlq retry).
+
+    \b
+      queuectl show job1
+      queuectl show --json job1 | jq '.attempts[-1]'
+      queuectl show --json job1 | jq 'del(.id)' | queuectl enqueue --file -   # the same job again
+    """
+    from queuectl_core.errors import JobNotFoundError
+    from queuectl_core.jobs import history
+
+    storage = _app(ctx).storage
+    job = storage.get(job_id)
+    if job is None:
+        raise JobNotFoundError(job_id)
+    attempts = history.attempts(storage, job)
+    after = storage.waits_on([job.id]).get(job.id, []) if job.waiting else []
+    gone = bool(history.orphans(storage, [job]))
+    if as_json:
+        _print_json({**job_object(job, after, gone), "attempts": [a.to_dict() for a in attempts]})
+        return
+    workers_live = history.workers_running(storage) if gone else True
+    for line in describe(job, attempts, after, gone, workers_live, storage.now()):
+        click.echo(line)
+
+
+def _clock(when: Any, now: Any) -> str:
+    """Local clock time (with the date when not today), and how long ago or ahead."""
+    from queuectl_core.cli import display
+
+    if when is None:
+        return ""
+    local, today = when.astimezone(), now.astimezone()
+    shown = local.strftime("%H:%M:%S" if local.date() == today.date() else "%Y-%m-%d %H:%M:%S")
+    return f"{shown} ({display.relative(when, now)})"
+
+
+def _size(path: str | None) -> str:
+    """An attempt's output size, from its log file when it is on this host."""
+    import os
+
+    if not path:
+        return ""
+    try:
+        n = os.path.getsize(path)
+    except OSError:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return ""
+
+
+def _why(job: Job, after: list[str], gone: bool, workers_live: bool, now: Any) -> str:
+    """The job's state in words: what it waits for, what it does, or how it ended."""
+    from queuectl_core.cli import display
+    from queuectl_core.jobs.models import JobState
+
+    state = job.state
+    if state == JobState.PENDING:
+        if after:
+            return f"pending: waits on {', '.join(after)}"
+        if job.run_at > now:
+            return f"pending: scheduled for {_clock(job.run_at, now)}"
+        return f"pending: ready since {display.relative(job.run_at, now)}"
+    if state == JobState.PROCESSING:
+        running = (f"processing: attempt {job.attempt_number} running for "
+                   f"{display.duration((now - job.updated_at).total_seconds())}")
+        if job.cancel_requested:
+            running += "; cancel requested"
+        if gone:
+            return f"orphaned: its worker is gone; {taken_back(job, now, workers_live)}"
+        return running
+    if state == JobState.FAILED:
+        return f"failed: {job.last_error or 'attempt failed'}; retry {display.relative(job.run_at, now)}"
+    if state == JobState.COMPLETED:
+        took = f" in {display.duration(job.last_duration)}" if job.last_duration is not None else ""
+        return f"completed {display.relative(job.updated_at, now)}{took}"
+    if state == JobState.DEAD:
+        return f"dead (in the DLQ): {job.last_error or 'out of retries'}"
+    if job.last_error and job.last_error.startswith("cancelled"):
+        return job.last_error
+    return f"cancelled: {job.last_error}" if job.last_error else "cancelled"
+
+
+def _retry_rules(job: Job) -> str:
+    retries = "1 retry" if job.max_retries == 1 else f"{job.max_retries} retries"
+    rules = f"{retries} ({job.max_retries + 1} run{'s' if job.max_retries else ''} at most, {job.attempts} so far)"
+    if job.retry_on is not None:
+        rules += "; retried only on exit " + ",".join(map(str, job.retry_on))
+    if job.no_retry_on is not None:
+        rules += "; never retried on exit " + ",".join(map(str, job.no_retry_on))
+    return rules
+
+
+def describe(job: Job, attempts: list[Any], after: list[str], gone: bool, workers_live: bool, now: Any) -> list[str]:
+    """``show``'s lines: one field a line (long values cut to the terminal), then the attempts."""
+    from queuectl_core.cli import display
+    from queuectl_core.jobs.models import JobState, masked_env
+
+    colour = display.use_colour()
+    fields: list[tuple[str, str]] = [
+        ("id", job.id),
+        ("state", _why(job, after, gone, workers_live, now)),
+        ("command", job.command),
+        ("queue", job.queue),
+        ("priority", str(job.priority)),
+        ("tags", ", ".join(job.tags) or "-"),
+        ("cwd", job.cwd or "- (the worker's)"),
+        ("env", " ".join(f"{k}={v}" for k, v in masked_env(job.env).items()) or "-"),
+        ("after", ", ".join(after) or "-"),
+        ("unique key", job.unique_key or "-"),
+        ("retries", _retry_rules(job)),
+        ("timeout", display.duration(job.timeout) if job.timeout is not None else "none"),
+        ("created", _clock(job.created_at, now)),
+    ]
+    if job.state in (JobState.PENDING, JobState.FAILED):
+        fields.append(("runs", _clock(job.run_at, now) if job.run_at > now else "when a worker is free"))
+    elif job.state == JobState.PROCESSING:
+        fields.append(("started", _clock(job.updated_at, now)))
+        fields.append(("worker", f"{job.worker_id or '?'} on {job.host or '?'}"))
+    elif attempts and attempts[-1].finished_at is not None:
+        fields.append(("ran", _clock(attempts[-1].started_at or attempts[-1].finished_at, now)))
+        fields.append(("ended", _clock(attempts[-1].finished_at, now)))
+    width = display.width()
+    label = max(len(k) for k, _ in fields) + 2
+    lines = []
+    import textwrap
+
+    for key, value in fields:
+        # Wrapped, not cut: show is where a long command or env is read whole.
+        parts = textwrap.wrap(display.one_line(value), max(20, width - label), break_on_hyphens=False) or [""]
+        for n, part in enumerate(parts):
+            if key == "state":
+                part = display.paint(part, "error" if gone else str(job.state), colour)
+            lines.append((display.paint(key.ljust(label), "dim", colour) if n == 0 else " " * label) + part)
+    lines.append("")
+    if not attempts:
+        lines.append(display.paint("no attempts yet", "dim", colour))
+        return lines
+    cols = [display.Column("#", right=True), display.Column("STARTED"), display.Column("TOOK", right=True),
+            display.Column("EXIT", min_width=8, weight=1), display.Column("WORKER", drop_first=2),
+            display.Column("HOST", min_width=6, weight=1, drop_first=1), display.Column("OUTPUT", right=True,
+                                                                                        drop_first=3)]
+    rows, colours = [], []
+    for a in attempts:
+        started = _clock(a.started_at, now).split(" (")[0] if a.started_at is not None else "?"
+        if a.finished_at is None:
+            took = display.duration((now - a.started_at).total_seconds()) + "…" if a.started_at else ""
+            end, tint = ("orphaned" if gone else "running"), ("error" if gone else "processing")
+        else:
+            took = display.duration(a.duration) if a.duration is not None else ""
+            if a.signal is not None:
+                end = a.signal
+            elif a.exit_code is not None:
+                end = f"exit {a.exit_code}"
+            else:
+                end = ""
+            if a.error and (a.exit_code is None or a.error not in (f"exit {a.exit_code}", f"exit status {a.exit_code}")):
+                end = f"{end}: {a.error}" if end else a.error
+            tint = "completed" if a.exit_code == 0 and not a.error else "error"
+        rows.append([str(a.attempt), started, took, end, a.worker_id or "", a.host or "", _size(a.log_path)])
+        colours.append(["", "", "", tint, "", "", ""])
+    lines += display.table(cols, rows, colours=colours, colour=colour)
+    return lines

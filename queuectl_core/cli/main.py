@@ -18,6 +18,7 @@ COMMANDS = {
     "worker": "worker:worker",
     "status": "inspect:status",
     "list": "inspect:list_",
+    "show": "inspect:show",
     "logs": "inspect:logs",
     "wait": "wait:wait",
     "cancel": "control:cancel",

@@ -70,7 +70,7 @@ def _attempt_path(logs: AttemptLogs | None, job: Job, attempt: int) -> str | Non
     attempt's recorded ``log_path`` is all core knows."""
     if logs is not None:
         return logs.attempt_log(job, attempt)
-    return job.log_path if attempt == job.attempts else None
+    return job.log_path if attempt == job.attempt_number else None
 
 
 def _last_lines(data: bytes, n: int | None) -> bytes:
@@ -127,10 +127,14 @@ def show(app: App, job_id: str, *, follow: bool = False, attempt: int | None = N
     job = storage.get(job_id)
     if job is None:
         raise JobNotFoundError(job_id)
-    if attempt is not None and attempt > job.attempts:
-        raise ValidationError(f"job {job_id!r} has run {job.attempts} attempt(s); there is no attempt {attempt}")
+    # Attempts are numbered for good (job.attempt_number: restart, dlq retry and a release never
+    # reuse a number); job.attempts counts only those since the last (re)start.
+    if attempt is not None and attempt > job.attempt_number:
+        raise ValidationError(f"job {job_id!r} has run {job.attempt_number} attempt(s); there is no attempt {attempt}")
     logs = attempt_logs(configured_executor(app))
-    if job.attempts == 0:
+    if job.attempts == 0 and attempt is None and (follow or job.attempt_number == 0):
+        # Nothing since it was (re)started: -f waits for its next attempt; without -f, an earlier
+        # run's output is still shown (below) when there was one.
         if not follow:
             extra = "" if job.state != JobState.PENDING else "; `queuectl logs -f` waits for it to start"
             if job.waiting:  # say what it is held by
@@ -141,11 +145,14 @@ def show(app: App, job_id: str, *, follow: bool = False, attempt: int | None = N
         job = _wait_for_start(app, job)
         if job.attempts == 0:
             return _closing(job_id, app.storage.get(job_id), 1)  # cancelled or removed before it ever ran
-    n = attempt or job.attempts
-    running = job.state == JobState.PROCESSING and n == job.attempts
+    n = attempt or job.attempt_number
+    running = job.state == JobState.PROCESSING and n == job.attempt_number
     path = _attempt_path(logs, job, n)
     if not running:
-        if n == job.attempts:
+        # Where the attempt's history says its output went (it may be another directory than now).
+        recorded = next((a.log_path for a in storage.attempts(job.id) if a.attempt == n and a.log_path), None)
+        path = recorded or path
+        if n == job.attempt_number:
             data = _finished_output(job, job.log_path or path or "")
         else:
             try:
@@ -211,7 +218,7 @@ def _running(app: App, job: Job, n: int, path: str | None, follow: bool, tail_li
                 fh = open(path, "rb")  # noqa: SIM115 - kept open while following
             except OSError:
                 fh = None
-        remote = (fh is None and current is not None and current.attempts == n and bool(current.output_tail)
+        remote = (fh is None and current is not None and current.attempt_number == n and bool(current.output_tail)
                   and current.log_path == path)
         if fh is not None:
             data = fh.read()
@@ -238,12 +245,12 @@ def _running(app: App, job: Job, n: int, path: str | None, follow: bool, tail_li
         if now >= next_state:
             next_state = now + STATE_POLL_SECONDS
             current = app.storage.get(job.id)
-            if current is None or current.attempts != n or current.state != JobState.PROCESSING:
+            if current is None or current.attempt_number != n or current.state != JobState.PROCESSING:
                 # The attempt is over: its file is complete (written before the outcome was recorded).
                 if fh is not None:
                     out.write(fh.read())
                     fh.close()
-                elif current is not None and current.attempts == n:
+                elif current is not None and current.attempt_number == n:
                     final = _finished_output(current, current.log_path or path or "")
                     text = final.decode("utf-8", "replace")
                     out.write(_new_part(shown_remote, text).encode() if shown_remote else final)
@@ -285,8 +292,8 @@ def _closing(job_id: str, job: Job | None, n: int) -> int:
         return 1
     why = job.last_error or (f"exit {job.last_exit_code}" if job.last_exit_code is not None else "")
     why = f" ({display.one_line(why)})" if why else ""
-    if job.attempts > n:  # the attempt failed and its retry has already started
-        line = f"{job_id} attempt {n} failed; attempt {job.attempts} is running (queuectl logs -f {job_id})"
+    if job.attempt_number > n:  # the attempt failed and its retry has already started
+        line = f"{job_id} attempt {n} failed; attempt {job.attempt_number} is running (queuectl logs -f {job_id})"
     elif job.state == JobState.COMPLETED:
         line = f"{job_id} completed in {display.duration(job.last_duration or 0.0)}"
     elif job.state == JobState.FAILED:
@@ -303,7 +310,7 @@ def _closing(job_id: str, job: Job | None, n: int) -> int:
     else:  # pending again: its worker stopped before it finished, or it was restarted
         line = f"{job_id} {job.state} again{why}"
     click.echo(line, err=True)
-    return 0 if job.state == JobState.COMPLETED and job.attempts == n else 1
+    return 0 if job.state == JobState.COMPLETED and job.attempt_number == n else 1
 
 
 __all__ = ["LOG_WRITE_FAILED", "AttemptLogs", "attempt_logs", "configured_executor", "discard_logs", "show"]

@@ -166,6 +166,11 @@ def validate(obj: Any, default_max_retries: int, default_no_retry: tuple[int, ..
 JOB_FIELDS = ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout", "queue", "after",
               "unique_key", "retry_on", "no_retry_on", "cwd", "env", "tags")
 _ALLOWED = frozenset(ALLOWED_KEYS)
+# What `list --json` and `show --json` print besides the keys above: ignored by enqueue, so a
+# printed job (its id changed or removed) can be enqueued again as it is.
+READ_ONLY_KEYS = frozenset(("state", "attempts", "created_at", "updated_at", "last_exit_code", "last_error",
+                            "log_path", "output_tail", "worker_id", "host", "lease_expires_at", "waiting",
+                            "cancel_requested", "last_duration", "last_attempt", "orphaned", "waits_on"))
 
 
 def job_fields(obj: Any, default_max_retries: int, default_no_retry: tuple[int, ...] | None = None,
@@ -176,8 +181,9 @@ def job_fields(obj: Any, default_max_retries: int, default_no_retry: tuple[int, 
     if not isinstance(obj, dict):
         raise ValidationError(f"a job must be a JSON object, got {type(obj).__name__}")
     if not _ALLOWED.issuperset(obj):
-        unknown = [k for k in obj if k not in ALLOWED_KEYS]
-        raise ValidationError(f"unknown key {short(unknown[0])} (allowed: {', '.join(ALLOWED_KEYS)})")
+        unknown = [k for k in obj if k not in ALLOWED_KEYS and k not in READ_ONLY_KEYS]
+        if unknown:
+            raise ValidationError(f"unknown key {short(unknown[0])} (allowed: {', '.join(ALLOWED_KEYS)})")
     get = obj.get  # (one bound method: this runs once per line of a million-line file)
     command = get("command")
     if "command" not in obj:

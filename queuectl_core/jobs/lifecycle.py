@@ -33,6 +33,7 @@ HOLDING_STATES = UNFINISHED_STATES
 REMOVABLE_STATES = FINISHED_STATES
 DEFAULT_PURGE_STATES = (JobState.COMPLETED, JobState.CANCELLED)  # `purge` without --state keeps the DLQ
 LEASE_EXPIRED_REASON = "worker lost: lease expired while the job was running"
+NOT_STARTED_REASON = "released before it started: its worker was stopping"
 CANCELLED_REASON = "cancelled"
 # The longest retry delay stored: a policy's absurd (or infinite) delay still fits every database.
 MAX_DELAY_SECONDS = 10 * 365 * 86400.0
@@ -73,7 +74,10 @@ class Change:
     clear_lease: bool = False  # lease_expires_at = NULL
     clear_token: bool = False  # lease_token = NULL (and worker_id = NULL)
     result: AttemptResult | None = None  # last_exit_code, last_error, log_path, output_tail
-    reason: str | None = None  # last_error (last_exit_code NULL) when there is no result
+    reason: str | None = None  # last_error (last_exit_code, last_duration NULL) when there is no result
+    # What describes the last run (last_exit_code, last_error, last_duration, log_path,
+    # output_tail) cleared, until the job runs again: restart and replay. Its history stays.
+    clear_result: bool = False
     cancel_requested: bool | None = None
     command: str | None = None  # restart/replay with a new command
     expired_only: bool = False
@@ -85,6 +89,13 @@ class Change:
     # Applied to a job waiting on a parent: one parent fewer to wait for (waiting - 1), and that
     # parent's edge marked met, so a parent completed twice never releases a child twice.
     parent_met: bool = False
+
+    @property
+    def ends_attempt(self) -> bool:
+        """Whether this change ends the running attempt (a processing job leaves processing): a
+        storage keeping history records the attempt in the same transaction."""
+        return (self.state is not None and self.state != JobState.PROCESSING
+                and JobState.PROCESSING in self.from_states)
 
     @property
     def idempotent(self) -> bool:
@@ -222,11 +233,13 @@ def fallback_delay(attempt: int, backoff_base: float) -> float:
         return float("inf")
 
 
-def release(job: Job) -> Change:
-    """An interrupted attempt handed back: pending, runnable now, the attempt not counted."""
+def release(job: Job, result: AttemptResult | None = None) -> Change:
+    """An interrupted attempt handed back: pending, runnable now, the attempt not counted toward
+    its retries. ``result``: how it ended, when it had started (its history keeps it either way;
+    its number is not reused)."""
     return Change(Transition.RELEASE, (JobState.PROCESSING,), EventKind.RELEASED, state=JobState.PENDING,
                   attempts=max(job.attempts - 1, 0), run_in=0.0, clear_lease=True, clear_token=True,
-                  cancel_requested=False)
+                  cancel_requested=False, result=result, reason=None if result is not None else NOT_STARTED_REASON)
 
 
 def recover(job: Job) -> Change:
@@ -266,7 +279,8 @@ def replay(job: Job, command: str | None = None) -> Change:
     if job.state != JobState.DEAD:
         raise ValidationError(f"job {job.id!r} is not in the DLQ (its state is {job.state})")
     return Change(Transition.REPLAY, (JobState.DEAD,), EventKind.RETRIED, state=JobState.PENDING, attempts=0,
-                  run_in=0.0, clear_lease=True, clear_token=True, command=command, cancel_requested=False)
+                  run_in=0.0, clear_lease=True, clear_token=True, command=command, cancel_requested=False,
+                  clear_result=True)
 
 
 def restart(job: Job, command: str | None = None) -> Change:
@@ -274,12 +288,13 @@ def restart(job: Job, command: str | None = None) -> Change:
     if job.state not in FINISHED_STATES:
         raise ValidationError(f"job {job.id!r} is not finished (its state is {job.state})")
     return Change(Transition.RESTART, FINISHED_STATES, EventKind.RESTARTED, state=JobState.PENDING, attempts=0,
-                  run_in=0.0, clear_lease=True, clear_token=True, command=command, cancel_requested=False)
+                  run_in=0.0, clear_lease=True, clear_token=True, command=command, cancel_requested=False,
+                  clear_result=True)
 
 
 __all__ = [
     "CANCELLED_REASON", "DEPENDENCY_REASON", "FINISHED_STATES", "HOLDING_STATES", "MAX_DELAY_SECONDS",
-    "LEASE_EXPIRED_REASON", "REMOVABLE_STATES", "RUNNABLE_STATES", "UNFINISHED_STATES", "Change", "Transition",
+    "LEASE_EXPIRED_REASON", "NOT_STARTED_REASON", "REMOVABLE_STATES", "RUNNABLE_STATES", "UNFINISHED_STATES", "Change", "Transition",
     "bury", "cancel", "cancelled", "check_purgeable", "check_removable", "complete", "dependants", "dependants_of",
     "dependency_met", "dependency_reason", "exit_code_rule", "fail", "fallback_delay", "heartbeat", "recover",
     "release", "replay", "restart", "retry", "should_retry",
@@ -306,7 +321,7 @@ def outcome(job: Job, result: AttemptResult, *, cancel_requested: bool, lease_lo
     if cancel_requested:
         return cancelled(result)
     if result.aborted:  # stopped by the worker (a second Ctrl+C, `worker stop --now`)
-        return release(job)
+        return release(job, result)
     if result.ok:
         return complete(result)
     return fail(job, result, delay())

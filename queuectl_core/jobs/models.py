@@ -85,6 +85,18 @@ class Job:
     env: dict[str, str] = field(default_factory=dict, hash=False)
     tags: tuple[str, ...] = ()
     last_duration: float | None = None  # seconds the last finished attempt ran
+    # -- history --
+    # The number of its latest attempt, running or finished: every claim adds one, and neither
+    # `restart`, `dlq retry` nor a release takes it back, so no two attempts of a job share one
+    # (``attempts`` is the count toward max_retries, which restart and replay reset).
+    last_attempt: int = 0
+    host: str | None = None  # the machine of the worker that claimed it last
+
+    @property
+    def attempt_number(self) -> int:
+        """The number of the job's latest attempt (what its log file is named after). A storage
+        that keeps no history (no ``last_attempt``) numbers them by ``attempts``, as before."""
+        return self.last_attempt or self.attempts
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of a job, as ``list --json`` prints it."""
@@ -115,6 +127,8 @@ class Job:
             "env": masked_env(self.env),
             "tags": list(self.tags),
             "last_duration": round(self.last_duration, 3) if self.last_duration is not None else None,
+            "last_attempt": self.attempt_number,
+            "host": self.host,
         }
 
 
@@ -200,6 +214,49 @@ class AttemptResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.aborted and self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt of a job, as its history keeps it (``show``): numbered from 1, never reused."""
+
+    job_id: str
+    attempt: int
+    started_at: datetime | None  # when it was claimed (None: not known, from before history was kept)
+    finished_at: datetime | None = None  # None: still running
+    duration: float | None = None  # seconds, as the executor measured it; None if it never reported
+    exit_code: int | None = None  # as recorded: negative for a signal, None if it never ran
+    error: str | None = None
+    worker_id: str | None = None
+    host: str | None = None
+    log_path: str | None = None
+
+    @property
+    def signal(self) -> str | None:
+        """The signal that ended it (``SIGKILL``), or None."""
+        if self.exit_code is None or self.exit_code >= 0:
+            return None
+        import signal
+
+        try:
+            return signal.Signals(-self.exit_code).name
+        except ValueError:
+            return f"signal {-self.exit_code}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape ``show --json`` prints for each attempt."""
+        return {
+            "attempt": self.attempt,
+            "started_at": format_time(self.started_at),
+            "finished_at": format_time(self.finished_at),
+            "duration": round(self.duration, 3) if self.duration is not None else None,
+            "exit_code": self.exit_code if self.exit_code is None or self.exit_code >= 0 else None,
+            "signal": self.signal,
+            "worker_id": self.worker_id,
+            "host": self.host,
+            "error": self.error,
+            "log_path": self.log_path,
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol, Sequence, r
 if TYPE_CHECKING:
     from queuectl_core.interfaces import Storage
     from queuectl_core.jobs.lifecycle import Change
-    from queuectl_core.jobs.models import Job, JobState, NewJob
+    from queuectl_core.jobs.models import Attempt, Job, JobState, NewJob
 
     Changes = Sequence[tuple[str, str | None, Change]]
 
@@ -106,13 +106,25 @@ class IdsWithPrefix(Protocol):
         every job read page by page."""
 
 
+# -- history: every attempt of a job ---------------------------------------------------------------
+@runtime_checkable
+class AttemptHistory(Protocol):
+    def attempts(self, job_id: str) -> list[Attempt]:
+        """Every finished attempt of the job, oldest first, across ``restart`` and ``dlq retry``.
+        A storage with it records an attempt in the transaction of each change that ends one
+        (``change.ends_attempt``), numbers attempts by ``Job.last_attempt`` (a claim adds one;
+        nothing takes it back) and deletes them with the job. Fallback: the job's row, which
+        knows only its last finished attempt (the one capability whose fallback knows less)."""
+
+
 CAPABILITIES: tuple[type, ...] = (ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert,
-                                  CountJobs, PendingSummary, AttemptsByState, Purge, IdsWithPrefix)
+                                  CountJobs, PendingSummary, AttemptsByState, Purge)
+CAPABILITIES += (IdsWithPrefix, AttemptHistory)
 PAGE = 1000  # jobs a fallback reads at once
 
 if TYPE_CHECKING:
     class FullStorage(Storage, ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert, CountJobs,
-                      PendingSummary, AttemptsByState, Purge, IdsWithPrefix, Protocol):
+                      PendingSummary, AttemptsByState, Purge, IdsWithPrefix, AttemptHistory, Protocol):
         """What :func:`with_fallbacks` gives, for type checkers: the required methods and every
         capability."""
 
@@ -234,11 +246,23 @@ class WithFallbacks:
         return ([prefix] if exact else []) + found[:max(limit - exact, 0)]
 
 
+    # -- history ----------------------------------------------------------------------------
+    def attempts(self, job_id: str) -> list[Attempt]:
+        from queuectl_core.jobs.models import Attempt, JobState
+
+        job = self.storage.get(job_id)
+        if job is None or job.state == JobState.PROCESSING or not job.attempts:
+            return []  # running: its last finished attempt's number is not known
+        return [Attempt(job.id, job.attempt_number, None, job.updated_at, job.last_duration, job.last_exit_code,
+                        job.last_error, job.worker_id, job.host, job.log_path)]
+
+
 def with_fallbacks(storage: Storage) -> WithFallbacks:
     """``storage`` with every optional capability (see :class:`WithFallbacks`)."""
     return storage if isinstance(storage, WithFallbacks) else WithFallbacks(storage)
 
 
-__all__ = ["AttemptsByState", "ApplyAndClaim", "ApplyBatch", "CAPABILITIES", "CancelRequests", "ClaimMany",
-           "CountJobs", "IdsWithPrefix", "PendingSummary", "Purge", "StreamingInsert", "WithFallbacks", "capabilities",
+__all__ = ["AttemptHistory", "AttemptsByState", "ApplyAndClaim", "ApplyBatch", "CAPABILITIES", "CancelRequests",
+           "ClaimMany", "CountJobs", "IdsWithPrefix", "PendingSummary", "Purge", "StreamingInsert", "WithFallbacks",
+           "capabilities",
            "with_fallbacks"]

@@ -1205,3 +1205,116 @@ class StorageConformance:
         self.complete(storage, "parent", parent.lease_token, self.ok())
         assert storage.burst_remaining(["mine"]) == (1, 0)
         assert storage.burst_remaining(None) == (1, 0)
+
+    # -- history: every attempt of a job (the AttemptHistory capability) ------------------------
+    def history(self, storage: Any) -> bool:
+        """Whether the storage keeps history itself; without it, core's fallback (the job's row)."""
+        return "AttemptHistory" in getattr(storage, "native", ())
+
+    def test_every_attempt_is_recorded_and_numbered_across_restart_and_replay(self, storage: Any) -> None:
+        from queuectl_core.control import actions
+        from queuectl_core.jobs import lifecycle
+        from queuectl_core.jobs.models import JobState, WorkerInfo
+
+        now = storage.now()
+        storage.register_worker(WorkerInfo("w", "host-a", 1, now, now))
+        storage.enqueue([self.new("j", max_retries=1)])
+        first = storage.claim("w", 30)
+        assert (first.attempts, first.attempt_number) == (1, 1)
+        self.retry(storage, "j", first.lease_token, self.bad(duration=1.5, log_path="/l/j.1.log"), 0)
+        second = storage.claim("w", 30)
+        assert (second.attempts, second.attempt_number) == (2, 2)
+        dead = self.bury(storage, "j", second.lease_token, self.bad(exit_code=-9, error="killed by SIGKILL"))
+        assert dead.state == JobState.DEAD
+        replayed = self.replay(storage, "j")
+        # What describes the last run is cleared until it runs again; the count of tries starts over.
+        assert (replayed.attempts, replayed.attempt_number) == (0, 2)
+        assert (replayed.last_error, replayed.last_exit_code, replayed.last_duration, replayed.log_path) == (
+            None, None, None, None)
+        third = storage.claim("w", 30)
+        assert (third.attempts, third.attempt_number) == (1, 3)
+        assert third.log_path is None  # it describes the running attempt from the claim on
+        self.complete(storage, "j", third.lease_token, self.ok(duration=0.5))
+        restarted = actions.restart(storage, "j")
+        assert (restarted.attempts, restarted.attempt_number, restarted.last_duration) == (0, 3, None)
+        fourth = storage.claim("w", 30)
+        assert fourth.attempt_number == 4
+        attempts = storage.attempts("j")
+        if not self.history(storage):
+            assert attempts == []  # the fallback knows only a finished last attempt
+            return
+        assert [a.attempt for a in attempts] == [1, 2, 3]
+        one, two, three = attempts
+        assert (one.exit_code, one.error, one.duration, one.log_path) == (1, "exit status 1", 1.5, "/l/j.1.log")
+        assert (two.exit_code, two.signal, two.error) == (-9, "SIGKILL", "killed by SIGKILL")
+        assert (three.exit_code, three.error, three.duration) == (0, None, 0.5)
+        for a in attempts:
+            assert (a.job_id, a.worker_id, a.host) == ("j", "w", "host-a")
+            assert a.started_at is not None and a.finished_at is not None and a.started_at <= a.finished_at
+            self.assert_near(a.finished_at, storage.now(), 5)
+        self.complete(storage, "j", fourth.lease_token, self.ok())
+        assert [a.attempt for a in storage.attempts("j")] == [1, 2, 3, 4]
+        assert storage.attempts("missing") == []
+        # A job's history goes with it.
+        assert storage.delete(["j"], list(lifecycle.FINISHED_STATES)) is not None
+        assert storage.attempts("j") == []
+
+    def test_a_released_or_lost_attempt_is_recorded_and_its_number_never_reused(self, storage: Any) -> None:
+        import time
+
+        from queuectl_core.jobs import lifecycle
+        from queuectl_core.jobs.models import JobState
+
+        storage.enqueue([self.new("j", max_retries=3)])
+        first = storage.claim("w", 30)
+        stopped = self.bad(exit_code=-15, error="stopped", aborted=True, duration=0.25, log_path="/l/j.1.log")
+        released = storage.apply("j", first.lease_token, lifecycle.release(first, stopped))
+        assert released.state == JobState.PENDING and released.attempts == 0
+        second = storage.claim("w", 30)
+        assert (second.attempts, second.attempt_number) == (1, 2)
+        unstarted = storage.apply("j", second.lease_token, lifecycle.release(second))  # handed back before it ran
+        assert unstarted.last_error == lifecycle.NOT_STARTED_REASON and unstarted.last_duration is None
+        third = storage.claim("w", 0.05)
+        assert third.attempt_number == 3
+        time.sleep(0.2)
+        [lost] = self.recover(storage)
+        assert lost.state == JobState.FAILED and lost.last_duration is None and lost.last_exit_code is None
+        if not self.history(storage):
+            return
+        one, two, three = storage.attempts("j")
+        assert (one.attempt, one.exit_code, one.error, one.duration, one.log_path) == (
+            1, -15, "stopped", 0.25, "/l/j.1.log")
+        assert (two.attempt, two.error, two.duration) == (2, lifecycle.NOT_STARTED_REASON, None)
+        assert (three.attempt, three.error, three.exit_code, three.duration) == (
+            3, lifecycle.LEASE_EXPIRED_REASON, None, None)
+
+    def test_history_is_recorded_through_the_batched_paths(self, storage: Any) -> None:
+        from queuectl_core.jobs import lifecycle
+
+        storage.enqueue([self.new("a"), self.new("b"), self.new("c")])
+        a, b = storage.claim_many("w", 30, 2)
+        applied, claimed = storage.apply_and_claim(
+            [(a.id, a.lease_token, lifecycle.complete(self.ok())), (b.id, b.lease_token, lifecycle.complete(self.ok()))],
+            "w", 30, 1)
+        assert all(applied) and [j.id for j in claimed] == ["c"]
+        storage.apply_batch([("c", claimed[0].lease_token, lifecycle.complete(self.ok()))])
+        if not self.history(storage):
+            assert [x.attempt for x in storage.attempts("a")] == [1]  # the row's last attempt
+            return
+        for job_id in "abc":
+            assert [(x.attempt, x.exit_code) for x in storage.attempts(job_id)] == [(1, 0)]
+        # A final write repeated after a lost reply records nothing twice.
+        again = storage.apply("c", claimed[0].lease_token, lifecycle.complete(self.ok()))
+        assert again is not None and len(storage.attempts("c")) == 1
+
+    def test_purge_deletes_the_history_of_what_it_deletes(self, storage: Any) -> None:
+        from queuectl_core.jobs.models import JobState
+
+        storage.enqueue([self.new("old"), self.new("kept", max_retries=0)])
+        for _ in range(2):
+            job = storage.claim("w", 30)
+            (self.complete if job.id == "old" else self.bury)(storage, job.id, job.lease_token,
+                                                                self.ok() if job.id == "old" else self.bad())
+        assert [x for x, _ in storage.purge([JobState.COMPLETED], -1)] == ["old"]
+        assert storage.attempts("old") == []
+        assert [x.attempt for x in storage.attempts("kept")] == [1]

@@ -1,7 +1,8 @@
 """An in-memory storage: the smallest complete one, to read and to copy.
 
-It implements the required :class:`~queuectl_core.interfaces.Storage` protocol and nothing more
-(every optional capability comes from core's fallbacks, :func:`~queuectl_core.storage.capabilities.with_fallbacks`),
+It implements the required :class:`~queuectl_core.interfaces.Storage` protocol and one optional
+capability, ``AttemptHistory`` (every attempt of a job, which no fallback can know); every other
+capability comes from core's fallbacks (:func:`~queuectl_core.storage.capabilities.with_fallbacks`),
 and it passes :class:`~queuectl_core.testing.StorageConformance`. A backend for a real database
 keeps the same shape: persist what :mod:`queuectl_core.jobs.lifecycle` decides, fenced and atomic, and
 never decide anything itself.
@@ -25,7 +26,7 @@ from typing import Any, Sequence
 from queuectl_core.errors import DuplicateJobError, UniqueKeyError, ValidationError
 from queuectl_core.jobs import lifecycle
 from queuectl_core.jobs.lifecycle import Change
-from queuectl_core.jobs.models import Job, JobState, NewJob, QueueInfo, Schedule, WorkerInfo
+from queuectl_core.jobs.models import Attempt, Job, JobState, NewJob, QueueInfo, Schedule, WorkerInfo
 from queuectl_core.jobs.timeutil import UTC
 
 WORKER_LIVE_SECONDS = 15.0  # a worker not seen for this long is not listed as live
@@ -49,6 +50,7 @@ class MemoryQueue:
         self.queues: dict[str, tuple[int, bool]] = {}  # name -> (concurrency, paused)
         self.schedules: dict[str, Schedule] = {}
         self.workers: dict[str, _Worker] = {}
+        self.history: dict[str, list[Attempt]] = {}  # job id -> its finished attempts, oldest first
         self.wakes = 0  # moves on every write that may make work available
 
 
@@ -143,6 +145,9 @@ class MemoryStorage:
             jobs = [self.q.jobs.get(i) for i in dict.fromkeys(job_ids)]
             if any(j is None or j.state not in states for j in jobs):
                 return None
+            for j in jobs:
+                if j is not None:
+                    self.q.history.pop(j.id, None)
             return [self.q.jobs.pop(j.id) for j in jobs if j is not None]
 
     # -- claims and changes --------------------------------------------------------------------
@@ -167,10 +172,12 @@ class MemoryStorage:
             if not due:
                 return None
             job = min(due, key=lambda j: (-j.priority, j.run_at, j.id))
+            worker = self.q.workers.get(worker_id)
             job = self.q.jobs[job.id] = replace(
                 job, state=JobState.PROCESSING, attempts=job.attempts + 1, worker_id=worker_id,
                 lease_token=os.urandom(8).hex(), lease_expires_at=now + timedelta(seconds=lease_seconds),
-                cancel_requested=False, updated_at=now)
+                cancel_requested=False, updated_at=now, last_attempt=job.last_attempt + 1,
+                host=worker.info.hostname if worker else None, log_path=None, output_tail=None)
             return job
 
     def apply(self, job_id: str, token: str | None, change: Change) -> Job | None:
@@ -184,14 +191,14 @@ class MemoryStorage:
         """Apply the changes as one transaction: an exception (a held unique key) or, when
         ``all_or_none``, one change fenced out puts everything back as it was."""
         with self.q.lock:
-            saved = dict(self.q.jobs), copy.deepcopy(self.q.parents)
+            saved = dict(self.q.jobs), copy.deepcopy(self.q.parents), copy.copy(self.q.history)
             try:
                 done = [self._apply(job_id, token, change) for job_id, token, change in changes]
             except BaseException:
-                self.q.jobs, self.q.parents = saved
+                self.q.jobs, self.q.parents, self.q.history = saved
                 raise
             if all_or_none and None in done:
-                self.q.jobs, self.q.parents = saved
+                self.q.jobs, self.q.parents, self.q.history = saved
                 return done
             self._wake()
             return done
@@ -209,6 +216,10 @@ class MemoryStorage:
                         and job.state == change.state and job.lease_expires_at is None)
             return job if repeated else None
         new = self.q.jobs[job_id] = self._changed(job, change, now)
+        if change.ends_attempt:  # its history, in this transaction (a copy: the saved list stays as it was)
+            self.q.history[job_id] = [*self.q.history.get(job_id, []), Attempt(
+                job_id, new.last_attempt, job.updated_at, now, new.last_duration, new.last_exit_code, new.last_error,
+                job.worker_id, job.host, new.log_path)]
         self._dependants(job_id, lifecycle.dependants_of(job_id, change))
         return new
 
@@ -231,11 +242,13 @@ class MemoryStorage:
             new["lease_expires_at"] = None
         if change.clear_token:
             new.update(lease_token=None, worker_id=None)
+        if change.clear_result:
+            new.update(last_exit_code=None, last_error=None, last_duration=None, log_path=None, output_tail=None)
         if (r := change.result) is not None:
             new.update(last_exit_code=r.exit_code, last_error=change.reason if change.reason is not None else r.error,
                        log_path=r.log_path, output_tail=r.output_tail, last_duration=r.duration)
         elif change.reason is not None:
-            new.update(last_exit_code=None, last_error=change.reason)
+            new.update(last_exit_code=None, last_error=change.reason, last_duration=None)
         if change.progress is not None and change.result is None:
             new.update(log_path=change.progress[0], output_tail=change.progress[1])
         if change.cancel_requested is not None:
@@ -267,6 +280,11 @@ class MemoryStorage:
                 elif job is not None and job.waiting > 0 and job.state in c.from_states:
                     self.q.jobs[child] = self._changed(job, c, now)
                     frontier.append((child, lifecycle.dependants_of(child, c)))
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        """Every finished attempt of the job, oldest first (the ``AttemptHistory`` capability)."""
+        with self.q.lock:
+            return list(self.q.history.get(job_id, []))
 
     def expired(self, limit: int = 100) -> list[Job]:
         with self.q.lock:

@@ -184,7 +184,7 @@ class Attempts:
             slot.spawned = True
             self.spawned.set()
 
-        ctx = RunContext(attempt=slot.job.attempts, tick_interval=self.tick_interval, tick=slot.tick,
+        ctx = RunContext(attempt=slot.job.attempt_number, tick_interval=self.tick_interval, tick=slot.tick,
                          wakeup_fd=wakeup.r, on_spawn=on_spawn, on_reaped=janitor.remove,
                          on_output=slot.on_output)
         try:

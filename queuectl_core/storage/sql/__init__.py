@@ -8,6 +8,7 @@ the rest of the Storage protocol, one part per aggregate:
 - ``claims.py``: claims and the fenced changes (apply and its batched forms);
 - ``dependencies.py``: ``after``, recorded at enqueue and carried out down the chain;
 - ``queues.py``, ``schedules.py``, ``workers.py``: the other aggregates;
+- ``history.py``: every attempt of a job (the optional ``AttemptHistory`` capability);
 - ``dialect.py``, ``rows.py``, ``base.py``: what they share.
 
 What a change *means* (a job's, and what it does to the jobs waiting on it) is decided in
@@ -22,6 +23,7 @@ from queuectl_core.storage.sql.base import Fenced, SQLBase
 from queuectl_core.storage.sql.claims import ClaimsMixin
 from queuectl_core.storage.sql.dependencies import DependenciesMixin
 from queuectl_core.storage.sql.dialect import Dialect
+from queuectl_core.storage.sql.history import HistoryMixin
 from queuectl_core.storage.sql.jobs import JobsMixin
 from queuectl_core.storage.sql.queues import QueuesMixin
 from queuectl_core.storage.sql.rows import CONTROL_COLUMNS, JOB_COLUMNS, codes_out, control_values
@@ -35,7 +37,8 @@ if TYPE_CHECKING:
 # --help` imports every plugin module. So the models and the lifecycle are imported on first use.
 
 
-class SQLStore(JobsMixin, ClaimsMixin, DependenciesMixin, QueuesMixin, SchedulesMixin, WorkersMixin, SQLBase):
+class SQLStore(JobsMixin, ClaimsMixin, DependenciesMixin, QueuesMixin, SchedulesMixin, WorkersMixin, HistoryMixin,
+               SQLBase):
     """The Storage protocol on any SQL database, given a dialect and what a backend provides:
     ``_tx`` (run a function in one transaction, mapping driver errors to StorageError),
     ``_insert`` (the batch insert, when the portable one is not fast enough), ``now``,
@@ -58,5 +61,5 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["CONTROL_COLUMNS", "JOB_COLUMNS", "WORKER_LIVE_SECONDS", "ClaimsMixin", "DependenciesMixin", "Dialect",
-           "Fenced", "JobsMixin", "QueuesMixin", "SQLBase", "SQLStore", "SchedulesMixin", "Tx", "WorkersMixin",
+           "Fenced", "HistoryMixin", "JobsMixin", "QueuesMixin", "SQLBase", "SQLStore", "SchedulesMixin", "Tx", "WorkersMixin",
            "codes_out", "control_values"]

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     T = TypeVar("T")
 
 
+def _count(v: Any) -> int:
+    return v or 0
+
+
 class Fenced(Exception):
     """Rolls back a many-job change when one job is not where the decision assumed."""
 
@@ -44,6 +48,7 @@ class SQLBase:
     deps_table = "job_deps"
     schedules_table = "schedules"
     counts_table = "job_counts"  # per (queue, state, held) tallies the backend keeps exact
+    attempts_table = "attempts"  # every finished attempt, recorded by the backend's trigger
     hostname = ""
 
     # -- what a backend provides ----------------------------------------------------------
@@ -118,7 +123,8 @@ class SQLBase:
                             column(6, time), column(7, time), column(8, time), column(9), column(10), column(11),
                             column(12), column(13), column(14), column(15), column(16, time), column(17, bool),
                             column(18), column(19), column(20), column(21, codes_in), column(22, codes_in),
-                            column(CONTROL_AT), envs, column(CONTROL_AT + 2, tags_in), column(CONTROL_AT + 3)]
+                            column(CONTROL_AT), envs, column(CONTROL_AT + 2, tags_in), column(CONTROL_AT + 3),
+                            column(CONTROL_AT + 4, _count), column(CONTROL_AT + 5)]
         return list(map(positional_factory(Job), *columns_in_order))
 
     def _sql(self, sql: str) -> str:
@@ -129,7 +135,7 @@ class SQLBase:
         if final is None:
             final = cache[sql] = self.dialect.sql(sql.format_map(_Names(
                 j=self.jobs, w=self.workers, now=self.dialect.now, qt=self.queues_table, dp=self.deps_table,
-                sc=self.schedules_table, jc=self.counts_table)))
+                sc=self.schedules_table, jc=self.counts_table, at=self.attempts_table)))
         return final
 
     # -- one part's methods another part calls (defined in jobs.py, dependencies.py, claims.py) -----------

@@ -60,11 +60,12 @@ class ClaimsMixin(SQLBase):
         return cond, params
 
     def claim_statement(self, queues: Sequence[str] | None = None, skip: Sequence[str] = ()) -> tuple[str, dict[str, Any]]:
-        """The claim's one statement and its queue parameters (besides :worker, :token, :lease and
-        :now): what :meth:`claim` runs, and what docs/architecture.md shows the plans of."""
+        """The claim's one statement and its parameters (queues, :host; besides :worker, :token,
+        :lease and :now): what :meth:`claim` runs, and what docs/architecture.md shows the plans of."""
         d = self.dialect
         ready = ("state IN ({runnable}) AND waiting = 0 AND run_at <= {now}")
         cond, params = self._open_queues(queues, skip)
+        params["host"] = self.hostname or None  # -- history: where the claiming worker runs
         # The walk is per queue: each queue's best job comes off the ready index (queue,
         # priority DESC, run_at, id; runnable rows with nothing to wait for only), so paused
         # queues, other workers' queues and waiting children cost nothing.
@@ -80,6 +81,9 @@ class ClaimsMixin(SQLBase):
         # only it. SKIP LOCKED lets concurrent claimers take different rows without waiting.
         sql = ("WITH next AS " + d.materialized + " (" + pick + ")"
                " UPDATE {j} SET state = 'processing', attempts = attempts + 1, worker_id = :worker,"
+               # -- history: the attempt's number (never reused) and host; log_path and
+               # output_tail describe the running attempt from now on --
+               " last_attempt = last_attempt + 1, host = :host, log_path = NULL, output_tail = NULL,"
                " lease_token = :token, lease_expires_at = " + d.after("lease") + ", updated_at = {now},"
                " cancel_requested = FALSE WHERE id = (SELECT id FROM next) RETURNING " + COLS)
         return sql, params
@@ -287,6 +291,9 @@ class ClaimsMixin(SQLBase):
             sets.append("lease_expires_at = NULL")
         if change.clear_token:
             sets += ["lease_token = NULL", "worker_id = NULL"]
+        if change.clear_result:
+            sets += ["last_exit_code = NULL", "last_error = NULL", "last_duration = NULL", "log_path = NULL",
+                     "output_tail = NULL"]
         if change.result is not None:
             r = change.result
             sets += ["last_exit_code = :exit_code", "last_error = :error", "log_path = :log_path",
@@ -294,7 +301,7 @@ class ClaimsMixin(SQLBase):
             p.update(exit_code=r.exit_code, error=change.reason if change.reason is not None else r.error,
                      log_path=r.log_path, output_tail=r.output_tail, duration=float(r.duration))
         elif change.reason is not None:
-            sets += ["last_exit_code = NULL", "last_error = :error"]
+            sets += ["last_exit_code = NULL", "last_error = :error", "last_duration = NULL"]
             p["error"] = change.reason
         if change.progress is not None and change.result is None:
             sets += ["log_path = :log_path", "output_tail = :output_tail"]

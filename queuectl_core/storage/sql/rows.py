@@ -17,6 +17,10 @@ JOB_COLUMNS: tuple[str, ...] = ("id", "command", "state", "attempts", "max_retri
 CONTROL_COLUMNS = ("cwd", "env", "tags", "last_duration")
 JOB_COLUMNS += CONTROL_COLUMNS
 CONTROL_AT = JOB_COLUMNS.index(CONTROL_COLUMNS[0])
+# -- history: the number of its latest attempt (never reused), and the host that claimed it last --
+HISTORY_COLUMNS = ("last_attempt", "host")
+JOB_COLUMNS += HISTORY_COLUMNS
+HISTORY_AT = JOB_COLUMNS.index(HISTORY_COLUMNS[0])
 COLS = ", ".join(JOB_COLUMNS)
 QUEUE_COL = JOB_COLUMNS.index("queue")
 
@@ -61,6 +65,6 @@ def json_loads(text: str) -> Any:
 def control_fields(row: Sequence[Any], at: int) -> dict[str, Any]:
     import json
 
-    cwd, env, tags, duration = row[at:at + 4]
+    cwd, env, tags, duration, last_attempt, host = row[at:at + 6]
     return {"cwd": cwd, "env": json.loads(env) if env else {}, "tags": tuple(t for t in (tags or "").split(",") if t),
-            "last_duration": duration}
+            "last_duration": duration, "last_attempt": last_attempt or 0, "host": host}

@@ -1,0 +1,87 @@
+"""A job's history and whether its worker is gone: what ``show``, ``list`` and ``status`` tell.
+
+Every finished attempt is kept by the storage (the ``AttemptHistory`` capability; core's fallback
+knows the last one only); the running attempt is the job's own row (claimed at ``updated_at``
+by ``worker_id`` on ``host``). A processing job is *orphaned* when its worker is known gone: a
+dead pid on this host, or no heartbeat for longer than a lease (its lease expired) anywhere. Any
+live worker's housekeeping takes it back once its lease has expired.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from queuectl_core.jobs.models import Attempt, JobState
+
+if TYPE_CHECKING:
+    from typing import Any, Sequence
+
+    from queuectl_core.jobs.models import Job, WorkerInfo
+
+
+def attempts(storage: Any, job: Job) -> list[Attempt]:
+    """Every attempt of ``job``, oldest first: the finished ones as stored, then the running one."""
+    done = list(storage.attempts(job.id))
+    if job.state == JobState.PROCESSING:
+        done = [a for a in done if a.attempt != job.attempt_number]
+        done.append(Attempt(job.id, job.attempt_number, job.updated_at, None, None, None, None, job.worker_id,
+                            job.host, job.log_path))
+    return done
+
+
+def _pid_gone(pid: int | None) -> bool:
+    if pid is None or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # someone else's process: alive
+        return False
+    return False
+
+
+def _pid_of(worker_id: str | None) -> int | None:
+    """The pid in a bundled worker's id (``worker-PID``), for a worker no longer listed."""
+    found = re.fullmatch(r"worker-(\d+)", worker_id or "")
+    return int(found.group(1)) if found else None
+
+
+def orphaned(job: Job, workers: Sequence[WorkerInfo], here: str, now: datetime) -> bool:
+    """Whether processing ``job``'s worker is known gone: its process is dead on this host (``here``),
+    or it has not renewed the job's lease for longer than a lease (the lease expired)."""
+    if job.state != JobState.PROCESSING:
+        return False
+    if job.lease_expires_at is not None and job.lease_expires_at <= now:
+        return True
+    worker = next((w for w in workers if w.id == job.worker_id and (job.host is None or w.hostname == job.host)), None)
+    host = job.host if job.host is not None else (worker.hostname if worker is not None else None)
+    if host != here:
+        return False
+    return _pid_gone(worker.pid if worker is not None else _pid_of(job.worker_id))
+
+
+def orphans(storage: Any, jobs: Sequence[Job]) -> set[str]:
+    """The ids of the orphaned jobs among ``jobs`` (one read of the live workers, if any runs)."""
+    running = [j for j in jobs if j.state == JobState.PROCESSING]
+    if not running:
+        return set()
+    import socket
+
+    workers, here, now = storage.live_workers(), socket.gethostname(), storage.now()
+    return {j.id for j in running if orphaned(j, workers, here, now)}
+
+
+def workers_running(storage: Any) -> bool:
+    """Whether any worker is live (seen lately, and its process alive when it is on this host): one
+    will take an orphaned job back once its lease expires."""
+    import socket
+
+    here = socket.gethostname()
+    return any(not (w.hostname == here and _pid_gone(w.pid)) for w in storage.live_workers())
+
+
+__all__ = ["attempts", "orphaned", "orphans", "workers_running"]

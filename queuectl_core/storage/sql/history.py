@@ -1,0 +1,37 @@
+"""Attempt history: every attempt of a job, kept across ``restart`` and ``dlq retry``.
+
+A backend records an attempt in the transaction of the change that ends it (a processing job
+leaving processing), whatever path that change takes (one ``apply``, a worker's batch, a claim's
+transaction): the bundled backends do it with a trigger on the jobs table, written in their
+migrations beside the ``job_counts`` tallies, so recording costs no statement and no round trip
+of its own. The row is the job's row as the change left it (``last_attempt``, the result) and as
+the claim left it before (``updated_at``: when it started, ``worker_id``, ``host``). Deleting a job
+deletes its attempts (a trigger too). This part reads them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from queuectl_core.storage.sql.base import SQLBase
+
+if TYPE_CHECKING:
+    from queuectl_core.jobs.models import Attempt
+
+ATTEMPT_COLUMNS = ("job_id", "attempt", "started_at", "finished_at", "duration", "exit_code", "error", "worker_id",
+                   "host", "log_path")
+
+
+class HistoryMixin(SQLBase):
+    def attempts(self, job_id: str) -> list[Attempt]:
+        """Every finished attempt of ``job_id``, oldest first ([] for an unknown job)."""
+        from queuectl_core.jobs.models import Attempt
+
+        t = self.dialect.from_db
+        rows = self._read("SELECT " + ", ".join(ATTEMPT_COLUMNS) + " FROM {at} WHERE job_id = :id ORDER BY attempt",
+                          id=job_id)
+        return [Attempt(r[0], r[1], t(r[2]) if r[2] is not None else None, t(r[3]) if r[3] is not None else None,
+                        *r[4:]) for r in rows]
+
+
+__all__ = ["ATTEMPT_COLUMNS", "HistoryMixin"]
