@@ -196,7 +196,7 @@ BAD_FLAGS = [
     (["--cmd", "x", "--max-retries", "2.5"], "--max-retries"),
     (["--cmd", "x", "--priority", "high"], "--priority"),
     (["--cmd", "x", "--timeout", "-3"], "timeout"),
-    (["--cmd", "x", "--run-at", "next week"], "run_at"),
+    (["--cmd", "x", "--run-at", "next week"], "--run-at"),
     (["--cmd", "x", "--delay", "5", "--run-at", "2030-01-01T00:00:00Z"], "--run-at"),
     (["--cmd", "x", '{"command": "y"}'], "only one"),
     ([], "--cmd"),
