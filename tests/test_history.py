@@ -169,3 +169,12 @@ def test_a_sigkilled_workers_job_is_shown_orphaned(qb: Any, tmp_path: Path) -> N
     assert (first["attempt"], again["attempt"], again["exit_code"]) == (1, 2, 0)
     assert "lease expired" in first["error"] and first["duration"] is None
     stop(second, out)
+
+
+def test_show_names_each_attempts_end_once(q: Any) -> None:
+    q.run("enqueue", "--id", "missing", "--max-retries", "0", "--", "./no-such-script.sh")
+    q.run("enqueue", "--id", "three", "--max-retries", "0", "--", "sh", "-c", "exit 3")
+    q.run("worker", "start", "--burst")
+    missing = q.run("show", "missing").stdout.splitlines()[-1]
+    assert "exit 127: command not found" in missing and "exit 127: exit 127" not in missing, missing
+    assert re.search(r"\bexit 3\b", q.run("show", "three").stdout.splitlines()[-1])

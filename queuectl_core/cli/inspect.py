@@ -433,7 +433,9 @@ def describe(job: Job, attempts: list[Any], after: list[str], gone: bool, worker
                 end = f"exit {a.exit_code}"
             else:
                 end = ""
-            if a.error and (a.exit_code is None or a.error not in (f"exit {a.exit_code}", f"exit status {a.exit_code}")):
+            if a.error and a.error.startswith(end):  # the reason already names it ("exit 127: command not found")
+                end = a.error
+            elif a.error:
                 end = f"{end}: {a.error}" if end else a.error
             tint = "completed" if a.exit_code == 0 and not a.error else "error"
         rows.append([str(a.attempt), started, took, end, a.worker_id or "", a.host or "", _size(a.log_path)])
