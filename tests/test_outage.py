@@ -326,6 +326,10 @@ def test_postgres_outage_longer_than_the_lease_reruns_no_finished_job(q: Any, tm
             ids = [f"job{i:02d}" for i in range(24)]
             enqueue_many(q, ids, f"echo $QUEUECTL_JOB_ID >> {runs}; sleep 0.4")
             workers = [start(q, "--slots", str(slots)) for _ in range(3)]
+            # Every worker up before the cut: one still starting would refuse to start, as it should
+            # with its store unreachable (a loaded machine once cut the third one mid-start).
+            q.wait_for(lambda: all(out.count("] started") for _, out in workers), timeout=60,
+                       what="every worker to start")
             q.wait_for(lambda: runs.exists() and len(runs.read_text().split()) >= 4, timeout=60,
                        what="the drain to start")
             proxy.cut()

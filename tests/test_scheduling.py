@@ -86,7 +86,7 @@ def test_dependencies_order_and_cancel_cascade(qb: Any, tmp_path: Path) -> None:
     qb.run("enqueue", "--id", "child", "--cmd", "true", "--after", "bad,first")
     qb.run("enqueue", "--id", "grandchild", "--cmd", "true", "--after", "child")
     listed = {j["id"]: j for j in qb.json("list")}
-    assert listed["grandchild"]["waits_on"] == ["child"]
+    assert listed["grandchild"]["after"] == ["child"]
     assert "waits on child" in qb.run("logs", "grandchild", check=False).stderr
     bad = qb.run("enqueue", "--file", "-", check=False,
                  input='{"id": "x", "command": "true"}\n{"id": "y", "command": "true", "after": ["x", "ghost"]}\n')
