@@ -260,7 +260,7 @@
   function renderHistory(job, hist) {
     $("d-history").querySelector("tbody").replaceChildren(...hist.map((a) => {
       const ok = a.finished_at && a.exit_code === 0 && !a.error;
-      const took = a.finished_at ? (a.duration === null ? "" : human(a.duration))
+      const took = a.finished_at ? (a.duration === null ? "" : a.duration < 1 ? Math.round(a.duration * 1000) + "ms" : human(a.duration))
         : (a.started_at ? human((Date.parse(view.now) - Date.parse(a.started_at)) / 1000) + "…" : "");
       return el("tr", { "data-attempt": String(a.attempt), class: a.attempt === view.shownAttempt ? "sel" : "",
           title: "Show this attempt's log", onclick: () => { view.attempt = a.attempt; refreshDetail(); } },
@@ -286,7 +286,7 @@
   function renderThroughput(t) {
     $("tp-ok").textContent = String(t.completed);
     $("tp-bad").textContent = String(t.failed);
-    const W = 600, H = 90, n = t.minutes.length, slot = W / n, bar = Math.max(1, slot - 2);
+    const W = 600, H = 90, n = t.minutes.length, slot = W / n, bar = slot * 0.7;  // stretched: gaps scale too
     const top = Math.max(1, ...t.minutes.map((m) => m.completed + m.failed));
     const y = (v) => (v / top) * H;
     const bars = [];
