@@ -224,7 +224,8 @@
       ...field("timeout", job.timeout === null ? "none" : human(job.timeout)),
       ...field("created", moment(job.created_at, view.now)),
       ...(["pending", "failed"].includes(job.state)
-        ? field("runs", Date.parse(job.run_at) > Date.parse(view.now) ? moment(job.run_at, view.now) : "when a worker is free")
+        ? field("runs", Date.parse(job.run_at) > Date.parse(view.now || new Date().toISOString())
+          ? moment(job.run_at, view.now) : "when a worker is free")
         : []),
       ...(job.state === "processing" ? [...field("started", moment(job.updated_at, view.now)),
         ...(job.running_seconds !== null ? field("running for", human(job.running_seconds)) : [])] : []),
@@ -309,8 +310,9 @@
         el("div", { class: "x" }, el("span", {}, first), el("span", {}, "30 min ago"), el("span", {}, "now"))));
   }
   let tpAt = 0;
-  async function refreshThroughput() {
-    if (Date.now() - tpAt < 10000) return;  // minute buckets: every 10 s is plenty
+  async function refreshThroughput(changed) {
+    // Minute buckets: every 10 s is plenty, every 2 s at most while jobs keep finishing.
+    if (Date.now() - tpAt < (changed ? 2000 : 10000)) return;
     tpAt = Date.now();
     try {
       renderThroughput(await api("/api/throughput"));
@@ -329,9 +331,9 @@
       view.now = o.now;  // the server's clock, for relative times in the job view
       renderOverview(o);
       renderJobs(page, o.now);
-      if (o.counts.completed + o.counts.failed + o.counts.dead !== view.finished) tpAt = 0;  // something ended
-      view.finished = o.counts.completed + o.counts.failed + o.counts.dead;
-      refreshThroughput();
+      const finished = o.counts.completed + o.counts.failed + o.counts.dead;
+      refreshThroughput(finished !== view.finished);  // sooner when something ended
+      view.finished = finished;
       lastOk = Date.now();
       $("live").textContent = "live · " + local(new Date().toISOString());
       $("live").className = "live ok";
