@@ -264,7 +264,9 @@ def _dialect() -> Any:
     return Dialect(paramstyle="pyformat", now="now()", after=lambda p: f"(now() + make_interval(secs => :{p}))",
                    to_db=lambda dt: dt, from_db=lambda v: v, clock_param=lambda: None,
                    skip_locked=" FOR UPDATE SKIP LOCKED", materialized="MATERIALIZED",
-                   for_update=" FOR UPDATE", for_share=" FOR SHARE", lateral=True, writable_cte=True)
+                   for_update=" FOR UPDATE", for_share=" FOR SHARE", lateral=True, writable_cte=True,
+                   # extract(epoch ...) of a timestamptz is UTC seconds whatever the session's zone
+                   epoch_minute=lambda col: f"CAST(floor(extract(epoch FROM {col}) / 60) AS bigint)")
 
 
 class _Tx:

@@ -272,6 +272,7 @@ def _dialect() -> Any:
     # Times are integer milliseconds since the epoch, from this host's clock, bound as :now.
     return Dialect(paramstyle="named", now=":now", after=lambda p: f"(:now + CAST(ROUND(:{p} * 1000) AS INTEGER))",
                    to_db=to_ms, from_db=from_ms, clock_param=_now_ms,
+                   epoch_minute=lambda col: f"({col} / 60000)",  # epoch ms: integer division
                    ready_index="INDEXED BY jobs_ready", due_index="INDEXED BY jobs_due")
 
 

@@ -349,3 +349,58 @@ def test_keyset_paging_over_many_jobs(q: Any, dash: Any) -> None:
             break
     assert seen == [f"j{i:05d}" for i in reversed(range(3000))]
     assert len(d.get("/api/jobs", params={"limit": 100000})["jobs"]) == 200  # capped
+
+
+def _throughput(q: Any, dash: Any) -> None:
+    """Attempts finished per minute over the last hour, from the stored attempts: ok1's one run
+    completed, bad1's two failed (a real worker ran them); the same after a restart."""
+    from datetime import datetime, timedelta
+
+    _seed(q)
+    for _ in range(2):  # a dashboard started afresh knows as much: nothing is counted in memory
+        d = dash()
+        t = d.get("/api/throughput")
+        minutes = t["minutes"]
+        assert len(minutes) == 60
+        at = [datetime.fromisoformat(m["at"].replace("Z", "+00:00")) for m in minutes]
+        assert all(b - a == timedelta(minutes=1) for a, b in zip(at, at[1:]))
+        assert all(a.second == 0 and a.microsecond == 0 for a in at)
+        now = datetime.fromisoformat(t["now"].replace("Z", "+00:00"))
+        assert at[-1] <= now < at[-1] + timedelta(minutes=1)  # the current minute last
+        assert (sum(m["completed"] for m in minutes), sum(m["failed"] for m in minutes)) == (1, 2)
+        assert (t["completed"], t["failed"]) == (1, 2)
+        # Each in the minute it finished: the minutes of the attempts `show --json` lists.
+        shown = {(a["finished_at"][:16], "completed" if a["exit_code"] == 0 and not a["error"] else "failed")
+                 for job_id in ("ok1", "bad1") for a in q.json("show", job_id)["attempts"]}
+        assert shown == {(m["at"][:16], k) for m in minutes for k in ("completed", "failed") if m[k]}
+        d.close()
+
+
+def test_throughput_on_sqlite(q: Any, dash: Any) -> None:
+    _throughput(q, dash)
+
+
+def test_throughput_on_postgres(q: Any, dash: Any) -> None:
+    from queuectl_plugins.postgres_testing import temporary_postgres_database
+
+    with temporary_postgres_database() as dsn:
+        q.config("storage", "postgres")
+        q.config("postgres.dsn", dsn)
+        _throughput(q, dash)
+
+
+def test_job_view_is_what_show_shows(q: Any, dash: Any) -> None:
+    q.config("backoff_base", 0.01)
+    q.run("enqueue", "--id", "flaky", "--cmd", "exit 2", "--max-retries", "1", "--tag", "deploy", "--env",
+          "API_TOKEN=s3cret", "--env", "MODE=fast", "--cwd", "/tmp", "--timeout", "30", "--unique-key", "u1")
+    q.run("worker", "start", "--burst")
+    d = dash()
+    job = d.get("/api/jobs/flaky")
+    shown = q.json("show", "flaky")
+    assert [{k: v for k, v in a.items() if k != "log_path"} for a in shown["attempts"]] == job["history"]
+    assert [a["attempt"] for a in job["history"]] == [1, 2]
+    assert job["env"] == {"API_TOKEN": "***", "MODE": "fast"} and "s3cret" not in d.http.get("/api/jobs/flaky").text
+    assert job["why"] == "dead (in the DLQ): exit 2"
+    assert job["retry_rules"] == "1 retry (2 runs at most, 2 so far)"
+    assert (job["cwd"], job["unique_key"], job["timeout"], job["after"], job["orphaned"]) == ("/tmp", "u1", 30, [],
+                                                                                              False)

@@ -220,3 +220,32 @@ def test_queues_pause_resume_and_schedules_on_the_page(q: Any, started: Any, bro
     page.fill("#f-tag", "nightly")
     expect(page.locator("#jobs tr")).to_have_count(1)
     expect(page.locator('#jobs tr[data-id="e1"]')).to_be_visible()
+
+
+def test_throughput_chart_and_job_view_attempts(q: Any, started: Any, browser: Any, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    _seed(q)  # ok1 completed (one attempt), bad1 dead after two failed attempts
+    d = started()
+    page = browser.new_page()
+    page.goto(d.base + "/#bad1")
+    # The chart: 60 minutes, the bars of this minute, the totals beside it.
+    expect(page.locator("#tp-chart svg g.minute")).to_have_count(60)
+    expect(page.locator("#tp-ok")).to_have_text("1")
+    expect(page.locator("#tp-bad")).to_have_text("2")
+    expect(page.locator("#tp-chart rect.ok")).to_have_count(1)
+    assert page.locator("#tp-chart rect.bad").count() >= 1
+    box = page.locator("#tp-chart svg").bounding_box()
+    assert box is not None and box["width"] > 400 and box["height"] >= 80
+    # The job view: what show shows, one row per attempt.
+    expect(page.locator('#d-fields dd[data-field="state"]')).to_have_text("dead (in the DLQ): exit 3")
+    expect(page.locator('#d-fields dd[data-field="retries"]')).to_contain_text("1 retry (2 runs at most")
+    rows = page.locator("#d-history tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0).locator("td").nth(0)).to_have_text("1")
+    expect(rows.nth(1).locator("td.end")).to_contain_text("exit 3")
+    expect(rows.nth(1).locator("td").nth(4)).to_contain_text("worker-")
+    rows.nth(0).click()  # an attempt's row shows its log
+    expect(page.locator("#d-log-note")).to_contain_text("attempt 1")
+    expect(page.locator("#d-log")).to_contain_text("broken")
+    page.screenshot(path=str(tmp_path / "dashboard-throughput.png"))

@@ -110,11 +110,21 @@ class Data:
         return {"jobs": [job_dict(j) for j in rows], "next": rows[-1].id if more else None}
 
     def job(self, job_id: str) -> dict[str, Any]:
+        """The job as ``show`` tells it (the same reads, ``history.details``, and the same words
+        for its state and retry rules), with its log files on this host."""
+        from queuectl_core.cli.inspect import job_object, retry_rules, why
+        from queuectl_core.jobs import history
+
         job = self.storage.get(job_id)
         if job is None:
             raise JobNotFoundError(job_id)
-        now = self.now()
-        out = job_dict(job)
+        d = history.details(self.storage, job)
+        now = d.now
+        out = job_object(job, d.after, d.orphaned)
+        out.pop("log_path", None)  # a path on the worker's host: the log endpoint serves it
+        out["why"] = why(job, d.after, d.orphaned, d.workers_live, now)
+        out["retry_rules"] = retry_rules(job)
+        out["history"] = [{k: v for k, v in a.to_dict().items() if k != "log_path"} for a in d.attempts]
         out["output_tail"] = job.output_tail
         out["cancel_requested"] = job.cancel_requested
         out["attempt_logs"] = [{"attempt": n, "bytes": p.stat().st_size if p.exists() else None}
@@ -181,6 +191,24 @@ class Data:
         completed = counts[JobState.COMPLETED]
         failed = sum(by_state.values()) - completed - counts[JobState.PROCESSING]
         return {"completed": completed, "failed": max(0, failed)}
+
+    def throughput(self, minutes: int = 60) -> dict[str, Any]:
+        """Attempts finished in each of the last ``minutes`` minutes (the current one last), from
+        what the storage keeps (``attempts_per_minute``): right after a restart of the dashboard."""
+        from datetime import timedelta
+
+        from queuectl_core.storage.capabilities import minute_of, with_fallbacks
+
+        now = self.now()
+        first = minute_of(now) - timedelta(minutes=minutes - 1)
+        counts = with_fallbacks(self.storage).attempts_per_minute(first)
+        buckets = []
+        for n in range(minutes):
+            at = first + timedelta(minutes=n)
+            ok, bad = counts.get(at, (0, 0))
+            buckets.append({"at": iso(at), "completed": ok, "failed": bad})
+        return {"now": iso(now), "minutes": buckets,
+                "completed": sum(b["completed"] for b in buckets), "failed": sum(b["failed"] for b in buckets)}
 
     def oldest_ready_age(self, now: datetime, queues: list[QueueRow]) -> dict[str, float]:
         """Per queue, how long its oldest runnable job has waited (0 when none is waiting)."""

@@ -126,6 +126,9 @@ def build(app: App, token: str = "", bind: str = "127.0.0.1") -> Starlette:
     async def overview(request: Request) -> Response:
         return JSONResponse(data.overview())
 
+    async def throughput(request: Request) -> Response:
+        return JSONResponse(data.throughput())
+
     async def jobs(request: Request) -> Response:
         p = request.query_params
         try:
@@ -164,6 +167,7 @@ def build(app: App, token: str = "", bind: str = "127.0.0.1") -> Starlette:
     routes: list[Route | Mount] = [
         Route("/", guarded(index)),
         Route("/api/overview", guarded(overview)),
+        Route("/api/throughput", guarded(throughput)),
         Route("/api/jobs", guarded(jobs)),
         Route("/api/jobs/{job_id}", guarded(job)),
         Route("/api/jobs/{job_id}/log", guarded(log)),

@@ -289,14 +289,11 @@ def show(ctx: click.Context, job_id: str, as_json: bool) -> None:
     job = storage.get(job_id)
     if job is None:
         raise JobNotFoundError(job_id)
-    attempts = history.attempts(storage, job)
-    after = storage.waits_on([job.id]).get(job.id, []) if job.waiting else []
-    gone = bool(history.orphans(storage, [job]))
+    d = history.details(storage, job)
     if as_json:
-        _print_json({**job_object(job, after, gone), "attempts": [a.to_dict() for a in attempts]})
+        _print_json({**job_object(job, d.after, d.orphaned), "attempts": [a.to_dict() for a in d.attempts]})
         return
-    workers_live = history.workers_running(storage) if gone else True
-    for line in describe(job, attempts, after, gone, workers_live, storage.now()):
+    for line in describe(job, d.attempts, d.after, d.orphaned, d.workers_live, d.now):
         click.echo(line)
 
 
@@ -328,8 +325,9 @@ def _size(path: str | None) -> str:
     return ""
 
 
-def _why(job: Job, after: list[str], gone: bool, workers_live: bool, now: Any) -> str:
-    """The job's state in words: what it waits for, what it does, or how it ended."""
+def why(job: Job, after: list[str], gone: bool, workers_live: bool, now: Any) -> str:
+    """The job's state in words: what it waits for, what it does, or how it ended (``show``'s
+    state line, and the dashboard's)."""
     from queuectl_core.cli import display
     from queuectl_core.jobs.models import JobState
 
@@ -360,7 +358,8 @@ def _why(job: Job, after: list[str], gone: bool, workers_live: bool, now: Any) -
     return f"cancelled: {job.last_error}" if job.last_error else "cancelled"
 
 
-def _retry_rules(job: Job) -> str:
+def retry_rules(job: Job) -> str:
+    """How often the job may run and on which exits it is retried (``show`` and the dashboard)."""
     retries = "1 retry" if job.max_retries == 1 else f"{job.max_retries} retries"
     rules = f"{retries} ({job.max_retries + 1} run{'s' if job.max_retries else ''} at most, {job.attempts} so far)"
     if job.retry_on is not None:
@@ -378,7 +377,7 @@ def describe(job: Job, attempts: list[Any], after: list[str], gone: bool, worker
     colour = display.use_colour()
     fields: list[tuple[str, str]] = [
         ("id", job.id),
-        ("state", _why(job, after, gone, workers_live, now)),
+        ("state", why(job, after, gone, workers_live, now)),
         ("command", job.command),
         ("queue", job.queue),
         ("priority", str(job.priority)),
@@ -387,7 +386,7 @@ def describe(job: Job, attempts: list[Any], after: list[str], gone: bool, worker
         ("env", " ".join(f"{k}={v}" for k, v in masked_env(job.env).items()) or "-"),
         ("after", ", ".join(after) or "-"),
         ("unique key", job.unique_key or "-"),
-        ("retries", _retry_rules(job)),
+        ("retries", retry_rules(job)),
         ("timeout", display.duration(job.timeout) if job.timeout is not None else "none"),
         ("created", _clock(job.created_at, now)),
     ]

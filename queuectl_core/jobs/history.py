@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,26 @@ def attempts(storage: Any, job: Job) -> list[Attempt]:
         done.append(Attempt(job.id, job.attempt_number, job.updated_at, None, None, None, None, job.worker_id,
                             job.host, job.log_path))
     return done
+
+
+@dataclass(frozen=True, slots=True)
+class Details:
+    """What ``show`` and the dashboard's job view tell of one job, read once."""
+
+    job: Job
+    attempts: list[Attempt]  # every attempt, oldest first, the running one last
+    after: list[str]  # the ids it still waits on
+    orphaned: bool  # processing, and its worker is known gone
+    workers_live: bool  # whether a live worker will take it back (only read when orphaned)
+    now: datetime  # the storage's clock
+
+
+def details(storage: Any, job: Job) -> Details:
+    """Everything ``show`` tells of ``job``, beyond its row."""
+    after = storage.waits_on([job.id]).get(job.id, []) if job.waiting else []
+    gone = bool(orphans(storage, [job]))
+    return Details(job, attempts(storage, job), after, gone, workers_running(storage) if gone else True,
+                   storage.now())
 
 
 def _pid_gone(pid: int | None) -> bool:
@@ -84,4 +105,4 @@ def workers_running(storage: Any) -> bool:
     return any(not (w.hostname == here and _pid_gone(w.pid)) for w in storage.live_workers())
 
 
-__all__ = ["attempts", "orphaned", "orphans", "workers_running"]
+__all__ = ["Details", "attempts", "details", "orphaned", "orphans", "workers_running"]

@@ -11,7 +11,7 @@ whatever the backend offers.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:
@@ -117,14 +117,25 @@ class AttemptHistory(Protocol):
         knows only its last finished attempt (the one capability whose fallback knows less)."""
 
 
+@runtime_checkable
+class AttemptsPerMinute(Protocol):
+    def attempts_per_minute(self, since: datetime) -> dict[datetime, tuple[int, int]]:
+        """Finished attempts whose ``finished_at`` is at or after ``since``, counted per minute:
+        {the minute's start (UTC, seconds zero): (succeeded, did not)}, minutes without one left
+        out. An attempt succeeded when it exited 0 without an error; every other (failed, killed,
+        timed out, cancelled) did not. Fallback: every job read page by page, each counted by its
+        last finished attempt only (at its ``updated_at``), as ``attempts``' fallback knows it."""
+
+
 CAPABILITIES: tuple[type, ...] = (ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert,
                                   CountJobs, PendingSummary, AttemptsByState, Purge)
-CAPABILITIES += (IdsWithPrefix, AttemptHistory)
+CAPABILITIES += (IdsWithPrefix, AttemptHistory, AttemptsPerMinute)
 PAGE = 1000  # jobs a fallback reads at once
 
 if TYPE_CHECKING:
     class FullStorage(Storage, ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert, CountJobs,
-                      PendingSummary, AttemptsByState, Purge, IdsWithPrefix, AttemptHistory, Protocol):
+                      PendingSummary, AttemptsByState, Purge, IdsWithPrefix, AttemptHistory, AttemptsPerMinute,
+                      Protocol):
         """What :func:`with_fallbacks` gives, for type checkers: the required methods and every
         capability."""
 
@@ -256,13 +267,35 @@ class WithFallbacks:
         return [Attempt(job.id, job.attempt_number, None, job.updated_at, job.last_duration, job.last_exit_code,
                         job.last_error, job.worker_id, job.host, job.log_path)]
 
+    def attempts_per_minute(self, since: datetime) -> dict[datetime, tuple[int, int]]:
+        from queuectl_core.jobs.models import JobState
+
+        counts: dict[datetime, tuple[int, int]] = {}
+        for job in self._every():
+            # A finished last attempt ended at updated_at (pending: restarted or replayed since,
+            # its last attempt is no longer described by the row).
+            if job.state in (JobState.PROCESSING, JobState.PENDING) or not job.attempts or job.updated_at < since:
+                continue
+            if job.state == JobState.CANCELLED and job.last_exit_code is None and job.last_duration is None:
+                continue  # cancelled before it ran again: no attempt ended then
+            minute = minute_of(job.updated_at)
+            ok, bad = counts.get(minute, (0, 0))
+            good = job.state == JobState.COMPLETED
+            counts[minute] = (ok + good, bad + (not good))
+        return counts
+
+
+def minute_of(when: datetime) -> datetime:
+    """The start of ``when``'s minute, in UTC."""
+
+    return when.astimezone(UTC).replace(second=0, microsecond=0)
+
 
 def with_fallbacks(storage: Storage) -> WithFallbacks:
     """``storage`` with every optional capability (see :class:`WithFallbacks`)."""
     return storage if isinstance(storage, WithFallbacks) else WithFallbacks(storage)
 
 
-__all__ = ["AttemptHistory", "AttemptsByState", "ApplyAndClaim", "ApplyBatch", "CAPABILITIES", "CancelRequests",
+__all__ = ["AttemptHistory", "AttemptsByState", "AttemptsPerMinute", "ApplyAndClaim", "ApplyBatch", "CAPABILITIES", "CancelRequests",
            "ClaimMany", "CountJobs", "IdsWithPrefix", "PendingSummary", "Purge", "StreamingInsert", "WithFallbacks",
-           "capabilities",
-           "with_fallbacks"]
+           "capabilities", "minute_of", "with_fallbacks"]

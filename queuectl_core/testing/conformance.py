@@ -1259,6 +1259,32 @@ class StorageConformance:
         assert storage.delete(["j"], list(lifecycle.FINISHED_STATES)) is not None
         assert storage.attempts("j") == []
 
+    def test_attempts_per_minute(self, storage: Any) -> None:
+        from datetime import timedelta
+
+        from queuectl_core.storage.capabilities import minute_of
+
+        start = storage.now()
+        storage.enqueue([self.new("ok"), self.new("dies", max_retries=0), self.new("again", max_retries=1)])
+        for _ in range(4):  # whatever the claim order: ok completes, dies dies, again fails then completes
+            job = storage.claim("w", 30)
+            assert job is not None
+            job_id = job.id
+            if job_id == "ok" or (job_id == "again" and job.attempts == 2):
+                self.complete(storage, job_id, job.lease_token, self.ok())
+            elif job_id == "dies":
+                self.bury(storage, job_id, job.lease_token, self.bad(exit_code=-9, error="killed by SIGKILL"))
+            else:
+                self.retry(storage, job_id, job.lease_token, self.bad(), 0)
+        counts = storage.attempts_per_minute(start - timedelta(minutes=1))
+        for minute in counts:  # each key the start of a minute, in UTC, between the start and now
+            assert minute == minute_of(minute) and minute.utcoffset() == timedelta(0)
+            assert minute_of(start) <= minute <= storage.now()
+        ok, bad = sum(n for n, _ in counts.values()), sum(n for _, n in counts.values())
+        # With history, every attempt; the fallback counts each job's last finished one.
+        assert (ok, bad) == ((2, 2) if "AttemptsPerMinute" in getattr(storage, "native", ()) else (2, 1))
+        assert storage.attempts_per_minute(storage.now() + timedelta(minutes=2)) == {}
+
     def test_a_released_or_lost_attempt_is_recorded_and_its_number_never_reused(self, storage: Any) -> None:
         import time
 

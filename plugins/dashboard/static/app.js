@@ -204,21 +204,40 @@
       return;
     }
     if (view.selected !== id) return;
-    $("d-title").replaceChildren(id, " ", badge(job.state));
-    const field = (k, v) => [el("dt", {}, k), el("dd", {}, v === null || v === undefined || v === "" ? "—" : v)];
+    $("d-title").replaceChildren(id, " ", badge(job.orphaned ? "orphaned" : job.state));
+    // What `queuectl show` shows, in its order and words (the server says why a job is in its state).
+    const field = (k, v, cls) => [el("dt", {}, k),
+      el("dd", { class: cls || "", "data-field": k }, v === null || v === undefined || v === "" ? "—" : v)];
+    const hist = job.history || [];
+    const last = hist.length ? hist[hist.length - 1] : null;
+    const env = Object.entries(job.env || {});
     $("d-fields").replaceChildren(
+      ...field("state", job.why, job.orphaned ? "why bad" : "why"),
       ...field("command", el("code", {}, job.command)),
-      ...field("queue", job.queue), ...(job.tags.length ? field("tags", job.tags.join(", ")) : []),
-      ...field("attempts", job.attempts + " of " + (job.max_retries + 1)),
-      ...field("priority", String(job.priority)),
-      ...field("created", moment(job.created_at, view.now)), ...field("updated", moment(job.updated_at, view.now)),
-      ...(["pending", "failed"].includes(job.state) ? field("runs", moment(job.run_at, view.now)) : []),
-      ...(job.running_seconds !== null ? field("running for", human(job.running_seconds)) : []),
-      ...field("worker", job.worker_id),
-      ...field("last exit", job.last_exit_code === null ? null : String(job.last_exit_code)),
-      ...field("last error", job.last_error),
+      ...field("queue", job.queue), ...field("priority", String(job.priority)),
+      ...field("tags", job.tags.join(", ")),
+      ...field("cwd", job.cwd ? el("code", {}, job.cwd) : el("span", { class: "muted" }, "the worker's")),
+      ...field("env", env.length ? el("code", {}, env.map(([k, v]) => k + "=" + v).join(" ")) : null),
+      ...field("after", job.after.join(", ")),
+      ...field("unique key", job.unique_key),
+      ...field("retries", job.retry_rules),
+      ...field("timeout", job.timeout === null ? "none" : human(job.timeout)),
+      ...field("created", moment(job.created_at, view.now)),
+      ...(["pending", "failed"].includes(job.state)
+        ? field("runs", Date.parse(job.run_at) > Date.parse(view.now || new Date().toISOString())
+          ? moment(job.run_at, view.now) : "when a worker is free")
+        : []),
+      ...(job.state === "processing" ? [...field("started", moment(job.updated_at, view.now)),
+        ...(job.running_seconds !== null ? field("running for", human(job.running_seconds)) : [])] : []),
+      ...(job.state !== "processing" && last && last.finished_at
+        ? [...field("ran", moment(last.started_at || last.finished_at, view.now)),
+          ...field("ended", moment(last.finished_at, view.now))] : []),
+      ...field("worker", job.worker_id ? job.worker_id + " on " + (job.host || "?") : null),
+      ...(job.orphaned ? field("orphaned", "yes: its worker is gone", "why bad") : []),
       ...(job.cancel_requested ? field("cancel", "requested; the worker is stopping it") : []));
     $("d-actions").replaceChildren(...actionsFor(job));
+    view.shownAttempt = log.attempt;
+    renderHistory(job, hist);
     $("d-attempts").replaceChildren(...job.attempt_logs.map((a) => el("button", { type: "button",
       class: a.attempt === log.attempt ? "on" : "", onclick: () => { view.attempt = a.attempt; refreshDetail(); } },
       "#" + a.attempt + (a.bytes === null ? "" : " · " + a.bytes + " B"))));
@@ -232,6 +251,76 @@
       (log.source === "stored tail" ? " · stored tail (the log file is on the worker's host)" : "");
   }
 
+  function ended(a, job) {
+    if (!a.finished_at) return job.orphaned ? "orphaned" : "running";
+    let end = a.signal || (a.exit_code === null ? "" : "exit " + a.exit_code);
+    if (a.error && (a.exit_code === null || (a.error !== "exit " + a.exit_code && a.error !== "exit status " + a.exit_code)))
+      end = end ? end + ": " + a.error : a.error;
+    return end;
+  }
+  function renderHistory(job, hist) {
+    $("d-history").querySelector("tbody").replaceChildren(...hist.map((a) => {
+      const ok = a.finished_at && a.exit_code === 0 && !a.error;
+      const took = a.finished_at ? (a.duration === null ? "" : a.duration < 1 ? Math.round(a.duration * 1000) + "ms" : human(a.duration))
+        : (a.started_at ? human((Date.parse(view.now) - Date.parse(a.started_at)) / 1000) + "…" : "");
+      return el("tr", { "data-attempt": String(a.attempt), class: a.attempt === view.shownAttempt ? "sel" : "",
+          title: "Show this attempt's log", onclick: () => { view.attempt = a.attempt; refreshDetail(); } },
+        el("td", { class: "num" }, String(a.attempt)),
+        el("td", { title: a.started_at ? moment(a.started_at, view.now) : "" }, a.started_at ? local(a.started_at) : "?"),
+        el("td", { class: "num" }, took),
+        el("td", { class: "end " + (!a.finished_at ? (job.orphaned ? "bad" : "run") : ok ? "ok" : "bad"),
+          title: a.error || "" }, ended(a, job)),
+        el("td", { class: "mono" }, a.worker_id || ""), el("td", {}, a.host || ""));
+    }));
+    $("d-history").hidden = !hist.length;
+    $("d-history-empty").hidden = hist.length > 0;
+  }
+
+  // -- throughput: attempts finished per minute, last hour ------------------------------------------
+  const SVG = "http://www.w3.org/2000/svg";
+  function svg(tag, attrs, ...children) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    node.append(...children);
+    return node;
+  }
+  function renderThroughput(t) {
+    $("tp-ok").textContent = String(t.completed);
+    $("tp-bad").textContent = String(t.failed);
+    const W = 600, H = 90, n = t.minutes.length, slot = W / n, bar = slot * 0.7;  // stretched: gaps scale too
+    const top = Math.max(1, ...t.minutes.map((m) => m.completed + m.failed));
+    const y = (v) => (v / top) * H;
+    const bars = [];
+    t.minutes.forEach((m, i) => {
+      const x = i * slot + (slot - bar) / 2;
+      const label = local(m.at).slice(0, 5) + " · " + m.completed + " completed, " + m.failed + " failed";
+      const g = svg("g", { class: "minute", "data-minute": m.at }, svg("title", {}, label));
+      g.append(svg("rect", { class: "hit", x: i * slot, y: 0, width: slot, height: H }));
+      if (m.completed) g.append(svg("rect", { class: "ok", x, y: H - y(m.completed), width: bar, height: y(m.completed) }));
+      if (m.failed) g.append(svg("rect", { class: "bad", x, y: H - y(m.completed + m.failed), width: bar, height: y(m.failed) }));
+      bars.push(g);
+    });
+    const chart = svg("svg", { viewBox: "0 0 " + W + " " + H, preserveAspectRatio: "none", role: "img",
+      "aria-label": t.completed + " completed and " + t.failed + " failed in the last hour" },
+      svg("line", { class: "base", x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5 }), ...bars);
+    const first = t.minutes.length ? local(t.minutes[0].at).slice(0, 5) : "";
+    $("tp-chart").replaceChildren(
+      el("div", { class: "y" }, el("span", {}, String(top)), el("span", {}, "0")),
+      el("div", { class: "plot" }, chart,
+        el("div", { class: "x" }, el("span", {}, first), el("span", {}, "30 min ago"), el("span", {}, "now"))));
+  }
+  let tpAt = 0;
+  async function refreshThroughput(changed) {
+    // Minute buckets: every 10 s is plenty, every 2 s at most while jobs keep finishing.
+    if (Date.now() - tpAt < (changed ? 2000 : 10000)) return;
+    tpAt = Date.now();
+    try {
+      renderThroughput(await api("/api/throughput"));
+    } catch (e) {
+      tpAt = 0;  // try again on the next round
+    }
+  }
+
   // -- the loop --------------------------------------------------------------------------------
   let busy = false;
   async function refresh() {
@@ -242,6 +331,9 @@
       view.now = o.now;  // the server's clock, for relative times in the job view
       renderOverview(o);
       renderJobs(page, o.now);
+      const finished = o.counts.completed + o.counts.failed + o.counts.dead;
+      refreshThroughput(finished !== view.finished);  // sooner when something ended
+      view.finished = finished;
       lastOk = Date.now();
       $("live").textContent = "live · " + local(new Date().toISOString());
       $("live").className = "live ok";

@@ -25,12 +25,14 @@ class Dialect:
     # A plain class, not a dataclass: every storage plugin module imports this one at start-up,
     # and generating a 12-field dataclass costs `queuectl --help` about 2 ms.
     __slots__ = ("paramstyle", "now", "after", "to_db", "from_db", "clock_param", "skip_locked", "materialized",
-                 "ready_index", "due_index", "true", "for_update", "for_share", "lateral", "writable_cte")
+                 "ready_index", "due_index", "true", "for_update", "for_share", "lateral", "writable_cte",
+                 "epoch_minute")
 
     def __init__(self, *, paramstyle: str, now: str, after: Callable[[str], str], to_db: Callable[[datetime], Any],
                  from_db: Callable[[Any], datetime], clock_param: Callable[[], Any], skip_locked: str = "",
                  materialized: str = "", ready_index: str = "", due_index: str = "", true: str = "TRUE",
-                 for_update: str = "", for_share: str = "", lateral: bool = False, writable_cte: bool = False) -> None:
+                 for_update: str = "", for_share: str = "", lateral: bool = False, writable_cte: bool = False,
+                 epoch_minute: Callable[[str], str] | None = None) -> None:
         self.paramstyle = paramstyle
         self.now = now
         self.after = after
@@ -51,6 +53,9 @@ class Dialect:
         # trip, a claim reads its queue's limit, and a completion releases the jobs waiting on it,
         # in the same statement.
         self.writable_cte = writable_cte
+        # The whole minutes since 1970-01-01 UTC of a stored time column, as an integer (what a
+        # count per minute groups by). Default: a column stored as epoch milliseconds.
+        self.epoch_minute = epoch_minute or (lambda col: f"({col} / 60000)")
 
     def sql(self, text: str) -> str:
         if self.paramstyle != "pyformat":

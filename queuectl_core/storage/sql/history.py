@@ -11,6 +11,7 @@ deletes its attempts (a trigger too). This part reads them.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from queuectl_core.storage.sql.base import SQLBase
@@ -32,6 +33,18 @@ class HistoryMixin(SQLBase):
                           id=job_id)
         return [Attempt(r[0], r[1], t(r[2]) if r[2] is not None else None, t(r[3]) if r[3] is not None else None,
                         *r[4:]) for r in rows]
+
+    def attempts_per_minute(self, since: datetime) -> dict[datetime, tuple[int, int]]:
+        """Attempts finished at or after ``since``, per minute: {minute (UTC): (succeeded, not)}
+        (the ``AttemptsPerMinute`` capability), in one statement grouped in the database."""
+        minute = self.dialect.epoch_minute("finished_at")
+        rows = self._read(f"SELECT {minute}, "
+                          "SUM(CASE WHEN exit_code = 0 AND error IS NULL THEN 1 ELSE 0 END), "
+                          "SUM(CASE WHEN exit_code = 0 AND error IS NULL THEN 0 ELSE 1 END) "
+                          "FROM {at} WHERE finished_at >= :since GROUP BY 1",
+                          since=self.dialect.to_db(since))
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        return {epoch + timedelta(minutes=int(r[0])): (int(r[1]), int(r[2])) for r in rows}
 
 
 __all__ = ["ATTEMPT_COLUMNS", "HistoryMixin"]
