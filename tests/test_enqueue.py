@@ -191,7 +191,7 @@ def test_bad_job_json_is_rejected(seeded: Q, text: str, key: str) -> None:
 BAD_FLAGS = [
     (["--cmd", ""], "command"),
     (["--id", "j9", "--max-retries", "2"], "--cmd"),
-    (["--cmd", "x", "--max-retries", "-1"], "max_retries"),
+    (["--cmd", "x", "--max-retries", "-1"], "--max-retries"),
     (["--cmd", "x", "--max-retries", "abc"], "--max-retries"),
     (["--cmd", "x", "--max-retries", "2.5"], "--max-retries"),
     (["--cmd", "x", "--priority", "high"], "--priority"),

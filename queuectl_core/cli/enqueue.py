@@ -38,7 +38,7 @@ class _EnqueueCommand(click.Command):
 @click.option("--each", is_flag=True,
               help="One job per non-empty line of stdin, {} in the command replaced by the line, "
                    "shell-quoted. All or nothing.")
-@click.option("--max-retries", type=int, help="Retries after the first attempt (default: config max_retries).")
+@click.option("--max-retries", type=click.IntRange(min=0), help="Retries after the first attempt (default: config max_retries).")
 @click.option("--priority", type=int, help="Higher runs first (default 0).")
 @click.option("--delay", help="Run no sooner than this from now: seconds, or 90s, 5m, 1h30m, 7d.")
 @click.option("--run-at",
