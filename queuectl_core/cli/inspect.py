@@ -100,7 +100,7 @@ def _orphaned(storage: Any, counts: dict[Any, int]) -> list[Job]:
     if not counts[JobState.PROCESSING]:
         return []
     running = storage.list_jobs(JobState.PROCESSING)
-    gone = orphans(storage, running)
+    gone, _ = orphans(storage, running)
     return sorted((j for j in running if j.id in gone), key=lambda j: (j.lease_expires_at or j.updated_at, j.id))
 
 
@@ -220,12 +220,12 @@ def show_jobs(ctx: click.Context, filters: dict[str, Any], limit: int | None, al
     --limit N, or --all) with a footer saying how many more there are."""
     if all_ and limit is not None:
         raise click.UsageError("give --limit or --all, not both")
-    from queuectl_core.jobs.history import orphans, workers_running
+    from queuectl_core.jobs.history import orphans
 
     storage = _app(ctx).storage
     if as_json:
         jobs = storage.list_jobs(None, limit, **filters)
-        waits, gone = _waits(storage, jobs), orphans(storage, jobs)
+        waits, (gone, _) = _waits(storage, jobs), orphans(storage, jobs)
         _print_json([job_object(j, waits.get(j.id), j.id in gone) for j in jobs])
         return
     shown = None if all_ else (limit or DEFAULT_LIMIT)
@@ -233,9 +233,8 @@ def show_jobs(ctx: click.Context, filters: dict[str, Any], limit: int | None, al
     if not jobs:
         click.echo(empty)
         return
-    gone = orphans(storage, jobs)
-    job_table(jobs, storage.now(), waits=_waits(storage, jobs), orphaned=gone,
-              workers_live=workers_running(storage) if gone else True)
+    gone, workers_live = orphans(storage, jobs)
+    job_table(jobs, storage.now(), waits=_waits(storage, jobs), orphaned=gone, workers_live=workers_live)
     if shown is not None and len(jobs) == shown:
         more = storage.count_jobs(None, **filters) - len(jobs)
         if more > 0:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -43,23 +42,10 @@ class Overview:
         }
 
 
-def _alive_here(worker: WorkerInfo, hostname: str) -> bool:
-    """A worker on this host whose process is gone (SIGKILL, OOM) is not listed while its row
-    ages out: its pid is checked. Workers on other hosts are listed by their last heartbeat."""
-    if worker.hostname != hostname:
-        return True
-    try:
-        os.kill(worker.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def overview(storage: Storage) -> Overview:
     import socket
 
+    from queuectl_core.jobs.history import live
     from queuectl_core.storage.capabilities import with_fallbacks
 
     counts = storage.counts()
@@ -69,7 +55,7 @@ def overview(storage: Storage) -> Overview:
         queues[q.name] = {**{str(s): q.counts.get(str(s), 0) for s in JobState},
                           "paused": q.paused, "concurrency": q.concurrency}
     host = socket.gethostname()
-    workers = [w for w in storage.live_workers() if _alive_here(w, host)]
+    workers = live(storage.live_workers(), host)
     return Overview(storage.now(), counts, ready, scheduled, oldest, queues, workers)
 
 

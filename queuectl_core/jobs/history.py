@@ -48,9 +48,8 @@ class Details:
 def details(storage: Any, job: Job) -> Details:
     """Everything ``show`` tells of ``job``, beyond its row."""
     after = storage.waits_on([job.id]).get(job.id, []) if job.waiting else []
-    gone = bool(orphans(storage, [job]))
-    return Details(job, attempts(storage, job), after, gone, workers_running(storage) if gone else True,
-                   storage.now())
+    gone, workers_live = orphans(storage, [job])
+    return Details(job, attempts(storage, job), after, bool(gone), workers_live, storage.now())
 
 
 def _pid_gone(pid: int | None) -> bool:
@@ -85,24 +84,22 @@ def orphaned(job: Job, workers: Sequence[WorkerInfo], here: str, now: datetime) 
     return _pid_gone(worker.pid if worker is not None else _pid_of(job.worker_id))
 
 
-def orphans(storage: Any, jobs: Sequence[Job]) -> set[str]:
-    """The ids of the orphaned jobs among ``jobs`` (one read of the live workers, if any runs)."""
+def live(workers: Sequence[WorkerInfo], here: str) -> list[WorkerInfo]:
+    """The listed workers whose process is not known gone: on this host (``here``) a worker whose
+    pid is dead (SIGKILL, OOM) is gone while its row ages out; elsewhere its last heartbeat counts."""
+    return [w for w in workers if not (w.hostname == here and _pid_gone(w.pid))]
+
+
+def orphans(storage: Any, jobs: Sequence[Job]) -> tuple[set[str], bool]:
+    """The ids of the orphaned jobs among ``jobs``, and whether a live worker will take them back
+    once their leases expire; one read of the live workers, and none when no job is processing."""
     running = [j for j in jobs if j.state == JobState.PROCESSING]
     if not running:
-        return set()
+        return set(), True
     import socket
 
     workers, here, now = storage.live_workers(), socket.gethostname(), storage.now()
-    return {j.id for j in running if orphaned(j, workers, here, now)}
+    return {j.id for j in running if orphaned(j, workers, here, now)}, bool(live(workers, here))
 
 
-def workers_running(storage: Any) -> bool:
-    """Whether any worker is live (seen lately, and its process alive when it is on this host): one
-    will take an orphaned job back once its lease expires."""
-    import socket
-
-    here = socket.gethostname()
-    return any(not (w.hostname == here and _pid_gone(w.pid)) for w in storage.live_workers())
-
-
-__all__ = ["Details", "attempts", "details", "orphaned", "orphans", "workers_running"]
+__all__ = ["Details", "attempts", "details", "live", "orphaned", "orphans"]
