@@ -1,15 +1,14 @@
 """An in-memory storage: the smallest complete one, to read and to copy.
 
-It implements the required :class:`~queuectl_core.interfaces.Storage` protocol and one optional
-capability, ``AttemptHistory`` (every attempt of a job, which no fallback can know); every other
-capability comes from core's fallbacks (:func:`~queuectl_core.storage.capabilities.with_fallbacks`),
-and it passes :class:`~queuectl_core.testing.StorageConformance`. A backend for a real database
-keeps the same shape: persist what :mod:`queuectl_core.jobs.lifecycle` decides, fenced and atomic, and
-never decide anything itself.
+It implements the required :class:`~queuectl_core.interfaces.Storage` protocol and one optional capability,
+``AttemptHistory`` (every attempt of a job, which no fallback can know); core's fallbacks
+(:func:`~queuectl_core.storage.capabilities.with_fallbacks`) give it every other, and it passes
+:class:`~queuectl_core.testing.StorageConformance`. A backend for a real database keeps the same shape:
+persist what :mod:`queuectl_core.jobs.lifecycle` decides, fenced and atomic, and never decide anything itself.
 
-Jobs live in one :class:`MemoryQueue`; every :class:`MemoryStorage` opened on it (one per worker
-thread, as a database has one connection each) sees the same jobs. One lock makes every method a
-transaction. Nothing survives the process: for tests and examples, not for work.
+Jobs live in one :class:`MemoryQueue`, seen by every :class:`MemoryStorage` opened on it (one per worker
+thread, as a database has one connection each). One lock makes every method a transaction. Nothing
+survives the process: for tests and examples, not for work.
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ import os
 import select
 import threading
 import time
-from dataclasses import dataclass, replace
+from collections import Counter
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Sequence
 
@@ -32,24 +32,17 @@ from queuectl_core.jobs.timeutil import UTC
 WORKER_LIVE_SECONDS = 15.0  # a worker not seen for this long is not listed as live
 
 
-@dataclass
-class _Worker:
-    info: WorkerInfo
-    last_seen: datetime
-    current_job: str | None = None  # what it last told worker_seen()
-    stop: int = 0  # 1: stop after the current job, 2: stop now
-
-
 class MemoryQueue:
     """What a database would hold, shared by every MemoryStorage opened on it."""
 
     def __init__(self) -> None:
         self.lock = threading.Condition(threading.RLock())
         self.jobs: dict[str, Job] = {}
-        self.parents: dict[str, dict[str, bool]] = {}  # child -> {parent: completed yet}
-        self.queues: dict[str, tuple[int, bool]] = {}  # name -> (concurrency, paused)
+        self.parents: dict[str, set[str]] = {}  # job id -> the jobs it waits on (`after`) not completed yet
+        self.queues: dict[str, QueueInfo] = {}  # name -> its concurrency and pause (counts filled when read)
         self.schedules: dict[str, Schedule] = {}
-        self.workers: dict[str, _Worker] = {}
+        self.workers: dict[str, WorkerInfo] = {}  # id -> as registered, with last_seen and current_job kept
+        self.stops: dict[str, int] = {}  # worker id -> 1: stop after the current job, 2: stop now
         self.history: dict[str, list[Attempt]] = {}  # job id -> its finished attempts, oldest first
         self.wakes = 0  # moves on every write that may make work available
 
@@ -71,47 +64,42 @@ class MemoryStorage:
 
     # -- jobs ------------------------------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
-        with self.q.lock:
-            out = self._insert(jobs)
-            if out:
-                self._wake()
-            return out
-
-    def _insert(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Check everything first, then change anything: all or nothing."""
         q, ids = self.q, [j.id for j in jobs]
-        for n, job_id in enumerate(ids):
-            if job_id in q.jobs or job_id in ids[:n]:
-                raise DuplicateJobError(job_id)
-        keys: dict[str, str] = {}  # those of this batch so far
-        for new in jobs:
-            if new.unique_key is not None:
-                holder = keys.get(new.unique_key) or self._holder(new.unique_key)
-                if holder is not None:
-                    raise UniqueKeyError(new.unique_key, holder)
-                keys[new.unique_key] = new.id
-        for new in jobs:
-            for parent in new.after:
-                if parent not in q.jobs and parent not in ids:
-                    raise ValidationError(f"job {new.id!r}: 'after' names {parent!r}, and no such job exists")
-        now = self.now()
-        for new in jobs:
-            met = {p: p in q.jobs and lifecycle.dependency_met(q.jobs[p].state) for p in new.after}
-            if met:
-                q.parents[new.id] = met
-            q.queues.setdefault(new.queue, (0, False))
-            run_at = new.run_at if new.run_at is not None else now + timedelta(seconds=new.delay or 0)
-            q.jobs[new.id] = Job(
-                id=new.id, command=new.command, state=JobState.PENDING, attempts=0, max_retries=new.max_retries,
-                priority=new.priority, created_at=now, updated_at=now, run_at=run_at, timeout=new.timeout,
-                queue=new.queue, waiting=sum(not m for m in met.values()), unique_key=new.unique_key,
-                retry_on=new.retry_on, no_retry_on=new.no_retry_on, cwd=new.cwd, env=dict(new.env), tags=new.tags)
-        # A parent that already ended: what the lifecycle makes of its new dependants.
-        for parent in {p for new in jobs for p in new.after if p not in ids}:
-            state = q.jobs[parent].state
-            if not lifecycle.dependency_met(state):
-                self._dependants(parent, lifecycle.dependants(parent, state))
-        return [q.jobs[i] for i in ids]
+        with q.lock:
+            for n, job_id in enumerate(ids):
+                if job_id in q.jobs or job_id in ids[:n]:
+                    raise DuplicateJobError(job_id)
+            keys: dict[str, str] = {}  # those of this batch so far
+            for new in jobs:
+                if new.unique_key is not None:
+                    holder = keys.get(new.unique_key) or self._holder(new.unique_key)
+                    if holder is not None:
+                        raise UniqueKeyError(new.unique_key, holder)
+                    keys[new.unique_key] = new.id
+            for new in jobs:
+                for parent in new.after:
+                    if parent not in q.jobs and parent not in ids:
+                        raise ValidationError(f"job {new.id!r}: 'after' names {parent!r}, and no such job exists")
+            now = self.now()
+            for new in jobs:
+                unmet = {p for p in new.after if p not in q.jobs or not lifecycle.dependency_met(q.jobs[p].state)}
+                if unmet:
+                    q.parents[new.id] = unmet
+                q.queues.setdefault(new.queue, QueueInfo(new.queue))
+                run_at = new.run_at if new.run_at is not None else now + timedelta(seconds=new.delay or 0)
+                q.jobs[new.id] = Job(
+                    id=new.id, command=new.command, state=JobState.PENDING, attempts=0, max_retries=new.max_retries,
+                    priority=new.priority, created_at=now, updated_at=now, run_at=run_at, timeout=new.timeout,
+                    queue=new.queue, waiting=len(unmet), unique_key=new.unique_key,
+                    retry_on=new.retry_on, no_retry_on=new.no_retry_on, cwd=new.cwd, env=dict(new.env), tags=new.tags)
+            # A parent that already ended: what the lifecycle makes of its new dependants.
+            for parent in {p for new in jobs for p in new.after if p not in ids}:
+                if not lifecycle.dependency_met(q.jobs[parent].state):
+                    self._dependants(parent, lifecycle.dependants(parent, q.jobs[parent].state))
+            if ids:
+                self._wake()
+            return [q.jobs[i] for i in ids]
 
     def get(self, job_id: str) -> Job | None:
         with self.q.lock:
@@ -122,48 +110,42 @@ class MemoryStorage:
                   queue: str | None = None, before: str | None = None) -> list[Job]:
         wanted = set(states or ()) | ({state} if state is not None else set())
         with self.q.lock:
-            jobs = [j for j in self.q.jobs.values()
-                    if (not wanted or j.state in wanted) and (tag is None or tag in j.tags)
-                    and (queue is None or j.queue == queue)]
-            if before is not None:
-                last = self.q.jobs.get(before)
-                if last is None:
-                    return []
-                jobs = [j for j in jobs if (j.created_at, j.id) < (last.created_at, last.id)]
+            last = self.q.jobs.get(before) if before is not None else None
+            if before is not None and last is None:
+                return []
+            jobs = [j for j in self.q.jobs.values() if (not wanted or j.state in wanted)
+                    and (tag is None or tag in j.tags) and (queue is None or j.queue == queue)
+                    and (last is None or (j.created_at, j.id) < (last.created_at, last.id))]
         jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
-        return jobs[:limit] if limit is not None else jobs
+        return jobs[:limit]
 
     def counts(self) -> dict[JobState, int]:
-        counts = {s: 0 for s in JobState}
         with self.q.lock:
-            for job in self.q.jobs.values():
-                counts[job.state] += 1
-        return counts
+            found = Counter(j.state for j in self.q.jobs.values())
+        return {s: found[s] for s in JobState}
 
     def delete(self, job_ids: Sequence[str], states: Sequence[JobState]) -> list[Job] | None:
         with self.q.lock:
-            jobs = [self.q.jobs.get(i) for i in dict.fromkeys(job_ids)]
-            if any(j is None or j.state not in states for j in jobs):
+            ids = list(dict.fromkeys(job_ids))
+            if any(i not in self.q.jobs or self.q.jobs[i].state not in states for i in ids):
                 return None
-            for j in jobs:
-                if j is not None:
-                    self.q.history.pop(j.id, None)
-            return [self.q.jobs.pop(j.id) for j in jobs if j is not None]
+            for i in ids:
+                self.q.history.pop(i, None)
+            return [self.q.jobs.pop(i) for i in ids]
 
     # -- claims and changes --------------------------------------------------------------------
-    def _open(self, name: str, queues: Sequence[str] | None) -> bool:
-        """Whether a worker of ``queues`` may claim from queue ``name`` now."""
-        concurrency, paused = self.q.queues.get(name, (0, False))
-        if paused or (queues is not None and name not in queues):
-            return False
-        running = sum(1 for j in self.q.jobs.values() if j.queue == name and j.state == JobState.PROCESSING)
-        return concurrency == 0 or running < concurrency
+    def _open(self, queues: Sequence[str] | None, limits: bool = True) -> set[str]:
+        """The queues a worker of ``queues`` (None: all) takes from: unpaused, (``limits``) not full."""
+        running = Counter(j.queue for j in self.q.jobs.values() if j.state == JobState.PROCESSING)
+        return {name for name, info in self.q.queues.items()
+                if not info.paused and (queues is None or name in queues)
+                and not (limits and info.concurrency and running[name] >= info.concurrency)}
 
-    def _ready(self, queues: Sequence[str] | None) -> list[Job]:
+    def _ready(self, queues: Sequence[str] | None, limits: bool = True) -> list[Job]:
         """Jobs a claim could take once due: runnable, waiting on nothing, in an open queue."""
-        open_queues = {name: self._open(name, queues) for name in self.q.queues}
+        open_queues = self._open(queues, limits)
         return [j for j in self.q.jobs.values()
-                if j.state in lifecycle.RUNNABLE_STATES and not j.waiting and open_queues.get(j.queue)]
+                if j.state in lifecycle.RUNNABLE_STATES and not j.waiting and j.queue in open_queues]
 
     def claim(self, worker_id: str, lease_seconds: float, queues: Sequence[str] | None = None) -> Job | None:
         with self.q.lock:
@@ -177,19 +159,15 @@ class MemoryStorage:
                 job, state=JobState.PROCESSING, attempts=job.attempts + 1, worker_id=worker_id,
                 lease_token=os.urandom(8).hex(), lease_expires_at=now + timedelta(seconds=lease_seconds),
                 cancel_requested=False, updated_at=now, last_attempt=job.last_attempt + 1,
-                host=worker.info.hostname if worker else None, log_path=None, output_tail=None)
+                host=worker.hostname if worker else None, log_path=None, output_tail=None)
             return job
 
     def apply(self, job_id: str, token: str | None, change: Change) -> Job | None:
-        return self._transaction([(job_id, token, change)], all_or_none=False)[0]
+        done = self.apply_many([(job_id, token, change)])
+        return done[0] if done else None
 
     def apply_many(self, changes: Sequence[tuple[str, str | None, Change]]) -> list[Job] | None:
-        done = self._transaction(changes, all_or_none=True)
-        return None if any(job is None for job in done) else [job for job in done if job is not None]
-
-    def _transaction(self, changes: Sequence[tuple[str, str | None, Change]], all_or_none: bool) -> list[Job | None]:
-        """Apply the changes as one transaction: an exception (a held unique key) or, when
-        ``all_or_none``, one change fenced out puts everything back as it was."""
+        """One transaction: an exception (a held unique key) or one change fenced out puts all back."""
         with self.q.lock:
             saved = dict(self.q.jobs), copy.deepcopy(self.q.parents), copy.copy(self.q.history)
             try:
@@ -197,11 +175,11 @@ class MemoryStorage:
             except BaseException:
                 self.q.jobs, self.q.parents, self.q.history = saved
                 raise
-            if all_or_none and None in done:
+            if any(job is None for job in done):
                 self.q.jobs, self.q.parents, self.q.history = saved
-                return done
+                return None
             self._wake()
-            return done
+            return [job for job in done if job is not None]
 
     def _apply(self, job_id: str, token: str | None, change: Change) -> Job | None:
         """The fenced compare-and-set every transition goes through (lock held)."""
@@ -230,10 +208,11 @@ class MemoryStorage:
             if holder is not None:  # a restart or replay would hold the key twice
                 raise UniqueKeyError(job.unique_key, holder)
         new: dict[str, Any] = {}
+        for name in ("attempts", "cancel_requested", "command"):  # the same field on the job
+            if getattr(change, name) is not None:
+                new[name] = getattr(change, name)
         if change.state is not None:
             new.update(state=change.state, updated_at=now)
-        if change.attempts is not None:
-            new["attempts"] = change.attempts
         if change.run_in is not None:
             new["run_at"] = now + timedelta(seconds=change.run_in)
         if change.lease_seconds is not None:
@@ -251,10 +230,6 @@ class MemoryStorage:
             new.update(last_exit_code=None, last_error=change.reason, last_duration=None)
         if change.progress is not None and change.result is None:
             new.update(log_path=change.progress[0], output_tail=change.progress[1])
-        if change.cancel_requested is not None:
-            new["cancel_requested"] = change.cancel_requested
-        if change.command is not None:
-            new["command"] = change.command
         return replace(job, **new)
 
     def _holder(self, key: str | None) -> str | None:
@@ -270,21 +245,16 @@ class MemoryStorage:
             p, c = frontier.pop(0)
             if c is None:
                 continue
-            waiting = [child for child, parents in self.q.parents.items() if parents.get(p) is False]
+            waiting = [child for child, parents in self.q.parents.items() if p in parents]
             for child in waiting:
                 job = self.q.jobs.get(child)
                 if c.parent_met:
-                    self.q.parents[child][p] = True  # once per edge: a second completion releases nothing
+                    self.q.parents[child].discard(p)  # once per edge: a second completion releases nothing
                     if job is not None and job.waiting > 0:
                         self.q.jobs[child] = replace(job, waiting=job.waiting - 1)
                 elif job is not None and job.waiting > 0 and job.state in c.from_states:
                     self.q.jobs[child] = self._changed(job, c, now)
                     frontier.append((child, lifecycle.dependants_of(child, c)))
-
-    def attempts(self, job_id: str) -> list[Attempt]:
-        """Every finished attempt of the job, oldest first (the ``AttemptHistory`` capability)."""
-        with self.q.lock:
-            return list(self.q.history.get(job_id, []))
 
     def expired(self, limit: int = 100) -> list[Job]:
         with self.q.lock:
@@ -297,53 +267,51 @@ class MemoryStorage:
         with self.q.lock:
             return min((j.run_at for j in self._ready(queues)), default=None)
 
-    def _wanted(self, job: Job, queues: Sequence[str] | None) -> bool:
-        """Whether a --burst worker of ``queues`` would run ``job``: one of its queues, unpaused."""
-        return (queues is None or job.queue in queues) and not self.q.queues.get(job.queue, (0, False))[1]
-
     def burst_remaining(self, queues: Sequence[str] | None = None) -> tuple[int, int]:
         with self.q.lock:
-            jobs = self.q.jobs
+            jobs, wanted = self.q.jobs, self._open(queues, limits=False)
             running = sum(1 for j in jobs.values()
                           if j.state == JobState.PROCESSING and (queues is None or j.queue in queues))
-            ready = sum(1 for j in jobs.values()
-                        if j.state in lifecycle.RUNNABLE_STATES and not j.waiting and self._wanted(j, queues))
+            ready = len(self._ready(queues, limits=False))
             # A running parent in any queue counts when a pending job this worker would run waits on it.
-            held = {p for child, parents in self.q.parents.items() for p, met in parents.items() if not met
-                    and child in jobs and jobs[child].state == JobState.PENDING and self._wanted(jobs[child], queues)}
+            held = {p for child, parents in self.q.parents.items() for p in parents
+                    if child in jobs and jobs[child].state == JobState.PENDING and jobs[child].queue in wanted}
             parents = sum(1 for p in held if p in jobs and jobs[p].state == JobState.PROCESSING)
         return running + ready + parents, running + parents
 
     def waits_on(self, job_ids: Sequence[str]) -> dict[str, list[str]]:
         with self.q.lock:
-            out = {i: sorted(p for p, met in self.q.parents.get(i, {}).items() if not met) for i in job_ids}
-        return {i: parents for i, parents in out.items() if parents}
+            return {i: sorted(self.q.parents[i]) for i in job_ids if self.q.parents.get(i)}
+
+    # -- optional: the AttemptHistory capability (core falls back when a storage lacks it) ---------
+    def attempts(self, job_id: str) -> list[Attempt]:
+        """Every finished attempt of the job, oldest first, as ``_apply`` records them."""
+        with self.q.lock:
+            return list(self.q.history.get(job_id, []))
 
     # -- queues ----------------------------------------------------------------------------------
     def queues(self) -> list[QueueInfo]:
         with self.q.lock:
-            counts: dict[str, dict[str, int]] = {}
-            for job in self.q.jobs.values():
-                counts.setdefault(job.queue, {str(s): 0 for s in JobState})[str(job.state)] += 1
+            found = Counter((j.queue, j.state) for j in self.q.jobs.values())
             out = []
-            for name in sorted(set(self.q.queues) | set(counts)):
-                concurrency, paused = self.q.queues.get(name, (0, False))
-                if name in counts or concurrency or paused:
-                    out.append(QueueInfo(name, concurrency, paused, counts.get(name, {str(s): 0 for s in JobState})))
+            for name, info in sorted(self.q.queues.items()):
+                counts = {str(s): found[name, s] for s in JobState}
+                if any(counts.values()) or info.concurrency or info.paused:  # jobs or settings
+                    out.append(replace(info, counts=counts))
             return out
 
     def set_queue(self, name: str, *, concurrency: int | None = None, paused: bool | None = None) -> None:
         with self.q.lock:
-            old_concurrency, old_paused = self.q.queues.get(name, (0, False))
-            self.q.queues[name] = (old_concurrency if concurrency is None else concurrency,
-                                   old_paused if paused is None else paused)
+            old = self.q.queues.get(name, QueueInfo(name))
+            self.q.queues[name] = replace(old, concurrency=old.concurrency if concurrency is None else concurrency,
+                                          paused=old.paused if paused is None else paused)
             self._wake()
 
     def set_all_paused(self, paused: bool) -> list[str]:
         with self.q.lock:
-            changed = sorted(name for name, (_, was) in self.q.queues.items() if was != paused)
+            changed = sorted(name for name, info in self.q.queues.items() if info.paused != paused)
             for name in changed:
-                self.q.queues[name] = (self.q.queues[name][0], paused)
+                self.q.queues[name] = replace(self.q.queues[name], paused=paused)
             self._wake()
             return changed
 
@@ -364,12 +332,10 @@ class MemoryStorage:
 
     def set_schedule_paused(self, name: str, paused: bool) -> bool:
         with self.q.lock:
-            s = self.q.schedules.get(name)
+            s, now = self.q.schedules.get(name), self.now()
             if s is None:
                 return False
-            last = s.last_tick
-            if not paused:  # resuming skips the ticks missed while paused
-                last = max(last, self.now()) if last is not None else self.now()
+            last = s.last_tick if paused else max(s.last_tick or now, now)  # resuming skips the missed ticks
             self.q.schedules[name] = replace(s, paused=paused, last_tick=last)
             return True
 
@@ -379,54 +345,53 @@ class MemoryStorage:
             if s is None or s.paused or (s.last_tick is not None and s.last_tick >= tick):
                 return None
             try:
-                [new] = self._insert([job])
+                [new] = self.enqueue([job])
             except (DuplicateJobError, UniqueKeyError):
                 return None  # the tick is not recorded either: one transaction
             self.q.schedules[name] = replace(s, last_tick=tick)
-            self._wake()
             return new
 
     # -- workers ---------------------------------------------------------------------------------
     def register_worker(self, info: WorkerInfo) -> None:
         with self.q.lock:
-            self.q.workers[info.id] = _Worker(info, self.now())
+            self.q.workers[info.id] = replace(info, last_seen=self.now(), current_job=None)
+            self.q.stops.pop(info.id, None)
 
     def worker_seen(self, worker_id: str, current_job: str | None) -> int:
         with self.q.lock:
             worker = self.q.workers.get(worker_id)
             if worker is None:
                 return 0
-            worker.last_seen, worker.current_job = self.now(), current_job
-            return worker.stop
+            self.q.workers[worker_id] = replace(worker, last_seen=self.now(), current_job=current_job)
+            return self.q.stops.get(worker_id, 0)
 
     def unregister_worker(self, worker_id: str) -> None:
         with self.q.lock:
             self.q.workers.pop(worker_id, None)
+            self.q.stops.pop(worker_id, None)
+
+    def _live(self) -> list[WorkerInfo]:
+        """Workers seen in the last WORKER_LIVE_SECONDS, by id (lock held)."""
+        since = self.now() - timedelta(seconds=WORKER_LIVE_SECONDS)
+        return [w for _, w in sorted(self.q.workers.items()) if w.last_seen >= since]
 
     def live_workers(self) -> list[WorkerInfo]:
         with self.q.lock:
-            since = self.now() - timedelta(seconds=WORKER_LIVE_SECONDS)
+            # The jobs each holds, newest claim first: from the claims, so shown from the moment of claiming.
+            held = sorted((j for j in self.q.jobs.values() if j.state == JobState.PROCESSING),
+                          key=lambda j: (-j.updated_at.timestamp(), j.id))
             out = []
-            for worker_id in sorted(self.q.workers):
-                w = self.q.workers[worker_id]
-                if w.last_seen < since:
-                    continue
-                # The jobs it holds, from the claims themselves: shown from the moment of claiming.
-                held = sorted(((j.updated_at, j.id) for j in self.q.jobs.values()
-                               if j.worker_id == worker_id and j.state == JobState.PROCESSING),
-                              key=lambda t: (-t[0].timestamp(), t[1]))
-                jobs = tuple((job_id, at) for at, job_id in held)
-                current, current_since = jobs[0] if jobs else (w.current_job, None)
-                out.append(replace(w.info, last_seen=w.last_seen, current_job=current,
-                                   current_job_since=current_since, jobs=jobs))
+            for w in self._live():
+                jobs = tuple((j.id, j.updated_at) for j in held if j.worker_id == w.id)
+                current, since = jobs[0] if jobs else (w.current_job, None)
+                out.append(replace(w, current_job=current, current_job_since=since, jobs=jobs))
             return out
 
     def request_stop(self, now: bool = False) -> int:
         with self.q.lock:
-            since = self.now() - timedelta(seconds=WORKER_LIVE_SECONDS)
-            live = [w for w in self.q.workers.values() if w.last_seen >= since]
+            live = self._live()
             for w in live:
-                w.stop = 2 if now else max(w.stop, 1)
+                self.q.stops[w.id] = 2 if now else max(self.q.stops.get(w.id, 0), 1)
             self._wake()
             return len(live)
 
@@ -434,11 +399,10 @@ class MemoryStorage:
         deadline = time.monotonic() + max(timeout, 0)
         while True:
             with self.q.lock:
-                if self.q.wakes != self._seen_wakes:
-                    self._seen_wakes = self.q.wakes
-                    return
+                woken = self.q.wakes != self._seen_wakes  # since this connection last waited
+                self._seen_wakes = self.q.wakes
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if woken or left <= 0:
                     return
                 if wakeup_fd is None:
                     self.q.lock.wait(left)
