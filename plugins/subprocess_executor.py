@@ -334,7 +334,7 @@ class SubprocessExecutor:
         self.direct_exec = direct_exec
         self.hidden_env = hidden_env
         self._made_dir = False
-        self._base_env: dict[str, str] | None = None  # filtered once: the worker's env does not change
+        self._base_env: dict[bytes, bytes] | None = None  # filtered once: the worker's env does not change
 
     def _prepare_log_dir(self) -> None:
         if not self._made_dir:
@@ -344,12 +344,18 @@ class SubprocessExecutor:
             except OSError:
                 pass  # BoundedLog reports it; the job still runs, its output kept in memory
 
-    def _env(self, job: Job, attempt: int) -> dict[str, str]:
+    def _env(self, job: Job, attempt: int) -> dict[bytes, bytes]:
+        # As bytes: Popen encodes every str name and value of the environment for each job (~80
+        # os.fsencode calls a job here), and the worker's own part never changes.
         if self._base_env is None:
-            self._base_env = job_environment(os.environ, self.hidden_env)
-        return {**self._base_env, **job.env, "QUEUECTL_JOB_ID": job.id, "QUEUECTL_ATTEMPT": str(attempt)}
+            self._base_env = {os.fsencode(k): os.fsencode(v)
+                              for k, v in job_environment(os.environ, self.hidden_env).items()}
+        env = {**self._base_env, b"QUEUECTL_JOB_ID": os.fsencode(job.id), b"QUEUECTL_ATTEMPT": b"%d" % attempt}
+        for k, v in job.env.items():
+            env[os.fsencode(k)] = os.fsencode(v)
+        return env
 
-    def _spawn(self, command: str, out_fd: int, env: dict[str, str], cwd: str | None = None) -> Any:
+    def _spawn(self, command: str, out_fd: int, env: dict[bytes, bytes], cwd: str | None = None) -> Any:
         """Start the command in its own session; raises OSError when not even the shell starts."""
         import subprocess
 

@@ -94,7 +94,7 @@ def clock(when: datetime | None, now: datetime | None = None) -> str:
     if when is None:
         return ""
     local = when.astimezone()
-    today = (now or datetime.now().astimezone()).astimezone().date()
+    today = local.date() if now is when else (now or datetime.now().astimezone()).astimezone().date()
     hms = f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
     return hms if local.date() == today else f"{local.year:04d}-{local.month:02d}-{local.day:02d} {hms}"
 

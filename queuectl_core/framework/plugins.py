@@ -381,15 +381,7 @@ def emit(event: JobEvent) -> None:
 
     The event gets this process's config (``event.config``) when its emitter did not set one.
     """
-    if event.config is None and _config is not None:
-        event = replace(event, config=_config)
-    impls = list(reversed(pm.hook.queuectl_job_event.get_hookimpls()))
-    wrappers = [i for i in impls if _is_wrapper(i)]
-    try:
-        with _wrappers("queuectl_job_event", wrappers, lambda impl: {"event": event}):
-            broadcast([(i.plugin_name, i.function) for i in impls if not _is_wrapper(i)], event, _trace)
-    except PluginError as exc:
-        warn(f"queuectl: {exc}")
+    emit_many((event,))
 
 
 def emit_many(events: Iterable[JobEvent]) -> None:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 # The one place the states are grouped (JobState, in models, is the one list of them); storage
 # backends write these groups into their SQL from here, never by hand.
+ALL_STATES = tuple(JobState)
 # A claim takes the next job in one of these states whose run_at has come.
 RUNNABLE_STATES = (JobState.PENDING, JobState.FAILED)
 FINISHED_STATES = (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
@@ -145,7 +146,7 @@ def dependants(parent: str, state: JobState | str | None, cascade_reason: str | 
     if state is None:
         return None
     if dependency_met(state):
-        return Change(Transition.PARENT_COMPLETED, tuple(JobState), None, parent_met=True)
+        return Change(Transition.PARENT_COMPLETED, ALL_STATES, None, parent_met=True)
     if state in (JobState.DEAD, JobState.CANCELLED) and cascade_reason is not None:
         # Not announced: nobody ran it, and the parent's own event says why.
         return Change(Transition.PARENT_FAILED, (JobState.PENDING,), None, state=JobState.CANCELLED,

@@ -25,7 +25,7 @@ import socket
 import sys
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from queuectl_core.errors import StorageError
 from queuectl_core.framework.plugins import debug_traceback, emit
@@ -114,10 +114,13 @@ class Worker:
             self.signals += 1
         if before == 0 and self.signals == 1:
             name = "stop request" if signum == GRACEFUL else signal.Signals(signum).name
-            emit(JobEvent(EventKind.WORKER_STOPPING, worker_id=self.id,
-                          message=f"{name}: finishing the current job; signal again to stop now"))
+            self._emit(EventKind.WORKER_STOPPING, message=f"{name}: finishing the current job; signal again to stop now")
         if self.signals > 1:
             self._halt_all()  # at once, even while the loop waits on a locked database
+
+    def _emit(self, kind: EventKind, **fields: Any) -> None:
+        """Broadcast this worker's event (built with the config, so emit need not copy it to add it)."""
+        emit(JobEvent(kind, worker_id=self.id, config=self.app.config, **fields))
 
     def _halt_all(self) -> None:
         for slot in list(self._running.values()):
@@ -133,8 +136,9 @@ class Worker:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
 
     def _drain_signal_pipe(self) -> None:
+        # One read empties it in practice (a wake-up is one byte); a full buffer is read again.
         try:
-            while os.read(self._sig_r, 512):
+            while len(os.read(self._sig_r, 512)) == 512:
                 pass
         except (BlockingIOError, OSError):
             pass
@@ -151,7 +155,7 @@ class Worker:
         self._storage_call(lambda: self.storage.register_worker(info), until=lambda: self.stopping)
         message = ", ".join(filter(None, ("burst" if self.burst else "",
                                           f"{self.slots} slots" if self.slots > 1 else "")))
-        emit(JobEvent(EventKind.WORKER_STARTED, worker_id=self.id, message=message or None))
+        self._emit(EventKind.WORKER_STARTED, message=message or None)
         try:
             self._loop()
         finally:
@@ -161,7 +165,7 @@ class Worker:
             except StorageError:
                 pass
             janitor.close()
-            emit(JobEvent(EventKind.WORKER_STOPPED, worker_id=self.id))
+            self._emit(EventKind.WORKER_STOPPED)
             self._restore_signals()
         return 0
 
@@ -338,7 +342,7 @@ class Worker:
     def _announce(self, slot: Slot) -> None:
         if not slot.announced:
             slot.announced = True
-            emit(JobEvent(EventKind.CLAIMED, job=slot.job, worker_id=self.id))
+            self._emit(EventKind.CLAIMED, job=slot.job)
 
     def _finish(self) -> None:
         """Decide the outcome of every finished attempt; they are recorded together, with the
@@ -365,7 +369,7 @@ class Worker:
     def _announce_outcome(self, slot: Slot, change: lifecycle.Change | None, stored: Job | None) -> None:
         kind = lifecycle.announcement(change, stored)
         if kind is not None:
-            emit(JobEvent(kind, job=stored or slot.job, worker_id=self.id, result=slot.result))
+            self._emit(kind, job=stored or slot.job, result=slot.result)
 
     def _delay(self, job: Job) -> float | None:
         """The backoff policy's delay before the next retry. A policy that fails is reported in one
@@ -393,8 +397,8 @@ class Worker:
         change = lifecycle.release(job)
         released = self._storage_call(lambda: self.storage.apply(job.id, job.lease_token, change),
                                       until=lambda: self.signals > 1)
-        emit(JobEvent(EventKind.RELEASED, job=released or job, worker_id=self.id,
-                      message="not started: the worker is stopping"))
+        self._emit(EventKind.RELEASED, job=released or job,
+                   message="not started: the worker is stopping")
 
     # -- running jobs -----------------------------------------------------------------------
     def _watch_running(self, now: float) -> None:
@@ -453,12 +457,10 @@ class Worker:
             self.stop_requested = True
             self.signals = 2
             self._halt_all()
-            emit(JobEvent(EventKind.WORKER_STOPPING, worker_id=self.id,
-                          message="asked by `queuectl worker stop --now`; releasing the current job"))
+            self._emit(EventKind.WORKER_STOPPING, message="asked by `queuectl worker stop --now`; releasing the current job")
         elif stop and not self.stop_requested:
             self.stop_requested = True
-            emit(JobEvent(EventKind.WORKER_STOPPING, worker_id=self.id,
-                          message="asked by `queuectl worker stop`; finishing the current job"))
+            self._emit(EventKind.WORKER_STOPPING, message="asked by `queuectl worker stop`; finishing the current job")
         self._recover_expired(busy=current_job is not None)
         self._run_schedules()
         if current_job is None:
@@ -476,7 +478,7 @@ class Worker:
         except StorageError:
             return
         for job in enqueued:
-            emit(JobEvent(EventKind.ENQUEUED, job=job, worker_id=self.id, message="schedule"))
+            self._emit(EventKind.ENQUEUED, job=job, message="schedule")
 
     def _apply_retention(self) -> None:
         """retention.completed / retention.dead, at most once a minute, by an idle worker. Every
@@ -510,7 +512,7 @@ class Worker:
             change = lifecycle.recover(job)
             updated = self._storage_call(lambda: self.storage.apply(job.id, job.lease_token, change), default=None)
             if updated is not None and change.event is not None:
-                emit(JobEvent(change.event, job=updated, worker_id=self.id))
+                self._emit(change.event, job=updated)
 
     # -- storage outages --------------------------------------------------------------------
     def _storage_call(self, fn: Callable[[], T], default: T | None = None,
