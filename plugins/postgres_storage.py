@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
     from queuectl_core.framework.settings import Config, Setting
     from queuectl_core.jobs.lifecycle import Change
-    from queuectl_core.jobs.models import Job, NewJob, WorkerInfo
+    from queuectl_core.jobs.models import Job, NewJob
+    from queuectl_core.jobs.records import WorkerInfo
 
     T = TypeVar("T")
 

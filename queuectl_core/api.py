@@ -37,18 +37,8 @@ if _typing.TYPE_CHECKING:
     from queuectl_core.framework.plugins import get_backoff, get_executor, get_storage
     from queuectl_core.interfaces import BackoffPolicy, Executor, RunContext, Storage
     from queuectl_core.jobs.lifecycle import Change, Transition
-    from queuectl_core.jobs.models import (
-        Attempt,
-        AttemptResult,
-        EventKind,
-        Job,
-        JobEvent,
-        JobState,
-        NewJob,
-        QueueInfo,
-        Schedule,
-        WorkerInfo,
-    )
+    from queuectl_core.jobs.models import EventKind, Job, JobEvent, JobState, NewJob
+    from queuectl_core.jobs.records import Attempt, AttemptResult, QueueInfo, Schedule, WorkerInfo
     from queuectl_core.storage import capabilities
 
 # Every plugin imports this module, often while `queuectl` starts (the dashboard's settings hook
@@ -61,8 +51,8 @@ _LAZY = {
     **dict.fromkeys(("get_backoff", "get_executor", "get_storage"), "queuectl_core.framework.plugins"),
     **dict.fromkeys(("BackoffPolicy", "Executor", "RunContext", "Storage"), "queuectl_core.interfaces"),
     **dict.fromkeys(("Change", "Transition"), "queuectl_core.jobs.lifecycle"),
-    **dict.fromkeys(("Attempt", "AttemptResult", "EventKind", "Job", "JobEvent", "JobState", "NewJob",
-                     "QueueInfo", "Schedule", "WorkerInfo"), "queuectl_core.jobs.models"),
+    **dict.fromkeys(("EventKind", "Job", "JobEvent", "JobState", "NewJob"), "queuectl_core.jobs.models"),
+    **dict.fromkeys(("Attempt", "AttemptResult", "QueueInfo", "Schedule", "WorkerInfo"), "queuectl_core.jobs.records"),
     "actions": "queuectl_core.control.actions",
     "capabilities": "queuectl_core.storage.capabilities",
     "scheduling": "queuectl_core.control.scheduling",
