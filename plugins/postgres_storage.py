@@ -30,12 +30,14 @@ if TYPE_CHECKING:
 
     from queuectl_core.framework.settings import Config, Setting
     from queuectl_core.jobs.lifecycle import Change
-    from queuectl_core.jobs.models import Job, NewJob, WorkerInfo
+    from queuectl_core.jobs.models import Job, NewJob
+    from queuectl_core.jobs.records import WorkerInfo
 
     T = TypeVar("T")
 
 INSTALL_HINT = "the postgres storage needs psycopg: pip install 'queuectl[postgres]'"
-_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
+# A pattern, not compiled at import: every command imports this module, only PostgreSQL ones open it.
+_IDENT_RE = r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z"
 _COLS = ", ".join(JOB_COLUMNS)
 
 # Versioned migrations, applied in order under an advisory lock; never edit a released one, add
@@ -362,7 +364,7 @@ class PostgresStorage(SQLStore):
         # replaced by the registering worker's own.
         self.hostname = os.uname().nodename
         self._unconfirmed_claim: list[str] = []  # the tokens of a claim whose reply never came
-        if not _IDENT_RE.match(schema):
+        if not re.match(_IDENT_RE, schema):
             raise ConfigError(f"postgres.schema must be a plain identifier, got {schema!r}")
         try:
             import psycopg
@@ -788,7 +790,7 @@ def _open(config: Config) -> PostgresStorage:
 
 
 def _validate_schema(value: str) -> None:
-    if not _IDENT_RE.match(value):
+    if not re.match(_IDENT_RE, value):
         raise ValueError("must be a plain identifier (letters, digits, underscores; not starting with a digit)")
 
 

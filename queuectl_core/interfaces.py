@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_che
 if TYPE_CHECKING:
     from queuectl_core.framework.settings import Config
     from queuectl_core.jobs.lifecycle import Change
-    from queuectl_core.jobs.models import AttemptResult, Job, JobState, NewJob, QueueInfo, Schedule, WorkerInfo
+    from queuectl_core.jobs.models import Job, JobState, NewJob
+    from queuectl_core.jobs.records import AttemptResult, QueueInfo, Schedule, WorkerInfo
 
 
 class Tx(Protocol):

@@ -3,7 +3,6 @@ arguments, JSON output and the small parsers several commands use."""
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -148,6 +147,8 @@ def _app(ctx: click.Context) -> App:
 
 
 def _print_json(data: Any) -> None:
+    import json  # here: most commands print no JSON (`enqueue --cmd` imports no json at all)
+
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 def _duration(flag: str, text: str) -> float:

@@ -155,10 +155,12 @@ def enqueue(ctx: click.Context, words: tuple[str, ...], job_id: str | None, comm
         return
     if job_json is not None:
         objs = [parse_job_argument(job_json)]
+    elif command is not None:
+        objs = [{**flags, "command": command}]
     else:
         import shlex
 
-        objs = [{**flags, "command": command if command is not None else shlex.join(words)}]
+        objs = [{**flags, "command": shlex.join(words)}]
     objs = defaults(objs)
     app = _app(ctx)
     no_retry = jobspec.configured_no_retry(app.config["no_retry_exit_codes"])

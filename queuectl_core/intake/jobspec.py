@@ -3,7 +3,6 @@ them for `queuectl enqueue`."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -82,6 +81,8 @@ def short(value: Any, limit: int = 60) -> str:
 def loads(text: str) -> Any:
     """json.loads, with every way it can fail as a ValidationError (JSONDecodeError carries the
     position; nesting too deep and numbers too long to convert raise other exceptions)."""
+    import json  # here, as in the two below: a job given by flags (`enqueue --cmd`) needs no JSON
+
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -269,6 +270,8 @@ def control_fields(obj: dict[str, Any]) -> dict[str, Any]:
 
 def parse_documents(text: str) -> list[Any]:
     """One JSON object, an array of them, or JSON Lines."""
+    import json
+
     stripped = text.strip()
     if not stripped:
         raise ValidationError("no jobs in input")
@@ -395,6 +398,8 @@ def flag_times(flags: dict[str, Any]) -> dict[str, Any]:
 
 def parse_job_argument(text: str) -> Any:
     """The positional JSON job; something that is plainly a shell command gets a hint to --cmd."""
+    import json
+
     try:
         obj = loads(text)
     except json.JSONDecodeError as exc:

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from queuectl_core.jobs.models import Attempt, JobState
+from queuectl_core.jobs.models import JobState
+from queuectl_core.jobs.records import Attempt
 
 if TYPE_CHECKING:
     from typing import Any, Sequence
 
-    from queuectl_core.jobs.models import Job, WorkerInfo
+    from queuectl_core.jobs.models import Job
+    from queuectl_core.jobs.records import WorkerInfo
 
 
 def attempts(storage: Any, job: Job) -> list[Attempt]:

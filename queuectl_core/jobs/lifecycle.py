@@ -17,7 +17,8 @@ from queuectl_core.errors import ValidationError
 from queuectl_core.jobs.models import EventKind, JobState
 
 if TYPE_CHECKING:
-    from queuectl_core.jobs.models import AttemptResult, Job
+    from queuectl_core.jobs.models import Job
+    from queuectl_core.jobs.records import AttemptResult
 
 # The one place the states are grouped (JobState, in models, is the one list of them); storage
 # backends write these groups into their SQL from here, never by hand.

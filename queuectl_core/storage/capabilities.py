@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol, Sequence, r
 if TYPE_CHECKING:
     from queuectl_core.interfaces import Storage
     from queuectl_core.jobs.lifecycle import Change
-    from queuectl_core.jobs.models import Attempt, Job, JobState, NewJob
+    from queuectl_core.jobs.models import Job, JobState, NewJob
+    from queuectl_core.jobs.records import Attempt
 
     Changes = Sequence[tuple[str, str | None, Change]]
 
@@ -259,7 +260,8 @@ class WithFallbacks:
 
     # -- history ----------------------------------------------------------------------------
     def attempts(self, job_id: str) -> list[Attempt]:
-        from queuectl_core.jobs.models import Attempt, JobState
+        from queuectl_core.jobs.models import JobState
+        from queuectl_core.jobs.records import Attempt
 
         job = self.storage.get(job_id)
         if job is None or job.state == JobState.PROCESSING or not job.attempts:
