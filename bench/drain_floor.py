@@ -39,7 +39,8 @@ from typing import Callable
 
 from queuectl_core.interfaces import RunContext
 from queuectl_core.jobs import lifecycle
-from queuectl_core.jobs.models import AttemptResult, NewJob
+from queuectl_core.jobs.models import NewJob
+from queuectl_core.jobs.records import AttemptResult
 from queuectl_plugins.sqlite_storage import SQLiteStorage
 from queuectl_plugins.subprocess_executor import SubprocessExecutor
 

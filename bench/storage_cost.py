@@ -35,7 +35,8 @@ from typing import Any
 from drain_floor import drop, queuectl_parts  # beside this script in bench/
 
 from queuectl_core.jobs import lifecycle
-from queuectl_core.jobs.models import AttemptResult, NewJob
+from queuectl_core.jobs.models import NewJob
+from queuectl_core.jobs.records import AttemptResult
 from queuectl_plugins.sqlite_storage import SQLiteStorage
 
 RESULT = AttemptResult(exit_code=0)

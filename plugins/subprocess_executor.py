@@ -21,7 +21,8 @@ from queuectl_core.framework.settings import Setting, check_path
 if TYPE_CHECKING:
     from queuectl_core.framework.settings import Config
     from queuectl_core.interfaces import RunContext
-    from queuectl_core.jobs.models import AttemptResult, Job
+    from queuectl_core.jobs.models import Job
+    from queuectl_core.jobs.records import AttemptResult
 
 TAIL_FOR_STORAGE = 4096
 _LOG_NAME = re.compile(r"(.+)\.(\d+)\.log\Z")
@@ -374,7 +375,7 @@ class SubprocessExecutor:
         return subprocess.Popen(shell_argv, **options)
 
     def run(self, job: Job, ctx: RunContext) -> AttemptResult:
-        from queuectl_core.jobs.models import AttemptResult
+        from queuectl_core.jobs.records import AttemptResult
 
         self._prepare_log_dir()
         log_path = self.log_dir / log_name(job.id, ctx.attempt)

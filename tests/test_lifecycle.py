@@ -11,7 +11,8 @@ import pytest
 from queuectl_core.errors import ValidationError
 from queuectl_core.jobs import lifecycle
 from queuectl_core.jobs.lifecycle import Transition
-from queuectl_core.jobs.models import AttemptResult, EventKind, Job, JobState
+from queuectl_core.jobs.models import EventKind, Job, JobState
+from queuectl_core.jobs.records import AttemptResult
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 OK = AttemptResult(exit_code=0)

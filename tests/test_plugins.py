@@ -26,7 +26,7 @@ from queuectl_core.cli.main import cli
 from queuectl_core.framework import hookspecs
 from queuectl_core.framework.plugins import call_each
 from queuectl_core.framework.settings import Setting
-from queuectl_core.jobs.models import AttemptResult
+from queuectl_core.jobs.records import AttemptResult
 from queuectl_core.testing import register_plugin
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ from queuectl_core.testing import StorageConformance
 def _fill(storage: Any) -> None:
     """A few jobs in every shape the tallies split by: queues, states, held by --after, attempts."""
     from queuectl_core.jobs import lifecycle
-    from queuectl_core.jobs.models import AttemptResult
+    from queuectl_core.jobs.records import AttemptResult
 
     storage.enqueue([NewJob(id=f"j{i}", command="true", max_retries=0, priority=i) for i in range(6)]
                     + [NewJob(id="o", command="true", max_retries=0, queue="other"),

@@ -201,7 +201,7 @@ def test_cron_ticks_are_read_in_the_zone_with_dst_handled_as_cron_does() -> None
     from datetime import datetime, timedelta
 
     from queuectl_core.control.scheduling import due_tick, next_tick
-    from queuectl_core.jobs.models import Schedule
+    from queuectl_core.jobs.records import Schedule
 
     utc = UTC
     created = datetime(2026, 10, 20, tzinfo=utc)

@@ -189,7 +189,8 @@ def test_wait_reads_many_awaited_jobs_at_once_and_learns_how_each_ended() -> Non
     of each job that left them (how it ended), and a job removed meanwhile counts as finished."""
     from queuectl_core.cli import wait
     from queuectl_core.jobs import lifecycle
-    from queuectl_core.jobs.models import AttemptResult, NewJob
+    from queuectl_core.jobs.models import NewJob
+    from queuectl_core.jobs.records import AttemptResult
     from queuectl_core.storage.capabilities import with_fallbacks
     from queuectl_core.testing import MemoryStorage
 

@@ -11,7 +11,7 @@ from queuectl_core.jobs.timeutil import format_time
 
 if TYPE_CHECKING:
     from queuectl_core.interfaces import Storage
-    from queuectl_core.jobs.models import WorkerInfo
+    from queuectl_core.jobs.records import WorkerInfo
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from queuectl_core.errors import ValidationError
 
 if TYPE_CHECKING:
     from queuectl_core.interfaces import Storage
-    from queuectl_core.jobs.models import Job, NewJob, QueueInfo, Schedule
+    from queuectl_core.jobs.models import Job, NewJob
+    from queuectl_core.jobs.records import QueueInfo, Schedule
 
 NAME_RULE = "1-64 characters of letters, digits and ._:+-, starting with a letter or digit"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}\Z")
@@ -123,7 +124,7 @@ def make_schedule(name: str, job: dict[str, Any], *, cron: str | None = None, ev
                   tz: str | None = None, default_max_retries: int = 3) -> Schedule:
     """A validated schedule: a name, exactly one of cron/every, a zone for cron, valid job options."""
     from queuectl_core.intake import jobspec
-    from queuectl_core.jobs.models import Schedule
+    from queuectl_core.jobs.records import Schedule
 
     check_schedule_name(name)
     if (cron is None) == (every is None):

@@ -79,13 +79,13 @@ class StorageConformance:
 
     @staticmethod
     def ok(**kw: Any) -> Any:
-        from queuectl_core.jobs.models import AttemptResult
+        from queuectl_core.jobs.records import AttemptResult
 
         return AttemptResult(exit_code=0, **kw)
 
     @staticmethod
     def bad(**kw: Any) -> Any:
-        from queuectl_core.jobs.models import AttemptResult
+        from queuectl_core.jobs.records import AttemptResult
 
         kw.setdefault("error", "exit status 1")
         kw.setdefault("exit_code", 1)
@@ -801,7 +801,7 @@ class StorageConformance:
         import os
         import socket
 
-        from queuectl_core.jobs.models import WorkerInfo
+        from queuectl_core.jobs.records import WorkerInfo
 
         now = storage.now()
         return WorkerInfo(worker_id, socket.gethostname(), os.getpid(), now, now)
@@ -1174,7 +1174,7 @@ class StorageConformance:
         from datetime import timedelta
 
         from queuectl_core.errors import QueuectlError
-        from queuectl_core.jobs.models import Schedule
+        from queuectl_core.jobs.records import Schedule
 
         one, two = self.connect(storage_factory), self.connect(storage_factory)
         one.add_schedule(Schedule(name="s", job={"command": "true", "queue": "cron"}, every=60.0))
@@ -1214,7 +1214,8 @@ class StorageConformance:
     def test_every_attempt_is_recorded_and_numbered_across_restart_and_replay(self, storage: Any) -> None:
         from queuectl_core.control import actions
         from queuectl_core.jobs import lifecycle
-        from queuectl_core.jobs.models import JobState, WorkerInfo
+        from queuectl_core.jobs.models import JobState
+        from queuectl_core.jobs.records import WorkerInfo
 
         now = storage.now()
         storage.register_worker(WorkerInfo("w", "host-a", 1, now, now))

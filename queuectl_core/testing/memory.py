@@ -26,7 +26,8 @@ from typing import Any, Sequence
 from queuectl_core.errors import DuplicateJobError, UniqueKeyError, ValidationError
 from queuectl_core.jobs import lifecycle
 from queuectl_core.jobs.lifecycle import Change
-from queuectl_core.jobs.models import Attempt, Job, JobState, NewJob, QueueInfo, Schedule, WorkerInfo
+from queuectl_core.jobs.models import Job, JobState, NewJob
+from queuectl_core.jobs.records import Attempt, QueueInfo, Schedule, WorkerInfo
 from queuectl_core.jobs.timeutil import UTC
 
 WORKER_LIVE_SECONDS = 15.0  # a worker not seen for this long is not listed as live

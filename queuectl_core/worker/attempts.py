@@ -20,7 +20,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from queuectl_core.interfaces import RunContext
-from queuectl_core.jobs.models import AttemptResult
+from queuectl_core.jobs.records import AttemptResult
 
 if TYPE_CHECKING:
     from queuectl_core.interfaces import Executor

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 from queuectl_core.errors import StorageError
 from queuectl_core.framework.plugins import debug_traceback, emit
 from queuectl_core.jobs import lifecycle
-from queuectl_core.jobs.models import EventKind, JobEvent, WorkerInfo
+from queuectl_core.jobs.models import EventKind, JobEvent
+from queuectl_core.jobs.records import WorkerInfo
 from queuectl_core.storage.capabilities import with_fallbacks
 from queuectl_core.worker.attempts import Attempts, Slot, raise_fd_limit
 from queuectl_core.worker.signals import GRACEFUL, HANDLED, IMMEDIATE

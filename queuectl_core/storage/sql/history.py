@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from queuectl_core.storage.sql.base import SQLBase
 
 if TYPE_CHECKING:
-    from queuectl_core.jobs.models import Attempt
+    from queuectl_core.jobs.records import Attempt
 
 ATTEMPT_COLUMNS = ("job_id", "attempt", "started_at", "finished_at", "duration", "exit_code", "error", "worker_id",
                    "host", "log_path")
@@ -26,7 +26,7 @@ ATTEMPT_COLUMNS = ("job_id", "attempt", "started_at", "finished_at", "duration",
 class HistoryMixin(SQLBase):
     def attempts(self, job_id: str) -> list[Attempt]:
         """Every finished attempt of ``job_id``, oldest first ([] for an unknown job)."""
-        from queuectl_core.jobs.models import Attempt
+        from queuectl_core.jobs.records import Attempt
 
         t = self.dialect.from_db
         rows = self._read("SELECT " + ", ".join(ATTEMPT_COLUMNS) + " FROM {at} WHERE job_id = :id ORDER BY attempt",

@@ -9,13 +9,14 @@ from queuectl_core.storage.sql.base import SQLBase
 if TYPE_CHECKING:
 
     from queuectl_core.interfaces import Tx
-    from queuectl_core.jobs.models import QueueInfo
+    from queuectl_core.jobs.records import QueueInfo
 
 
 class QueuesMixin(SQLBase):
     def queues(self) -> list[QueueInfo]:
         """Every queue that has jobs or settings (a concurrency limit, or paused), by name."""
-        from queuectl_core.jobs.models import JobState, QueueInfo
+        from queuectl_core.jobs.models import JobState
+        from queuectl_core.jobs.records import QueueInfo
 
         settings = {r[0]: (r[1], bool(r[2])) for r in self._read("SELECT name, concurrency, paused FROM {qt}")}
         counts: dict[str, dict[str, int]] = {}

@@ -11,7 +11,8 @@ if TYPE_CHECKING:
     from typing import Any, Sequence
 
     from queuectl_core.interfaces import Tx
-    from queuectl_core.jobs.models import Job, NewJob, Schedule
+    from queuectl_core.jobs.models import Job, NewJob
+    from queuectl_core.jobs.records import Schedule
 
 
 class SchedulesMixin(SQLBase):
@@ -34,7 +35,7 @@ class SchedulesMixin(SQLBase):
     def schedules(self) -> list[Schedule]:
         import json
 
-        from queuectl_core.jobs.models import Schedule
+        from queuectl_core.jobs.records import Schedule
 
         t = self.dialect.from_db
         return [Schedule(name=r[0], cron=r[1], every=r[2], tz=r[3], job=json.loads(r[4]), paused=bool(r[5]),

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from typing import Any, Sequence
 
     from queuectl_core.interfaces import Tx
-    from queuectl_core.jobs.models import WorkerInfo
+    from queuectl_core.jobs.records import WorkerInfo
 
 # A worker that has not been seen for this long is not listed as live.
 WORKER_LIVE_SECONDS = 15.0
@@ -33,7 +33,7 @@ class WorkersMixin(SQLBase):
                                     host=self.hostname, id=worker_id))
 
     def live_workers(self) -> list[WorkerInfo]:
-        from queuectl_core.jobs.models import WorkerInfo
+        from queuectl_core.jobs.records import WorkerInfo
 
         t = self.dialect.from_db
         # The jobs a worker runs are read from the jobs table, where the claim itself records them,
