@@ -254,6 +254,18 @@ def _is_busy(exc: Exception) -> bool:
     return "locked" in msg or "busy" in msg
 
 
+def _missing(path: str) -> bool:
+    """Whether nothing is at ``path``. One that cannot be looked at (a directory we may not
+    search) is not missing: opening it says why, rather than a queue that may hold jobs reading empty."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _private(path: str) -> None:
     """The database holds every job's command and output: readable by its owner only, whatever
     the umask, and tightened if an older version left it wider (as ssh does for its files)."""
@@ -304,9 +316,15 @@ class _Tx:
 
 
 class SQLiteStorage(SQLStore):
-    """The Storage protocol on one SQLite file."""
+    """The Storage protocol on one SQLite file.
 
-    def __init__(self, path: str | os.PathLike[str], synchronous: str = "NORMAL", busy_timeout_ms: int = 60000) -> None:
+    ``lazy``: a file that does not exist yet is created by the first write, not on open. The
+    plugin opens it so for every command: one that only reads, or is refused, leaves nothing on
+    disk. Without it (a program opening a file of its own) the file is created now, as before.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], synchronous: str = "NORMAL", busy_timeout_ms: int = 60000,
+                 *, lazy: bool = False) -> None:
         import sqlite3
 
         from queuectl_core.errors import StorageError
@@ -314,17 +332,46 @@ class SQLiteStorage(SQLStore):
         self._sqlite3 = sqlite3
         self._StorageError = StorageError
         self.dialect = _dialect()
-        self.path = file = str(Path(path))  # as messages name it: a trailing / dropped
+        self.path = str(Path(path))  # as messages name it: a trailing / dropped
         self.hostname = socket.gethostname()
         self._wake_sock: socket.socket | None = None
         self._send_sock: socket.socket | None = None  # kept: one socket for every wake-up sent
         self._busy_timeout = busy_timeout_ms / 1000
+        self._synchronous = synchronous
+        # A missing file, opened lazily, reads as an in-memory database with the current schema and
+        # no rows: every read runs the same SQL as on the file, and finds what a new queue holds.
+        # Nothing is written to it: the first write opens (creates) the file, and so does the first
+        # read after another process has created it (_tx).
+        self._unborn = lazy and _missing(self.path)
+        if self._unborn:
+            self.conn = self._empty_view()
+        else:
+            self._open_file()
 
-        def cannot_open(exc: BaseException) -> StorageError:
-            return StorageError(f"cannot open SQLite database {file}: {getattr(exc, 'strerror', None) or exc}")
+    def _empty_view(self) -> Any:
+        conn = self._sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        conn.execute("BEGIN")
+        for script in MIGRATIONS:
+            for statement in _statements(script):
+                conn.execute(statement)
+        conn.execute("COMMIT")
+        return conn
+
+    def _open_file(self) -> None:
+        """Open the file, creating it (and its directory) if missing, in WAL mode and migrated.
+        Several processes may do so at once: each step is safe to repeat, migrations run once."""
+        sqlite3 = self._sqlite3
+        file = self.path
+
+        def cannot_open(exc: BaseException) -> Exception:
+            return self._StorageError(f"cannot open SQLite database {file}: {getattr(exc, 'strerror', None) or exc}")
 
         try:
-            os.makedirs(os.path.dirname(file) or ".", exist_ok=True)
+            directory = os.path.dirname(file) or "."
+            if not os.path.lexists(directory):
+                # 0700 whatever the umask, as QUEUECTL_HOME (its default) is: every job's command is here.
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+                os.chmod(directory, 0o700)
             # SQLite gives -wal, -shm and -journal the database file's own mode: creating it 0600
             # (whatever the umask) keeps all of them private.
             if not os.path.exists(file):
@@ -334,18 +381,24 @@ class SQLiteStorage(SQLStore):
             # Python's default would open DEFERRED ones that fail with SQLITE_BUSY on upgrade.
             # timeout=0: SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, which on a
             # lock held for ~100 µs caps two busy workers below one; _retry polls far finer instead.
-            self.conn = sqlite3.connect(file, isolation_level=None, timeout=0, check_same_thread=False)
+            conn = sqlite3.connect(file, isolation_level=None, timeout=0, check_same_thread=False)
         except (sqlite3.Error, OSError) as exc:
             raise cannot_open(exc) from None
+        view = self.conn if self._unborn else None
+        self.conn, self._unborn = conn, False
         try:
-            self._retry(lambda: self.conn.execute("PRAGMA journal_mode = WAL").fetchone())
-            self.conn.execute(f"PRAGMA synchronous = {synchronous}")
+            self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             self._migrate()
         except BaseException as exc:
-            self.conn.close()  # closed now, not whenever the half-opened storage is collected
+            conn.close()  # closed now, not whenever the half-opened storage is collected
+            if view is not None:
+                self.conn, self._unborn = view, True  # reads still see an empty queue
             if not isinstance(exc, (sqlite3.Error, OSError)):
                 raise
             raise cannot_open(exc) from None
+        if view is not None:
+            view.close()
 
     # -- plumbing -------------------------------------------------------------------------
     def _retry(self, fn: Callable[[], T]) -> T:
@@ -364,6 +417,8 @@ class SQLiteStorage(SQLStore):
 
     def _tx(self, fn: Callable[[Any], T], write: bool = True) -> T:
         """One transaction; a write takes the lock up front (BEGIN IMMEDIATE)."""
+        if self._unborn and (write or not _missing(self.path)):
+            self._open_file()
         tx = _Tx(self.conn, self.hostname)
 
         def attempt() -> T:
@@ -553,7 +608,7 @@ class SQLiteStorage(SQLStore):
 def _open(config: Config) -> SQLiteStorage:
     # sqlite.path's check_path already refused a `~user` this machine does not know.
     return SQLiteStorage(Path(config["sqlite.path"]).expanduser(), config["sqlite.synchronous"],
-                         config["sqlite.busy_timeout_ms"])
+                         config["sqlite.busy_timeout_ms"], lazy=True)
 
 
 @hookimpl

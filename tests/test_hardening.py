@@ -97,7 +97,10 @@ def test_home_and_config_are_private_whatever_the_umask(tmp_path: Path) -> None:
         subprocess.run(["rm", "-rf", str(home)], check=True)
         subprocess.run([*QUEUECTL, "status"], env=env, check=True, capture_output=True,
                        preexec_fn=lambda u=umask: os.umask(u))  # type: ignore[misc]
-        assert _mode(home) == 0o700
+        assert not home.exists()  # a read creates nothing
+        subprocess.run([*QUEUECTL, "enqueue", "--cmd", "true"], env=env, check=True, capture_output=True,
+                       preexec_fn=lambda u=umask: os.umask(u))  # type: ignore[misc]
+        assert _mode(home) == 0o700 and _mode(home / "queue.db") == 0o600
 
 
 def test_existing_home_and_config_are_tightened_on_start_up(q: Q) -> None:

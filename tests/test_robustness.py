@@ -73,7 +73,8 @@ def test_out_of_range_settings_are_refused(q: Any) -> None:
 
 def test_an_uncreatable_database_directory_is_one_line(q: Any) -> None:
     q.config("sqlite.path", "/proc/queuectl-nope/queue.db")
-    out = q.run("status", check=False)
+    assert q.json("status")["counts"]["pending"] == 0  # nothing there yet: reads create nothing
+    out = q.run("enqueue", "--cmd", "true", check=False)  # the first write creates the file
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert out.stderr.startswith("Error: cannot open SQLite database") and out.stderr.count("\n") == 1
 

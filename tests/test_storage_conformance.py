@@ -28,6 +28,25 @@ class TestSQLiteConformance(StorageConformance):
             storage.close()
 
 
+class TestSQLiteLazyConformance(StorageConformance):
+    """As the plugin opens it for commands: the file is created by the first write, reads before
+    it see an empty queue, and a storage opened before the file existed sees what others wrote."""
+
+    @pytest.fixture
+    def storage_factory(self, tmp_path: Path) -> Iterator[Callable[[], Any]]:
+        from queuectl_plugins.sqlite_storage import SQLiteStorage
+
+        opened: list[Any] = []
+
+        def factory() -> Any:
+            opened.append(SQLiteStorage(tmp_path / "new" / "queue.db", lazy=True))
+            return opened[-1]
+
+        yield factory
+        for storage in opened:
+            storage.close()
+
+
 @pytest.fixture(scope="module")
 def pg_database() -> Iterator[str]:
     """One database for the module; each test gets its own schema in it (much cheaper than a

@@ -18,12 +18,12 @@ class App:
 
     def __init__(self) -> None:
         self.home = home()
-        # Created (0700) only when something may be written there, by the storage or the executor:
-        # a command refused before that leaves nothing on disk. One that exists is checked and
-        # tightened now (one stat when already so).
-        self._home_ready = False
+        # Not created here: what first writes there creates it (0700), `config set` or the SQLite
+        # storage's first write (not its opening), so a command that only reads, or is refused,
+        # leaves nothing on disk. One that exists is checked and tightened now (one stat when
+        # already so).
         if self.home.exists() or self.home.is_symlink():
-            self._make_home()
+            ensure_private_dir(self.home)
         self.registries = registries()
         values = read_file_values(self.home)
         validate_file_values(values, self.registries.settings, self.home / "config.toml")
@@ -36,15 +36,9 @@ class App:
         global _current
         _current = self
 
-    def _make_home(self) -> None:
-        if not self._home_ready:
-            ensure_private_dir(self.home)
-            self._home_ready = True
-
     @property
     def storage(self) -> FullStorage:
         if self._storage is None:
-            self._make_home()  # a file database and the executor's logs live here by default
             from queuectl_core.storage.capabilities import with_fallbacks
 
             # Every caller gets the optional capabilities, the backend's own or core's fallback.
@@ -54,7 +48,6 @@ class App:
 
     @cached_property
     def executor(self) -> Executor:
-        self._make_home()
         return make_provider(self.registries.executors, self.config["executor"], self.config)
 
     @cached_property

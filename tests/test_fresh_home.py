@@ -1,0 +1,180 @@
+"""A queue nobody has written to yet: a command that only reads, or is refused, leaves nothing on
+disk (no QUEUECTL_HOME, no queue.db); the first write creates the home 0700 and the database.
+Real `queuectl` processes, each on a home of its own that does not exist yet."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import QUEUECTL
+
+from queuectl_core.jobs.models import NewJob
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUECTL_")}
+    return {**env, "QUEUECTL_HOME": str(home), **extra}
+
+
+def _run(home: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*QUEUECTL, *args], env=_env(home, **extra), capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+REFUSED = [
+    ("cancel", "nosuchjob"),
+    ("show", "nosuchjob"),
+    ("logs", "nosuchjob"),
+    ("restart", "nosuchjob"),
+    ("dlq", "retry", "nosuchjob"),
+    ("dlq", "remove", "nosuchjob"),
+    ("remove", "nosuchjob"),
+    ("wait", "nosuchjob"),
+]
+READS = [
+    ("status",), ("status", "--json"), ("list",), ("list", "--json"), ("dlq", "list"), ("queue", "list"),
+    ("schedule", "list"),
+]
+
+
+@pytest.mark.parametrize("args", REFUSED, ids=" ".join)
+def test_a_refused_command_on_a_fresh_home_leaves_nothing(tmp_path: Path, args: tuple[str, ...]) -> None:
+    home = tmp_path / "not-yet" / "home"
+    proc = _run(home, *args)
+    assert proc.returncode == 1 and proc.stdout == "", (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "nosuchjob" in lines[0], proc.stderr
+    assert not (tmp_path / "not-yet").exists()
+
+
+def test_reads_on_a_fresh_home_show_an_empty_queue_and_leave_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "not-yet" / "home"
+    for args in READS:
+        proc = _run(home, *args)
+        assert proc.returncode == 0 and proc.stderr == "", (args, proc.stderr)
+        assert not (tmp_path / "not-yet").exists(), args
+    assert json.loads(_run(home, "list", "--json").stdout) == []
+    counts = json.loads(_run(home, "status", "--json").stdout)["counts"]
+    assert counts and set(counts.values()) == {0}
+    assert "no jobs" in _run(home, "list").stdout
+    # The same with the database elsewhere, in a directory that does not exist either.
+    elsewhere = tmp_path / "db-dir" / "q.db"
+    assert _run(home, "status", QUEUECTL_SQLITE_PATH=str(elsewhere)).returncode == 0
+    assert not (tmp_path / "db-dir").exists() and not (tmp_path / "not-yet").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ("enqueue", "--id", "j1", "--cmd", "true"),
+    ("schedule", "add", "nightly", "--every", "1h", "--cmd", "true"),
+    ("queue", "pause", "io"),
+    ("worker", "start", "--burst"),
+], ids=lambda a: " ".join(a[:2]))
+def test_the_first_write_creates_the_home_0700_and_the_database(tmp_path: Path, args: tuple[str, ...]) -> None:
+    home = tmp_path / "not-yet" / "home"
+    proc = _run(home, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert _mode(home) == 0o700 and _mode(home / "queue.db") == 0o600
+    conn = sqlite3.connect(home / "queue.db")
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        from queuectl_plugins.sqlite_storage import SCHEMA_VERSION
+
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        conn.close()
+
+
+def test_a_database_elsewhere_gets_its_directory_0700_on_the_first_write(tmp_path: Path) -> None:
+    home, db = tmp_path / "home", tmp_path / "data" / "q.db"
+    assert _run(home, "enqueue", "--id", "j1", "--cmd", "true", QUEUECTL_SQLITE_PATH=str(db)).returncode == 0
+    assert _mode(db.parent) == 0o700 and _mode(db) == 0o600
+    assert not home.exists()  # nothing was written there
+    assert [j["id"] for j in json.loads(_run(home, "list", "--json", QUEUECTL_SQLITE_PATH=str(db)).stdout)] == ["j1"]
+
+
+def test_first_enqueues_racing_on_a_fresh_home_all_succeed(tmp_path: Path) -> None:
+    homes = [tmp_path / f"home{i}" for i in range(6)]
+    procs = [(home, n, subprocess.Popen([*QUEUECTL, "enqueue", "--id", f"j{n}", "--cmd", "true"], env=_env(home),
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        stdin=subprocess.DEVNULL))
+             for home in homes for n in range(3)]
+    for home, n, proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and out == f"j{n}\n", (home, err)
+    for home in homes:
+        assert sorted(j["id"] for j in json.loads(_run(home, "list", "--json").stdout)) == ["j0", "j1", "j2"]
+        assert _mode(home) == 0o700 and _mode(home / "queue.db") == 0o600
+
+
+def test_postgres_commands_create_no_home(tmp_path: Path) -> None:
+    """The queue is in the database: nothing in QUEUECTL_HOME is written, so none is created."""
+    from queuectl_plugins.postgres_testing import temporary_postgres_database
+
+    home = tmp_path / "home"
+    with temporary_postgres_database() as dsn:
+        pg = {"QUEUECTL_STORAGE": "postgres", "QUEUECTL_POSTGRES_DSN": dsn}
+        proc = _run(home, "cancel", "nosuchjob", **pg)
+        assert proc.returncode == 1 and proc.stderr.startswith("Error: "), proc.stderr
+        assert _run(home, "enqueue", "--id", "j1", "--cmd", "true", **pg).returncode == 0
+        assert _run(home, "status", **pg).returncode == 0
+    assert not home.exists()
+
+
+# -- the storage itself, in process ----------------------------------------------------------------
+def test_a_lazy_storage_reads_empty_until_written_and_then_sees_other_writers(tmp_path: Path) -> None:
+    from queuectl_plugins.sqlite_storage import SQLiteStorage
+
+    db = tmp_path / "dir" / "queue.db"
+    reader = SQLiteStorage(db, lazy=True)
+    other = SQLiteStorage(db, lazy=True)
+    try:
+        assert reader.get("j1") is None and reader.list_jobs() == [] and not any(reader.counts().values())
+        assert reader.live_workers() == [] and reader.schedules() == []
+        assert not (tmp_path / "dir").exists()
+        other.enqueue([NewJob(id="j1", command="true", max_retries=0)])  # the first write creates the file
+        assert _mode(db.parent) == 0o700 and _mode(db) == 0o600
+        got = reader.get("j1")  # a reader opened before the file existed sees it now
+        assert got is not None and got.command == "true"
+        reader.enqueue([NewJob(id="j2", command="true", max_retries=0)])
+        assert {j.id for j in other.list_jobs()} == {"j1", "j2"}
+    finally:
+        reader.close()
+        other.close()
+
+
+def test_a_lazy_storage_that_cannot_create_its_file_still_reads_empty(tmp_path: Path) -> None:
+    from queuectl_core.errors import StorageError
+    from queuectl_plugins.sqlite_storage import SQLiteStorage
+
+    storage = SQLiteStorage("/proc/queuectl-nope/queue.db", lazy=True)
+    try:
+        assert storage.list_jobs() == []
+        with pytest.raises(StorageError, match="cannot open SQLite database /proc/queuectl-nope/queue.db"):
+            storage.enqueue([NewJob(id="j1", command="true", max_retries=0)])
+        assert storage.list_jobs() == [] and storage.get("j1") is None
+    finally:
+        storage.close()
+
+
+def test_an_eager_storage_creates_its_file_on_open(tmp_path: Path) -> None:
+    """A program opening SQLiteStorage itself (tests, benchmarks) gets the file at once, as before."""
+    from queuectl_plugins.sqlite_storage import SQLiteStorage
+
+    db = tmp_path / "dir" / "queue.db"
+    storage: Any = SQLiteStorage(db)
+    try:
+        assert _mode(db.parent) == 0o700 and _mode(db) == 0o600
+        assert storage.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        storage.close()
