@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Sequence, TypeVar
 
     from queuectl_core.framework.settings import Config
-    from queuectl_core.jobs.models import NewJob, WorkerInfo
+    from queuectl_core.jobs.models import NewJob
+    from queuectl_core.jobs.records import WorkerInfo
 
     T = TypeVar("T")
 

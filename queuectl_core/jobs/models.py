@@ -17,11 +17,7 @@ from queuectl_core.jobs.timeutil import format_time, now
 
 if TYPE_CHECKING:
     from queuectl_core.framework.settings import Config
-    from queuectl_core.jobs.records import Attempt as Attempt  # re-exported, see __getattr__ below
-    from queuectl_core.jobs.records import AttemptResult as AttemptResult
-    from queuectl_core.jobs.records import QueueInfo as QueueInfo
-    from queuectl_core.jobs.records import Schedule as Schedule
-    from queuectl_core.jobs.records import WorkerInfo as WorkerInfo
+    from queuectl_core.jobs.records import AttemptResult
 
 
 class JobState(StrEnum):
@@ -179,16 +175,3 @@ class JobEvent:
     at: datetime = field(default_factory=now)  # when it happened (the emitting process's clock)
     # The emitting process's configuration, so a notifier reads its own keys from the event.
     config: Config | None = field(default=None, compare=False, repr=False)
-
-
-_RECORDS = ("Attempt", "AttemptResult", "QueueInfo", "Schedule", "WorkerInfo")
-
-
-def __getattr__(name: str) -> Any:
-    """The records that lived here before :mod:`queuectl_core.jobs.records`, for code that still
-    imports them from this module (imported from there on first use)."""
-    if name in _RECORDS:
-        from queuectl_core.jobs import records
-
-        return getattr(records, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
