@@ -20,10 +20,10 @@ from queuectl_core.storage.sql import SQLStore
 
 if TYPE_CHECKING:
     from datetime import datetime
-    from typing import Any, Callable, Sequence, TypeVar
+    from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
     from queuectl_core.framework.settings import Config
-    from queuectl_core.jobs.models import NewJob
+    from queuectl_core.jobs.models import Job, NewJob
     from queuectl_core.jobs.records import WorkerInfo
 
     T = TypeVar("T")
@@ -267,6 +267,51 @@ def _missing(path: str) -> bool:
     return False
 
 
+def _make_dirs(directory: str) -> list[str]:
+    """Create ``directory`` and every missing parent, each 0700 whatever the umask (the home too,
+    when it holds the database: every job's command is there); existing ones keep their mode.
+    Returns the ones this call created, outermost first (what a refused first write removes)."""
+    missing: list[str] = []
+    d = os.path.abspath(directory)
+    while _missing(d) and os.path.dirname(d) != d:
+        missing.append(d)
+        d = os.path.dirname(d)
+    made = []
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            continue  # another process made it: its own
+        made.append(d)
+        os.chmod(d, 0o700)
+    return made
+
+
+def _discard(temp: str, made: Sequence[str]) -> None:
+    """Remove a first write's private file (and what SQLite kept beside it), then the directories
+    made for it, innermost first, each only if empty: another process may be using it by now."""
+    for p in (temp, f"{temp}-wal", f"{temp}-shm", f"{temp}-journal", f"{temp}.link"):
+        try:
+            os.unlink(p)
+        except OSError:
+            pass
+    for d in reversed(made):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+
+def _can_link(temp: str) -> bool:
+    """Whether this file system has hard links (FAT and some network ones have none)."""
+    try:
+        os.link(temp, f"{temp}.link")
+    except OSError:
+        return False
+    os.unlink(f"{temp}.link")
+    return True
+
+
 def _private(path: str) -> None:
     """The database holds every job's command and output: readable by its owner only, whatever
     the umask, and tightened if an older version left it wider (as ssh does for its files)."""
@@ -319,10 +364,13 @@ class _Tx:
 class SQLiteStorage(SQLStore):
     """The Storage protocol on one SQLite file.
 
-    ``lazy``: a file that does not exist yet is created by the first write, not on open. The
-    plugin opens it so for every command: one that only reads, or is refused, leaves nothing on
-    disk. Without it (a program opening a file of its own) the file is created now, as before.
+    ``lazy``: a file that does not exist yet is created by the first write that changes something,
+    not on open. The plugin opens it so for every command: one that only reads, is refused, or
+    changes nothing leaves nothing on disk. Without it (a program opening a file of its own) the
+    file is created now, as before.
     """
+
+    _once = False  # the write under way cannot be run twice: enqueue_stream's reads its input as it goes
 
     def __init__(self, path: str | os.PathLike[str], synchronous: str = "NORMAL", busy_timeout_ms: int = 60000,
                  *, lazy: bool = False) -> None:
@@ -341,65 +389,112 @@ class SQLiteStorage(SQLStore):
         self._synchronous = synchronous
         # A missing file, opened lazily, reads as an in-memory database with the current schema and
         # no rows: every read runs the same SQL as on the file, and finds what a new queue holds.
-        # Nothing is written to it: the first write opens (creates) the file, and so does the first
-        # read after another process has created it (_tx).
+        # Nothing is written to it: the first write creates the file (_first_write), and the first
+        # read after another process has created it opens it (_tx).
         self._unborn = lazy and _missing(self.path)
         if self._unborn:
-            self.conn = self._empty_view()
+            self._check_creatable()
+            self.conn = self._connect(":memory:")
         else:
             self._open_file()
 
-    def _empty_view(self) -> Any:
-        conn = self._sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        conn.execute("BEGIN")
-        for script in MIGRATIONS:
-            for statement in _statements(script):
-                conn.execute(statement)
-        conn.execute("COMMIT")
-        return conn
+    def _cannot_open(self, exc: BaseException) -> Exception:
+        return self._StorageError(f"cannot open SQLite database {self.path}: {getattr(exc, 'strerror', None) or exc}")
 
-    def _open_file(self) -> None:
-        """Open the file, creating it (and its directory) if missing, in WAL mode and migrated.
-        Several processes may do so at once: each step is safe to repeat, migrations run once."""
-        sqlite3 = self._sqlite3
-        file = self.path
+    def _check_creatable(self) -> None:
+        """Refuse now, as creating the file on open did, a file no write could create: the nearest
+        existing directory above it must let this process create in it (write and search). So
+        `worker start` fails before it forks instead of retrying "storage unavailable" for ever,
+        and `status` says why. (Root passes permission checks; a read-only file system does not.)"""
+        d = os.path.dirname(os.path.abspath(self.path))
+        while _missing(d) and os.path.dirname(d) != d:
+            d = os.path.dirname(d)
+        if not os.access(d, os.W_OK | os.X_OK):
+            raise self._StorageError(f"cannot open SQLite database {self.path}: cannot create it, {d} is not writable")
 
-        def cannot_open(exc: BaseException) -> Exception:
-            return self._StorageError(f"cannot open SQLite database {file}: {getattr(exc, 'strerror', None) or exc}")
-
-        try:
-            directory = os.path.dirname(file) or "."
-            if not os.path.lexists(directory):
-                # 0700 whatever the umask, as QUEUECTL_HOME (its default) is: every job's command is here.
-                os.makedirs(directory, mode=0o700, exist_ok=True)
-                os.chmod(directory, 0o700)
-            # SQLite gives -wal, -shm and -journal the database file's own mode: creating it 0600
-            # (whatever the umask) keeps all of them private.
-            if not os.path.exists(file):
-                os.close(os.open(file, os.O_CREAT | os.O_WRONLY, 0o600))
-            _private(file)
-            # isolation_level=None: we open every transaction ourselves (BEGIN IMMEDIATE for writes);
-            # Python's default would open DEFERRED ones that fail with SQLITE_BUSY on upgrade.
-            # timeout=0: SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, which on a
-            # lock held for ~100 µs caps two busy workers below one; _retry polls far finer instead.
-            conn = sqlite3.connect(file, isolation_level=None, timeout=0, check_same_thread=False)
-        except (sqlite3.Error, OSError) as exc:
-            raise cannot_open(exc) from None
-        view = self.conn if self._unborn else None
-        self.conn, self._unborn = conn, False
+    def _connect(self, file: str) -> Any:
+        """A connection to ``file`` in WAL mode, migrated. Several processes may open one file at
+        once: each step is safe to repeat, migrations run once."""
+        # isolation_level=None: we open every transaction ourselves (BEGIN IMMEDIATE for writes);
+        # Python's default would open DEFERRED ones that fail with SQLITE_BUSY on upgrade.
+        # timeout=0: SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, which on a
+        # lock held for ~100 µs caps two busy workers below one; _retry polls far finer instead.
+        conn = self._sqlite3.connect(file, isolation_level=None, timeout=0, check_same_thread=False)
         try:
             self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            self._migrate()
-        except BaseException as exc:
+            self._migrate(conn)
+        except BaseException:
             conn.close()  # closed now, not whenever the half-opened storage is collected
-            if view is not None:
-                self.conn, self._unborn = view, True  # reads still see an empty queue
-            if not isinstance(exc, (sqlite3.Error, OSError)):
-                raise
-            raise cannot_open(exc) from None
-        if view is not None:
-            view.close()
+            raise
+        return conn
+
+    def _open_file(self) -> None:
+        """Open the file, creating it (and its directories, 0700) if missing, 0600."""
+        try:
+            _make_dirs(os.path.dirname(self.path) or ".")
+            # SQLite gives -wal, -shm and -journal the database file's own mode: creating it 0600
+            # (whatever the umask) keeps all of them private.
+            if not os.path.exists(self.path):
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            _private(self.path)
+            conn = self._connect(self.path)
+        except (self._sqlite3.Error, OSError) as exc:
+            raise self._cannot_open(exc) from None
+        if self._unborn:
+            self.conn.close()  # the empty view: reads see the file from now on
+        self.conn, self._unborn = conn, False
+
+    def _first_write(self, fn: Callable[[Any], T]) -> tuple[bool, Any]:
+        """The first write to a file not created yet: (True, its result), or (False, None) when it
+        is to run on the file the usual way (another process created it meanwhile).
+
+        It runs in a private file beside the database's, created and migrated as that would be. If
+        it raises (a refusal) or commits no change (`worker stop`, `purge` on an empty queue), that
+        file and the directories made for it are removed: nothing is left. Otherwise the file is
+        published under the database's name in one step, a hard link, which fails if the name
+        exists: another process created the database at the same moment, and its file is never
+        touched; the write runs again there, except enqueue_stream's, which has read its input.
+        (Creating the database first and removing it on a refusal could remove a file another
+        process has just written to: SQLite has no "create only if absent" of its own.)"""
+        temp = f"{self.path}.{os.getpid()}-{os.urandom(4).hex()}.new"
+        made: list[str] = []
+        conn = None
+        try:
+            try:
+                for attempt in range(5):
+                    try:
+                        made += _make_dirs(os.path.dirname(temp))
+                        os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                        break
+                    except FileNotFoundError:  # another process's _discard removed a directory we found
+                        if attempt == 4:
+                            raise
+                if not _can_link(temp):
+                    return False, None  # no hard links on this file system: the file is created first, as before
+                conn = self._connect(temp)
+            except (self._sqlite3.Error, OSError) as exc:
+                raise self._cannot_open(exc) from None
+            before = conn.total_changes  # rows inserted, updated or deleted, triggers' too
+            result = self._run(conn, fn)
+            changed = conn.total_changes != before
+            conn.close()  # the only connection: SQLite checkpoints, and removes -wal and -shm
+            if changed:
+                try:
+                    os.link(temp, self.path)
+                except FileExistsError:
+                    if self._once:
+                        raise self._StorageError(
+                            f"SQLite {self.path}: another process created the queue at the same moment; nothing was"
+                            " enqueued: run the command again") from None
+                    return False, None
+                except OSError as exc:
+                    raise self._cannot_open(exc) from None
+            return True, result
+        finally:
+            if conn is not None:
+                conn.close()
+            _discard(temp, made)
 
     # -- plumbing -------------------------------------------------------------------------
     def _retry(self, fn: Callable[[], T]) -> T:
@@ -417,15 +512,22 @@ class SQLiteStorage(SQLStore):
             delay = min(delay * 1.5, 0.02)
 
     def _tx(self, fn: Callable[[Any], T], write: bool = True) -> T:
-        """One transaction; a write takes the lock up front (BEGIN IMMEDIATE)."""
+        """One transaction; a write takes the lock up front (BEGIN IMMEDIATE). Until the file
+        exists a read runs on the empty view, and a write is the first (_first_write)."""
         if self._unborn and (write or not _missing(self.path)):
+            if write and _missing(self.path):
+                done, result = self._first_write(fn)
+                if done:
+                    return result
             self._open_file()
-        tx = _Tx(self.conn, self.hostname)
+        return self._run(self.conn, fn, write)
+
+    def _run(self, conn: Any, fn: Callable[[Any], T], write: bool = True) -> T:
+        tx = _Tx(conn, self.hostname)
 
         def attempt() -> T:
             if not write:
                 return fn(tx)
-            conn = self.conn
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(tx)
@@ -450,8 +552,8 @@ class SQLiteStorage(SQLStore):
             self._wake_workers(tx.woken)
         return result
 
-    def _migrate(self) -> None:
-        if self.conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+    def _migrate(self, conn: Any) -> None:
+        if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
             return
 
         def migrate(tx: _Tx) -> None:
@@ -462,9 +564,15 @@ class SQLiteStorage(SQLStore):
                         tx.conn.execute(statement)
             tx.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-        self._tx(migrate)
+        self._run(conn, migrate)
 
     # -- jobs -------------------------------------------------------------------------------
+    def enqueue_stream(self, batches: Iterable[Sequence[NewJob]]) -> Iterator[list[Job]]:
+        self._once = True  # see _first_write
+        try:
+            return super().enqueue_stream(batches)
+        finally:
+            self._once = False
     def now(self) -> datetime:
         from queuectl_core.jobs.timeutil import from_ms
 

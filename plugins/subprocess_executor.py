@@ -189,8 +189,19 @@ def job_environment(base: Mapping[str, str], hidden: frozenset[str]) -> dict[str
 
 def private_dir(path: Path) -> None:
     """Create ``path`` 0700 whatever the umask, and tighten it if it exists: job logs hold
-    commands' output, which is their owner's alone."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    commands' output, which is their owner's alone. Missing parents (the home, with the queue
+    elsewhere) are made 0700 too; existing ones keep their mode."""
+    missing = []
+    parent = path
+    while not os.path.lexists(parent) and parent.parent != parent:
+        missing.append(parent)
+        parent = parent.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # another process made it: its mode is its own (path's is checked below)
+        d.chmod(0o700)  # mkdir's mode passes through the umask
     if path.stat().st_mode & 0o077:
         path.chmod(0o700)
 

@@ -23,9 +23,9 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     return {**env, "QUEUECTL_HOME": str(home), **extra}
 
 
-def _run(home: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+def _run(home: Path, *args: str, stdin: Any = subprocess.DEVNULL, **extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*QUEUECTL, *args], env=_env(home, **extra), capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+                          stdin=stdin, preexec_fn=lambda: os.umask(0o022))  # type: ignore[misc]
 
 
 def _mode(path: Path) -> int:
@@ -58,6 +58,70 @@ def test_a_refused_command_on_a_fresh_home_leaves_nothing(tmp_path: Path, args: 
     assert not (tmp_path / "not-yet").exists()
 
 
+def _jsonl(path: Path, good: int) -> Path:
+    """``good`` valid jobs, then a line that is not JSON."""
+    path.write_text("".join(json.dumps({"command": f"echo {i}"}) + "\n" for i in range(good)) + "not json\n")
+    return path
+
+
+@pytest.mark.parametrize("args", [
+    ("enqueue", "--after", "nosuch", "--cmd", "true"),
+    ("enqueue", "--file", "{one-good-then-bad}"),
+    ("enqueue", "--file", "{batches-then-bad}"),  # past the first batch: inserted, then rolled back
+    ("enqueue", "--each", "--cmd", "echo {}"),  # stdin: a line, then one that is not UTF-8
+    ("schedule", "remove", "nosuch"),
+    ("schedule", "pause", "nosuch"),
+    ("schedule", "resume", "nosuch"),
+], ids=lambda a: " ".join(a[:3]))
+def test_a_refusal_inside_the_first_write_leaves_nothing(tmp_path: Path, args: tuple[str, ...]) -> None:
+    from queuectl_core.intake.bulk import BATCH
+
+    files = {"{one-good-then-bad}": _jsonl(tmp_path / "one.jsonl", 1),
+             "{batches-then-bad}": _jsonl(tmp_path / "many.jsonl", BATCH * 2 + 5)}
+    stdin = tmp_path / "stdin"
+    stdin.write_bytes(b"first\n\xff\n")
+    home = tmp_path / "not-yet" / "home"
+    with stdin.open("rb") as f:
+        proc = _run(home, *(str(files.get(a, a)) for a in args), stdin=f)
+    assert proc.returncode == 1 and proc.stdout == "", (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
+    assert not (tmp_path / "not-yet").exists()
+
+
+@pytest.mark.parametrize("args", [("worker", "stop"), ("purge", "--older-than", "1d"), ("dlq", "remove", "--all")],
+                         ids=" ".join)
+def test_a_write_that_changes_nothing_leaves_nothing(tmp_path: Path, args: tuple[str, ...]) -> None:
+    home = tmp_path / "not-yet" / "home"
+    proc = _run(home, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "not-yet").exists()
+    # The same with the database elsewhere: neither its directory nor the home appears.
+    assert _run(home, *args, QUEUECTL_SQLITE_PATH=str(tmp_path / "db-dir" / "q.db")).returncode == 0
+    assert not (tmp_path / "db-dir").exists() and not (tmp_path / "not-yet").exists()
+
+
+def test_enqueue_then_list_on_a_fresh_home_after_refusals(tmp_path: Path) -> None:
+    home = tmp_path / "not-yet" / "home"
+    assert _run(home, "enqueue", "--after", "nosuch", "--cmd", "true").returncode == 1
+    assert _run(home, "worker", "stop").returncode == 0
+    assert _run(home, "enqueue", "--id", "j1", "--cmd", "true").stdout == "j1\n"
+    assert [j["id"] for j in json.loads(_run(home, "list", "--json").stdout)] == ["j1"]
+    assert sorted(os.listdir(home)) == ["queue.db"]  # the private first-write file is gone
+
+
+def test_worker_start_on_an_uncreatable_database_fails_at_once(tmp_path: Path) -> None:
+    """As before the database was created lazily: one line, before any worker starts (not a
+    worker retrying "storage unavailable" for ever). Nobody, root included, creates in /proc/self."""
+    home = tmp_path / "home"
+    for args in (("worker", "start"), ("worker", "start", "--count", "2"), ("status",)):
+        proc = _run(home, *args, QUEUECTL_SQLITE_PATH="/proc/self/queuectl-nope/queue.db")
+        assert proc.returncode == 1 and proc.stdout == "", (args, proc.stdout, proc.stderr)
+        assert proc.stderr.startswith("Error: cannot open SQLite database /proc/self/queuectl-nope/queue.db")
+        assert proc.stderr.count("\n") == 1, proc.stderr
+    assert not home.exists()
+
+
 def test_reads_on_a_fresh_home_show_an_empty_queue_and_leave_nothing(tmp_path: Path) -> None:
     home = tmp_path / "not-yet" / "home"
     for args in READS:
@@ -82,9 +146,10 @@ def test_reads_on_a_fresh_home_show_an_empty_queue_and_leave_nothing(tmp_path: P
 ], ids=lambda a: " ".join(a[:2]))
 def test_the_first_write_creates_the_home_0700_and_the_database(tmp_path: Path, args: tuple[str, ...]) -> None:
     home = tmp_path / "not-yet" / "home"
-    proc = _run(home, *args)
+    proc = _run(home, *args)  # under umask 022
     assert proc.returncode == 0, proc.stderr
-    assert _mode(home) == 0o700 and _mode(home / "queue.db") == 0o600
+    assert _mode(tmp_path / "not-yet") == _mode(home) == 0o700 and _mode(home / "queue.db") == 0o600
+    assert sorted(os.listdir(home)) in (["queue.db"], ["logs", "queue.db"])
     conn = sqlite3.connect(home / "queue.db")
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -115,6 +180,20 @@ def test_first_enqueues_racing_on_a_fresh_home_all_succeed(tmp_path: Path) -> No
     for home in homes:
         assert sorted(j["id"] for j in json.loads(_run(home, "list", "--json").stdout)) == ["j0", "j1", "j2"]
         assert _mode(home) == 0o700 and _mode(home / "queue.db") == 0o600
+
+
+def test_worker_logs_make_a_missing_home_0700_whatever_the_umask(tmp_path: Path) -> None:
+    """With the queue elsewhere the executor's log directory is the first thing in the home: it
+    and every missing parent are created 0700; an existing parent keeps its mode."""
+    home, db = tmp_path / "not-yet" / "home", tmp_path / "data" / "q.db"
+    tmp_path.chmod(0o755)
+    assert _run(home, "enqueue", "--id", "j1", "--cmd", "echo hi", QUEUECTL_SQLITE_PATH=str(db)).returncode == 0
+    assert not home.exists()
+    proc = _run(home, "worker", "start", "--burst", QUEUECTL_SQLITE_PATH=str(db))
+    assert proc.returncode == 0, proc.stderr
+    assert _mode(tmp_path / "not-yet") == _mode(home) == _mode(home / "logs") == 0o700
+    assert _mode(tmp_path) == 0o755
+    assert "hi" in _run(home, "logs", "j1", QUEUECTL_SQLITE_PATH=str(db)).stdout
 
 
 def test_postgres_commands_create_no_home(tmp_path: Path) -> None:
@@ -153,16 +232,76 @@ def test_a_lazy_storage_reads_empty_until_written_and_then_sees_other_writers(tm
         other.close()
 
 
-def test_a_lazy_storage_that_cannot_create_its_file_still_reads_empty(tmp_path: Path) -> None:
+def test_a_lazy_storage_that_cannot_create_its_file_refuses_at_open(tmp_path: Path) -> None:
     from queuectl_core.errors import StorageError
     from queuectl_plugins.sqlite_storage import SQLiteStorage
 
-    storage = SQLiteStorage("/proc/queuectl-nope/queue.db", lazy=True)
+    with pytest.raises(StorageError, match="cannot open SQLite database /proc/self/nope/queue.db: cannot create it"):
+        SQLiteStorage("/proc/self/nope/queue.db", lazy=True)
+
+
+def test_a_first_write_that_fails_to_create_still_reads_empty_and_leaves_nothing(tmp_path: Path) -> None:
+    from queuectl_core.errors import StorageError
+    from queuectl_plugins.sqlite_storage import SQLiteStorage
+
+    storage = SQLiteStorage(tmp_path / "dir" / "queue.db", lazy=True)
     try:
-        assert storage.list_jobs() == []
-        with pytest.raises(StorageError, match="cannot open SQLite database /proc/queuectl-nope/queue.db"):
+        (tmp_path / "dir").write_text("")  # a file where the directory would go
+        with pytest.raises(StorageError, match="cannot open SQLite database .*: Not a directory"):
             storage.enqueue([NewJob(id="j1", command="true", max_retries=0)])
+        assert sorted(os.listdir(tmp_path)) == ["dir"]
+        (tmp_path / "dir").unlink()
         assert storage.list_jobs() == [] and storage.get("j1") is None
+    finally:
+        storage.close()
+
+
+def test_a_first_write_that_loses_the_race_runs_again_on_the_winners_file(tmp_path: Path) -> None:
+    from queuectl_plugins.sqlite_storage import SQLiteStorage
+
+    db = tmp_path / "queue.db"
+    storage: Any = SQLiteStorage(db, lazy=True)
+    runs = []
+
+    def write(tx: Any) -> None:
+        if not runs:  # another process creates the queue while this write runs in its private file
+            other = SQLiteStorage(db)
+            other.enqueue([NewJob(id="theirs", command="true", max_retries=0)])
+            other.close()
+        runs.append(1)
+        tx.conn.execute("INSERT INTO queues (name) VALUES ('mine')")
+
+    try:
+        storage._tx(write)
+        assert len(runs) == 2
+        assert [j.id for j in storage.list_jobs()] == ["theirs"]
+        assert "mine" in {name for (name,) in storage.conn.execute("SELECT name FROM queues")}
+        assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("queue.db-")) == ["queue.db"]
+    finally:
+        storage.close()
+
+
+def test_a_streaming_first_write_that_loses_the_race_enqueues_nothing(tmp_path: Path) -> None:
+    """Its input is read: it cannot run again; one clear line, the winner's queue untouched."""
+    from queuectl_core.errors import StorageError
+    from queuectl_plugins.sqlite_storage import SQLiteStorage
+
+    db = tmp_path / "queue.db"
+    storage = SQLiteStorage(db, lazy=True)
+
+    def batches() -> Any:
+        yield [NewJob(id="mine", command="true", max_retries=0)]
+        other = SQLiteStorage(db)
+        other.enqueue([NewJob(id="theirs", command="true", max_retries=0)])
+        other.close()
+
+    try:
+        with pytest.raises(StorageError, match="another process created the queue at the same moment; nothing was"
+                                               " enqueued: run the command again"):
+            storage.enqueue_stream(batches())
+        assert [j.id for j in storage.list_jobs()] == ["theirs"]
+        assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("queue.db-")) == ["queue.db"]
+        assert [b[0].id for b in storage.enqueue_stream(iter([[NewJob(id="again", command="true", max_retries=0)]]))]
     finally:
         storage.close()
 

@@ -18,10 +18,11 @@ class App:
 
     def __init__(self) -> None:
         self.home = home()
-        # Not created here: what first writes there creates it (0700), `config set` or the SQLite
-        # storage's first write (not its opening), so a command that only reads, or is refused,
-        # leaves nothing on disk. One that exists is checked and tightened now (one stat when
-        # already so).
+        # Not created here: what first writes there creates it (0700), `config set`, the SQLite
+        # storage's first write that changes the queue (not its opening, nor a refused write), or
+        # the executor's first log, so a command that only reads, is refused, or changes nothing
+        # leaves nothing on disk (PostgreSQL's schema is created on connect all the same). One that
+        # exists is checked and tightened now (one stat when already so).
         if self.home.exists() or self.home.is_symlink():
             ensure_private_dir(self.home)
         self.registries = registries()
