@@ -267,17 +267,23 @@ def _missing(path: str) -> bool:
     return False
 
 
+def _ancestry(directory: str) -> tuple[str, list[str]]:
+    """The nearest directory at or above ``directory`` that is there, and the missing ones below
+    it, outermost first."""
+    missing: list[str] = []
+    d = os.path.abspath(directory)
+    while _missing(d) and os.path.dirname(d) != d:
+        missing.insert(0, d)
+        d = os.path.dirname(d)
+    return d, missing
+
+
 def _make_dirs(directory: str) -> list[str]:
     """Create ``directory`` and every missing parent, each 0700 whatever the umask (the home too,
     when it holds the database: every job's command is there); existing ones keep their mode.
     Returns the ones this call created, outermost first (what a refused first write removes)."""
-    missing: list[str] = []
-    d = os.path.abspath(directory)
-    while _missing(d) and os.path.dirname(d) != d:
-        missing.append(d)
-        d = os.path.dirname(d)
     made = []
-    for d in reversed(missing):
+    for d in _ancestry(directory)[1]:
         try:
             os.mkdir(d, 0o700)
         except FileExistsError:
@@ -370,7 +376,7 @@ class SQLiteStorage(SQLStore):
     file is created now, as before.
     """
 
-    _once = False  # the write under way cannot be run twice: enqueue_stream's reads its input as it goes
+    _once = False  # the write under way cannot run twice: enqueue_stream's insert reads its input as it goes
 
     def __init__(self, path: str | os.PathLike[str], synchronous: str = "NORMAL", busy_timeout_ms: int = 60000,
                  *, lazy: bool = False) -> None:
@@ -406,9 +412,7 @@ class SQLiteStorage(SQLStore):
         existing directory above it must let this process create in it (write and search). So
         `worker start` fails before it forks instead of retrying "storage unavailable" for ever,
         and `status` says why. (Root passes permission checks; a read-only file system does not.)"""
-        d = os.path.dirname(os.path.abspath(self.path))
-        while _missing(d) and os.path.dirname(d) != d:
-            d = os.path.dirname(d)
+        d = _ancestry(os.path.dirname(self.path) or ".")[0]
         if not os.access(d, os.W_OK | os.X_OK):
             raise self._StorageError(f"cannot open SQLite database {self.path}: cannot create it, {d} is not writable")
 
