@@ -299,3 +299,15 @@ def test_the_dashboard_shows_times_in_the_browsers_zone(q: Any, tmp_path: Path) 
                 context.close()
     finally:
         d.close()
+
+
+def test_after_naming_no_job_names_only_what_the_person_typed(qb: Any) -> None:
+    """One enqueue names no generated id (it was never stored, so it cannot be looked up); in a
+    batch of several, the job whose `after` is wrong is named so it can be found in the input."""
+    line = one_error(qb.run("enqueue", "--after", "nosuch", "--", "echo", "hi", check=False),
+                     "'after' names 'nosuch', and no such job exists")
+    assert line == "Error: 'after' names 'nosuch', and no such job exists", line
+    batch = '{"id": "a", "command": "true"}\n{"id": "b", "command": "true", "after": ["ghost"]}\n'
+    one_error(qb.run("enqueue", "--file", "-", input=batch, check=False),
+              "job 'b': 'after' names 'ghost', and no such job exists")
+    assert qb.json("list") == []

@@ -129,6 +129,14 @@ def dependency_reason(parent: str, state: str) -> str:
     return DEPENDENCY_REASON.format(parent=parent, state=state)
 
 
+def unknown_parent(job_id: str, parent: str, batch_size: int) -> ValidationError:
+    """The refusal of a job whose ``after`` names a job that does not exist. The job is named only
+    in a batch of several: a lone job's id may be one just generated, which means nothing to the
+    person who typed the command."""
+    where = f"job {job_id!r}: " if batch_size > 1 else ""
+    return ValidationError(f"{where}'after' names {parent!r}, and no such job exists")
+
+
 def dependency_met(state: JobState | str) -> bool:
     """Whether a parent in ``state`` no longer holds the jobs waiting on it: only a completed one
     does (a child enqueued after its parent completed waits for nothing)."""

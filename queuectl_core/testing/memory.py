@@ -81,7 +81,7 @@ class MemoryStorage:
             for new in jobs:
                 for parent in new.after:
                     if parent not in q.jobs and parent not in ids:
-                        raise ValidationError(f"job {new.id!r}: 'after' names {parent!r}, and no such job exists")
+                        raise lifecycle.unknown_parent(new.id, parent, len(jobs))
             now = self.now()
             for new in jobs:
                 unmet = {p for p in new.after if p not in q.jobs or not lifecycle.dependency_met(q.jobs[p].state)}

@@ -28,7 +28,6 @@ class DependenciesMixin(SQLBase):
         children = [j for j in jobs if j.after]
         if not children:
             return {}
-        from queuectl_core.errors import ValidationError
         from queuectl_core.jobs import lifecycle  # here: most enqueues have no `after` (lifecycle ~3 ms to import)
 
         batch = {j.id for j in jobs}
@@ -45,7 +44,7 @@ class DependenciesMixin(SQLBase):
         for job in children:
             for parent in job.after:
                 if parent not in batch and parent not in states:
-                    raise ValidationError(f"job {job.id!r}: 'after' names {parent!r}, and no such job exists")
+                    raise lifecycle.unknown_parent(job.id, parent, len(batch))
         met = {p for p, state in states.items() if lifecycle.dependency_met(state)}
         edges = [{"child": j.id, "parent": p, "done": p in met} for j in children for p in j.after]
         tx.many(self._sql("INSERT INTO {dp} (child, parent, done) VALUES (:child, :parent, :done)"), edges)
