@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from queuectl_core import hookimpl
-from queuectl_core.framework.settings import Setting, check_path
+from queuectl_core.framework.settings import Setting, check_path, make_private_dirs, missing_dirs
 from queuectl_core.storage.sql import SQLStore
 
 if TYPE_CHECKING:
@@ -267,32 +267,6 @@ def _missing(path: str) -> bool:
     return False
 
 
-def _ancestry(directory: str) -> tuple[str, list[str]]:
-    """The nearest directory at or above ``directory`` that is there, and the missing ones below
-    it, outermost first."""
-    missing: list[str] = []
-    d = os.path.abspath(directory)
-    while _missing(d) and os.path.dirname(d) != d:
-        missing.insert(0, d)
-        d = os.path.dirname(d)
-    return d, missing
-
-
-def _make_dirs(directory: str) -> list[str]:
-    """Create ``directory`` and every missing parent, each 0700 whatever the umask (the home too,
-    when it holds the database: every job's command is there); existing ones keep their mode.
-    Returns the ones this call created, outermost first (what a refused first write removes)."""
-    made = []
-    for d in _ancestry(directory)[1]:
-        try:
-            os.mkdir(d, 0o700)
-        except FileExistsError:
-            continue  # another process made it: its own
-        made.append(d)
-        os.chmod(d, 0o700)
-    return made
-
-
 def _discard(temp: str, made: Sequence[str]) -> None:
     """Remove a first write's private file (and what SQLite kept beside it), then the directories
     made for it, innermost first, each only if empty: another process may be using it by now."""
@@ -412,7 +386,7 @@ class SQLiteStorage(SQLStore):
         existing directory above it must let this process create in it (write and search). So
         `worker start` fails before it forks instead of retrying "storage unavailable" for ever,
         and `status` says why. (Root passes permission checks; a read-only file system does not.)"""
-        d = _ancestry(os.path.dirname(self.path) or ".")[0]
+        d = missing_dirs(os.path.dirname(self.path) or ".")[0]
         if not os.access(d, os.W_OK | os.X_OK):
             raise self._StorageError(f"cannot open SQLite database {self.path}: cannot create it, {d} is not writable")
 
@@ -436,7 +410,7 @@ class SQLiteStorage(SQLStore):
     def _open_file(self) -> None:
         """Open the file, creating it (and its directories, 0700) if missing, 0600."""
         try:
-            _make_dirs(os.path.dirname(self.path) or ".")
+            make_private_dirs(os.path.dirname(self.path) or ".")
             # SQLite gives -wal, -shm and -journal the database file's own mode: creating it 0600
             # (whatever the umask) keeps all of them private.
             if not os.path.exists(self.path):
@@ -468,7 +442,7 @@ class SQLiteStorage(SQLStore):
             try:
                 for attempt in range(5):
                     try:
-                        made += _make_dirs(os.path.dirname(temp))
+                        made += make_private_dirs(os.path.dirname(temp))
                         os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
                         break
                     except FileNotFoundError:  # another process's _discard removed a directory we found

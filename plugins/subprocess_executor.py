@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from queuectl_core import hookimpl
-from queuectl_core.framework.settings import Setting, check_path
+from queuectl_core.framework.settings import Setting, check_path, make_private_dirs
 
 if TYPE_CHECKING:
     from queuectl_core.framework.settings import Config
@@ -191,17 +191,7 @@ def private_dir(path: Path) -> None:
     """Create ``path`` 0700 whatever the umask, and tighten it if it exists: job logs hold
     commands' output, which is their owner's alone. Missing parents (the home, with the queue
     elsewhere) are made 0700 too; existing ones keep their mode."""
-    missing = []
-    parent = path
-    while not os.path.lexists(parent) and parent.parent != parent:
-        missing.append(parent)
-        parent = parent.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir(mode=0o700)
-        except FileExistsError:
-            continue  # another process made it: its mode is its own (path's is checked below)
-        d.chmod(0o700)  # mkdir's mode passes through the umask
+    make_private_dirs(path)
     if path.stat().st_mode & 0o077:
         path.chmod(0o700)
 

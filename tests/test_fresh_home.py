@@ -196,6 +196,16 @@ def test_worker_logs_make_a_missing_home_0700_whatever_the_umask(tmp_path: Path)
     assert "hi" in _run(home, "logs", "j1", QUEUECTL_SQLITE_PATH=str(db)).stdout
 
 
+def test_config_set_makes_a_missing_home_and_its_missing_parents_0700(tmp_path: Path) -> None:
+    """`config set` is the first write to a home that does not exist: the home and each parent it
+    has to make are 0700 whatever the umask; an existing parent keeps its mode."""
+    home = tmp_path / "not-yet" / "home"
+    tmp_path.chmod(0o755)
+    assert _run(home, "config", "set", "max_retries", "2").returncode == 0
+    assert _mode(tmp_path / "not-yet") == _mode(home) == 0o700
+    assert _mode(tmp_path) == 0o755
+
+
 def test_postgres_commands_create_no_home(tmp_path: Path) -> None:
     """The queue is in the database: nothing in QUEUECTL_HOME is written, so none is created."""
     from queuectl_plugins.postgres_testing import temporary_postgres_database

@@ -50,6 +50,40 @@ def check_path(value: str) -> str:
     return value
 
 
+def missing_dirs(directory: str | os.PathLike[str]) -> tuple[str, list[str]]:
+    """The nearest directory at or above ``directory`` that is there, and the missing ones below
+    it, outermost first. One that cannot be looked at (a directory we may not search) counts as
+    there: using it says why."""
+    missing: list[str] = []
+    d = os.path.abspath(directory)
+    while os.path.dirname(d) != d:
+        try:
+            os.stat(d)
+        except FileNotFoundError:
+            missing.insert(0, d)
+            d = os.path.dirname(d)
+            continue
+        except OSError:
+            pass
+        break
+    return d, missing
+
+
+def make_private_dirs(directory: str | os.PathLike[str]) -> list[str]:
+    """Create ``directory`` and every missing parent, each 0700 whatever the umask (the home holds
+    every job's command and output); existing ones keep their mode. Returns the ones this call
+    created, outermost first."""
+    made = []
+    for d in missing_dirs(directory)[1]:
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            continue  # another process made it: its own
+        made.append(d)
+        os.chmod(d, 0o700)  # mkdir's mode passes through the umask
+    return made
+
+
 def ensure_private_dir(path: str | os.PathLike[str]) -> None:
     """Create ``path`` 0700, or tighten it to 0700 if it exists with group/other bits, as ssh and
     gpg do for their own directories: config.toml may hold a DSN password, and the database every
@@ -58,10 +92,7 @@ def ensure_private_dir(path: str | os.PathLike[str]) -> None:
         st = os.stat(path)
     except FileNotFoundError:
         try:
-            os.makedirs(path, mode=0o700)
-            os.chmod(path, 0o700)  # whatever the umask
-        except FileExistsError:
-            pass
+            make_private_dirs(path)
         except OSError as exc:
             raise ConfigError(f"cannot create {os.fspath(path)}: {exc.strerror or exc}") from None
         return
