@@ -1,5 +1,5 @@
 """Helpers shared by the tests that drive real worker processes: reading /proc, draining a
-worker's output in the background, starting and stopping workers, enqueueing in bulk, and
+worker's output in the background, reading a pseudo-terminal, starting and stopping workers, enqueueing in bulk, and
 installing a third party's plugin as pip would.
 
 Not a test module: tests/ has no __init__.py, so pytest puts tests/ on sys.path and the test
@@ -14,6 +14,22 @@ import subprocess
 import threading
 from pathlib import Path
 from typing import Any
+
+
+# -- pseudo-terminals ---------------------------------------------------------------------------
+def read_until_closed(fd: int) -> bytes:
+    """Everything written to a pty's other side until every writer closed it; ``fd`` is closed."""
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the other end closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(fd)
+    return seen
 
 
 # -- /proc -------------------------------------------------------------------------------------

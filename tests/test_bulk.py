@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from process_helpers import read_until_closed
 
 from queuectl_core.intake import bulk
 
@@ -112,16 +113,7 @@ def _pty_run(q: Any, path: Path) -> tuple[int, bytes]:
                                 env=q.env, stdin=subprocess.DEVNULL,
                                 stdout=stdout, stderr=slave)
     os.close(slave)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the other end closed
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(master)
+    seen = read_until_closed(master)
     return proc.wait(timeout=60), seen
 
 

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import QUEUECTL
-from process_helpers import Output, start, stop
+from process_helpers import Output, read_until_closed, start, stop
 
 from queuectl_core.cli import display
 from queuectl_core.jobs.timeutil import now, parse_time
@@ -48,17 +48,8 @@ def on_a_terminal(q: Any, *args: str, columns: int = 80, env: dict[str, str] | N
     proc = subprocess.Popen([*QUEUECTL, *args], stdin=subprocess.DEVNULL, stdout=child, stderr=child,
                             env={**run_env, "TERM": "xterm", **(env or {})})
     os.close(child)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # EIO: the other side closed
-            break
-        if not chunk:
-            break
-        out += chunk
+    out = read_until_closed(main)
     assert proc.wait(timeout=30) == 0, out
-    os.close(main)
     return ANSI.sub("", out.decode()).replace("\r\n", "\n")
 
 

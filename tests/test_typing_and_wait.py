@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import QUEUECTL
+from process_helpers import read_until_closed
 
 
 def one_error(proc: Any, *needles: str) -> str:
@@ -152,16 +153,7 @@ def _pty_wait(q: Any, *args: str) -> tuple[int, bytes, float]:
     proc = subprocess.Popen([sys.executable, "-m", "queuectl_core", "wait", *args], env=q.env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=child)
     os.close(child)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # EIO: the other end closed
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(main)
+    seen = read_until_closed(main)
     code = proc.wait(timeout=60)
     return code, seen, time.monotonic() - start
 
