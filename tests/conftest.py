@@ -13,6 +13,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+# The shared helpers assert too: rewritten like the tests, whichever test module imports them first.
+pytest.register_assert_rewrite("process_helpers")
+
 QUEUECTL = [sys.executable, "-m", "queuectl_core"]
 
 
