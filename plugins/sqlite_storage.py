@@ -316,6 +316,7 @@ def _dialect() -> Any:
 
 class _Tx:
     __slots__ = ("conn", "hostname", "woken")
+    pipelined = False  # SQLite runs in this process: nothing to gain by sending statements together
 
     def __init__(self, conn: Any, hostname: str) -> None:
         self.conn = conn
@@ -324,6 +325,10 @@ class _Tx:
 
     def rows(self, sql: str, params: dict[str, Any]) -> list[Sequence[Any]]:
         return self.conn.execute(sql, params).fetchall()
+
+    def later(self, sql: str, params: dict[str, Any]) -> Callable[[], list[Sequence[Any]]]:
+        rows = self.rows(sql, params)
+        return lambda: rows
 
     def wake(self) -> None:
         # Read under the write lock this transaction holds: no worker can register in between, and
@@ -489,7 +494,7 @@ class SQLiteStorage(SQLStore):
             time.sleep(delay)
             delay = min(delay * 1.5, 0.02)
 
-    def _tx(self, fn: Callable[[Any], T], write: bool = True) -> T:
+    def _tx(self, fn: Callable[[Any], T], write: bool = True, pipelined: bool = False) -> T:
         """One transaction; a write takes the lock up front (BEGIN IMMEDIATE). Until the file
         exists a read runs on the empty view, and a write is the first (_first_write)."""
         if self._unborn and (write or not _missing(self.path)):

@@ -52,7 +52,9 @@ class SQLBase:
     hostname = ""
 
     # -- what a backend provides ----------------------------------------------------------
-    def _tx(self, fn: Callable[[Tx], T], write: bool = True) -> T:
+    def _tx(self, fn: Callable[[Tx], T], write: bool = True, pipelined: bool = False) -> T:
+        """Run ``fn`` in one transaction (a read-only one unless ``write``). ``pipelined``: the
+        backend may send statements issued with ``Tx.later`` together (``Tx.pipelined`` says so)."""
         raise NotImplementedError
 
     # -- rows -----------------------------------------------------------------------------
@@ -76,6 +78,11 @@ class SQLBase:
         style (cached per statement text: a worker's hot path repeats a handful of them)."""
         params["now"] = self.dialect.clock_param()
         return tx.rows(self._sql(sql), params)
+
+    def _q_later(self, tx: Tx, sql: str, **params: Any) -> Callable[[], list[Sequence[Any]]]:
+        """:meth:`_q`, its rows read later (``Tx.later``)."""
+        params["now"] = self.dialect.clock_param()
+        return tx.later(self._sql(sql), params)
 
     def _read(self, sql: str, **params: Any) -> list[Sequence[Any]]:
         return self._tx(lambda tx: self._q(tx, sql, **params), write=False)
