@@ -271,7 +271,6 @@ class WithFallbacks:
     # -- history ----------------------------------------------------------------------------
     def attempts(self, job_id: str) -> list[Attempt]:
         from queuectl_core.jobs.models import JobState
-        from queuectl_core.jobs.records import Attempt
 
         job = self.storage.get(job_id)
         if job is None or job.state == JobState.PROCESSING or not job.attempts:
