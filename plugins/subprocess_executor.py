@@ -217,7 +217,7 @@ class _Attempt:
         self.pipe_open = True
         self.kill_at: float | None = None  # SIGKILL the group at this time if it is still alive
         self._reported: bytes | None = None  # the output last handed to ctx.on_output
-        self.status: int | None = None  # the leader's wait status, once reaped
+        self.status: int | None = None  # set once the leader is reaped
         self.usage: Any = None  # its resource usage (os.wait4), once reaped
         # A process started from the worker keeps, as its own peak memory, the peak of the
         # worker's address space that exec replaced (Linux: exec_mmap keeps the larger): a peak
@@ -286,7 +286,11 @@ class _Attempt:
         """Reap the leader with wait4, the one call that also returns what it and every
         descendant it waited for used (Popen's wait would discard that); whether it is reaped."""
         if self.status is None:
-            pid, status, usage = os.wait4(self.proc.pid, options)
+            try:
+                pid, status, usage = os.wait4(self.proc.pid, options)
+            except ChildProcessError:  # reaped already, through Popen: its status is kept, not its usage
+                self.status = self.proc.wait()
+                return True
             if pid == 0:
                 return False  # WNOHANG, still running
             self.status, self.usage = status, usage
