@@ -217,8 +217,8 @@ class _Attempt:
         self.pipe_open = True
         self.kill_at: float | None = None  # SIGKILL the group at this time if it is still alive
         self._reported: bytes | None = None  # the output last handed to ctx.on_output
-        self.status: int | None = None  # set once the leader is reaped
-        self.usage: Any = None  # its resource usage (os.wait4), once reaped
+        self.reaped = False
+        self.usage: Any = None  # the leader's resource usage (os.wait4), once reaped
         # A process started from the worker keeps, as its own peak memory, the peak of the
         # worker's address space that exec replaced (Linux: exec_mmap keeps the larger): a peak
         # at or below the worker's own tells nothing about the job. See usage_of.
@@ -285,16 +285,18 @@ class _Attempt:
     def _reap(self, options: int = 0) -> bool:
         """Reap the leader with wait4, the one call that also returns what it and every
         descendant it waited for used (Popen's wait would discard that); whether it is reaped."""
-        if self.status is None:
-            try:
-                pid, status, usage = os.wait4(self.proc.pid, options)
-            except ChildProcessError:  # reaped already, through Popen: its status is kept, not its usage
-                self.status = self.proc.wait()
-                return True
-            if pid == 0:
-                return False  # WNOHANG, still running
-            self.status, self.usage = status, usage
-            self.proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it again
+        if self.reaped:
+            return True
+        try:
+            pid, status, usage = os.wait4(self.proc.pid, options)
+        except ChildProcessError:  # reaped already, through Popen: its status is kept, not its usage
+            self.proc.wait()
+            self.reaped = True
+            return True
+        if pid == 0:
+            return False  # WNOHANG, still running
+        self.usage, self.reaped = usage, True
+        self.proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it again
         return True
 
     def _on_time(self, ready: list[int]) -> None:
