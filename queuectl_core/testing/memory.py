@@ -13,28 +13,26 @@ survives the process: for tests and examples, not for work.
 
 from __future__ import annotations
 
-import copy
 import os
 import select
 import threading
 import time
 from collections import Counter
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Sequence
 
 from queuectl_core.errors import DuplicateJobError, UniqueKeyError, ValidationError
 from queuectl_core.jobs import lifecycle
-from queuectl_core.jobs.lifecycle import Change
 from queuectl_core.jobs.models import Job, JobState, NewJob
 from queuectl_core.jobs.records import Attempt, QueueInfo, Schedule, WorkerInfo
-from queuectl_core.jobs.timeutil import UTC
 
 WORKER_LIVE_SECONDS = 15.0  # a worker not seen for this long is not listed as live
 
 
 class MemoryQueue:
-    """What a database would hold, shared by every MemoryStorage opened on it."""
+    """What a database would hold, shared by every MemoryStorage opened on it. Values are replaced,
+    never changed in place, so a shallow copy of a dict is a snapshot (apply_many's rollback)."""
 
     def __init__(self) -> None:
         self.lock = threading.Condition(threading.RLock())
@@ -49,7 +47,8 @@ class MemoryQueue:
 
 
 class MemoryStorage:
-    """The Storage protocol on a :class:`MemoryQueue` (a new one when none is given)."""
+    """The Storage protocol on a :class:`MemoryQueue` (a new one when none is given): its methods in the
+    order of the protocol's parts (Jobs, Claims, Queues, Schedules, Workers), then AttemptHistory."""
 
     def __init__(self, queue: MemoryQueue | None = None) -> None:
         self.q = queue if queue is not None else MemoryQueue()
@@ -63,41 +62,35 @@ class MemoryStorage:
     def now(self) -> datetime:
         return datetime.now(UTC)
 
-    # -- jobs ------------------------------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Check everything first, then change anything: all or nothing."""
         q, ids = self.q, [j.id for j in jobs]
         with q.lock:
-            for n, job_id in enumerate(ids):
-                if job_id in q.jobs or job_id in ids[:n]:
-                    raise DuplicateJobError(job_id)
-            keys: dict[str, str] = {}  # those of this batch so far
-            for new in jobs:
+            keys: dict[str, str] = {}  # unique key -> the job of this batch taking it
+            for n, new in enumerate(jobs):
+                if new.id in q.jobs or new.id in ids[:n]:
+                    raise DuplicateJobError(new.id)
+                for parent in new.after:
+                    if parent not in q.jobs and parent not in ids:
+                        raise lifecycle.unknown_parent(new.id, parent, len(jobs))
                 if new.unique_key is not None:
                     holder = keys.get(new.unique_key) or self._holder(new.unique_key)
                     if holder is not None:
                         raise UniqueKeyError(new.unique_key, holder)
                     keys[new.unique_key] = new.id
-            for new in jobs:
-                for parent in new.after:
-                    if parent not in q.jobs and parent not in ids:
-                        raise lifecycle.unknown_parent(new.id, parent, len(jobs))
             now = self.now()
             for new in jobs:
-                unmet = {p for p in new.after if p not in q.jobs or not lifecycle.dependency_met(q.jobs[p].state)}
-                if unmet:
-                    q.parents[new.id] = unmet
+                q.parents[new.id] = set(new.after)
                 q.queues.setdefault(new.queue, QueueInfo(new.queue))
                 run_at = new.run_at if new.run_at is not None else now + timedelta(seconds=new.delay or 0)
                 q.jobs[new.id] = Job(
                     id=new.id, command=new.command, state=JobState.PENDING, attempts=0, max_retries=new.max_retries,
                     priority=new.priority, created_at=now, updated_at=now, run_at=run_at, timeout=new.timeout,
-                    queue=new.queue, waiting=len(unmet), unique_key=new.unique_key,
+                    queue=new.queue, waiting=len(q.parents[new.id]), unique_key=new.unique_key,
                     retry_on=new.retry_on, no_retry_on=new.no_retry_on, cwd=new.cwd, env=dict(new.env), tags=new.tags)
-            # A parent that already ended: what the lifecycle makes of its new dependants.
+            # Parents stored before this batch: the lifecycle says whether their state releases or cancels the new jobs.
             for parent in {p for new in jobs for p in new.after if p not in ids}:
-                if not lifecycle.dependency_met(q.jobs[parent].state):
-                    self._dependants(parent, lifecycle.dependants(parent, q.jobs[parent].state))
+                self._dependants(parent, lifecycle.dependants(parent, q.jobs[parent].state))
             if ids:
                 self._wake()
             return [q.jobs[i] for i in ids]
@@ -132,9 +125,9 @@ class MemoryStorage:
                 return None
             for i in ids:
                 self.q.history.pop(i, None)
+                self.q.parents.pop(i, None)
             return [self.q.jobs.pop(i) for i in ids]
 
-    # -- claims and changes --------------------------------------------------------------------
     def _open(self, queues: Sequence[str] | None, limits: bool = True) -> set[str]:
         """The queues a worker of ``queues`` (None: all) takes from: unpaused, (``limits``) not full."""
         running = Counter(j.queue for j in self.q.jobs.values() if j.state == JobState.PROCESSING)
@@ -142,16 +135,15 @@ class MemoryStorage:
                 if not info.paused and (queues is None or name in queues)
                 and not (limits and info.concurrency and running[name] >= info.concurrency)}
 
-    def _ready(self, queues: Sequence[str] | None, limits: bool = True) -> list[Job]:
-        """Jobs a claim could take once due: runnable, waiting on nothing, in an open queue."""
-        open_queues = self._open(queues, limits)
+    def _ready(self, open_queues: set[str]) -> list[Job]:
+        """Jobs a claim could take from ``open_queues`` once due: runnable and waiting on nothing."""
         return [j for j in self.q.jobs.values()
                 if j.state in lifecycle.RUNNABLE_STATES and not j.waiting and j.queue in open_queues]
 
     def claim(self, worker_id: str, lease_seconds: float, queues: Sequence[str] | None = None) -> Job | None:
         with self.q.lock:
             now = self.now()
-            due = [j for j in self._ready(queues) if j.run_at <= now]
+            due = [j for j in self._ready(self._open(queues)) if j.run_at <= now]
             if not due:
                 return None
             job = min(due, key=lambda j: (-j.priority, j.run_at, j.id))
@@ -163,14 +155,14 @@ class MemoryStorage:
                 host=worker.hostname if worker else None, log_path=None, output_tail=None)
             return job
 
-    def apply(self, job_id: str, token: str | None, change: Change) -> Job | None:
+    def apply(self, job_id: str, token: str | None, change: lifecycle.Change) -> Job | None:
         done = self.apply_many([(job_id, token, change)])
         return done[0] if done else None
 
-    def apply_many(self, changes: Sequence[tuple[str, str | None, Change]]) -> list[Job] | None:
+    def apply_many(self, changes: Sequence[tuple[str, str | None, lifecycle.Change]]) -> list[Job] | None:
         """One transaction: an exception (a held unique key) or one change fenced out puts all back."""
         with self.q.lock:
-            saved = dict(self.q.jobs), copy.deepcopy(self.q.parents), copy.copy(self.q.history)
+            saved = dict(self.q.jobs), dict(self.q.parents), dict(self.q.history)
             try:
                 done = [self._apply(job_id, token, change) for job_id, token, change in changes]
             except BaseException:
@@ -182,7 +174,7 @@ class MemoryStorage:
             self._wake()
             return [job for job in done if job is not None]
 
-    def _apply(self, job_id: str, token: str | None, change: Change) -> Job | None:
+    def _apply(self, job_id: str, token: str | None, change: lifecycle.Change) -> Job | None:
         """The fenced compare-and-set every transition goes through (lock held)."""
         job, now = self.q.jobs.get(job_id), self.now()
         if job is None:
@@ -195,23 +187,21 @@ class MemoryStorage:
                         and job.state == change.state and job.lease_expires_at is None)
             return job if repeated else None
         new = self.q.jobs[job_id] = self._changed(job, change, now)
-        if change.ends_attempt:  # its history, in this transaction (a copy: the saved list stays as it was)
+        if change.ends_attempt:  # its history, in this transaction
             self.q.history[job_id] = [*self.q.history.get(job_id, []), Attempt(
                 job_id, new.last_attempt, job.updated_at, now, new.last_duration, new.last_exit_code, new.last_error,
                 job.worker_id, job.host, new.log_path, new.last_cpu_seconds, new.last_max_rss_bytes)]
         self._dependants(job_id, lifecycle.dependants_of(job_id, change))
         return new
 
-    def _changed(self, job: Job, change: Change, now: datetime) -> Job:
+    def _changed(self, job: Job, change: lifecycle.Change, now: datetime) -> Job:
         """``job`` with ``change`` written on it; fields the change leaves None stay as they are."""
         if change.state in lifecycle.HOLDING_STATES and job.state not in lifecycle.HOLDING_STATES:
             holder = self._holder(job.unique_key)
             if holder is not None:  # a restart or replay would hold the key twice
                 raise UniqueKeyError(job.unique_key, holder)
-        new: dict[str, Any] = {}
-        for name in ("attempts", "cancel_requested", "command"):  # the same field on the job
-            if getattr(change, name) is not None:
-                new[name] = getattr(change, name)
+        new: dict[str, Any] = {name: getattr(change, name) for name in ("attempts", "cancel_requested", "command")
+                               if getattr(change, name) is not None}  # the same field on the job
         if change.state is not None:
             new.update(state=change.state, updated_at=now)
         if change.run_in is not None:
@@ -241,7 +231,7 @@ class MemoryStorage:
         return next((j.id for j in self.q.jobs.values() if key is not None and j.unique_key == key
                      and j.state in lifecycle.HOLDING_STATES), None)
 
-    def _dependants(self, parent: str, change: Change | None) -> None:
+    def _dependants(self, parent: str, change: lifecycle.Change | None) -> None:
         """Apply the lifecycle's ``change`` to every job still waiting on ``parent``, then to
         their own dependants in turn, down the chain (lock held: one transaction with the parent)."""
         now, frontier = self.now(), [(parent, change)]
@@ -249,14 +239,12 @@ class MemoryStorage:
             p, c = frontier.pop(0)
             if c is None:
                 continue
-            waiting = [child for child, parents in self.q.parents.items() if p in parents]
-            for child in waiting:
-                job = self.q.jobs.get(child)
-                if c.parent_met:
-                    self.q.parents[child].discard(p)  # once per edge: a second completion releases nothing
-                    if job is not None and job.waiting > 0:
-                        self.q.jobs[child] = replace(job, waiting=job.waiting - 1)
-                elif job is not None and job.waiting > 0 and job.state in c.from_states:
+            for child in [child for child, parents in self.q.parents.items() if p in parents]:
+                job = self.q.jobs[child]
+                if c.parent_met:  # the edge goes: a second completion of the parent releases nothing
+                    self.q.parents[child] = self.q.parents[child] - {p}
+                    self.q.jobs[child] = replace(job, waiting=len(self.q.parents[child]))
+                elif job.state in c.from_states:
                     self.q.jobs[child] = self._changed(job, c, now)
                     frontier.append((child, lifecycle.dependants_of(child, c)))
 
@@ -269,17 +257,17 @@ class MemoryStorage:
 
     def next_run_at(self, queues: Sequence[str] | None = None) -> datetime | None:
         with self.q.lock:
-            return min((j.run_at for j in self._ready(queues)), default=None)
+            return min((j.run_at for j in self._ready(self._open(queues))), default=None)
 
     def burst_remaining(self, queues: Sequence[str] | None = None) -> tuple[int, int]:
         with self.q.lock:
             jobs, wanted = self.q.jobs, self._open(queues, limits=False)
             running = sum(1 for j in jobs.values()
                           if j.state == JobState.PROCESSING and (queues is None or j.queue in queues))
-            ready = len(self._ready(queues, limits=False))
+            ready = len(self._ready(wanted))
             # A running parent in any queue counts when a pending job this worker would run waits on it.
             held = {p for child, parents in self.q.parents.items() for p in parents
-                    if child in jobs and jobs[child].state == JobState.PENDING and jobs[child].queue in wanted}
+                    if jobs[child].state == JobState.PENDING and jobs[child].queue in wanted}
             parents = sum(1 for p in held if p in jobs and jobs[p].state == JobState.PROCESSING)
         return running + ready + parents, running + parents
 
@@ -287,22 +275,12 @@ class MemoryStorage:
         with self.q.lock:
             return {i: sorted(self.q.parents[i]) for i in job_ids if self.q.parents.get(i)}
 
-    # -- optional: the AttemptHistory capability (core falls back when a storage lacks it) ---------
-    def attempts(self, job_id: str) -> list[Attempt]:
-        """Every finished attempt of the job, oldest first, as ``_apply`` records them."""
-        with self.q.lock:
-            return list(self.q.history.get(job_id, []))
-
-    # -- queues ----------------------------------------------------------------------------------
     def queues(self) -> list[QueueInfo]:
         with self.q.lock:
             found = Counter((j.queue, j.state) for j in self.q.jobs.values())
-            out = []
-            for name, info in sorted(self.q.queues.items()):
-                counts = {str(s): found[name, s] for s in JobState}
-                if any(counts.values()) or info.concurrency or info.paused:  # jobs or settings
-                    out.append(replace(info, counts=counts))
-            return out
+            infos = [replace(info, counts={str(s): found[name, s] for s in JobState})
+                     for name, info in sorted(self.q.queues.items())]
+            return [i for i in infos if any(i.counts.values()) or i.concurrency or i.paused]  # jobs or settings
 
     def set_queue(self, name: str, *, concurrency: int | None = None, paused: bool | None = None) -> None:
         with self.q.lock:
@@ -315,11 +293,9 @@ class MemoryStorage:
         with self.q.lock:
             changed = sorted(name for name, info in self.q.queues.items() if info.paused != paused)
             for name in changed:
-                self.q.queues[name] = replace(self.q.queues[name], paused=paused)
-            self._wake()
+                self.set_queue(name, paused=paused)
             return changed
 
-    # -- schedules -------------------------------------------------------------------------------
     def add_schedule(self, schedule: Schedule) -> None:
         with self.q.lock:
             if schedule.name in self.q.schedules:
@@ -355,7 +331,6 @@ class MemoryStorage:
             self.q.schedules[name] = replace(s, last_tick=tick)
             return new
 
-    # -- workers ---------------------------------------------------------------------------------
     def register_worker(self, info: WorkerInfo) -> None:
         with self.q.lock:
             self.q.workers[info.id] = replace(info, last_seen=self.now(), current_job=None)
@@ -401,25 +376,26 @@ class MemoryStorage:
 
     def wait_for_work(self, timeout: float, wakeup_fd: int | None = None) -> None:
         deadline = time.monotonic() + max(timeout, 0)
-        while True:
-            with self.q.lock:
-                woken = self.q.wakes != self._seen_wakes  # since this connection last waited
-                self._seen_wakes = self.q.wakes
+        with self.q.lock:
+            while self.q.wakes == self._seen_wakes:  # no wake-up since this connection last waited
                 left = deadline - time.monotonic()
-                if woken or left <= 0:
-                    return
-                if wakeup_fd is None:
-                    self.q.lock.wait(left)
-                    continue
-            # Both at once: the pipe polled in short slices, the wake-ups checked between them.
-            try:
-                if select.select([wakeup_fd], [], [], min(left, 0.05))[0]:
-                    return
-            except (OSError, ValueError):
-                return
+                try:
+                    if left <= 0 or (wakeup_fd is not None and select.select([wakeup_fd], [], [], 0)[0]):
+                        break
+                except (OSError, ValueError):  # a closed wakeup_fd: nothing left to wait for
+                    break
+                # A pipe cannot notify the condition: with a wakeup_fd, it is checked every 50 ms.
+                self.q.lock.wait(left if wakeup_fd is None else min(left, 0.05))
+            self._seen_wakes = self.q.wakes
 
     def close(self) -> None:
         pass
+
+    # -- optional: the AttemptHistory capability (core falls back when a storage lacks it) ---------
+    def attempts(self, job_id: str) -> list[Attempt]:
+        """Every finished attempt of the job, oldest first, as ``_apply`` records them."""
+        with self.q.lock:
+            return list(self.q.history.get(job_id, []))
 
 
 __all__ = ["MemoryQueue", "MemoryStorage"]
