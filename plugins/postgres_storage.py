@@ -248,6 +248,26 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER attempts_delete AFTER DELETE ON {s}.jobs REFERENCING OLD TABLE AS removed
         FOR EACH STATEMENT EXECUTE FUNCTION {s}.attempts_removed();
     """,
+    # -- accounting: what each attempt used (CPU seconds, peak resident bytes), as its executor
+    # measured it, on the job (its last attempt, for `list`) and in its history; the trigger's
+    # function copies them. attempts_finished is what /metrics reads new attempts by.
+    """
+    ALTER TABLE {s}.jobs ADD COLUMN last_cpu_seconds double precision, ADD COLUMN last_max_rss_bytes bigint;
+    ALTER TABLE {s}.attempts ADD COLUMN cpu_seconds double precision, ADD COLUMN max_rss_bytes bigint;
+    CREATE INDEX attempts_finished ON {s}.attempts (finished_at);
+    CREATE OR REPLACE FUNCTION {s}.attempt_ended() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO {s}.attempts (job_id, attempt, started_at, finished_at, duration, exit_code, error,
+            worker_id, host, log_path, cpu_seconds, max_rss_bytes)
+        VALUES (NEW.id, NEW.last_attempt, OLD.updated_at, NEW.updated_at, NEW.last_duration, NEW.last_exit_code,
+            NEW.last_error, OLD.worker_id, OLD.host, NEW.log_path, NEW.last_cpu_seconds, NEW.last_max_rss_bytes)
+        ON CONFLICT (job_id, attempt) DO UPDATE SET started_at = excluded.started_at,
+            finished_at = excluded.finished_at, duration = excluded.duration, exit_code = excluded.exit_code,
+            error = excluded.error, worker_id = excluded.worker_id, host = excluded.host, log_path = excluded.log_path,
+            cpu_seconds = excluded.cpu_seconds, max_rss_bytes = excluded.max_rss_bytes;
+        RETURN NULL;
+    END $$;
+    """,
 )
 
 
@@ -594,7 +614,7 @@ class PostgresStorage(SQLStore):
             rows.append((j.id, j.command, "pending", 0, j.max_retries, j.priority, now, now, run_at, _float(j.timeout),
                          None, None, None, None, None, None, None, False, j.queue, 0, _text(j.unique_key),
                          codes_out(j.retry_on), codes_out(j.no_retry_on), _text(v["cwd"]), _text(v["env"]),
-                         v["tags"], None, 0, None))
+                         v["tags"], None, 0, None, None, None))
         # Column by column, so escaping is a few C-level passes over joined text, not a call per value.
         columns = [_copy_column([r[c] for r in rows]) for c in _COPY_COLUMNS]
         text = "\n".join(map("\t".join, zip(*columns))) + "\n"

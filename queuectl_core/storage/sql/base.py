@@ -131,7 +131,8 @@ class SQLBase:
                             column(12), column(13), column(14), column(15), column(16, time), column(17, bool),
                             column(18), column(19), column(20), column(21, codes_in), column(22, codes_in),
                             column(CONTROL_AT), envs, column(CONTROL_AT + 2, tags_in), column(CONTROL_AT + 3),
-                            column(CONTROL_AT + 4, _count), column(CONTROL_AT + 5)]
+                            column(CONTROL_AT + 4, _count), column(CONTROL_AT + 5), column(CONTROL_AT + 6),
+                            column(CONTROL_AT + 7)]
         return list(map(positional_factory(Job), *columns_in_order))
 
     def _sql(self, sql: str) -> str:

@@ -321,15 +321,18 @@ class ClaimsMixin(SQLBase):
             sets += ["lease_token = NULL", "worker_id = NULL"]
         if change.clear_result:
             sets += ["last_exit_code = NULL", "last_error = NULL", "last_duration = NULL", "log_path = NULL",
-                     "output_tail = NULL"]
+                     "output_tail = NULL", "last_cpu_seconds = NULL", "last_max_rss_bytes = NULL"]
         if change.result is not None:
             r = change.result
             sets += ["last_exit_code = :exit_code", "last_error = :error", "log_path = :log_path",
-                     "output_tail = :output_tail", "last_duration = :duration"]
+                     "output_tail = :output_tail", "last_duration = :duration", "last_cpu_seconds = :cpu",
+                     "last_max_rss_bytes = :rss"]
             p.update(exit_code=r.exit_code, error=change.reason if change.reason is not None else r.error,
-                     log_path=r.log_path, output_tail=r.output_tail, duration=float(r.duration))
+                     log_path=r.log_path, output_tail=r.output_tail, duration=float(r.duration),
+                     cpu=float(r.cpu_seconds) if r.cpu_seconds is not None else None, rss=r.max_rss_bytes)
         elif change.reason is not None:
-            sets += ["last_exit_code = NULL", "last_error = :error", "last_duration = NULL"]
+            sets += ["last_exit_code = NULL", "last_error = :error", "last_duration = NULL",
+                     "last_cpu_seconds = NULL", "last_max_rss_bytes = NULL"]
             p["error"] = change.reason
         if change.progress is not None and change.result is None:
             sets += ["log_path = :log_path", "output_tail = :output_tail"]
