@@ -54,7 +54,7 @@ class Queue:
         """Enqueue job objects (each with ``command``, as a line of ``enqueue --file``) in one
         transaction, all or none, and return them in order. A job's ``after`` may name an earlier
         one of the batch. A refused job raises as :meth:`enqueue` does, its message starting
-        ``job N:`` as ``queuectl enqueue`` says it for a JSON array."""
+        ``job N:`` as ``enqueue --file`` says it for a JSON array."""
         objs = []
         for obj in jobs:
             obj = dict(obj) if isinstance(obj, Mapping) else obj  # anything else: refused, as in a file
