@@ -560,7 +560,6 @@ class SQLiteStorage(SQLStore):
         # Multi-row INSERT ... VALUES, only the columns a job may set bound (the rest are literals):
         # Python's executemany costs ~10 µs a row here, binding ~2,500 rows a statement ~3 µs
         # (100,000 jobs: 2.3 s -> 0.9 s), and binding what the batch shares once ~1.5 µs less.
-        import json
         from itertools import chain, repeat
 
         from queuectl_core.errors import DuplicateJobError, UniqueKeyError
@@ -586,7 +585,12 @@ class SQLiteStorage(SQLStore):
         if no_retry_on.count(None) != n:
             no_retry_on = [codes_out(c) if c is not None else None for c in no_retry_on]
         env, tags = list(map(_ENV, jobs)), list(map(_TAGS, jobs))
-        env = [json.dumps(e, sort_keys=True) if e else None for e in env] if any(env) else [None] * n
+        if any(env):
+            import json  # only then: a batch without env never needs json (~1 ms to import)
+
+            env = [json.dumps(e, sort_keys=True) if e else None for e in env]
+        else:
+            env = [None] * n
         tags = ["," + ",".join(t) + "," if t else None for t in tags] if any(tags) else [None] * n
         max_retries, priority, timeout = list(map(_MAX_RETRIES, jobs)), list(map(_PRIORITY, jobs)), list(map(_TIMEOUT, jobs))
         queue, unique_key, cwd = list(map(_QUEUE, jobs)), list(map(_UNIQUE_KEY, jobs)), list(map(_CWD, jobs))

@@ -423,6 +423,42 @@ def test_bundled_plugins_load_through_entry_points_without_the_fallback(tmp_path
     assert all(loaded[n].startswith("queuectl_plugins.") for n in BUNDLED)
 
 
+
+def test_module_plugins_give_the_hooks_pluggy_itself_finds() -> None:
+    """The plugin manager passes over a module's names that cannot be hooks without asking pluggy
+    (start-up); what it registers is what pluggy's own lookup registers: the bundled plugins, and
+    a module whose hooks are a function named by ``specname``, a bound method and a staticmethod."""
+    import types
+
+    import pluggy
+
+    from queuectl_core.framework.plugins import PluginManager
+
+    class Notifier:
+        @hookimpl
+        def queuectl_job_event(self, event: Any) -> None:
+            pass
+
+    odd = types.ModuleType("odd_plugin")
+    odd.on_event = hookimpl(specname="queuectl_job_event")(lambda event: None)  # type: ignore[attr-defined]
+    odd.queuectl_register_commands = staticmethod(hookimpl(lambda cli: None))  # type: ignore[attr-defined]
+    odd.Notifier, odd.CONSTANT, odd.click = Notifier, 3, click  # type: ignore[attr-defined]
+    bound = types.ModuleType("bound_plugin")
+    bound.queuectl_job_event = Notifier().queuectl_job_event  # type: ignore[attr-defined]
+    modules = [importlib.import_module(f"queuectl_plugins.{m}") for m in
+               ("sqlite_storage", "subprocess_executor", "exponential_backoff", "stdout_notify", "postgres_storage",
+                "dashboard", "bench")] + [odd, bound]
+
+    def found(manager: pluggy.PluginManager) -> list[tuple[str, str, object]]:
+        manager.add_hookspecs(hookspecs)
+        for n, module in enumerate(modules):
+            manager.register(module, name=f"m{n}")
+        return sorted(((name, impl.plugin_name, impl.function) for name in HOOKS
+                       for impl in getattr(manager.hook, name).get_hookimpls()), key=lambda t: t[:2])
+
+    ours = found(PluginManager("queuectl"))
+    assert ours == found(pluggy.PluginManager("queuectl"))
+    assert ("queuectl_job_event", "m7", odd.on_event) in ours and any(p == "m8" for _, p, _ in ours)
 def test_plugins_list_json(q) -> None:
     listed = {p["name"]: p for p in q.json("plugins", "list")}
     assert BUNDLED <= set(listed)

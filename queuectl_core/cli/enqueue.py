@@ -165,7 +165,8 @@ def enqueue(ctx: click.Context, words: tuple[str, ...], job_id: str | None, comm
     app = _app(ctx)
     no_retry = jobspec.configured_no_retry(app.config["no_retry_exit_codes"])
     jobs = jobspec.validate_all(objs, app.config["max_retries"], no_retry)
-    created = enqueue_with_fresh_ids(app.storage, jobs, {o.get("id") for o in objs if isinstance(o, dict)})
+    # The backend as its plugin made it: enqueue is one of the Storage protocol's required methods.
+    created = enqueue_with_fresh_ids(app.backend, jobs, {o.get("id") for o in objs if isinstance(o, dict)})
     from queuectl_core.framework.plugins import emit
     from queuectl_core.jobs.models import EventKind, JobEvent
 

@@ -57,14 +57,12 @@ def control_values(job: NewJob) -> dict[str, Any]:
 
 
 def json_loads(text: str) -> Any:
-    import json
+    import json  # here: a job without env (`enqueue --cmd true`) never needs json (~1 ms to import)
 
     return json.loads(text)
 
 
 def control_fields(row: Sequence[Any], at: int) -> dict[str, Any]:
-    import json
-
     cwd, env, tags, duration, last_attempt, host = row[at:at + 6]
-    return {"cwd": cwd, "env": json.loads(env) if env else {}, "tags": tuple(t for t in (tags or "").split(",") if t),
+    return {"cwd": cwd, "env": json_loads(env) if env else {}, "tags": tuple(t for t in (tags or "").split(",") if t),
             "last_duration": duration, "last_attempt": last_attempt or 0, "host": host}
