@@ -69,7 +69,7 @@ class Queue:
 
         if not isinstance(job_id, str) or not is_job_id(job_id):
             return None  # no job can have it
-        return self._open().storage.get(job_id)
+        return self._open().backend.get(job_id)
 
     def close(self) -> None:
         """Close the storage connection; the Queue cannot be used after."""

@@ -29,7 +29,8 @@ def submit(app: App, objs: list[Any], *, local_cwd: bool) -> list[Job]:
     config = app.config
     no_retry = jobspec.configured_no_retry(config["no_retry_exit_codes"])
     jobs = jobspec.validate_all(objs, config["max_retries"], no_retry)
-    created = jobspec.enqueue_with_fresh_ids(app.storage, jobs, {o.get("id") for o in objs if isinstance(o, dict)})
+    # The backend as its plugin made it, as `queuectl enqueue` stores its jobs (enqueue is required).
+    created = jobspec.enqueue_with_fresh_ids(app.backend, jobs, {o.get("id") for o in objs if isinstance(o, dict)})
     # This queue's config on each event (a process may hold queues of several homes).
     emit_many([JobEvent(EventKind.ENQUEUED, job=job, config=config) for job in created])
     return created
