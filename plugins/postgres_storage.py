@@ -248,6 +248,26 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER attempts_delete AFTER DELETE ON {s}.jobs REFERENCING OLD TABLE AS removed
         FOR EACH STATEMENT EXECUTE FUNCTION {s}.attempts_removed();
     """,
+    # -- accounting: what each attempt used (CPU seconds, peak resident bytes), as its executor
+    # measured it, on the job (its last attempt, for `list`) and in its history; the trigger's
+    # function copies them. attempts_finished is what /metrics reads new attempts by.
+    """
+    ALTER TABLE {s}.jobs ADD COLUMN last_cpu_seconds double precision, ADD COLUMN last_max_rss_bytes bigint;
+    ALTER TABLE {s}.attempts ADD COLUMN cpu_seconds double precision, ADD COLUMN max_rss_bytes bigint;
+    CREATE INDEX attempts_finished ON {s}.attempts (finished_at);
+    CREATE OR REPLACE FUNCTION {s}.attempt_ended() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO {s}.attempts (job_id, attempt, started_at, finished_at, duration, exit_code, error,
+            worker_id, host, log_path, cpu_seconds, max_rss_bytes)
+        VALUES (NEW.id, NEW.last_attempt, OLD.updated_at, NEW.updated_at, NEW.last_duration, NEW.last_exit_code,
+            NEW.last_error, OLD.worker_id, OLD.host, NEW.log_path, NEW.last_cpu_seconds, NEW.last_max_rss_bytes)
+        ON CONFLICT (job_id, attempt) DO UPDATE SET started_at = excluded.started_at,
+            finished_at = excluded.finished_at, duration = excluded.duration, exit_code = excluded.exit_code,
+            error = excluded.error, worker_id = excluded.worker_id, host = excluded.host, log_path = excluded.log_path,
+            cpu_seconds = excluded.cpu_seconds, max_rss_bytes = excluded.max_rss_bytes;
+        RETURN NULL;
+    END $$;
+    """,
 )
 
 
@@ -277,10 +297,12 @@ class _Tx:
     and prepares the next; any other statement, and the commit, end it first (:meth:`end_copy`),
     which is also where a refused row (a duplicate id) is reported."""
 
-    __slots__ = ("_conn", "channel", "now", "_copy", "_map_error")
+    __slots__ = ("_conn", "channel", "now", "_copy", "_map_error", "pipelined")
 
-    def __init__(self, conn: Any, channel: str, map_error: Callable[[Exception], Exception]) -> None:
+    def __init__(self, conn: Any, channel: str, map_error: Callable[[Exception], Exception],
+                 pipelined: bool = False) -> None:
         self._conn = conn
+        self.pipelined = pipelined  # in psycopg's pipeline mode: later() statements go together
         self.channel = channel
         self.now: datetime | None = None  # the transaction's now(), once read
         self._copy: tuple[str, Any, Any, Any] | None = None  # (statement, cursor, its copy() context, Copy)
@@ -293,10 +315,15 @@ class _Tx:
         return self._conn
 
     def rows(self, sql: str, params: dict[str, Any]) -> list[Sequence[Any]]:
+        return self.later(sql, params)()
+
+    def later(self, sql: str, params: dict[str, Any]) -> Callable[[], list[Sequence[Any]]]:
+        # In pipeline mode execute() only queues the statement; fetchall() sends what is queued
+        # and waits for its rows (psycopg's sync): statements sent before a read share its round trip.
         for key in ("error", "log_path", "output_tail", "command"):
             if isinstance(params.get(key), str):
                 params[key] = _text(params[key])
-        return self.conn.execute(sql, params).fetchall()
+        return self.conn.execute(sql, params).fetchall
 
     def wake(self) -> None:
         # Inside the transaction: delivered at commit, never for a rolled-back change.
@@ -371,6 +398,7 @@ class PostgresStorage(SQLStore):
         except ImportError:
             raise ConfigError(INSTALL_HINT) from None
         self._psycopg = psycopg
+        self._pipeline_ok = psycopg.Pipeline.is_supported()  # libpq 14 or later
         self._StorageError = StorageError
         self.dialect = _dialect()
         self.dsn = dsn
@@ -468,8 +496,10 @@ class PostgresStorage(SQLStore):
     def _message(self, exc: BaseException) -> str:
         return _redact(" ".join(str(exc).split()) or type(exc).__name__, self._secrets or ())
 
-    def _tx(self, fn: Callable[[Any], T], write: bool = True) -> T:
+    def _tx(self, fn: Callable[[Any], T], write: bool = True, pipelined: bool = False) -> T:
         def run(conn: Any) -> T:
+            if pipelined and write and self._pipeline_ok:
+                return self._pipelined(conn, fn)
             tx = _Tx(conn, self.channel, self._copy_error)
             if not write:
                 return fn(tx)
@@ -483,6 +513,25 @@ class PostgresStorage(SQLStore):
                 return result
 
         return self._run(run)
+
+    def _pipelined(self, conn: Any, fn: Callable[[Any], T]) -> T:
+        """``fn`` in one transaction in psycopg's pipeline mode: BEGIN goes with the statements
+        sent before ``fn``'s first read, COMMIT with the pipeline's end, so a worker's
+        record-and-claim is two round trips rather than four (docs/scaling.md). BEGIN and COMMIT
+        are sent as statements: psycopg's transaction() waits for each of them in a pipeline."""
+        try:
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                result = fn(_Tx(conn, self.channel, self._copy_error, pipelined=True))
+                conn.execute("COMMIT")
+            return result
+        except BaseException:
+            if not conn.closed and conn.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE:
+                try:
+                    conn.execute("ROLLBACK")
+                except self._psycopg.Error:
+                    pass  # the connection is gone with the transaction: _run drops it
+            raise
 
     def _migrate(self, conn: Any) -> None:
         psycopg = self._psycopg
@@ -565,7 +614,7 @@ class PostgresStorage(SQLStore):
             rows.append((j.id, j.command, "pending", 0, j.max_retries, j.priority, now, now, run_at, _float(j.timeout),
                          None, None, None, None, None, None, None, False, j.queue, 0, _text(j.unique_key),
                          codes_out(j.retry_on), codes_out(j.no_retry_on), _text(v["cwd"]), _text(v["env"]),
-                         v["tags"], None, 0, None))
+                         v["tags"], None, 0, None, None, None))
         # Column by column, so escaping is a few C-level passes over joined text, not a call per value.
         columns = [_copy_column([r[c] for r in rows]) for c in _COPY_COLUMNS]
         text = "\n".join(map("\t".join, zip(*columns))) + "\n"

@@ -173,6 +173,24 @@ CREATE TRIGGER attempts_deleted AFTER DELETE ON jobs BEGIN
     DELETE FROM attempts WHERE job_id = old.id;
 END
 """
+# -- accounting: what each attempt used (CPU seconds, peak resident bytes), as its executor measured
+# it, on the job (its last attempt, for `list`) and in its history. The trigger is made again to
+# copy them; attempts_finished is what /metrics reads the attempts finished since its last scrape by.
+_ACCOUNTING = """
+ALTER TABLE jobs ADD COLUMN last_cpu_seconds REAL;
+ALTER TABLE jobs ADD COLUMN last_max_rss_bytes INTEGER;
+ALTER TABLE attempts ADD COLUMN cpu_seconds REAL;
+ALTER TABLE attempts ADD COLUMN max_rss_bytes INTEGER;
+CREATE INDEX attempts_finished ON attempts (finished_at);
+DROP TRIGGER attempts_ended;
+CREATE TRIGGER attempts_ended AFTER UPDATE OF state ON jobs
+WHEN old.state = 'processing' AND new.state <> 'processing' BEGIN
+    INSERT OR REPLACE INTO attempts (job_id, attempt, started_at, finished_at, duration, exit_code, error,
+        worker_id, host, log_path, cpu_seconds, max_rss_bytes)
+    VALUES (new.id, new.last_attempt, old.updated_at, new.updated_at, new.last_duration, new.last_exit_code,
+        new.last_error, old.worker_id, old.host, new.log_path, new.last_cpu_seconds, new.last_max_rss_bytes);
+END
+"""
 _TALLY_INSERTED = ("INSERT INTO job_counts (queue, state, held, jobs, attempts) VALUES (?, 'pending', 0, ?, 0)"
                    " ON CONFLICT (queue, state, held) DO UPDATE SET jobs = jobs + excluded.jobs")
 # Versioned: never edit a released one, add the next.
@@ -192,6 +210,7 @@ MIGRATIONS: tuple[str, ...] = (
     " WHERE state IN ('completed', 'dead', 'cancelled')",
     _COUNTS,
     _HISTORY,
+    _ACCOUNTING,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -316,6 +335,7 @@ def _dialect() -> Any:
 
 class _Tx:
     __slots__ = ("conn", "hostname", "woken")
+    pipelined = False  # SQLite runs in this process: nothing to gain by sending statements together
 
     def __init__(self, conn: Any, hostname: str) -> None:
         self.conn = conn
@@ -324,6 +344,10 @@ class _Tx:
 
     def rows(self, sql: str, params: dict[str, Any]) -> list[Sequence[Any]]:
         return self.conn.execute(sql, params).fetchall()
+
+    def later(self, sql: str, params: dict[str, Any]) -> Callable[[], list[Sequence[Any]]]:
+        rows = self.rows(sql, params)
+        return lambda: rows
 
     def wake(self) -> None:
         # Read under the write lock this transaction holds: no worker can register in between, and
@@ -489,7 +513,7 @@ class SQLiteStorage(SQLStore):
             time.sleep(delay)
             delay = min(delay * 1.5, 0.02)
 
-    def _tx(self, fn: Callable[[Any], T], write: bool = True) -> T:
+    def _tx(self, fn: Callable[[Any], T], write: bool = True, pipelined: bool = False) -> T:
         """One transaction; a write takes the lock up front (BEGIN IMMEDIATE). Until the file
         exists a read runs on the empty view, and a write is the first (_first_write)."""
         if self._unborn and (write or not _missing(self.path)):
@@ -598,7 +622,7 @@ class SQLiteStorage(SQLStore):
         rows: list[Sequence[Any]] = list(zip(ids, commands, repeat("pending"), zero, max_retries, priority, nows, nows,
                                              run_at, timeout, none, none, none, none, none, none, none, zero, queue,
                                              zero, unique_key, retry_on, no_retry_on, cwd, env, tags, none, zero,
-                                             none))
+                                             none, none, none))
         # Binding a value costs more than SQLite storing it: a column every job of the batch
         # shares is bound once (100,000 jobs of one shape: 1.5 million values bound -> 200,000).
         # Equal values of a column are the same stored value (INTEGER/REAL affinity: 1 and 1.0).

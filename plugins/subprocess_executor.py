@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -216,6 +217,12 @@ class _Attempt:
         self.pipe_open = True
         self.kill_at: float | None = None  # SIGKILL the group at this time if it is still alive
         self._reported: bytes | None = None  # the output last handed to ctx.on_output
+        self.reaped = False
+        self.usage: Any = None  # the leader's resource usage (os.wait4), once reaped
+        # A process started from the worker keeps, as its own peak memory, the peak of the
+        # worker's address space that exec replaced (Linux: exec_mmap keeps the larger): a peak
+        # at or below the worker's own tells nothing about the job. See usage_of.
+        self.rss_floor = _own_peak_rss()
         # Linux: a pidfd is readable when the process exits. Elsewhere, poll for the exit.
         self.pidfd = os.pidfd_open(proc.pid) if hasattr(os, "pidfd_open") else None
         os.set_blocking(read_fd, False)
@@ -273,7 +280,24 @@ class _Attempt:
     def _exited(self, ready: list[int]) -> bool:
         if self.pidfd is not None:
             return self.pidfd in ready
-        return self.proc.poll() is not None
+        return self._reap(os.WNOHANG)
+
+    def _reap(self, options: int = 0) -> bool:
+        """Reap the leader with wait4, the one call that also returns what it and every
+        descendant it waited for used (Popen's wait would discard that); whether it is reaped."""
+        if self.reaped:
+            return True
+        try:
+            pid, status, usage = os.wait4(self.proc.pid, options)
+        except ChildProcessError:  # reaped already, through Popen: its status is kept, not its usage
+            self.proc.wait()
+            self.reaped = True
+            return True
+        if pid == 0:
+            return False  # WNOHANG, still running
+        self.usage, self.reaped = usage, True
+        self.proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it again
+        return True
 
     def _on_time(self, ready: list[int]) -> None:
         """Renew the lease, time out, escalate to SIGKILL: whichever is due."""
@@ -311,12 +335,12 @@ class _Attempt:
             # collect what is already in the pipe, then take down anything it left running.
             self.drain()
             self.signal_group(signal.SIGKILL)
-            self.proc.wait()
+            self._reap()
         except BaseException:
             # The executor itself failed (say, the log cannot be written): the worker records a
             # failed attempt, so the job must not run on unsupervised, nor be left unreaped.
             self.signal_group(signal.SIGKILL)
-            self.proc.wait()
+            self._reap()
             raise
         finally:
             if self.pidfd is not None:
@@ -324,6 +348,29 @@ class _Attempt:
             os.close(self.r)
             self.ctx.on_reaped(self.pgid)
         return int(self.proc.returncode)
+
+
+def _own_peak_rss() -> int:
+    """This process's peak resident memory, in bytes."""
+    import resource
+
+    return _rss_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def _rss_bytes(maxrss: int) -> int:
+    # ru_maxrss is in KiB on Linux and the BSDs, in bytes on macOS.
+    return maxrss if sys.platform == "darwin" else maxrss * 1024
+
+
+def usage_of(usage: Any, rss_floor: int) -> tuple[float | None, int | None]:
+    """(CPU seconds, peak resident bytes) from the leader's wait4 rusage: user + system time, and
+    the largest peak of any one process, of the leader and every descendant it waited for. The
+    peak is None when it is no larger than ``rss_floor`` (the worker's own peak when the job was
+    started): the leader inherits that figure at exec, so a smaller job cannot be told from it."""
+    if usage is None:
+        return None, None
+    rss = _rss_bytes(usage.ru_maxrss)
+    return usage.ru_utime + usage.ru_stime, rss if rss > rss_floor else None
 
 
 class SubprocessExecutor:
@@ -404,6 +451,7 @@ class SubprocessExecutor:
         error = attempt.error
         if error is None and not attempt.aborted:
             error = describe_exit(returncode)
+        cpu_seconds, max_rss_bytes = usage_of(attempt.usage, attempt.rss_floor)
         return AttemptResult(
             exit_code=returncode,
             error=error,
@@ -411,6 +459,8 @@ class SubprocessExecutor:
             output_tail=tail,
             duration=time.monotonic() - started,
             aborted=attempt.aborted,
+            cpu_seconds=cpu_seconds,
+            max_rss_bytes=max_rss_bytes,
         )
 
 

@@ -17,7 +17,15 @@ class Tx(Protocol):
     """One open transaction, as a backend hands it to the SQL layer (queuectl_core.storage.sql, which
     also exports it)."""
 
+    # True when statements sent with :meth:`later` travel together (PostgreSQL's pipeline mode):
+    # their rows come back with the next read, one round trip for all of them.
+    pipelined: bool
+
     def rows(self, sql: str, params: dict[str, Any]) -> list[Sequence[Any]]: ...
+
+    def later(self, sql: str, params: dict[str, Any]) -> Callable[[], list[Sequence[Any]]]:
+        """Send a statement whose rows are read later, by calling what this returns. A backend that
+        does not pipeline runs it at once (and ``pipelined`` is False)."""
 
     def wake(self) -> None:
         """Wake idle workers once this transaction commits."""

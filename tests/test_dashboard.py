@@ -404,3 +404,63 @@ def test_job_view_is_what_show_shows(q: Any, dash: Any) -> None:
     assert job["retry_rules"] == "1 retry (2 runs at most, 2 so far)"
     assert (job["cwd"], job["unique_key"], job["timeout"], job["after"], job["orphaned"]) == ("/tmp", "u1", 30, [],
                                                                                               False)
+
+
+def _histograms(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The accounting histograms' samples of a scrape: {(name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(text):
+        if family.name in ("queuectl_job_duration_seconds", "queuectl_job_max_rss_bytes"):
+            assert family.type == "histogram"
+            for s in family.samples:
+                out[s.name, tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def test_accounting_in_the_api_and_metrics(qb: Any, dash: Any) -> None:
+    import shlex
+
+    q = qb
+    q.run("enqueue", "--id", "before", "--cmd", "true")
+    q.run("worker", "start", "--burst")
+    d = dash()
+    assert _histograms(d.get("/metrics")) == {}  # what finished before it started is not counted
+    allocate = shlex.quote(sys.executable) + " -c " + shlex.quote(
+        "b = bytearray(200 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])")
+    q.run("enqueue", "--id", "mem", "--queue", "big", "--cmd", allocate)
+    q.run("enqueue", "--id", "bad", "--max-retries", "0", "--cmd", "sleep 0.2; exit 3")
+    q.run("enqueue", "--id", "ok", "--cmd", "true")
+    q.run("worker", "start", "--burst", timeout=120)
+
+    # The JSON API: the jobs table's took and memory, the job view's attempts.
+    jobs = {j["id"]: j for j in d.get("/api/jobs")["jobs"]}
+    assert jobs["mem"]["last_max_rss_bytes"] >= 150 * 1024 * 1024 and jobs["mem"]["last_duration"] > 0
+    [attempt] = d.get("/api/jobs/mem")["history"]
+    assert attempt["max_rss_bytes"] == jobs["mem"]["last_max_rss_bytes"] and attempt["cpu_seconds"] > 0
+    assert d.get("/api/jobs/bad")["history"][0]["exit_code"] == 3
+
+    h = _histograms(d.get("/metrics"))
+    count = "queuectl_job_duration_seconds_count"
+    assert h[count, (("outcome", "completed"), ("queue", "big"))] == 1
+    assert h[count, (("outcome", "completed"), ("queue", "default"))] == 1  # ok; not `before`
+    assert h[count, (("outcome", "failed"), ("queue", "default"))] == 1
+    bucket = "queuectl_job_duration_seconds_bucket"
+    assert h[bucket, (("le", "0.1"), ("outcome", "failed"), ("queue", "default"))] == 0  # it slept 0.2 s
+    assert h[bucket, (("le", "+Inf"), ("outcome", "failed"), ("queue", "default"))] == 1
+    assert h["queuectl_job_duration_seconds_sum", (("outcome", "failed"), ("queue", "default"))] >= 0.2
+    rss = "queuectl_job_max_rss_bytes_bucket"
+    assert h[rss, (("le", str(float(64 * 1024 * 1024))), ("queue", "big"))] == 0
+    assert h[rss, (("le", str(float(256 * 1024 * 1024))), ("queue", "big"))] == 1
+    assert h["queuectl_job_max_rss_bytes_sum", (("queue", "big"),)] >= 150 * 1024 * 1024
+    assert ("queuectl_job_max_rss_bytes_count", (("queue", "default"),)) not in h  # too small to measure
+
+    # Counted once, however often scraped; removing jobs (as retention does) lowers nothing.
+    q.run("remove", "mem", "bad", "ok")
+    assert _histograms(d.get("/metrics")) == h
+    # A dashboard started now counts from now; the first still counts what it saw.
+    assert _histograms(dash().get("/metrics")) == {}
+    q.run("enqueue", "--id", "more", "--cmd", "true")
+    q.run("worker", "start", "--burst")
+    assert _histograms(d.get("/metrics"))[count, (("outcome", "completed"), ("queue", "default"))] == 2

@@ -244,7 +244,7 @@ def test_throughput_chart_and_job_view_attempts(q: Any, started: Any, browser: A
     expect(rows).to_have_count(2)
     expect(rows.nth(0).locator("td").nth(0)).to_have_text("1")
     expect(rows.nth(1).locator("td.end")).to_contain_text("exit 3")
-    expect(rows.nth(1).locator("td").nth(4)).to_contain_text("worker-")
+    expect(rows.nth(1).locator("td").nth(6)).to_contain_text("worker-")
     rows.nth(0).click()  # an attempt's row shows its log
     expect(page.locator("#d-log-note")).to_contain_text("attempt 1")
     expect(page.locator("#d-log")).to_contain_text("broken")

@@ -225,6 +225,20 @@ def test_without_pidfd_the_executor_polls_for_the_exit(tmp_path: Path, monkeypat
     assert (ok.exit_code, ok.error, ok.output_tail) == (3, "exit 3", "polled\n")
     slow = executor.run(job("b", "sleep 30", timeout=0.5), ctx)
     assert slow.error == "timed out after 0.5s" and slow.duration < 10
+    # Reaped with wait4 there too: what the job used comes with it.
+    assert ok.cpu_seconds is not None and slow.cpu_seconds is not None
+
+
+def test_what_a_job_used_comes_from_wait4_and_a_peak_below_the_workers_is_unknown() -> None:
+    from types import SimpleNamespace
+
+    from queuectl_plugins.subprocess_executor import usage_of
+
+    usage = SimpleNamespace(ru_utime=0.5, ru_stime=0.25, ru_maxrss=300 * 1024)  # KiB, as Linux reports it
+    assert usage_of(usage, 40 * 1024 * 1024) == (0.75, 300 * 1024 * 1024)
+    # No larger than the worker's own peak: the job may be far smaller, so it is not said.
+    assert usage_of(usage, 300 * 1024 * 1024) == (0.75, None)
+    assert usage_of(None, 0) == (None, None)  # never reaped by wait4 (reaped elsewhere)
 
 
 # -- secrets and permissions (issue 6) ----------------------------------------------------------

@@ -17,7 +17,7 @@ pytest.register_assert_rewrite("process_helpers")
 from process_helpers import group_alive, pid_from, start, stop  # noqa: E402
 
 ATTEMPT_KEYS = {"attempt", "started_at", "finished_at", "duration", "exit_code", "signal", "worker_id", "host",
-                "error"}
+                "error", "cpu_seconds", "max_rss_bytes"}
 TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 
 
@@ -61,7 +61,9 @@ def test_restart_keeps_every_attempts_record_and_output(qb: Any) -> None:
     assert [qb.run("logs", "j", "--attempt", str(n)).stdout for n in (1, 2, 3)] == ["out-1\n", "out-2\n", "out-3\n"]
     text = qb.run("show", "j").stdout
     rows = [line.split() for line in text.splitlines() if re.match(r"\s*[123]\s+\d\d:\d\d:\d\d", line)]
-    assert [(r[0], r[3:5]) for r in rows] == [("1", ["exit", "0"]), ("2", ["exit", "1"]), ("3", ["exit", "2"])]
+    # Each row: number, start, took, CPU (and peak memory, when measured), then how it ended.
+    assert [(r[0], r[r.index("exit"):r.index("exit") + 2]) for r in rows] == [
+        ("1", ["exit", "0"]), ("2", ["exit", "1"]), ("3", ["exit", "2"])]
     # Output size, from the log files on this host ("out-N\n": 6 bytes).
     assert all("6 B" in line for line in text.splitlines() if re.match(r"\s*[123]\s+\d\d:", line))
 

@@ -110,3 +110,67 @@ def test_postgres_history_migration_keeps_the_last_attempt() -> None:
             _check_history_kept(storage)
         finally:
             storage.close()
+
+
+# -- accounting: what each attempt used, in columns added to a queue that has history -------------
+def _check_accounting_added(storage: Any) -> None:
+    from queuectl_core.jobs import lifecycle
+    from queuectl_core.jobs.records import AttemptResult
+
+    [before] = storage.attempts("done")  # recorded before: nothing measured
+    assert (before.attempt, before.cpu_seconds, before.max_rss_bytes) == (1, None, None)
+    done = storage.get("done")
+    assert (done.last_cpu_seconds, done.last_max_rss_bytes) == (None, None)
+    job = storage.claim("w", 30)
+    assert job is not None and job.id == "next"
+    result = AttemptResult(exit_code=0, duration=1.5, cpu_seconds=0.75, max_rss_bytes=300 * 1024 ** 2)
+    stored = storage.apply("next", job.lease_token, lifecycle.complete(result))
+    assert (stored.last_cpu_seconds, stored.last_max_rss_bytes) == (0.75, 300 * 1024 ** 2)
+    [now] = storage.attempts("next")  # the trigger made again copies them
+    assert (now.duration, now.cpu_seconds, now.max_rss_bytes) == (1.5, 0.75, 300 * 1024 ** 2)
+
+
+def test_sqlite_accounting_migration_adds_what_attempts_used(tmp_path: Path) -> None:
+    from queuectl_plugins.sqlite_storage import MIGRATIONS, SQLiteStorage, _statements
+
+    db = tmp_path / "queue.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    for script in MIGRATIONS[:6]:  # the release before accounting
+        for statement in _statements(script):
+            conn.execute(statement)
+    conn.execute("INSERT INTO jobs (id, command, state, attempts, max_retries, priority, created_at, updated_at,"
+                 " run_at, last_exit_code, last_duration, last_attempt, queue) VALUES"
+                 " ('done', 'true', 'completed', 1, 0, 0, 1, 2, 1, 0, 0.5, 1, 'default'),"
+                 " ('next', 'true', 'pending', 0, 0, 0, 3, 3, 1, NULL, NULL, 0, 'default')")
+    conn.execute("INSERT INTO attempts (job_id, attempt, started_at, finished_at, duration, exit_code)"
+                 " VALUES ('done', 1, 1, 2, 0.5, 0)")
+    conn.execute("PRAGMA user_version = 6")
+    conn.close()
+    storage = SQLiteStorage(db)
+    try:
+        _check_accounting_added(storage)
+        assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    finally:
+        storage.close()
+
+
+def test_postgres_accounting_migration_adds_what_attempts_used() -> None:
+    import psycopg
+
+    from queuectl_plugins.postgres_storage import PostgresStorage
+    from queuectl_plugins.postgres_testing import postgres_schema_at, temporary_postgres_database
+
+    with temporary_postgres_database() as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            postgres_schema_at(conn, 6)
+            conn.execute("INSERT INTO queuectl.jobs (id, command, state, attempts, max_retries, last_exit_code,"
+                         " last_duration, last_attempt) VALUES ('done', 'true', 'completed', 1, 0, 0, 0.5, 1)")
+            conn.execute("INSERT INTO queuectl.jobs (id, command, state, max_retries, created_at)"
+                         " VALUES ('next', 'true', 'pending', 0, now() + interval '1 second')")
+            conn.execute("INSERT INTO queuectl.attempts (job_id, attempt, finished_at, duration, exit_code)"
+                         " VALUES ('done', 1, now(), 0.5, 0)")
+        storage = PostgresStorage(dsn)
+        try:
+            _check_accounting_added(storage)
+        finally:
+            storage.close()

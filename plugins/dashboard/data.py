@@ -211,6 +211,12 @@ class Data:
         return {"now": iso(now), "minutes": buckets,
                 "completed": sum(b["completed"] for b in buckets), "failed": sum(b["failed"] for b in buckets)}
 
+    def finished_attempts(self, since: datetime) -> list[tuple[str, Any]]:
+        """(queue, attempt) of every attempt finished at or after ``since`` (``/metrics``' histograms)."""
+        from queuectl_core.storage.capabilities import with_fallbacks
+
+        return with_fallbacks(self.storage).finished_attempts(since)
+
     def oldest_ready_age(self, now: datetime, queues: list[QueueRow]) -> dict[str, float]:
         """Per queue, how long its oldest runnable job has waited (0 when none is waiting)."""
         out: dict[str, float] = {}

@@ -5,19 +5,35 @@ nothing is lost when a process exits. ``queuectl_job_attempts_total`` is derived
 counts stored on jobs; removing, purging, restarting or replaying jobs lowers that sum, so this
 process adds back any drop it sees: the counter only grows while the dashboard runs (and starts
 over, like any exporter's counter, when it restarts). docs/dashboard.md says so too.
+
+The histograms (how long attempts ran, their peak memory) count the attempts that finished since
+this dashboard started, read from the storage's history at each scrape: the attempts finished since
+the previous read, so a scrape costs what finished in between, and a purge never lowers them.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
+    from queuectl_core.api import Attempt
+
     from .data import Data
+
+# Shell jobs run from milliseconds to hours: upper bounds in seconds, +Inf added.
+DURATION_BUCKETS = (0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 10800.0, 43200.0)
+# Peak resident memory, 1 MiB to 16 GiB in steps of 4.
+RSS_BUCKETS = tuple(float(1024 ** 2 * 4 ** k) for k in range(8))
+# Each read starts this far before the last one's clock: an attempt whose transaction took its
+# finished_at before a read but committed after it is read the next time (and counted once).
+OVERLAP = timedelta(seconds=60)
 
 
 class _Monotonic:
@@ -38,10 +54,66 @@ class _Monotonic:
             return {k: v + self.offset.get(k, 0) for k, v in raw.items()}
 
 
+@dataclass
+class _Histogram:
+    """One labelled series: how many observations fell at or below each bound, and their sum."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+
+    def observe(self, value: float) -> None:
+        if not self.counts:
+            self.counts = [0] * (len(self.bounds) + 1)
+        at = next((i for i, bound in enumerate(self.bounds) if value <= bound), len(self.bounds))
+        self.counts[at] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative, as the exposition format wants them, ending with +Inf."""
+        out, running = [], 0
+        for bound, n in zip([*map(str, self.bounds), "+Inf"], self.counts):
+            running += n
+            out.append((bound, float(running)))
+        return out
+
+
+class _Finished:
+    """The attempts finished since ``since``, as histograms per label, fed a read at a time.
+
+    Each read asks the storage for the attempts finished at or after its clock minus OVERLAP and
+    counts those not counted already, by (job, attempt, finished_at): a job removed and enqueued
+    again under its id numbers its attempts from 1 again, at another time."""
+
+    def __init__(self, since: datetime) -> None:
+        self.since = since
+        self.seen: dict[tuple[str, int, datetime | None], datetime] = {}
+        self.duration: dict[tuple[str, str], _Histogram] = {}  # (queue, outcome)
+        self.rss: dict[str, _Histogram] = {}  # queue
+        self.lock = threading.Lock()
+
+    def add(self, found: list[tuple[str, Attempt]], now: datetime) -> None:
+        """Count ``found`` (read at ``now`` on the storage's clock, or just before)."""
+        with self.lock:
+            for queue, a in found:
+                key = (a.job_id, a.attempt, a.finished_at)
+                if key in self.seen:
+                    continue
+                self.seen[key] = a.finished_at or now
+                outcome = "completed" if a.exit_code == 0 and a.error is None else "failed"
+                if a.duration is not None:
+                    self.duration.setdefault((queue, outcome), _Histogram(DURATION_BUCKETS)).observe(a.duration)
+                if a.max_rss_bytes is not None:
+                    self.rss.setdefault(queue, _Histogram(RSS_BUCKETS)).observe(float(a.max_rss_bytes))
+            self.since = max(self.since, now - OVERLAP)
+            self.seen = {k: at for k, at in self.seen.items() if at >= self.since}
+
+
 class QueueCollector:
     def __init__(self, data: Data) -> None:
         self.data = data
         self.attempts = _Monotonic()
+        self.finished = _Finished(data.now())
 
     def collect(self) -> Iterator[Metric]:
         data = self.data
@@ -69,6 +141,27 @@ class QueueCollector:
         for q in queues:
             paused.add_metric([q.name], 1 if q.paused else 0)
         yield paused
+        yield from self.histograms(now)
+
+    def histograms(self, now: datetime) -> Iterator[Metric]:
+        """How long attempts ran and their peak memory, for the attempts finished since the
+        dashboard started; an attempt its executor did not measure is left out of that one."""
+        finished = self.finished
+        finished.add(self.data.finished_attempts(finished.since), now)
+        duration = HistogramMetricFamily("queuectl_job_duration_seconds",
+                                         "How long job attempts ran (wall time), per queue and outcome (completed, "
+                                         "or failed: failed, killed, timed out, stopped or cancelled), since the "
+                                         "dashboard started.", labels=["queue", "outcome"])
+        rss = HistogramMetricFamily("queuectl_job_max_rss_bytes",
+                                    "Peak resident memory of job attempts, per queue, since the dashboard started.",
+                                    labels=["queue"])
+        with finished.lock:
+            for (queue, outcome), h in sorted(finished.duration.items()):
+                duration.add_metric([queue, outcome], h.buckets(), h.total)
+            for queue, h in sorted(finished.rss.items()):
+                rss.add_metric([queue], h.buckets(), h.total)
+        yield duration
+        yield rss
 
 
 class Exporter:

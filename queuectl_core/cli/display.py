@@ -70,6 +70,20 @@ def duration(seconds: float | None) -> str:
     return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
 
 
+def size(n: int | None) -> str:
+    """Bytes as ``ls -h`` shows them, in powers of 1024: ``512B``, ``900K``, ``12M``, ``1.5G``."""
+    if n is None:
+        return ""
+    value = float(max(0, n))
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            if unit == "B":
+                return f"{value:.0f}B"
+            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
+        value /= 1024
+    return ""
+
+
 def _span(seconds: float) -> str:
     s = int(abs(seconds))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
@@ -171,5 +185,5 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], total: int |
     return out
 
 
-__all__ = ["ELLIPSIS", "Column", "clock", "cut", "duration", "moment", "one_line", "paint", "relative", "table", "use_colour",
-           "width"]
+__all__ = ["ELLIPSIS", "Column", "clock", "cut", "duration", "moment", "one_line", "paint", "relative", "size", "table",
+           "use_colour", "width"]

@@ -149,6 +149,14 @@ def _took(job: Job, now: Any) -> str:
     return display.duration(job.last_duration)
 
 
+def _memory(job: Job) -> str:
+    """The last finished attempt's peak memory (none while the next one runs)."""
+    from queuectl_core.cli import display
+    from queuectl_core.jobs.models import JobState
+
+    return "" if job.state == JobState.PROCESSING else display.size(job.last_max_rss_bytes)
+
+
 def job_table(jobs: list[Job], now: Any, with_error: bool = True, waits: dict[str, list[str]] | None = None,
               orphaned: set[str] | None = None, workers_live: bool = True) -> None:
     from queuectl_core.cli import display
@@ -157,11 +165,14 @@ def job_table(jobs: list[Job], now: Any, with_error: bool = True, waits: dict[st
     # Priority and tags only when a listed job has them (the defaults say nothing).
     with_priority = any(j.priority for j in jobs)
     with_tags = any(j.tags for j in jobs)
+    # The last attempt's peak memory, when one was measured (an executor may not measure it).
+    with_memory = any(j.last_max_rss_bytes is not None for j in jobs)
     cols = [display.Column("ID"), display.Column("STATE"), display.Column("TRIES", right=True),
             display.Column("QUEUE", drop_first=3)]
     cols += [display.Column("PRI", right=True, drop_first=4)] if with_priority else []
-    cols += [display.Column("WHEN", right=True), display.Column("TOOK", right=True, drop_first=2),
-             display.Column("COMMAND", min_width=14, weight=3)]
+    cols += [display.Column("WHEN", right=True), display.Column("TOOK", right=True, drop_first=2)]
+    cols += [display.Column("MEM", right=True, drop_first=3)] if with_memory else []
+    cols += [display.Column("COMMAND", min_width=14, weight=3)]
     cols += [display.Column("TAGS", min_width=6, weight=1, drop_first=5)] if with_tags else []
     cols += [display.Column("LAST ERROR", min_width=16, weight=2, drop_first=1)]
     rows, colours = [], []
@@ -175,7 +186,9 @@ def job_table(jobs: list[Job], now: Any, with_error: bool = True, waits: dict[st
             state, last = "orphaned", "worker gone; " + taken_back(j, now, workers_live)
         row = [j.id, state, f"{j.attempts}/{j.max_retries + 1}", j.queue]
         row += [str(j.priority) if j.priority else ""] if with_priority else []
-        row += [_when(j, now), _took(j, now), j.command]
+        row += [_when(j, now), _took(j, now)]
+        row += [_memory(j)] if with_memory else []
+        row += [j.command]
         row += [",".join(j.tags)] if with_tags else []
         rows.append(row + [last])
         colours.append(["", "error" if gone else str(j.state)] + [""] * (len(row) - 2) + ["error"])
@@ -418,6 +431,7 @@ def describe(job: Job, attempts: list[Any], after: list[str], gone: bool, worker
         lines.append(display.paint("no attempts yet", "dim", colour))
         return lines
     cols = [display.Column("#", right=True), display.Column("STARTED"), display.Column("TOOK", right=True),
+            display.Column("CPU", right=True, drop_first=4), display.Column("MEM", right=True, drop_first=4),
             display.Column("EXIT", min_width=8, weight=1), display.Column("WORKER", drop_first=2),
             display.Column("HOST", min_width=6, weight=1, drop_first=1), display.Column("OUTPUT", right=True,
                                                                                         drop_first=3)]
@@ -440,7 +454,9 @@ def describe(job: Job, attempts: list[Any], after: list[str], gone: bool, worker
             elif a.error:
                 end = f"{end}: {a.error}" if end else a.error
             tint = "completed" if a.exit_code == 0 and not a.error else "error"
-        rows.append([str(a.attempt), started, took, end, a.worker_id or "", a.host or "", _size(a.log_path)])
-        colours.append(["", "", "", tint, "", "", ""])
+        cpu = display.duration(a.cpu_seconds) if a.cpu_seconds is not None else ""
+        rows.append([str(a.attempt), started, took, cpu, display.size(a.max_rss_bytes), end, a.worker_id or "",
+                     a.host or "", _size(a.log_path)])
+        colours.append(["", "", "", "", "", tint, "", "", ""])
     lines += display.table(cols, rows, colours=colours, colour=colour)
     return lines

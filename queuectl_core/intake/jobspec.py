@@ -171,7 +171,8 @@ _ALLOWED = frozenset(ALLOWED_KEYS)
 # printed job (its id changed or removed) can be enqueued again as it is.
 READ_ONLY_KEYS = frozenset(("state", "attempts", "created_at", "updated_at", "last_exit_code", "last_error",
                             "log_path", "output_tail", "worker_id", "host", "lease_expires_at", "waiting",
-                            "cancel_requested", "last_duration", "last_attempt", "orphaned", "waits_on"))
+                            "cancel_requested", "last_duration", "last_attempt", "orphaned", "waits_on",
+                            "last_cpu_seconds", "last_max_rss_bytes"))
 
 
 def job_fields(obj: Any, default_max_retries: int, default_no_retry: tuple[int, ...] | None = None,

@@ -36,6 +36,9 @@ REMOVABLE_STATES = FINISHED_STATES
 DEFAULT_PURGE_STATES = (JobState.COMPLETED, JobState.CANCELLED)  # `purge` without --state keeps the DLQ
 LEASE_EXPIRED_REASON = "worker lost: lease expired while the job was running"
 NOT_STARTED_REASON = "released before it started: its worker was stopping"
+# A running attempt its worker stopped at once (a second Ctrl+C, `worker stop --now`): the signal
+# alone would not say that queuectl sent it.
+STOPPED_REASON = "stopped: its worker was stopping at once"
 CANCELLED_REASON = "cancelled"
 # The longest retry delay stored: a policy's absurd (or infinite) delay still fits every database.
 MAX_DELAY_SECONDS = 10 * 365 * 86400.0
@@ -75,9 +78,11 @@ class Change:
     lease_seconds: float | None = None  # lease_expires_at = storage clock + lease_seconds
     clear_lease: bool = False  # lease_expires_at = NULL
     clear_token: bool = False  # lease_token = NULL (and worker_id = NULL)
-    result: AttemptResult | None = None  # last_exit_code, last_error, log_path, output_tail
-    reason: str | None = None  # last_error (last_exit_code, last_duration NULL) when there is no result
-    # What describes the last run (last_exit_code, last_error, last_duration, log_path,
+    # last_exit_code, last_error, log_path, output_tail, and what it used (last_duration,
+    # last_cpu_seconds, last_max_rss_bytes): what the executor measured, recorded as it is.
+    result: AttemptResult | None = None
+    reason: str | None = None  # last_error (last_exit_code and what it used NULL) when there is no result
+    # What describes the last run (last_exit_code, last_error, what it used, log_path,
     # output_tail) cleared, until the job runs again: restart and replay. Its history stays.
     clear_result: bool = False
     cancel_requested: bool | None = None
@@ -249,7 +254,15 @@ def release(job: Job, result: AttemptResult | None = None) -> Change:
     its number is not reused)."""
     return Change(Transition.RELEASE, (JobState.PROCESSING,), EventKind.RELEASED, state=JobState.PENDING,
                   attempts=max(job.attempts - 1, 0), run_in=0.0, clear_lease=True, clear_token=True,
-                  cancel_requested=False, result=result, reason=None if result is not None else NOT_STARTED_REASON)
+                  cancel_requested=False, result=result, reason=_release_reason(result))
+
+
+def _release_reason(result: AttemptResult | None) -> str | None:
+    """Why an attempt was handed back: the executor's own reason (a timeout hit while stopping)
+    when it gave one, else that the worker stopped it, or that it never started."""
+    if result is None:
+        return NOT_STARTED_REASON
+    return None if result.error else STOPPED_REASON
 
 
 def recover(job: Job) -> Change:
@@ -304,7 +317,7 @@ def restart(job: Job, command: str | None = None) -> Change:
 
 __all__ = [
     "CANCELLED_REASON", "DEPENDENCY_REASON", "FINISHED_STATES", "HOLDING_STATES", "MAX_DELAY_SECONDS",
-    "LEASE_EXPIRED_REASON", "NOT_STARTED_REASON", "REMOVABLE_STATES", "RUNNABLE_STATES", "UNFINISHED_STATES", "Change", "Transition",
+    "LEASE_EXPIRED_REASON", "NOT_STARTED_REASON", "REMOVABLE_STATES", "STOPPED_REASON", "RUNNABLE_STATES", "UNFINISHED_STATES", "Change", "Transition",
     "bury", "cancel", "cancelled", "check_purgeable", "check_removable", "complete", "dependants", "dependants_of",
     "dependency_met", "dependency_reason", "exit_code_rule", "fail", "fallback_delay", "heartbeat", "recover",
     "release", "replay", "restart", "retry", "should_retry",

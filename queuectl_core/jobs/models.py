@@ -97,6 +97,9 @@ class Job:
     # (``attempts`` is the count toward max_retries, which restart and replay reset).
     last_attempt: int = 0
     host: str | None = None  # the machine of the worker that claimed it last
+    # -- accounting: what the last finished attempt used, as its executor measured it --
+    last_cpu_seconds: float | None = None
+    last_max_rss_bytes: int | None = None
 
     @property
     def attempt_number(self) -> int:
@@ -135,6 +138,8 @@ class Job:
             "last_duration": round(self.last_duration, 3) if self.last_duration is not None else None,
             "last_attempt": self.attempt_number,
             "host": self.host,
+            "last_cpu_seconds": round(self.last_cpu_seconds, 3) if self.last_cpu_seconds is not None else None,
+            "last_max_rss_bytes": self.last_max_rss_bytes,
         }
 
 

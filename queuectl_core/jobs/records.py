@@ -50,6 +50,9 @@ class AttemptResult:
     output_tail: str | None = None
     duration: float = 0.0
     aborted: bool = False  # stopped by the worker (shutdown or lost lease), not by the job
+    # What the job's processes used, when the executor measures it (None: it does not say).
+    cpu_seconds: float | None = None  # user + system CPU time
+    max_rss_bytes: int | None = None  # peak resident memory
 
     @property
     def ok(self) -> bool:
@@ -70,6 +73,8 @@ class Attempt:
     worker_id: str | None = None
     host: str | None = None
     log_path: str | None = None
+    cpu_seconds: float | None = None  # user + system CPU time, as the executor measured it
+    max_rss_bytes: int | None = None  # peak resident memory, as the executor measured it
 
     @property
     def signal(self) -> str | None:
@@ -96,6 +101,8 @@ class Attempt:
             "host": self.host,
             "error": self.error,
             "log_path": self.log_path,
+            "cpu_seconds": round(self.cpu_seconds, 3) if self.cpu_seconds is not None else None,
+            "max_rss_bytes": self.max_rss_bytes,
         }
 
 

@@ -128,15 +128,25 @@ class AttemptsPerMinute(Protocol):
         last finished attempt only (at its ``updated_at``), as ``attempts``' fallback knows it."""
 
 
+@runtime_checkable
+class FinishedAttempts(Protocol):
+    def finished_attempts(self, since: datetime) -> list[tuple[str, Attempt]]:
+        """Every attempt whose ``finished_at`` is at or after ``since``, oldest first, each with
+        its job's queue: ``[(queue, attempt)]``. What ``/metrics`` reads its histograms from
+        (duration, peak memory), a scrape at a time. Fallback: every job read page by page, each
+        with its last finished attempt only (at its ``updated_at``), as ``attempts``' fallback
+        knows it."""
+
+
 CAPABILITIES: tuple[type, ...] = (ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert,
                                   CountJobs, PendingSummary, AttemptsByState, Purge)
-CAPABILITIES += (IdsWithPrefix, AttemptHistory, AttemptsPerMinute)
+CAPABILITIES += (IdsWithPrefix, AttemptHistory, AttemptsPerMinute, FinishedAttempts)
 PAGE = 1000  # jobs a fallback reads at once
 
 if TYPE_CHECKING:
     class FullStorage(Storage, ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert, CountJobs,
                       PendingSummary, AttemptsByState, Purge, IdsWithPrefix, AttemptHistory, AttemptsPerMinute,
-                      Protocol):
+                      FinishedAttempts, Protocol):
         """What :func:`with_fallbacks` gives, for type checkers: the required methods and every
         capability."""
 
@@ -261,13 +271,11 @@ class WithFallbacks:
     # -- history ----------------------------------------------------------------------------
     def attempts(self, job_id: str) -> list[Attempt]:
         from queuectl_core.jobs.models import JobState
-        from queuectl_core.jobs.records import Attempt
 
         job = self.storage.get(job_id)
         if job is None or job.state == JobState.PROCESSING or not job.attempts:
             return []  # running: its last finished attempt's number is not known
-        return [Attempt(job.id, job.attempt_number, None, job.updated_at, job.last_duration, job.last_exit_code,
-                        job.last_error, job.worker_id, job.host, job.log_path)]
+        return [_last_attempt(job)]
 
     def attempts_per_minute(self, since: datetime) -> dict[datetime, tuple[int, int]]:
         from queuectl_core.jobs.models import JobState
@@ -287,6 +295,29 @@ class WithFallbacks:
         return counts
 
 
+    def finished_attempts(self, since: datetime) -> list[tuple[str, Attempt]]:
+        from queuectl_core.jobs.models import JobState
+
+        found = []
+        for job in self._every():
+            # As attempts_per_minute's fallback: the row describes a finished last attempt only.
+            if job.state in (JobState.PROCESSING, JobState.PENDING) or not job.attempts or job.updated_at < since:
+                continue
+            if job.state == JobState.CANCELLED and job.last_exit_code is None and job.last_duration is None:
+                continue
+            found.append((job.queue, _last_attempt(job)))
+        return sorted(found, key=lambda f: (f[1].finished_at or since, f[1].job_id))
+
+
+def _last_attempt(job: Job) -> Attempt:
+    """A finished job's last attempt, as its row describes it (when it started is not known)."""
+    from queuectl_core.jobs.records import Attempt
+
+    return Attempt(job.id, job.attempt_number, None, job.updated_at, job.last_duration, job.last_exit_code,
+                   job.last_error, job.worker_id, job.host, job.log_path, job.last_cpu_seconds,
+                   job.last_max_rss_bytes)
+
+
 def minute_of(when: datetime) -> datetime:
     """The start of ``when``'s minute, in UTC."""
 
@@ -299,5 +330,5 @@ def with_fallbacks(storage: Storage) -> WithFallbacks:
 
 
 __all__ = ["AttemptHistory", "AttemptsByState", "AttemptsPerMinute", "ApplyAndClaim", "ApplyBatch", "CAPABILITIES", "CancelRequests",
-           "ClaimMany", "CountJobs", "IdsWithPrefix", "PendingSummary", "Purge", "StreamingInsert", "WithFallbacks",
+           "ClaimMany", "CountJobs", "FinishedAttempts", "IdsWithPrefix", "PendingSummary", "Purge", "StreamingInsert", "WithFallbacks",
            "capabilities", "minute_of", "with_fallbacks"]

@@ -1345,3 +1345,58 @@ class StorageConformance:
         assert [x for x, _ in storage.purge([JobState.COMPLETED], -1)] == ["old"]
         assert storage.attempts("old") == []
         assert [x.attempt for x in storage.attempts("kept")] == [1]
+
+    # -- accounting: what each attempt used, as its executor measured it ---------------------------
+    def test_what_an_attempt_used_is_recorded_on_the_job_and_in_its_history(self, storage: Any) -> None:
+        from queuectl_core.control import actions
+        from queuectl_core.jobs import lifecycle
+
+        big = 5 * 1024 ** 3  # beyond 32 bits: peaks are stored as 64-bit integers
+        storage.enqueue([self.new("j", max_retries=2)])
+        first = storage.claim("w", 30)
+        self.retry(storage, "j", first.lease_token, self.bad(exit_code=-9, error="killed by SIGKILL", duration=2.0,
+                                                             cpu_seconds=1.25, max_rss_bytes=big), 0)
+        failed = storage.get("j")
+        assert (failed.last_cpu_seconds, failed.last_max_rss_bytes) == (1.25, big)
+        second = storage.claim("w", 30)
+        # An executor that measures nothing (a third party's) leaves them None.
+        done = self.complete(storage, "j", second.lease_token, self.ok(duration=0.5))
+        assert (done.last_cpu_seconds, done.last_max_rss_bytes) == (None, None)
+        restarted = actions.restart(storage, "j")  # what describes the last run is cleared
+        assert (restarted.last_cpu_seconds, restarted.last_max_rss_bytes) == (None, None)
+        third = storage.claim("w", 0.05)
+        import time
+
+        time.sleep(0.2)
+        [lost] = storage.expired()
+        recovered = storage.apply("j", third.lease_token, lifecycle.recover(lost))  # no result: nothing measured
+        assert (recovered.last_cpu_seconds, recovered.last_max_rss_bytes) == (None, None)
+        if not self.history(storage):
+            return
+        one, two, three = storage.attempts("j")
+        assert (one.cpu_seconds, one.max_rss_bytes, one.signal) == (1.25, big, "SIGKILL")
+        assert (two.cpu_seconds, two.max_rss_bytes) == (None, None)
+        assert (three.cpu_seconds, three.max_rss_bytes, three.error) == (None, None, lifecycle.LEASE_EXPIRED_REASON)
+
+    def test_finished_attempts_since_a_time_with_their_queue(self, storage: Any) -> None:
+        from datetime import timedelta
+
+        start = storage.now() - timedelta(seconds=self.SLACK)
+        storage.enqueue([self.new("a", queue="fast"), self.new("b", queue="slow", max_retries=1)])
+        for _ in range(3):
+            job = storage.claim("w", 30)
+            if job.id == "b" and job.attempts == 1:
+                self.retry(storage, "b", job.lease_token, self.bad(duration=2.0, cpu_seconds=0.5), 0)
+            else:
+                self.complete(storage, job.id, job.lease_token, self.ok(duration=1.0, max_rss_bytes=2048))
+        found = storage.finished_attempts(start)
+        got = sorted((queue, a.job_id, a.attempt, a.duration, a.cpu_seconds, a.max_rss_bytes, a.exit_code)
+                     for queue, a in found)
+        if "FinishedAttempts" in getattr(storage, "native", ()):
+            assert got == [("fast", "a", 1, 1.0, None, 2048, 0), ("slow", "b", 1, 2.0, 0.5, None, 1),
+                           ("slow", "b", 2, 1.0, None, 2048, 0)]
+        else:  # the fallback knows each job's last finished attempt only
+            assert got == [("fast", "a", 1, 1.0, None, 2048, 0), ("slow", "b", 2, 1.0, None, 2048, 0)]
+        times = [a.finished_at for _, a in found]
+        assert times == sorted(times)
+        assert storage.finished_attempts(storage.now() + timedelta(minutes=2)) == []

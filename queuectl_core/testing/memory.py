@@ -190,7 +190,7 @@ class MemoryStorage:
         if change.ends_attempt:  # its history, in this transaction
             self.q.history[job_id] = [*self.q.history.get(job_id, []), Attempt(
                 job_id, new.last_attempt, job.updated_at, now, new.last_duration, new.last_exit_code, new.last_error,
-                job.worker_id, job.host, new.log_path)]
+                job.worker_id, job.host, new.log_path, new.last_cpu_seconds, new.last_max_rss_bytes)]
         self._dependants(job_id, lifecycle.dependants_of(job_id, change))
         return new
 
@@ -213,12 +213,15 @@ class MemoryStorage:
         if change.clear_token:
             new.update(lease_token=None, worker_id=None)
         if change.clear_result:
-            new.update(last_exit_code=None, last_error=None, last_duration=None, log_path=None, output_tail=None)
+            new.update(last_exit_code=None, last_error=None, last_duration=None, log_path=None, output_tail=None,
+                       last_cpu_seconds=None, last_max_rss_bytes=None)
         if (r := change.result) is not None:
             new.update(last_exit_code=r.exit_code, last_error=change.reason if change.reason is not None else r.error,
-                       log_path=r.log_path, output_tail=r.output_tail, last_duration=r.duration)
+                       log_path=r.log_path, output_tail=r.output_tail, last_duration=r.duration,
+                       last_cpu_seconds=r.cpu_seconds, last_max_rss_bytes=r.max_rss_bytes)
         elif change.reason is not None:
-            new.update(last_exit_code=None, last_error=change.reason, last_duration=None)
+            new.update(last_exit_code=None, last_error=change.reason, last_duration=None, last_cpu_seconds=None,
+                       last_max_rss_bytes=None)
         if change.progress is not None and change.result is None:
             new.update(log_path=change.progress[0], output_tail=change.progress[1])
         return replace(job, **new)

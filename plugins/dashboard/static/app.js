@@ -48,6 +48,23 @@
     return two(Math.floor(s / 86400), "d", Math.floor((s % 86400) / 3600), "h");
   }
 
+  // A duration as the CLI shows one: "850ms", "4.2s", then human's "12s", "4m 5s"...
+  function took(s) {
+    if (s === null || s === undefined) return "";
+    if (s < 1) return Math.round(s * 1000) + "ms";
+    return s < 10 ? s.toFixed(1) + "s" : human(s);
+  }
+  // Bytes in powers of 1024, as `queuectl list` shows them: "900K", "12M", "1.5G".
+  function size(n) {
+    if (n === null || n === undefined) return "";
+    let v = n;
+    for (const unit of ["B", "K", "M", "G", "T"]) {
+      if (v < 1024 || unit === "T") return unit === "B" ? Math.round(v) + "B" : (v < 10 ? v.toFixed(1) : Math.round(v)) + unit;
+      v /= 1024;
+    }
+    return "";
+  }
+
   async function api(path, opts) {
     const res = await fetch(path, Object.assign({ credentials: "same-origin" }, opts));
     const body = await res.json().catch(() => ({}));
@@ -166,6 +183,8 @@
         j.attempts + "/" + (j.max_retries + 1)),
       el("td", { class: "hide-sm" }, j.queue),
       el("td", { class: "hide-sm", title: local(j.updated_at) }, ago(j.updated_at, now)),
+      el("td", { class: "num hide-sm" }, j.state === "processing" ? "" : took(j.last_duration)),
+      el("td", { class: "num hide-sm" }, j.state === "processing" ? "" : size(j.last_max_rss_bytes)),
       el("td", { class: "cmd mono", title: j.command },
         ...j.tags.map((t) => el("span", { class: "tag", title: "tag " + t }, t)), j.command),
       el("td", { class: "err hide-sm", title: j.last_error || "" }, j.last_error || ""),
@@ -266,13 +285,15 @@
   function renderHistory(job, hist) {
     $("d-history").querySelector("tbody").replaceChildren(...hist.map((a) => {
       const ok = a.finished_at && a.exit_code === 0 && !a.error;
-      const took = a.finished_at ? (a.duration === null ? "" : a.duration < 1 ? Math.round(a.duration * 1000) + "ms" : human(a.duration))
+      const ran = a.finished_at ? took(a.duration)
         : (a.started_at ? human((Date.parse(view.now) - Date.parse(a.started_at)) / 1000) + "…" : "");
       return el("tr", { "data-attempt": String(a.attempt), class: a.attempt === view.shownAttempt ? "sel" : "",
           title: "Show this attempt's log", onclick: () => { view.attempt = a.attempt; refreshDetail(); } },
         el("td", { class: "num" }, String(a.attempt)),
         el("td", { title: a.started_at ? moment(a.started_at, view.now) : "" }, a.started_at ? local(a.started_at) : "?"),
-        el("td", { class: "num" }, took),
+        el("td", { class: "num" }, ran),
+        el("td", { class: "num" }, took(a.cpu_seconds)),
+        el("td", { class: "num" }, size(a.max_rss_bytes)),
         el("td", { class: "end " + (!a.finished_at ? (job.orphaned ? "bad" : "run") : ok ? "ok" : "bad"),
           title: a.error || "" }, ended(a, job)),
         el("td", { class: "mono" }, a.worker_id || ""), el("td", {}, a.host || ""));

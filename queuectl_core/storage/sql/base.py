@@ -52,7 +52,9 @@ class SQLBase:
     hostname = ""
 
     # -- what a backend provides ----------------------------------------------------------
-    def _tx(self, fn: Callable[[Tx], T], write: bool = True) -> T:
+    def _tx(self, fn: Callable[[Tx], T], write: bool = True, pipelined: bool = False) -> T:
+        """Run ``fn`` in one transaction (a read-only one unless ``write``). ``pipelined``: the
+        backend may send statements issued with ``Tx.later`` together (``Tx.pipelined`` says so)."""
         raise NotImplementedError
 
     # -- rows -----------------------------------------------------------------------------
@@ -76,6 +78,11 @@ class SQLBase:
         style (cached per statement text: a worker's hot path repeats a handful of them)."""
         params["now"] = self.dialect.clock_param()
         return tx.rows(self._sql(sql), params)
+
+    def _q_later(self, tx: Tx, sql: str, **params: Any) -> Callable[[], list[Sequence[Any]]]:
+        """:meth:`_q`, its rows read later (``Tx.later``)."""
+        params["now"] = self.dialect.clock_param()
+        return tx.later(self._sql(sql), params)
 
     def _read(self, sql: str, **params: Any) -> list[Sequence[Any]]:
         return self._tx(lambda tx: self._q(tx, sql, **params), write=False)
@@ -124,7 +131,8 @@ class SQLBase:
                             column(12), column(13), column(14), column(15), column(16, time), column(17, bool),
                             column(18), column(19), column(20), column(21, codes_in), column(22, codes_in),
                             column(CONTROL_AT), envs, column(CONTROL_AT + 2, tags_in), column(CONTROL_AT + 3),
-                            column(CONTROL_AT + 4, _count), column(CONTROL_AT + 5)]
+                            column(CONTROL_AT + 4, _count), column(CONTROL_AT + 5), column(CONTROL_AT + 6),
+                            column(CONTROL_AT + 7)]
         return list(map(positional_factory(Job), *columns_in_order))
 
     def _sql(self, sql: str) -> str:

@@ -113,15 +113,18 @@ class ClaimsMixin(SQLBase):
         while True:
             run = self._claim_runner(worker_id, tokens, lease_seconds, queues, skip)
             try:
-                rows = self._tx(run)
+                rows = self._tx(lambda tx: run(tx)())
             except _QueueFull as full:
                 skip.append(full.queue)
                 continue
             return [self._job(r) for r in rows]
 
     def _claim_runner(self, worker_id: str, tokens: Sequence[str], lease_seconds: float,
-                      queues: Sequence[str] | None, skip: Sequence[str]) -> Callable[[Tx], list[Sequence[Any]]]:
-        """The claims of :meth:`_claim_many` within a transaction; raises _QueueFull to retry."""
+                      queues: Sequence[str] | None, skip: Sequence[str]
+                      ) -> Callable[[Tx], Callable[[], list[Sequence[Any]]]]:
+        """The claims of :meth:`_claim_many` within a transaction: the first claim is sent at once
+        (``Tx.later``), and what this returns reads it, runs the rest and checks queue limits.
+        The finisher raises _QueueFull to retry."""
         d = self.dialect
         sql, params = self.claim_statement(queues, skip)
         # Concurrent transactions (PostgreSQL): the count in the claim statement saw a snapshot.
@@ -131,28 +134,34 @@ class ClaimsMixin(SQLBase):
         limit_sql = "SELECT concurrency FROM {qt} WHERE name = :name AND concurrency > 0" + d.for_update
         if d.for_update and d.writable_cte:
             sql = "WITH c AS (" + sql + ") SELECT c.*, (" + limit_sql.replace(":name", "c.queue") + ") FROM c"
+        args = dict(worker=worker_id, lease=float(lease_seconds), **params)
 
-        def run(tx: Tx) -> list[Sequence[Any]]:
-            out: list[Sequence[Any]] = []
-            for token in tokens:
-                rows = self._q(tx, sql, worker=worker_id, token=token, lease=float(lease_seconds), **params)
-                if not rows:
-                    break
-                row = rows[0]
-                if d.for_update:
-                    queue = row[QUEUE_COL]
-                    if d.writable_cte:
-                        limit, row = row[-1], row[:-1]
-                    else:
-                        found = self._q(tx, limit_sql, name=queue)
-                        limit = found[0][0] if found else None
-                    if limit:
-                        running = self._q(tx, "SELECT count(*) FROM {j} WHERE queue = :name AND state = 'processing'",
-                                          name=queue)[0][0]
-                        if running > limit:
-                            raise _QueueFull(queue)
-                out.append(row)
-            return out
+        def run(tx: Tx) -> Callable[[], list[Sequence[Any]]]:
+            first = self._q_later(tx, sql, token=tokens[0], **args) if tokens else (lambda: [])
+
+            def finish() -> list[Sequence[Any]]:
+                out: list[Sequence[Any]] = []
+                for n, token in enumerate(tokens):
+                    rows = first() if n == 0 else self._q(tx, sql, token=token, **args)
+                    if not rows:
+                        break
+                    row = rows[0]
+                    if d.for_update:
+                        queue = row[QUEUE_COL]
+                        if d.writable_cte:
+                            limit, row = row[-1], row[:-1]
+                        else:
+                            found = self._q(tx, limit_sql, name=queue)
+                            limit = found[0][0] if found else None
+                        if limit:
+                            running = self._q(tx, "SELECT count(*) FROM {j} WHERE queue = :name AND state = 'processing'",
+                                              name=queue)[0][0]
+                            if running > limit:
+                                raise _QueueFull(queue)
+                    out.append(row)
+                return out
+
+            return finish
 
         return run
 
@@ -161,7 +170,7 @@ class ClaimsMixin(SQLBase):
         ``change.from_states``, holds ``token`` (when given) and, for ``expired_only``, its lease
         has expired. Returns the updated job, or None when fenced out (nothing changed)."""
         run = self._applier(job_id, token, change)
-        rows = self._tx(run)
+        rows = self._tx(lambda tx: run(tx)())
         return self._job(rows[0]) if rows else None
 
     def apply_many(self, changes: Sequence[tuple[str, str | None, Change]]) -> list[Job] | None:
@@ -172,7 +181,7 @@ class ClaimsMixin(SQLBase):
         def run_all(tx: Tx) -> list[Sequence[Any]]:
             out: list[Sequence[Any]] = []
             for run in runs:
-                rows = run(tx)
+                rows = run(tx)()
                 if not rows:
                     raise Fenced
                 out.append(rows[0])
@@ -191,15 +200,19 @@ class ClaimsMixin(SQLBase):
         are one statement for all of them."""
         if not changes:
             return []
-        return [self._job(r) if r is not None else None for r in self._tx(self._batch_runner(changes))]
+        run = self._batch_runner(changes)
+        return [self._job(r) if r is not None else None for r in self._tx(lambda tx: run(tx)())]
 
     def _batch_runner(self, changes: Sequence[tuple[str, str | None, Change]]
-                      ) -> Callable[[Tx], list[Sequence[Any] | None]]:
-        """What :meth:`apply_batch` runs in its transaction (and :meth:`apply_and_claim` in its own)."""
+                      ) -> Callable[[Tx], Callable[[], list[Sequence[Any] | None]]]:
+        """What :meth:`apply_batch` runs in its transaction (and :meth:`apply_and_claim` in its own):
+        the statements are sent, and what it returns reads their rows. On a pipelining backend
+        every change is sent before any is read; otherwise each is read (and its dependants
+        handled) before the next is sent."""
         from queuectl_core.jobs.lifecycle import Transition
 
         plain: dict[float, list[int]] = {}  # lease -> indexes of heartbeats with nothing but the lease
-        runs: list[tuple[int, Callable[[Tx], list[Sequence[Any]]]]] = []
+        runs: list[tuple[int, Callable[[Tx], Callable[[], list[Sequence[Any]]]]]] = []
         for n, (job_id, token, change) in enumerate(changes):
             if (change.transition == Transition.HEARTBEAT and change.progress is None and token is not None
                     and change.lease_seconds is not None and change == _heartbeat_only(change)):
@@ -207,7 +220,7 @@ class ClaimsMixin(SQLBase):
             else:
                 runs.append((n, self._applier(job_id, token, change)))
 
-        def run_all(tx: Tx) -> list[Sequence[Any] | None]:
+        def run_all(tx: Tx) -> Callable[[], list[Sequence[Any] | None]]:
             out: list[Sequence[Any] | None] = [None] * len(changes)
             for lease, indexes in plain.items():
                 for start in range(0, len(indexes), CHUNK // 2):
@@ -223,10 +236,20 @@ class ClaimsMixin(SQLBase):
                     by_id = {r[0]: r for r in rows}
                     for n in chunk:
                         out[n] = by_id.get(changes[n][0])
+            unread: list[tuple[int, Callable[[], list[Sequence[Any]]]]] = []
+
+            def finish() -> list[Sequence[Any] | None]:
+                for n, read in unread:
+                    rows = read()
+                    out[n] = rows[0] if rows else None
+                unread.clear()
+                return out
+
             for n, run in runs:
-                rows = run(tx)
-                out[n] = rows[0] if rows else None
-            return out
+                unread.append((n, run(tx)))
+                if not tx.pipelined:
+                    finish()
+            return finish
 
         return run_all
 
@@ -248,10 +271,15 @@ class ClaimsMixin(SQLBase):
             claim = self._claim_runner(worker_id, tokens, lease_seconds, queues, skip)
 
             def run(tx: Tx) -> tuple[list[Sequence[Any] | None], list[Sequence[Any]]]:
-                return apply(tx), claim(tx)
+                # Pipelined (PostgreSQL), the changes and the first claim go in one round trip
+                # and the commit in a second; otherwise the changes are done before the claim.
+                read_applied = apply(tx)
+                applied = None if tx.pipelined else read_applied()
+                read_claimed = claim(tx)
+                return (read_applied() if applied is None else applied), read_claimed()
 
             try:
-                applied, claimed = self._tx(run)
+                applied, claimed = self._tx(run, pipelined=True)
             except _QueueFull as full:
                 skip.append(full.queue)
                 continue
@@ -293,15 +321,18 @@ class ClaimsMixin(SQLBase):
             sets += ["lease_token = NULL", "worker_id = NULL"]
         if change.clear_result:
             sets += ["last_exit_code = NULL", "last_error = NULL", "last_duration = NULL", "log_path = NULL",
-                     "output_tail = NULL"]
+                     "output_tail = NULL", "last_cpu_seconds = NULL", "last_max_rss_bytes = NULL"]
         if change.result is not None:
             r = change.result
             sets += ["last_exit_code = :exit_code", "last_error = :error", "log_path = :log_path",
-                     "output_tail = :output_tail", "last_duration = :duration"]
+                     "output_tail = :output_tail", "last_duration = :duration", "last_cpu_seconds = :cpu",
+                     "last_max_rss_bytes = :rss"]
             p.update(exit_code=r.exit_code, error=change.reason if change.reason is not None else r.error,
-                     log_path=r.log_path, output_tail=r.output_tail, duration=float(r.duration))
+                     log_path=r.log_path, output_tail=r.output_tail, duration=float(r.duration),
+                     cpu=float(r.cpu_seconds) if r.cpu_seconds is not None else None, rss=r.max_rss_bytes)
         elif change.reason is not None:
-            sets += ["last_exit_code = NULL", "last_error = :error", "last_duration = NULL"]
+            sets += ["last_exit_code = NULL", "last_error = :error", "last_duration = NULL",
+                     "last_cpu_seconds = NULL", "last_max_rss_bytes = NULL"]
             p["error"] = change.reason
         if change.progress is not None and change.result is None:
             sets += ["log_path = :log_path", "output_tail = :output_tail"]
@@ -318,7 +349,11 @@ class ClaimsMixin(SQLBase):
             where += " AND lease_expires_at < {now}"
         return "UPDATE {j} SET " + ", ".join(sets) + " WHERE " + where + " RETURNING " + COLS, p
 
-    def _applier(self, job_id: str, token: str | None, change: Change) -> Callable[[Tx], list[Sequence[Any]]]:
+    def _applier(self, job_id: str, token: str | None, change: Change
+                 ) -> Callable[[Tx], Callable[[], list[Sequence[Any]]]]:
+        """The statement persisting ``change`` (sent when the returned function is called with the
+        transaction) and, from what that returns, the reading of its row and what the change does
+        to the job's dependants."""
         from queuectl_core.jobs import lifecycle
 
         sql, p = self._change_sql(change, "id = :id", token)
@@ -336,22 +371,27 @@ class ClaimsMixin(SQLBase):
 
         runnable = change.state in lifecycle.RUNNABLE_STATES
 
-        def run(tx: Tx) -> list[Sequence[Any]]:
-            rows = self._q(tx, sql, **p)
-            if rows:
-                if runnable:
-                    tx.wake()
-                if released_in_sql:
-                    released, rows = rows[0][-1], [rows[0][:-1]]
-                    if released:
+        def run(tx: Tx) -> Callable[[], list[Sequence[Any]]]:
+            read = self._q_later(tx, sql, **p)
+
+            def finish() -> list[Sequence[Any]]:
+                rows = read()
+                if rows:
+                    if runnable:
                         tx.wake()
-                elif dependants is not None and self._dependants(tx, job_id, dependants) and dependants.parent_met:
-                    tx.wake()
-            elif token is not None and change.idempotent:
-                # The same write repeated after its reply was lost: the row already says so.
-                rows = self._q(tx, "SELECT " + COLS + " FROM {j} WHERE id = :id AND lease_token = :token"
-                               " AND state = :state AND lease_expires_at IS NULL", **p)
-            return rows
+                    if released_in_sql:
+                        released, rows = rows[0][-1], [rows[0][:-1]]
+                        if released:
+                            tx.wake()
+                    elif dependants is not None and self._dependants(tx, job_id, dependants) and dependants.parent_met:
+                        tx.wake()
+                elif token is not None and change.idempotent:
+                    # The same write repeated after its reply was lost: the row already says so.
+                    rows = self._q(tx, "SELECT " + COLS + " FROM {j} WHERE id = :id AND lease_token = :token"
+                                   " AND state = :state AND lease_expires_at IS NULL", **p)
+                return rows
+
+            return finish
 
         return run
 

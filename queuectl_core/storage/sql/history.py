@@ -17,22 +17,35 @@ from typing import TYPE_CHECKING
 from queuectl_core.storage.sql.base import SQLBase
 
 if TYPE_CHECKING:
+    from typing import Any, Sequence
+
     from queuectl_core.jobs.records import Attempt
 
 ATTEMPT_COLUMNS = ("job_id", "attempt", "started_at", "finished_at", "duration", "exit_code", "error", "worker_id",
-                   "host", "log_path")
+                   "host", "log_path", "cpu_seconds", "max_rss_bytes")
 
 
 class HistoryMixin(SQLBase):
     def attempts(self, job_id: str) -> list[Attempt]:
         """Every finished attempt of ``job_id``, oldest first ([] for an unknown job)."""
+        rows = self._read("SELECT " + ", ".join(ATTEMPT_COLUMNS) + " FROM {at} WHERE job_id = :id ORDER BY attempt",
+                          id=job_id)
+        return [self._attempt(r) for r in rows]
+
+    def _attempt(self, r: Sequence[Any]) -> Attempt:
         from queuectl_core.jobs.records import Attempt
 
         t = self.dialect.from_db
-        rows = self._read("SELECT " + ", ".join(ATTEMPT_COLUMNS) + " FROM {at} WHERE job_id = :id ORDER BY attempt",
-                          id=job_id)
-        return [Attempt(r[0], r[1], t(r[2]) if r[2] is not None else None, t(r[3]) if r[3] is not None else None,
-                        *r[4:]) for r in rows]
+        return Attempt(r[0], r[1], t(r[2]) if r[2] is not None else None, t(r[3]) if r[3] is not None else None,
+                       *r[4:])
+
+    def finished_attempts(self, since: datetime) -> list[tuple[str, Attempt]]:
+        """Every attempt finished at or after ``since``, oldest first, with its job's queue (the
+        ``FinishedAttempts`` capability): a range of the attempts_finished index."""
+        rows = self._read("SELECT j.queue, " + ", ".join("a." + c for c in ATTEMPT_COLUMNS) +
+                          " FROM {at} a JOIN {j} j ON j.id = a.job_id WHERE a.finished_at >= :since"
+                          " ORDER BY a.finished_at, a.job_id, a.attempt", since=self.dialect.to_db(since))
+        return [(r[0], self._attempt(r[1:])) for r in rows]
 
     def attempts_per_minute(self, since: datetime) -> dict[datetime, tuple[int, int]]:
         """Attempts finished at or after ``since``, per minute: {minute (UTC): (succeeded, not)}

@@ -21,6 +21,9 @@ CONTROL_AT = JOB_COLUMNS.index(CONTROL_COLUMNS[0])
 HISTORY_COLUMNS = ("last_attempt", "host")
 JOB_COLUMNS += HISTORY_COLUMNS
 HISTORY_AT = JOB_COLUMNS.index(HISTORY_COLUMNS[0])
+# -- accounting: what the last finished attempt used (CPU seconds, peak resident bytes) --
+ACCOUNTING_COLUMNS = ("last_cpu_seconds", "last_max_rss_bytes")
+JOB_COLUMNS += ACCOUNTING_COLUMNS
 COLS = ", ".join(JOB_COLUMNS)
 QUEUE_COL = JOB_COLUMNS.index("queue")
 
@@ -63,6 +66,7 @@ def json_loads(text: str) -> Any:
 
 
 def control_fields(row: Sequence[Any], at: int) -> dict[str, Any]:
-    cwd, env, tags, duration, last_attempt, host = row[at:at + 6]
+    cwd, env, tags, duration, last_attempt, host, cpu, rss = row[at:at + 8]
     return {"cwd": cwd, "env": json_loads(env) if env else {}, "tags": tuple(t for t in (tags or "").split(",") if t),
-            "last_duration": duration, "last_attempt": last_attempt or 0, "host": host}
+            "last_duration": duration, "last_attempt": last_attempt or 0, "host": host,
+            "last_cpu_seconds": cpu, "last_max_rss_bytes": rss}
