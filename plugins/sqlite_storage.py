@@ -722,8 +722,11 @@ class SQLiteStorage(SQLStore):
 
 def _open(config: Config) -> SQLiteStorage:
     # sqlite.path's check_path already refused a `~user` this machine does not know.
-    return SQLiteStorage(Path(config["sqlite.path"]).expanduser(), config["sqlite.synchronous"],
-                         config["sqlite.busy_timeout_ms"], lazy=True)
+    storage = SQLiteStorage(Path(config["sqlite.path"]).expanduser(), config["sqlite.synchronous"],
+                            config["sqlite.busy_timeout_ms"], lazy=True)
+    # An enqueue wakes the idle workers registered under this host name (config worker.host).
+    storage.hostname = config["worker.host"]
+    return storage
 
 
 @hookimpl

@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # What the wheel is built from: the files pyproject.toml needs, nothing from the working tree's
 # build products (egg-info, build/, __pycache__), so the test cannot pass on stale leftovers.
-SOURCES = ("pyproject.toml", "README.md", "queuectl_core", "plugins")
+SOURCES = ("pyproject.toml", "README.md", "queuectl", "queuectl_core", "plugins")
 
 pytestmark = pytest.mark.slow
 
@@ -74,6 +74,12 @@ def test_wheel_ships_and_discovers_every_bundled_plugin(venv: Path, tmp_path: Pa
     assert all(str(venv) in path for path in where), where
     _sh(venv / "bin" / "python", "-c", "import queuectl_core, pathlib; "
         "assert (pathlib.Path(queuectl_core.__file__).parent / 'py.typed').exists()", env=env, cwd=tmp_path)
+    # The application API: the top-level `queuectl` package, from the wheel too.
+    api = _sh(venv / "bin" / "python", "-c", "import queuectl, pathlib; "
+              "assert (pathlib.Path(queuectl.__file__).parent / 'py.typed').exists(); "
+              "print(queuectl.__file__); print(queuectl.Queue().enqueue('echo from python', id='py').id)",
+              env=env, cwd=tmp_path).stdout.split()
+    assert str(venv) in api[0] and api[1] == "py", api
 
     bundled = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["queuectl"]
     listed = {p["name"]: p for p in json.loads(_sh(queuectl, "plugins", "list", "--json", env=env).stdout)}
@@ -90,9 +96,9 @@ def test_wheel_ships_and_discovers_every_bundled_plugin(venv: Path, tmp_path: Pa
     _sh(queuectl, "enqueue", "--id", "hello", "--cmd", "echo hi from the wheel", env=env)
     drained = _sh(queuectl, "worker", "start", "--burst", env=env, timeout=120)
     assert "Picked job: hello | cmd: echo hi from the wheel" in drained.stdout
-    assert "completed: hello" in drained.stdout
+    assert "completed: hello" in drained.stdout and "completed: py" in drained.stdout
     jobs = json.loads(_sh(queuectl, "list", "--json", env=env).stdout)
-    assert [(j["id"], j["state"]) for j in jobs] == [("hello", "completed")]
+    assert sorted((j["id"], j["state"]) for j in jobs) == [("hello", "completed"), ("py", "completed")]
     assert _sh(queuectl, "logs", "hello", env=env).stdout == "hi from the wheel\n"
 
 

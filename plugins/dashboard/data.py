@@ -75,7 +75,8 @@ class Data:
 
     def workers(self, now: datetime) -> list[dict[str, Any]]:
         out = []
-        for w in self.storage.live_workers():
+        # Grouped by the host each reports (config worker.host), as `status` lists them.
+        for w in sorted(self.storage.live_workers(), key=lambda w: (w.hostname, w.id)):
             row: dict[str, Any] = {**w.to_dict(), "job": None}
             if w.current_job:
                 job = self.storage.get(w.current_job)

@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from queuectl_core.api import App, JobNotFoundError, QueuectlError, StorageError, ValidationError
 
-from . import metrics
+from . import metrics, submit
 from .data import Data
 
 STATIC = Path(__file__).parent / "static"
@@ -169,6 +169,7 @@ def build(app: App, token: str = "", bind: str = "127.0.0.1") -> Starlette:
         Route("/api/overview", guarded(overview)),
         Route("/api/throughput", guarded(throughput)),
         Route("/api/jobs", guarded(jobs)),
+        Route("/api/jobs", submit.route(app, token, guarded), methods=["POST"]),
         Route("/api/jobs/{job_id}", guarded(job)),
         Route("/api/jobs/{job_id}/log", guarded(log)),
         Route("/api/jobs/{job_id}/{action}", guarded(act, write=True), methods=["POST"]),

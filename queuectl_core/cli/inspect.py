@@ -68,23 +68,27 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if not view.workers:
         click.echo(f"{'workers':<12}{0:>7}   " + display.paint("start one: queuectl worker start", "dim", colour))
         return
-    click.echo(f"{'workers':<12}{len(view.workers):>7}")
-    cols = [display.Column("WORKER"), display.Column("HOST", min_width=8, weight=1, drop_first=1),
+    hosts = len({w.hostname for w in view.workers})
+    click.echo(f"{'workers':<12}{len(view.workers):>7}" + (f"   on {hosts} hosts" if hosts > 1 else ""))
+    # Grouped by host (overview sorts them so): the host named on its first worker's line.
+    cols = [display.Column("HOST", min_width=8, weight=1), display.Column("WORKER"),
             display.Column("UP", right=True), display.Column("JOB", min_width=10, weight=2),
             display.Column("FOR", right=True)]
     wrows, wcolours = [], []
+    previous = None
     for w in view.workers:
+        host, previous = ("" if w.hostname == previous else w.hostname), w.hostname
         up = display.duration((view.now - w.started_at).total_seconds())
         jobs: list[tuple[str, Any]] = list(w.jobs) or ([(w.current_job, w.current_job_since)] if w.current_job else [])
         if not jobs:
-            wrows.append([w.id, w.hostname, up, "idle", ""])
-            wcolours.append(["", "", "", "idle", ""])
+            wrows.append([host, w.id, up, "idle", ""])
+            wcolours.append(["bold", "", "", "idle", ""])
         # A worker with --slots holds several: one line each, the newest first, up to a screenful.
         shown = jobs if len(jobs) <= _STATUS_JOBS_PER_WORKER else jobs[:_STATUS_JOBS_PER_WORKER - 1]
         for n, (job_id, since) in enumerate(shown):
             ran = display.duration((view.now - since).total_seconds()) if since else ""
-            wrows.append(([w.id, w.hostname, up] if n == 0 else ["", "", ""]) + [job_id, ran])
-            wcolours.append(["", "", "", "processing", ""])
+            wrows.append(([host, w.id, up] if n == 0 else ["", "", ""]) + [job_id, ran])
+            wcolours.append(["bold", "", "", "processing", ""])
         if len(shown) < len(jobs):
             wrows.append(["", "", "", f"+{len(jobs) - len(shown)} more", ""])
             wcolours.append(["", "", "", "dim", ""])

@@ -55,7 +55,8 @@ def overview(storage: Storage) -> Overview:
         queues[q.name] = {**{str(s): q.counts.get(str(s), 0) for s in JobState},
                           "paused": q.paused, "concurrency": q.concurrency}
     host = socket.gethostname()
-    workers = live(storage.live_workers(), host)
+    # Grouped by the host each reports (config worker.host), by id within a host.
+    workers = sorted(live(storage.live_workers(), host), key=lambda w: (w.hostname, w.id))
     return Overview(storage.now(), counts, ready, scheduled, oldest, queues, workers)
 
 

@@ -9,6 +9,8 @@ from queuectl_core.framework.plugins import make_provider, registries, set_confi
 from queuectl_core.framework.settings import Config, ensure_private_dir, home, read_file_values, validate_file_values
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from queuectl_core.interfaces import BackoffPolicy, Executor, Storage
     from queuectl_core.storage.capabilities import FullStorage
 
@@ -16,8 +18,9 @@ if TYPE_CHECKING:
 class App:
     """One command's view of the queue. Storage is opened on first use and closed by ``close``."""
 
-    def __init__(self) -> None:
-        self.home = home()
+    def __init__(self, home_dir: Path | None = None) -> None:
+        # home_dir: a queue other than QUEUECTL_HOME's (``queuectl.Queue(home=...)``).
+        self.home = home() if home_dir is None else home_dir
         # Not created here: what first writes there creates it (0700), `config set`, the SQLite
         # storage's first write that changes the queue (not its opening, nor a refused write), or
         # the executor's first log, so a command that only reads, is refused, or changes nothing

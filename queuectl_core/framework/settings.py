@@ -291,7 +291,16 @@ CORE_SETTINGS = (
     Setting("retention.dead", float, 0.0,
             "Delete dead (DLQ) jobs and their logs this long after they died; 0 (default) keeps them.",
             minimum=0, maximum=100 * 365 * 86_400),
+    # -- hosts: the name a worker reports (status and the dashboard group workers by it) ----------
+    Setting("worker.host", str, lambda home: os.uname().nodename,
+            "The host name this machine's workers report (default: the machine's hostname).",
+            validate=lambda value: _check_host(value)),
 )
+
+
+def _check_host(value: str) -> None:
+    if not value.strip() or len(value) > 255 or not value.isprintable() or value != value.strip():
+        raise ValueError("must be 1-255 printable characters, without leading or trailing blanks")
 
 
 def _check_exit_codes(value: str) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import select
 import signal
-import socket
 import sys
 import time
 from functools import partial
@@ -152,7 +151,7 @@ class Worker:
         janitor = Janitor(slots=self.slots)
         self._attempts = Attempts(self.executor, janitor, min(1.0, self.lease / 3), self._sig_w)
         started = self.storage.now()
-        info = WorkerInfo(self.id, socket.gethostname(), self.pid, started, started)
+        info = WorkerInfo(self.id, self.app.config["worker.host"], self.pid, started, started)
         self._storage_call(lambda: self.storage.register_worker(info), until=lambda: self.stopping)
         message = ", ".join(filter(None, ("burst" if self.burst else "",
                                           f"{self.slots} slots" if self.slots > 1 else "")))

@@ -126,9 +126,14 @@
         q.paused ? "Resume" : "Pause")))));
     $("queues-empty").hidden = o.queues.length > 0;
 
-    $("workers-count").textContent = o.workers.length ? "(" + o.workers.length + ")" : "";
-    $("workers").replaceChildren(...o.workers.map((w) => el("tr", {},
-      el("td", { class: "mono" }, w.id), el("td", {}, w.hostname),
+    // Grouped by host (the API sorts them so): the host named on its first worker's row.
+    const hosts = new Set(o.workers.map((w) => w.host)).size;
+    $("workers-count").textContent = o.workers.length
+      ? "(" + o.workers.length + (hosts > 1 ? " on " + hosts + " hosts" : "") + ")" : "";
+    $("workers").replaceChildren(...o.workers.map((w, i) => el("tr",
+      i && o.workers[i - 1].host === w.host ? {} : { class: "host-start", "data-host": w.host },
+      el("td", { class: "host" }, i && o.workers[i - 1].host === w.host ? "" : w.host),
+      el("td", { class: "mono" }, w.id),
       el("td", { class: "mono" }, w.job ? el("a", { href: "#" + w.job.id, title: w.job.command }, w.job.id) : "idle",
         (w.jobs || []).length > 1 ? el("span", { class: "muted", title: w.jobs.map((j) => j.id).join("\n") },
           " +" + (w.jobs.length - 1) + " more") : ""),
