@@ -100,9 +100,7 @@ def enqueue(ctx: click.Context, words: tuple[str, ...], job_id: str | None, comm
       queuectl enqueue '{"id": "job1", "command": "sleep 2"}'
       queuectl enqueue --file jobs.jsonl
     """
-    from queuectl_core.intake import jobspec
     from queuectl_core.intake.jobspec import (
-        enqueue_with_fresh_ids,
         flag_job,
         flag_times,
         parse_job_argument,
@@ -161,17 +159,10 @@ def enqueue(ctx: click.Context, words: tuple[str, ...], job_id: str | None, comm
         import shlex
 
         objs = [{**flags, "command": shlex.join(words)}]
-    objs = defaults(objs)
-    app = _app(ctx)
-    no_retry = jobspec.configured_no_retry(app.config["no_retry_exit_codes"])
-    jobs = jobspec.validate_all(objs, app.config["max_retries"], no_retry)
-    # The backend as its plugin made it: enqueue is one of the Storage protocol's required methods.
-    created = enqueue_with_fresh_ids(app.backend, jobs, {o.get("id") for o in objs if isinstance(o, dict)})
-    from queuectl_core.framework.plugins import emit
-    from queuectl_core.jobs.models import EventKind, JobEvent
+    # Checked, stored all or none and announced as the Python API and POST /api/jobs do it.
+    from queuectl_core.intake.submit import submit
 
-    for job in created:
-        emit(JobEvent(EventKind.ENQUEUED, job=job))
+    created = submit(_app(ctx), defaults(objs), local_cwd=False)
     click.echo("\n".join(job.id for job in created))
 
 
