@@ -65,6 +65,54 @@ def test_sigkilled_worker_takes_its_jobs_down_and_each_is_rerun(q: Any, tmp_path
     stop(second, out)
 
 
+# The subprocess executor, as a third party would wrap it, reporting each spawn 5 s late: a worker
+# killed in between has not yet told its janitor the job's process group.
+LATE_SPAWN = '''
+import dataclasses
+import time
+
+from queuectl_core.api import hookimpl
+from queuectl_plugins.subprocess_executor import _make
+
+
+class LateSpawn:
+    def __init__(self, inner):
+        self.inner = inner
+
+    def run(self, job, ctx):
+        def on_spawn(pgid):
+            time.sleep(5)
+            ctx.on_spawn(pgid)
+
+        return self.inner.run(job, dataclasses.replace(ctx, on_spawn=on_spawn))
+
+
+@hookimpl
+def queuectl_register_executors(register):
+    register("late-spawn", lambda config: LateSpawn(_make(config)))
+'''
+
+
+@pytest.mark.parametrize("slots", SLOTS)
+def test_a_worker_killed_before_the_janitor_knows_the_job_still_takes_it_down(
+        q: Any, tmp_path: Path, slots: int) -> None:
+    """Between a job's start and its group reaching the janitor, a SIGKILLed worker used to leave the
+    job running unsupervised, to be run again once its lease expired. The janitor now finds it by
+    the job's id and attempt in its environment."""
+    from process_helpers import install_plugin
+
+    q.env["PYTHONPATH"] = str(install_plugin(tmp_path / "site", "latespawn", LATE_SPAWN))
+    q.config("executor", "late-spawn")
+    q.run("enqueue", "--id", "early", "--cmd", f"echo $$ > {tmp_path}/pid; sleep 3; touch {tmp_path}/ran-on")
+    worker, _ = start(q, "--slots", str(slots))
+    pgid = q.wait_for(lambda: pid_from(tmp_path / "pid"), timeout=60, what="the job to start")
+    os.kill(worker.pid, signal.SIGKILL)  # within the 5 s before on_spawn
+    worker.wait(timeout=30)
+    q.wait_for(lambda: not group_alive(pgid), timeout=10, what="the orphaned job to be stopped")
+    time.sleep(3.5)
+    assert not (tmp_path / "ran-on").exists()
+
+
 @pytest.mark.parametrize("slots", SLOTS)
 def test_crash_never_leaves_a_job_processing_forever(q: Any, tmp_path: Path, slots: int) -> None:
     q.config("lease_seconds", 1)

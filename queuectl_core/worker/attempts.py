@@ -178,19 +178,24 @@ class Attempts:
 
     def _attempt(self, slot: Slot, wakeup: Wakeup) -> None:
         janitor = self.janitor
+        attempt = slot.job.attempt_number
+        # Noted before the job exists: a worker killed before on_spawn still has it taken down.
+        expected = janitor.expect(slot.job.id, attempt)
 
         def on_spawn(pgid: int) -> None:
-            janitor.add(pgid)
+            janitor.started(expected, pgid)
             slot.spawned = True
             self.spawned.set()
 
-        ctx = RunContext(attempt=slot.job.attempt_number, tick_interval=self.tick_interval, tick=slot.tick,
+        ctx = RunContext(attempt=attempt, tick_interval=self.tick_interval, tick=slot.tick,
                          wakeup_fd=wakeup.r, on_spawn=on_spawn, on_reaped=janitor.remove,
                          on_output=slot.on_output)
         try:
             result = self.executor.run(slot.job, ctx)
         except BaseException as exc:  # an executor bug is a failed attempt, never a stranded slot
             result = AttemptResult(exit_code=None, error=f"executor error: {exc!r}")
+        if not slot.spawned:
+            janitor.remove(expected)  # the executor never reported the spawn
         slot.result = result
         slot.spawned = True  # an executor that never reports its spawn must not hold `claimed` up
         self.spawned.set()
