@@ -121,3 +121,21 @@ def qb(request: Any, q: Q) -> Iterator[Q]:
             yield q
         finally:
             q.cleanup()  # workers gone before the database is dropped
+
+
+@pytest.fixture
+def dash(q: Q) -> Iterator[Any]:
+    """Start dashboards (test_dashboard.Dash: a `queuectl dashboard` process and an HTTP client) on
+    this test's queue; each is stopped afterwards."""
+    from test_dashboard import Dash
+
+    running: list[Dash] = []
+
+    def start(*args: str, **kw: Any) -> Dash:
+        d = Dash(q, *args, **kw)
+        running.append(d)
+        return d
+
+    yield start
+    for d in running:
+        d.close()

@@ -164,3 +164,100 @@ class Silent:
 def queuectl_register_executors(register):
     register("silent", lambda config: Silent())
 '''
+
+
+class TcpProxy:
+    """A loopback TCP proxy the test can cut: a database outage without touching the shared server.
+
+    It also counts round trips: ``turns`` is how many times the client has spoken after the server
+    (reset with :meth:`count`); with ``cut_at`` set, every connection is cut as that turn starts,
+    before its bytes reach the server."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+
+        self.target = target
+        self._lock = threading.Lock()
+        self._socks: list[Any] = []
+        self.turns = 0
+        self.cut_at: int | None = None
+        self._server_spoke = True
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def _accept(self, listener: Any) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._socks += [client, upstream]
+            for a, b, from_client in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(a, b, from_client), daemon=True).start()
+
+    def _pump(self, src: Any, dst: Any, from_client: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if not self._note(from_client):
+                    self.cut()
+                    return
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def _note(self, from_client: bool) -> bool:
+        """Count a turn when the client speaks after the server; False: cut here."""
+        with self._lock:
+            if from_client and self._server_spoke:
+                self.turns += 1
+                if self.cut_at is not None and self.turns >= self.cut_at:
+                    return False
+            self._server_spoke = not from_client
+            return True
+
+    def count(self) -> None:
+        """Count round trips from now."""
+        with self._lock:
+            self.turns = 0
+            self._server_spoke = True
+
+    def cut(self) -> None:
+        """Drop every connection and refuse new ones."""
+        import socket
+
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked on it
+        except OSError:
+            pass
+        self.listener.close()
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+    def restore(self) -> None:
+        import socket
+
+        self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def close(self) -> None:
+        self.cut()

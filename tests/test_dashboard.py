@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from conftest import QUEUECTL
@@ -68,20 +68,6 @@ class Dash:
         self.http.close()
         self.proc.terminate()
         self.proc.communicate(timeout=10)
-
-
-@pytest.fixture
-def dash(q: Any) -> Iterator[Any]:
-    running: list[Dash] = []
-
-    def start(*args: str, **kw: Any) -> Dash:
-        d = Dash(q, *args, **kw)
-        running.append(d)
-        return d
-
-    yield start
-    for d in running:
-        d.close()
 
 
 def _seed(q: Any) -> None:

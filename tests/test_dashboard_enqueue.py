@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from process_helpers import install_plugin
-from test_dashboard import Dash
 
 httpx = pytest.importorskip("httpx")
 
@@ -20,20 +19,6 @@ RECORDER = ("from queuectl_core.api import hookimpl\n"
             "    if event.kind == 'enqueued':\n"
             "        with open({log!r}, 'a') as fh:\n"
             "            fh.write(f'{{event.kind}} {{event.job.id}}\\n')\n")
-
-
-@pytest.fixture
-def dash(q: Any) -> Iterator[Any]:
-    running: list[Dash] = []
-
-    def start(*args: str, **kw: Any) -> Dash:
-        d = Dash(q, *args, **kw)
-        running.append(d)
-        return d
-
-    yield start
-    for d in running:
-        d.close()
 
 
 def _listed(q: Any, job_id: str) -> dict[str, Any]:

@@ -10,16 +10,26 @@ from queuectl_core.control import actions
 from queuectl_core.jobs.models import JobState
 
 
+def sqlite_schema_at(db: Path, version: int) -> sqlite3.Connection:
+    """A SQLite file as a release at migration ``version`` left it (its migrations run, its
+    user_version set), and a connection to it (autocommit) to put that release's rows in."""
+    from queuectl_plugins.sqlite_storage import MIGRATIONS, _statements
+
+    conn = sqlite3.connect(db, isolation_level=None)
+    for script in MIGRATIONS[:version]:
+        for statement in _statements(script):
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {version}")
+    return conn
+
+
 def test_sqlite_v1_database_is_migrated_in_place(tmp_path: Path) -> None:
     from queuectl_plugins.sqlite_storage import MIGRATIONS, SQLiteStorage
 
     db = tmp_path / "queue.db"
-    conn = sqlite3.connect(db)
-    conn.executescript(MIGRATIONS[0])
+    conn = sqlite_schema_at(db, 1)
     conn.execute("INSERT INTO jobs (id, command, state, attempts, max_retries, priority, created_at, updated_at,"
                  " run_at) VALUES ('old', 'true', 'pending', 0, 3, 0, 1, 1, 1)")
-    conn.execute("PRAGMA user_version = 1")
-    conn.commit()
     conn.close()
     storage = SQLiteStorage(db)
     try:
@@ -70,18 +80,14 @@ def _check_history_kept(storage: Any) -> None:
 
 
 def test_sqlite_history_migration_keeps_the_last_attempt(tmp_path: Path) -> None:
-    from queuectl_plugins.sqlite_storage import MIGRATIONS, SQLiteStorage, _statements
+    from queuectl_plugins.sqlite_storage import SQLiteStorage
 
     db = tmp_path / "queue.db"
-    conn = sqlite3.connect(db, isolation_level=None)
-    for script in MIGRATIONS[:5]:  # the release before history
-        for statement in _statements(script):
-            conn.execute(statement)
+    conn = sqlite_schema_at(db, 5)  # the release before history
     conn.execute("INSERT INTO jobs (id, command, state, attempts, max_retries, priority, created_at, updated_at,"
                  " run_at, last_exit_code, last_error, log_path, worker_id, queue) VALUES"
                  " ('done', 'false', 'dead', 2, 1, 0, 1, 2, 1, 1, 'exit 1', '/l/done.2.log', 'worker-1', 'default'),"
                  " ('running', 'sleep 9', 'processing', 1, 0, 9, 1, 2, 1, NULL, NULL, NULL, 'worker-1', 'default')")
-    conn.execute("PRAGMA user_version = 5")
     conn.close()
     storage = SQLiteStorage(db)
     try:
@@ -131,20 +137,16 @@ def _check_accounting_added(storage: Any) -> None:
 
 
 def test_sqlite_accounting_migration_adds_what_attempts_used(tmp_path: Path) -> None:
-    from queuectl_plugins.sqlite_storage import MIGRATIONS, SQLiteStorage, _statements
+    from queuectl_plugins.sqlite_storage import MIGRATIONS, SQLiteStorage
 
     db = tmp_path / "queue.db"
-    conn = sqlite3.connect(db, isolation_level=None)
-    for script in MIGRATIONS[:6]:  # the release before accounting
-        for statement in _statements(script):
-            conn.execute(statement)
+    conn = sqlite_schema_at(db, 6)  # the release before accounting
     conn.execute("INSERT INTO jobs (id, command, state, attempts, max_retries, priority, created_at, updated_at,"
                  " run_at, last_exit_code, last_duration, last_attempt, queue) VALUES"
                  " ('done', 'true', 'completed', 1, 0, 0, 1, 2, 1, 0, 0.5, 1, 'default'),"
                  " ('next', 'true', 'pending', 0, 0, 0, 3, 3, 1, NULL, NULL, 0, 'default')")
     conn.execute("INSERT INTO attempts (job_id, attempt, started_at, finished_at, duration, exit_code)"
                  " VALUES ('done', 1, 1, 2, 0.5, 0)")
-    conn.execute("PRAGMA user_version = 6")
     conn.close()
     storage = SQLiteStorage(db)
     try:

@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 pytest.register_assert_rewrite("process_helpers")
-from process_helpers import assert_each_ran_once, enqueue_many, pid_from, start, stop  # noqa: E402
+from process_helpers import TcpProxy, assert_each_ran_once, enqueue_many, pid_from, start, stop  # noqa: E402
 
 from queuectl_core import hookimpl  # noqa: E402
 from queuectl_core.testing import register_plugin  # noqa: E402
@@ -229,82 +229,6 @@ def test_no_command_shows_the_dsn_password(q: Any, dsn: str, secret: str) -> Non
         assert secret not in result.stdout + result.stderr, (args, result.stderr)
         if args[0] != "config":
             assert result.returncode != 0 and result.stderr.startswith("Error:"), (args, result.stderr)
-
-
-class TcpProxy:
-    """A loopback TCP proxy the test can cut: a database outage without touching the shared server."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        import socket
-        import threading
-
-        self.target = target
-        self._lock = threading.Lock()
-        self._socks: list[Any] = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self._serving = True
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def _accept(self, listener: Any) -> None:
-        import socket
-        import threading
-
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._socks += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: Any, dst: Any) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.close()
-            except OSError:
-                pass
-
-    def cut(self) -> None:
-        """Drop every connection and refuse new ones."""
-        import socket
-
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked on it
-        except OSError:
-            pass
-        self.listener.close()
-        with self._lock:
-            socks, self._socks = self._socks, []
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
-
-    def restore(self) -> None:
-        import socket
-        import threading
-
-        self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def close(self) -> None:
-        self.cut()
 
 
 @pytest.mark.parametrize("slots", [1, 3])

@@ -1,16 +1,15 @@
 """On PostgreSQL a worker's record-and-claim (``apply_and_claim``: the finished job's result, then
 the claim of its successor, in one transaction) is two round trips to the server, not four: BEGIN,
 the result and the claim go together (psycopg's pipeline mode), then COMMIT. Counted on the wire,
-through a proxy between the storage and the server; and a connection cut in the middle commits
+through a proxy between the storage and the server (process_helpers.TcpProxy); and a connection cut in the middle commits
 nothing, as before."""
 
 from __future__ import annotations
 
-import socket
-import threading
 from typing import Any, Iterator
 
 import pytest
+from process_helpers import TcpProxy
 
 from queuectl_core.errors import StorageError
 from queuectl_core.jobs import lifecycle
@@ -19,73 +18,21 @@ from queuectl_core.jobs.records import AttemptResult
 from queuectl_plugins.postgres_testing import temporary_postgres_database
 
 
-class Proxy:
-    """Forwards one client at a time to the server, counting round trips: a turn is a burst of
-    bytes from the client after the server has spoken. ``cut_at``: close both sides when that
-    turn starts (a network failure mid-transaction)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.turns = 0
-        self.cut_at: int | None = None
-        self._last = "server"
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.target)
-            threading.Thread(target=self._pump, args=(client, server, "client"), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, "server"), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, side: str) -> None:
-        try:
-            while data := src.recv(65536):
-                with self._lock:
-                    if side == "client" and self._last == "server":
-                        self.turns += 1
-                        if self.cut_at is not None and self.turns >= self.cut_at:
-                            src.close()
-                            dst.close()
-                            return
-                    self._last = side
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def count(self) -> None:
-        with self._lock:
-            self.turns = 0
-            self._last = "server"
-
-
 @pytest.fixture
-def proxied() -> Iterator[tuple[Any, Proxy]]:
+def proxied() -> Iterator[tuple[Any, TcpProxy]]:
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     from queuectl_plugins.postgres_storage import PostgresStorage
 
     with temporary_postgres_database() as dsn:
         info = conninfo_to_dict(dsn)
-        proxy = Proxy(str(info.get("host") or "127.0.0.1"), int(info.get("port") or 5432))
+        proxy = TcpProxy((str(info.get("host") or "127.0.0.1"), int(info.get("port") or 5432)))
         storage = PostgresStorage(make_conninfo(dsn, host="127.0.0.1", port=proxy.port, sslmode="disable"))
         try:
             yield storage, proxy
         finally:
             storage.close()
-            proxy.listener.close()
+            proxy.close()
 
 
 def _two_jobs(storage: Any) -> Any:
@@ -94,7 +41,7 @@ def _two_jobs(storage: Any) -> Any:
     return job
 
 
-def test_record_and_claim_is_two_round_trips(proxied: tuple[Any, Proxy]) -> None:
+def test_record_and_claim_is_two_round_trips(proxied: tuple[Any, TcpProxy]) -> None:
     storage, proxy = proxied
     job = _two_jobs(storage)
     proxy.count()
@@ -105,7 +52,7 @@ def test_record_and_claim_is_two_round_trips(proxied: tuple[Any, Proxy]) -> None
     assert [j.id for j in claimed] == ["b"] and claimed[0].state == JobState.PROCESSING
 
 
-def test_a_connection_cut_inside_the_transaction_commits_nothing(proxied: tuple[Any, Proxy]) -> None:
+def test_a_connection_cut_inside_the_transaction_commits_nothing(proxied: tuple[Any, TcpProxy]) -> None:
     storage, proxy = proxied
     job = _two_jobs(storage)
     proxy.count()
@@ -114,13 +61,14 @@ def test_a_connection_cut_inside_the_transaction_commits_nothing(proxied: tuple[
         storage.apply_and_claim([(job.id, job.lease_token, lifecycle.complete(AttemptResult(exit_code=0)))],
                                 "w", 60.0, 1)
     proxy.cut_at = None
+    proxy.restore()
     # A new connection: the first job still runs under its lease, the second was never claimed.
     assert storage.get("a").state == JobState.PROCESSING
     assert storage.get("b").state == JobState.PENDING
 
 
 def test_a_limited_queue_raced_full_inside_the_pipeline_is_rolled_back_and_skipped(
-        proxied: tuple[Any, Proxy], monkeypatch: pytest.MonkeyPatch) -> None:
+        proxied: tuple[Any, TcpProxy], monkeypatch: pytest.MonkeyPatch) -> None:
     """The claim took a job of a limited queue that another worker filled meanwhile (made here by
     the count under the queue's lock reading over the limit once): the transaction, sent as a
     pipeline, is rolled back whole and tried again without that queue."""

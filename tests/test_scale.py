@@ -63,21 +63,19 @@ def _assert_exact(storage: Any) -> None:
 
 
 def test_sqlite_previous_version_upgrades_with_exact_tallies(tmp_path: Path) -> None:
-    from queuectl_plugins.sqlite_storage import _COUNTS, MIGRATIONS, SQLiteStorage, _statements
+    from test_migrations import sqlite_schema_at
+
+    from queuectl_plugins.sqlite_storage import _COUNTS, MIGRATIONS, SQLiteStorage
 
     previous = MIGRATIONS.index(_COUNTS)  # the release before the tallies (raw inserts are not tallied)
 
     db = tmp_path / "queue.db"
-    conn = sqlite3.connect(db, isolation_level=None)
-    for script in MIGRATIONS[:previous]:  # that release's schema
-        for statement in _statements(script):
-            conn.execute(statement)
+    conn = sqlite_schema_at(db, previous)  # that release's schema
     conn.executemany("INSERT INTO jobs (id, command, state, attempts, max_retries, priority, created_at, updated_at,"
                      " run_at, queue, waiting) VALUES (?, 'true', ?, ?, 3, 0, 1, 1, ?, ?, ?)",
                      [("p", "pending", 0, 1, "default", 0), ("sched", "pending", 0, 4_000_000_000_000, "default", 0),
                       ("held", "pending", 0, 1, "other", 1), ("d", "completed", 2, 1, "default", 0),
                       ("x", "dead", 4, 1, "other", 0), ("f", "failed", 1, 1, "default", 0)])
-    conn.execute(f"PRAGMA user_version = {previous}")
     before = conn.execute("SELECT id, state, attempts FROM jobs ORDER BY id").fetchall()
     conn.close()
     storage = SQLiteStorage(db)
