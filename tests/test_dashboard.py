@@ -401,7 +401,9 @@ def _histograms(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], floa
         if family.name in ("queuectl_job_duration_seconds", "queuectl_job_max_rss_bytes"):
             assert family.type == "histogram"
             for s in family.samples:
-                out[s.name, tuple(sorted(s.labels.items()))] = s.value
+                # A bucket's bound as Python writes the float (the exposition may write 6.7108864e+07).
+                labels = {k: str(float(v)) if k == "le" and v != "+Inf" else v for k, v in s.labels.items()}
+                out[s.name, tuple(sorted(labels.items()))] = s.value
     return out
 
 

@@ -14,12 +14,11 @@ the previous read, so a scrape costs what finished in between, and a purge never
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
@@ -54,30 +53,6 @@ class _Monotonic:
             return {k: v + self.offset.get(k, 0) for k, v in raw.items()}
 
 
-@dataclass
-class _Histogram:
-    """One labelled series: how many observations fell at or below each bound, and their sum."""
-
-    bounds: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
-
-    def observe(self, value: float) -> None:
-        if not self.counts:
-            self.counts = [0] * (len(self.bounds) + 1)
-        at = next((i for i, bound in enumerate(self.bounds) if value <= bound), len(self.bounds))
-        self.counts[at] += 1
-        self.total += value
-
-    def buckets(self) -> list[tuple[str, float]]:
-        """Cumulative, as the exposition format wants them, ending with +Inf."""
-        out, running = [], 0
-        for bound, n in zip([*map(str, self.bounds), "+Inf"], self.counts):
-            running += n
-            out.append((bound, float(running)))
-        return out
-
-
 class _Finished:
     """The attempts finished since ``since``, as histograms per label, fed a read at a time.
 
@@ -88,8 +63,14 @@ class _Finished:
     def __init__(self, since: datetime) -> None:
         self.since = since
         self.seen: dict[tuple[str, int, datetime | None], datetime] = {}
-        self.duration: dict[tuple[str, str], _Histogram] = {}  # (queue, outcome)
-        self.rss: dict[str, _Histogram] = {}  # queue
+        # prometheus_client's own histograms, in no registry: QueueCollector yields them.
+        self.duration = Histogram("queuectl_job_duration_seconds",
+                                  "How long job attempts ran (wall time), per queue and outcome (completed, or "
+                                  "failed: failed, killed, timed out, stopped or cancelled), since the dashboard "
+                                  "started.", ["queue", "outcome"], registry=None, buckets=DURATION_BUCKETS)
+        self.rss = Histogram("queuectl_job_max_rss_bytes",
+                             "Peak resident memory of job attempts, per queue, since the dashboard started.",
+                             ["queue"], registry=None, buckets=RSS_BUCKETS)
         self.lock = threading.Lock()
 
     def add(self, found: list[tuple[str, Attempt]], now: datetime) -> None:
@@ -102,9 +83,9 @@ class _Finished:
                 self.seen[key] = a.finished_at or now
                 outcome = "completed" if a.exit_code == 0 and a.error is None else "failed"
                 if a.duration is not None:
-                    self.duration.setdefault((queue, outcome), _Histogram(DURATION_BUCKETS)).observe(a.duration)
+                    self.duration.labels(queue, outcome).observe(a.duration)
                 if a.max_rss_bytes is not None:
-                    self.rss.setdefault(queue, _Histogram(RSS_BUCKETS)).observe(float(a.max_rss_bytes))
+                    self.rss.labels(queue).observe(float(a.max_rss_bytes))
             self.since = max(self.since, now - OVERLAP)
             self.seen = {k: at for k, at in self.seen.items() if at >= self.since}
 
@@ -148,20 +129,8 @@ class QueueCollector:
         dashboard started; an attempt its executor did not measure is left out of that one."""
         finished = self.finished
         finished.add(self.data.finished_attempts(finished.since), now)
-        duration = HistogramMetricFamily("queuectl_job_duration_seconds",
-                                         "How long job attempts ran (wall time), per queue and outcome (completed, "
-                                         "or failed: failed, killed, timed out, stopped or cancelled), since the "
-                                         "dashboard started.", labels=["queue", "outcome"])
-        rss = HistogramMetricFamily("queuectl_job_max_rss_bytes",
-                                    "Peak resident memory of job attempts, per queue, since the dashboard started.",
-                                    labels=["queue"])
-        with finished.lock:
-            for (queue, outcome), h in sorted(finished.duration.items()):
-                duration.add_metric([queue, outcome], h.buckets(), h.total)
-            for queue, h in sorted(finished.rss.items()):
-                rss.add_metric([queue], h.buckets(), h.total)
-        yield duration
-        yield rss
+        yield from finished.duration.collect()
+        yield from finished.rss.collect()
 
 
 class Exporter:
