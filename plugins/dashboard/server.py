@@ -67,12 +67,14 @@ def build(app: App, token: str = "", bind: str = "127.0.0.1") -> Starlette:
     exporter = metrics.Exporter(data)
     page = (STATIC / "index.html").read_text()
 
+    def bearer(request: Request) -> str | None:
+        auth = request.headers.get("authorization", "")
+        return auth[7:] if auth[:7].lower() == "bearer " else None
+
     def authorised(request: Request) -> bool:
         if not token:
             return is_loopback(_host_name(request.headers.get("host", "")))
-        auth = request.headers.get("authorization", "")
-        supplied = auth[7:] if auth[:7].lower() == "bearer " else None
-        return any(_same(s, token) for s in (supplied, request.query_params.get("token"),
+        return any(_same(s, token) for s in (bearer(request), request.query_params.get("token"),
                                              request.cookies.get(TOKEN_COOKIE)))
 
     def guarded(handler: Handler, write: bool = False) -> Handler:
@@ -98,7 +100,7 @@ def build(app: App, token: str = "", bind: str = "127.0.0.1") -> Starlette:
         """A POST from the page itself: the browser says so (Sec-Fetch-Site, Origin) and it
         carries the per-session CSRF token that only a same-origin script can read. A request
         with the bearer token in its header is a program, not a browser: no cookie, no CSRF."""
-        if token and request.headers.get("authorization", "")[7:] == token:
+        if token and _same(bearer(request), token):
             return True
         site = request.headers.get("sec-fetch-site")
         if site is not None and site not in ("same-origin", "none"):
