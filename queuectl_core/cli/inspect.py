@@ -338,6 +338,13 @@ def _size(path: str | None) -> str:
         n = os.path.getsize(path)
     except OSError:
         return ""
+    return _bytes(n)
+
+
+def _bytes(n: int | None) -> str:
+    """An output size as ``show`` prints it: ``6 B``, ``64.0 KiB``."""
+    if n is None:
+        return ""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -461,7 +468,7 @@ def describe(job: Job, attempts: list[Any], after: list[str], gone: bool, worker
             tint = "completed" if a.exit_code == 0 and not a.error else "error"
         cpu = display.duration(a.cpu_seconds) if a.cpu_seconds is not None else ""
         rows.append([str(a.attempt), started, took, cpu, display.size(a.max_rss_bytes), end, a.worker_id or "",
-                     a.host or "", display.size(sizes.get(a.attempt)) if sizes else _size(a.log_path)])
+                     a.host or "", _bytes(sizes.get(a.attempt)) if sizes else _size(a.log_path)])
         colours.append(["", "", "", "", "", tint, "", "", ""])
     lines += display.table(cols, rows, colours=colours, colour=colour)
     return lines
