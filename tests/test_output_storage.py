@@ -74,6 +74,9 @@ def test_output_of_a_job_on_host_b_is_followed_live_and_read_from_host_a(hosts: 
     a.run("enqueue", "--id", "far", "--cmd", TICKS)
     worker = b.start_worker()
     a.wait_state("far", "processing")
+    # B's log directory deleted while the job runs there: nothing on any host reads it any more.
+    a.wait_for((b.home / "logs" / "far.1.log").exists, timeout=30, what="B's log file")
+    shutil.rmtree(b.home / "logs")
     follow = subprocess.Popen([*QUEUECTL, "logs", "-f", "far"], env=a.env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     a.procs.append(follow)
@@ -89,8 +92,8 @@ def test_output_of_a_job_on_host_b_is_followed_live_and_read_from_host_a(hosts: 
     assert lines[-1] == "to stderr" and lines[-2] == "tick 12", lines
     assert [int(x.split()[1]) for x in lines[:-1]] == list(range(int(first.split()[1]), 13))
     assert "far completed in" in err
-    # B's log directory gone: both hosts still read the whole output from the storage.
-    shutil.rmtree(b.home / "logs")
+    # Both hosts read the whole output from the storage, B's log directory still gone.
+    assert not (b.home / "logs").exists()
     whole = "".join(f"tick {i}\n" for i in range(1, 13)) + "to stderr\n"
     for h in (a, b):
         shown = h.run("logs", "far")
