@@ -273,3 +273,36 @@ def queuectl_register_storages(register):
     assert _sqlite_rows(q.home / "queue.db", "j") == 0
     (q.home / "logs" / "j.1.log").write_text("the file\n")
     assert q.run("logs", "j").stdout == "the file\n"
+
+
+def test_the_cap_keeps_head_and_tail_whatever_the_pieces_and_failed_writes() -> None:
+    """OutputCap, the one rule every storage's copy follows: whatever sizes the output comes in, and
+    whichever writes fail and are handed back, what is stored is all of it up to the limit, else the
+    first and last halves with the line saying how much was cut."""
+    import random
+
+    from queuectl_core.jobs.output import OutputCap, joined, rebuilt
+
+    rng = random.Random(22)
+    for _ in range(200):
+        limit = rng.choice([1024, 4096, 65536])
+        cap = OutputCap("j", 1, limit, chunk_size=rng.choice([None, 100, 1024]))
+        writes, printed = [], b""
+        for _ in range(rng.randint(0, 60)):
+            data = bytes(rng.randrange(97, 123) for _ in range(rng.randint(0, 3000)))
+            cap.add(data)
+            printed += data
+            if rng.random() < 0.3 and (write := cap.take()) is not None:
+                if rng.random() < 0.2:
+                    cap.give_back(write)  # the storage refused it: written again later
+                else:
+                    writes.append(write)
+        if (write := cap.take()) is not None:
+            writes.append(write)
+        out = joined(rebuilt(writes).items())
+        if len(printed) <= limit:
+            assert out == printed
+        else:
+            line = f"[queuectl: {len(printed) - limit:,} bytes cut]\n".encode()
+            head, tail = printed[:limit // 2], printed[-(limit - limit // 2):]
+            assert out == head + b"\n" + line + tail and cap.stored == limit
