@@ -268,6 +268,24 @@ MIGRATIONS: tuple[str, ...] = (
         RETURN NULL;
     END $$;
     """,
+    # -- output: every attempt's output, kept in the database in chunks (queuectl_core.storage.sql.output),
+    # deleted with its job by a statement trigger, as its attempts are.
+    """
+    CREATE TABLE {s}.job_output (
+        job_id text NOT NULL,
+        attempt integer NOT NULL,
+        seq integer NOT NULL,
+        data bytea NOT NULL,
+        PRIMARY KEY (job_id, attempt, seq)
+    );
+    CREATE FUNCTION {s}.job_output_removed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        DELETE FROM {s}.job_output o USING removed r WHERE o.job_id = r.id;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER job_output_delete AFTER DELETE ON {s}.jobs REFERENCING OLD TABLE AS removed
+        FOR EACH STATEMENT EXECUTE FUNCTION {s}.job_output_removed();
+    """,
 )
 
 
@@ -411,6 +429,7 @@ class PostgresStorage(SQLStore):
         self.schedules_table = f"{self.s}.schedules"
         self.counts_table = f"{self.s}.job_counts"  # -- scale (issue 10)
         self.attempts_table = f"{self.s}.attempts"  # -- history (issue 20)
+        self.output_table = f"{self.s}.job_output"  # -- output kept by the storage (issue 22)
         # One channel per schema, so two queues in one database never wake each other.
         self.channel = f"queuectl_{schema}"[:63]
         self._conn: Any = None

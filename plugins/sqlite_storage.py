@@ -191,6 +191,20 @@ WHEN old.state = 'processing' AND new.state <> 'processing' BEGIN
         new.last_error, old.worker_id, old.host, new.log_path, new.last_cpu_seconds, new.last_max_rss_bytes);
 END
 """
+# -- output: every attempt's output, kept in the database in chunks (queuectl_core.storage.sql.output),
+# deleted with its job.
+_OUTPUT = """
+CREATE TABLE job_output (
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (job_id, attempt, seq)
+) WITHOUT ROWID;
+CREATE TRIGGER job_output_deleted AFTER DELETE ON jobs BEGIN
+    DELETE FROM job_output WHERE job_id = old.id;
+END
+"""
 _TALLY_INSERTED = ("INSERT INTO job_counts (queue, state, held, jobs, attempts) VALUES (?, 'pending', 0, ?, 0)"
                    " ON CONFLICT (queue, state, held) DO UPDATE SET jobs = jobs + excluded.jobs")
 # Versioned: never edit a released one, add the next.
@@ -211,6 +225,7 @@ MIGRATIONS: tuple[str, ...] = (
     _COUNTS,
     _HISTORY,
     _ACCOUNTING,
+    _OUTPUT,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

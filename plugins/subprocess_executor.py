@@ -241,6 +241,7 @@ class _Attempt:
                 self.pipe_open = False
                 return
             self.log.write(data)
+            self.ctx.on_chunk(data)
 
     def signal_group(self, sig: int) -> None:
         try:

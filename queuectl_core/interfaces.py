@@ -198,6 +198,10 @@ class RunContext:
     # The executor reports (log path, the last few KiB of output so far) before each tick, so a
     # heartbeat can store them for `logs` on other hosts.
     on_output: Callable[[str, str], None] = lambda log_path, tail: None
+    # The executor hands every piece of output it reads (stdout and stderr, interleaved as written)
+    # here, as it comes; the worker keeps it in the storage (`logs` from any host). It must return
+    # at once: it only files the bytes away, bounded in memory.
+    on_chunk: Callable[[bytes], None] = lambda data: None
 
 
 @runtime_checkable

@@ -23,6 +23,7 @@ class TestMemoryConformance(StorageConformance):
 
 class _WithoutHistory(MemoryStorage):
     attempts = None  # type: ignore[assignment]  # a protocol member set to None is not provided
+    write_output = read_output = output_sizes = None  # type: ignore[assignment]  # nor AttemptOutput
 
 
 class TestMemoryWithoutHistoryConformance(StorageConformance):
@@ -32,9 +33,9 @@ class TestMemoryWithoutHistoryConformance(StorageConformance):
         return lambda: _WithoutHistory(queue)
 
 
-def test_the_memory_storage_has_the_required_protocol_and_only_the_history_capability() -> None:
+def test_the_memory_storage_has_the_required_protocol_and_only_the_history_and_output_capabilities() -> None:
     storage = MemoryStorage()
     assert isinstance(storage, Storage)
-    assert capabilities(storage) == ["AttemptHistory"]
-    assert with_fallbacks(storage).native == frozenset({"AttemptHistory"})
+    assert capabilities(storage) == ["AttemptHistory", "AttemptOutput"]
+    assert with_fallbacks(storage).native == frozenset({"AttemptHistory", "AttemptOutput"})
     assert capabilities(_WithoutHistory()) == []

@@ -28,6 +28,8 @@ from queuectl_core.api import (
 
 # Not yet re-exported by queuectl_core.api (its page, docs/plugins/api.md, is to document it first).
 from queuectl_core.control.joblogs import attempt_logs
+from queuectl_core.jobs.output import joined
+from queuectl_core.storage.capabilities import attempt_output
 
 PAGE_MAX = 200
 LOG_TAIL_BYTES = 64 * 1024
@@ -128,8 +130,14 @@ class Data:
         out["history"] = [{k: v for k, v in a.to_dict().items() if k != "log_path"} for a in d.attempts]
         out["output_tail"] = job.output_tail
         out["cancel_requested"] = job.cancel_requested
-        out["attempt_logs"] = [{"attempt": n, "bytes": p.stat().st_size if p.exists() else None}
-                               for n, p in self._attempt_logs(job)]
+        store = attempt_output(self.storage)
+        sizes = store.output_sizes(job.id) if store is not None else {}
+        if sizes:  # kept by the storage: every attempt's, whichever host ran it
+            numbers = sorted({*sizes, *(a.attempt for a in d.attempts)})
+            out["attempt_logs"] = [{"attempt": n, "bytes": sizes.get(n, 0)} for n in numbers]
+        else:
+            out["attempt_logs"] = [{"attempt": n, "bytes": p.stat().st_size if p.exists() else None}
+                                   for n, p in self._attempt_logs(job)]
         out["running_seconds"] = ((now - job.updated_at).total_seconds()
                                   if job.state == JobState.PROCESSING else None)
         return out
@@ -153,10 +161,15 @@ class Data:
         if job is None:
             raise JobNotFoundError(job_id)
         logs = dict(self._attempt_logs(job))
-        attempt = attempt or job.attempts
-        running = job.state == JobState.PROCESSING and attempt == job.attempts
+        attempt = attempt or job.attempt_number  # numbered for good: restart and replay never reuse one
+        running = job.state == JobState.PROCESSING and attempt == job.attempt_number
         text, truncated, source = None, False, "none"
-        path = logs.get(attempt)
+        store = attempt_output(self.storage)
+        chunks = store.read_output(job.id, attempt) if store is not None else []
+        if store is not None and (chunks or running):  # kept by the storage, whichever host ran it
+            data = joined(chunks)
+            text, truncated, source = data[-LOG_TAIL_BYTES:].decode("utf-8", "replace"), len(data) > LOG_TAIL_BYTES, "storage"
+        path = logs.get(attempt) if text is None else None
         if path is not None:
             try:
                 with open(path, "rb") as fh:

@@ -309,7 +309,11 @@ def show(ctx: click.Context, job_id: str, as_json: bool) -> None:
     if as_json:
         _print_json({**job_object(job, d.after, d.orphaned), "attempts": [a.to_dict() for a in d.attempts]})
         return
-    for line in describe(job, d.attempts, d.after, d.orphaned, d.workers_live, d.now):
+    from queuectl_core.storage.capabilities import attempt_output
+
+    store = attempt_output(storage)  # the storage keeps each attempt's output: its sizes are known anywhere
+    sizes = store.output_sizes(job.id) if store is not None else None
+    for line in describe(job, d.attempts, d.after, d.orphaned, d.workers_live, d.now, sizes=sizes):
         click.echo(line)
 
 
@@ -333,6 +337,13 @@ def _size(path: str | None) -> str:
     try:
         n = os.path.getsize(path)
     except OSError:
+        return ""
+    return _bytes(n)
+
+
+def _bytes(n: int | None) -> str:
+    """An output size as ``show`` prints it: ``6 B``, ``64.0 KiB``."""
+    if n is None:
         return ""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -385,7 +396,8 @@ def retry_rules(job: Job) -> str:
     return rules
 
 
-def describe(job: Job, attempts: list[Any], after: list[str], gone: bool, workers_live: bool, now: Any) -> list[str]:
+def describe(job: Job, attempts: list[Any], after: list[str], gone: bool, workers_live: bool, now: Any,
+             sizes: dict[int, int] | None = None) -> list[str]:
     """``show``'s lines: one field a line (long values cut to the terminal), then the attempts."""
     from queuectl_core.cli import display
     from queuectl_core.jobs.models import JobState, masked_env
@@ -456,7 +468,7 @@ def describe(job: Job, attempts: list[Any], after: list[str], gone: bool, worker
             tint = "completed" if a.exit_code == 0 and not a.error else "error"
         cpu = display.duration(a.cpu_seconds) if a.cpu_seconds is not None else ""
         rows.append([str(a.attempt), started, took, cpu, display.size(a.max_rss_bytes), end, a.worker_id or "",
-                     a.host or "", _size(a.log_path)])
+                     a.host or "", _bytes(sizes.get(a.attempt)) if sizes else _size(a.log_path)])
         colours.append(["", "", "", "", "", tint, "", "", ""])
     lines += display.table(cols, rows, colours=colours, colour=colour)
     return lines

@@ -2,6 +2,8 @@
 prints one attempt's output: the running one (followed with ``-f``), the last finished one, or an
 earlier one.
 
+A storage that keeps every attempt's output (the optional ``AttemptOutput`` capability) is read
+first, from any host (:mod:`queuectl_core.control.storedlogs`); what follows is for the rest.
 Where an attempt's output is written, what its files are called and how they are deleted is the
 executor's business: core asks the configured executor through :class:`AttemptLogs`, an optional
 capability. The last few KiB of an attempt are also stored with the job (``output_tail``), which
@@ -147,6 +149,9 @@ def show(app: App, job_id: str, *, follow: bool = False, attempt: int | None = N
             return _closing(job_id, app.storage.get(job_id), 1)  # cancelled or removed before it ever ran
     n = attempt or job.attempt_number
     running = job.state == JobState.PROCESSING and n == job.attempt_number
+    stored = _from_storage(app, job, n, running, follow, tail_lines, out)
+    if stored is not None:
+        return stored
     path = _attempt_path(logs, job, n)
     if not running:
         # Where the attempt's history says its output went (it may be another directory than now).
@@ -167,6 +172,27 @@ def show(app: App, job_id: str, *, follow: bool = False, attempt: int | None = N
         out.flush()
         return _closing(job_id, job, n) if follow else 0
     return _running(app, job, n, path, follow, tail_lines, out)
+
+
+def _from_storage(app: App, job: Job, n: int, running: bool, follow: bool, tail_lines: int | None,
+                  out: BinaryIO) -> int | None:
+    """The attempt's output as the storage keeps it, when it does (``AttemptOutput``); None to
+    fall back on the executor's files and the stored tail."""
+    from queuectl_core.control import storedlogs
+    from queuectl_core.storage.capabilities import attempt_output
+
+    store = attempt_output(app.storage)
+    if store is None:
+        return None
+    if running:
+        return storedlogs.running(app, store, job, n, follow, lambda data: _last_lines(data, tail_lines), out,
+                                  _closing)
+    data = storedlogs.finished(store, job, n)
+    if data is None:
+        return None
+    out.write(_last_lines(data, tail_lines))
+    out.flush()
+    return _closing(job.id, job, n) if follow else 0
 
 
 def configured_executor(app: App) -> object:

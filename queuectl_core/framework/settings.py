@@ -295,6 +295,10 @@ CORE_SETTINGS = (
     Setting("worker.host", str, lambda home: os.uname().nodename,
             "The host name this machine's workers report (default: the machine's hostname).",
             validate=lambda value: _check_host(value)),
+    # -- output kept by the storage: the start and the end of each attempt's output ---------------
+    Setting("logs.max_bytes", int, 4 * 1024 * 1024,
+            "Most bytes of each attempt's output the storage keeps: the first and last halves; the middle is cut.",
+            minimum=1024, maximum=1024 ** 3),
 )
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from queuectl_core.interfaces import Storage
     from queuectl_core.jobs.lifecycle import Change
     from queuectl_core.jobs.models import Job, JobState, NewJob
+    from queuectl_core.jobs.output import OutputWrite
     from queuectl_core.jobs.records import Attempt
 
     Changes = Sequence[tuple[str, str | None, Change]]
@@ -138,9 +139,32 @@ class FinishedAttempts(Protocol):
         knows it."""
 
 
+# -- output: every attempt's output, kept by the storage ------------------------------------------
+@runtime_checkable
+class AttemptOutput(Protocol):
+    def write_output(self, writes: Sequence[OutputWrite]) -> None:
+        """Persist these changes to attempts' stored output, in one transaction: for each write,
+        delete its attempt's chunks numbered in ``write.drop`` (``[first, end)``), then store each
+        of ``write.chunks`` (``(seq, bytes)``), replacing a chunk of the same number. A write for a
+        job that no longer exists is dropped, never an error. What to store is decided in core
+        (:class:`queuectl_core.jobs.output.OutputCap`, the head and tail within ``logs.max_bytes``);
+        deleting a job (``delete``, ``purge``) deletes its output in the same transaction. No
+        fallback: without it, output stays where the executor put it (``logs`` reads the files
+        and the stored tail, as before)."""
+
+    def read_output(self, job_id: str, attempt: int, after: int = 0) -> list[tuple[int, bytes]]:
+        """The stored chunks of attempt ``attempt`` of ``job_id`` numbered above ``after``, by
+        number ([] when there are none)."""
+
+    def output_sizes(self, job_id: str) -> dict[int, int]:
+        """Bytes stored per attempt of ``job_id``: ``{attempt: bytes}``, attempts with none left
+        out."""
+
+
 CAPABILITIES: tuple[type, ...] = (ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert,
                                   CountJobs, PendingSummary, AttemptsByState, Purge)
 CAPABILITIES += (IdsWithPrefix, AttemptHistory, AttemptsPerMinute, FinishedAttempts)
+CAPABILITIES += (AttemptOutput,)
 PAGE = 1000  # jobs a fallback reads at once
 
 if TYPE_CHECKING:
@@ -324,11 +348,18 @@ def minute_of(when: datetime) -> datetime:
     return when.astimezone(UTC).replace(second=0, microsecond=0)
 
 
+def attempt_output(storage: object) -> AttemptOutput | None:
+    """``storage`` (or the storage :func:`with_fallbacks` wraps) if it keeps attempts' output
+    (:class:`AttemptOutput`, which has no fallback), else None."""
+    inner = storage.storage if isinstance(storage, WithFallbacks) else storage
+    return inner if isinstance(inner, AttemptOutput) else None
+
+
 def with_fallbacks(storage: Storage) -> WithFallbacks:
     """``storage`` with every optional capability (see :class:`WithFallbacks`)."""
     return storage if isinstance(storage, WithFallbacks) else WithFallbacks(storage)
 
 
-__all__ = ["AttemptHistory", "AttemptsByState", "AttemptsPerMinute", "ApplyAndClaim", "ApplyBatch", "CAPABILITIES", "CancelRequests",
+__all__ = ["AttemptOutput", "attempt_output", "AttemptHistory", "AttemptsByState", "AttemptsPerMinute", "ApplyAndClaim", "ApplyBatch", "CAPABILITIES", "CancelRequests",
            "ClaimMany", "CountJobs", "FinishedAttempts", "IdsWithPrefix", "PendingSummary", "Purge", "StreamingInsert", "WithFallbacks",
            "capabilities", "minute_of", "with_fallbacks"]

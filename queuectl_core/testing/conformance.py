@@ -1400,3 +1400,63 @@ class StorageConformance:
         times = [a.finished_at for _, a in found]
         assert times == sorted(times)
         assert storage.finished_attempts(storage.now() + timedelta(minutes=2)) == []
+
+    # -- output: every attempt's output, kept by the storage (the AttemptOutput capability) --------
+    def output(self, storage: Any) -> None:
+        """Skip unless the storage keeps output itself (the capability has no fallback)."""
+        if "AttemptOutput" not in getattr(storage, "native", ()):
+            pytest.skip("this storage does not keep output (no AttemptOutput capability)")
+
+    def test_output_chunks_are_stored_replaced_and_dropped_per_attempt(self, storage: Any) -> None:
+        from queuectl_core.jobs.output import OutputWrite
+
+        self.output(storage)
+        storage.enqueue([self.new("j")])
+        binary = b"\x00\xff\xfe not utf-8 \x00"
+        storage.write_output([OutputWrite("j", 1, ((1, b"one\n"), (2, b"two\n"), (3, binary))),
+                              OutputWrite("j", 2, ((1, b"second attempt\n"),))])
+        assert storage.read_output("j", 1) == [(1, b"one\n"), (2, b"two\n"), (3, binary)]
+        assert storage.read_output("j", 1, after=2) == [(3, binary)]
+        assert storage.output_sizes("j") == {1: 8 + len(binary), 2: 15}
+        # A drop deletes [first, end) of that attempt only, then the chunks are stored (replacing).
+        storage.write_output([OutputWrite("j", 1, ((3, b"three\n"), (4, b"four\n")), drop=(1, 3))])
+        assert storage.read_output("j", 1) == [(3, b"three\n"), (4, b"four\n")]
+        assert storage.read_output("j", 2) == [(1, b"second attempt\n")]
+        # A job that is gone (or never was) gets nothing, and the others of the batch still do.
+        storage.write_output([OutputWrite("gone", 1, ((1, b"x"),)), OutputWrite("j", 3, ((1, b"z"),))])
+        assert storage.read_output("gone", 1) == [] and storage.output_sizes("gone") == {}
+        assert storage.read_output("j", 3) == [(1, b"z")]
+        storage.write_output([])
+
+    def test_output_keeps_the_start_and_the_end_with_a_line_saying_what_was_cut(self, storage: Any) -> None:
+        from queuectl_core.jobs.output import OutputCap, joined
+
+        self.output(storage)
+        storage.enqueue([self.new("big")])
+        cap = OutputCap("big", 1, limit=4096)
+        printed = b"".join(b"line %05d\n" % n for n in range(2000))
+        for at in range(0, len(printed), 700):  # written a piece at a time, as a worker does
+            cap.add(printed[at:at + 700])
+            write = cap.take()
+            if write is not None:
+                storage.write_output([write])
+        out = joined(storage.read_output("big", 1))
+        assert out.startswith(printed[:2048]) and out.endswith(printed[-2048:])
+        assert f"[queuectl: {len(printed) - 4096:,} bytes cut]\n".encode() in out
+        assert len(out) < 4096 + 40 and sum(storage.output_sizes("big").values()) == len(out)
+
+    def test_deleting_or_purging_a_job_deletes_its_output(self, storage: Any) -> None:
+        from queuectl_core.control import actions
+        from queuectl_core.jobs.models import JobState
+        from queuectl_core.jobs.output import OutputWrite
+
+        self.output(storage)
+        storage.enqueue([self.new("a"), self.new("b"), self.new("c")])
+        for _ in range(3):
+            job = storage.claim("w", 30)
+            storage.write_output([OutputWrite(job.id, 1, ((1, b"out of " + job.id.encode()),))])
+            self.complete(storage, job.id, job.lease_token, self.ok())
+        actions.remove(storage, ["a"], executor=None)
+        assert storage.read_output("a", 1) == [] and storage.output_sizes("a") == {}
+        assert sorted(x for x, _ in storage.purge([JobState.COMPLETED], -1)) == ["b", "c"]
+        assert storage.get("b") is None and storage.read_output("b", 1) == [] and storage.read_output("c", 1) == []

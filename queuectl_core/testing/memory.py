@@ -1,7 +1,8 @@
 """An in-memory storage: the smallest complete one, to read and to copy.
 
-It implements the required :class:`~queuectl_core.interfaces.Storage` protocol and one optional capability,
-``AttemptHistory`` (every attempt of a job, which no fallback can know); core's fallbacks
+It implements the required :class:`~queuectl_core.interfaces.Storage` protocol and two optional capabilities,
+``AttemptHistory`` (every attempt of a job, which no fallback can know) and ``AttemptOutput`` (every
+attempt's output, kept by the storage); core's fallbacks
 (:func:`~queuectl_core.storage.capabilities.with_fallbacks`) give it every other, and it passes
 :class:`~queuectl_core.testing.StorageConformance`. A backend for a real database keeps the same shape:
 persist what :mod:`queuectl_core.jobs.lifecycle` decides, fenced and atomic, and never decide anything itself.
@@ -25,6 +26,7 @@ from typing import Any, Sequence
 from queuectl_core.errors import DuplicateJobError, UniqueKeyError, ValidationError
 from queuectl_core.jobs import lifecycle
 from queuectl_core.jobs.models import Job, JobState, NewJob
+from queuectl_core.jobs.output import OutputWrite
 from queuectl_core.jobs.records import Attempt, QueueInfo, Schedule, WorkerInfo
 
 WORKER_LIVE_SECONDS = 15.0  # a worker not seen for this long is not listed as live
@@ -43,12 +45,13 @@ class MemoryQueue:
         self.workers: dict[str, WorkerInfo] = {}  # id -> as registered, with last_seen and current_job kept
         self.stops: dict[str, int] = {}  # worker id -> 1: stop after the current job, 2: stop now
         self.history: dict[str, list[Attempt]] = {}  # job id -> its finished attempts, oldest first
+        self.output: dict[tuple[str, int], dict[int, bytes]] = {}  # (job id, attempt) -> {seq: chunk}
         self.wakes = 0  # moves on every write that may make work available
 
 
 class MemoryStorage:
     """The Storage protocol on a :class:`MemoryQueue` (a new one when none is given): its methods in the
-    order of the protocol's parts (Jobs, Claims, Queues, Schedules, Workers), then AttemptHistory."""
+    order of the protocol's parts (Jobs, Claims, Queues, Schedules, Workers), then AttemptHistory and AttemptOutput."""
 
     def __init__(self, queue: MemoryQueue | None = None) -> None:
         self.q = queue if queue is not None else MemoryQueue()
@@ -126,6 +129,8 @@ class MemoryStorage:
             for i in ids:
                 self.q.history.pop(i, None)
                 self.q.parents.pop(i, None)
+            for key in [k for k in self.q.output if k[0] in ids]:
+                del self.q.output[key]
             return [self.q.jobs.pop(i) for i in ids]
 
     def _open(self, queues: Sequence[str] | None, limits: bool = True) -> set[str]:
@@ -396,6 +401,30 @@ class MemoryStorage:
         """Every finished attempt of the job, oldest first, as ``_apply`` records them."""
         with self.q.lock:
             return list(self.q.history.get(job_id, []))
+
+    # -- optional: the AttemptOutput capability (without it, output stays in the executor's files) --
+    def write_output(self, writes: Sequence[OutputWrite]) -> None:
+        """Store and delete the chunks core decided (:class:`~queuectl_core.jobs.output.OutputCap`),
+        all at once; a job that is gone gets nothing."""
+        with self.q.lock:
+            for w in writes:
+                if w.job_id not in self.q.jobs:
+                    continue
+                chunks = self.q.output.setdefault((w.job_id, w.attempt), {})
+                if w.drop is not None:
+                    for seq in [s for s in chunks if w.drop[0] <= s < w.drop[1]]:
+                        del chunks[seq]
+                chunks.update(w.chunks)
+
+    def read_output(self, job_id: str, attempt: int, after: int = 0) -> list[tuple[int, bytes]]:
+        with self.q.lock:
+            chunks = self.q.output.get((job_id, attempt), {})
+            return sorted((seq, data) for seq, data in chunks.items() if seq > after)
+
+    def output_sizes(self, job_id: str) -> dict[int, int]:
+        with self.q.lock:
+            sizes = {n: sum(map(len, chunks.values())) for (i, n), chunks in self.q.output.items() if i == job_id}
+        return {n: size for n, size in sorted(sizes.items()) if size}
 
 
 __all__ = ["MemoryQueue", "MemoryStorage"]

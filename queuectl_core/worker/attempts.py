@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from queuectl_core.interfaces import Executor
     from queuectl_core.jobs.models import Job
     from queuectl_core.worker.janitor import Janitor
+    from queuectl_core.worker.output import AttemptOutput
 
 # Descriptors one running job holds (its output pipe, pidfd, log file, wake-up fd), and what the
 # worker holds besides: the soft RLIMIT_NOFILE is raised to fit, within the hard limit.
@@ -69,7 +70,7 @@ class Slot:
     and the attempt's thread (which runs the executor and hands back ``result``)."""
 
     __slots__ = ("job", "token", "wakeup", "stop", "lease_lost", "cancel", "progress", "sent", "spawned",
-                 "announced", "result")
+                 "announced", "result", "output")
 
     def __init__(self, job: Job) -> None:
         self.job = job
@@ -83,6 +84,7 @@ class Slot:
         self.spawned = False  # the executor reported the job's start (or the attempt is over)
         self.announced = False  # `claimed` has gone out
         self.result: AttemptResult | None = None
+        self.output: AttemptOutput | None = None  # its output on the way to storage, when kept there
 
     def halt(self) -> None:
         self.stop = True
@@ -189,7 +191,8 @@ class Attempts:
 
         ctx = RunContext(attempt=attempt, tick_interval=self.tick_interval, tick=slot.tick,
                          wakeup_fd=wakeup.r, on_spawn=on_spawn, on_reaped=janitor.remove,
-                         on_output=slot.on_output)
+                         on_output=slot.on_output,
+                         **({"on_chunk": slot.output.add} if slot.output is not None else {}))
         try:
             result = self.executor.run(slot.job, ctx)
         except BaseException as exc:  # an executor bug is a failed attempt, never a stranded slot

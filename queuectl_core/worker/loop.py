@@ -33,6 +33,7 @@ from queuectl_core.jobs.models import EventKind, JobEvent
 from queuectl_core.jobs.records import WorkerInfo
 from queuectl_core.storage.capabilities import with_fallbacks
 from queuectl_core.worker.attempts import Attempts, Slot, raise_fd_limit
+from queuectl_core.worker.output import OutputWriter
 from queuectl_core.worker.signals import GRACEFUL, HANDLED, IMMEDIATE
 
 if TYPE_CHECKING:
@@ -97,6 +98,8 @@ class Worker:
         now = time.monotonic()
         self._next_beat = now + self.lease / 3
         self._next_cancel_check = now + CANCEL_CHECK_SECONDS
+        # Running attempts' output, to the storage when it keeps it (queuectl_core.worker.output).
+        self._output = OutputWriter(app.storage, app.config["logs.max_bytes"])
         raise_fd_limit(slots)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -276,6 +279,8 @@ class Worker:
         limit = max(free, 1) if self._retry_combined and changes else free
         stored: list[Job | None] = []
         try:
+            if changes:  # an attempt's output is all stored before its outcome is
+                self._output.flush(slot.output for slot, _ in pending)
             if not changes:
                 jobs = self.storage.claim_many(self.id, self.lease, limit, queues=self.queues)
             elif limit:
@@ -318,6 +323,7 @@ class Worker:
         self._attempts.spawned.clear()
         for job in jobs:
             slot = Slot(job)
+            slot.output = self._output.open(job)
             self._running[job.id] = slot
             self._attempts.start(slot)
             self._unannounced.append(slot)
@@ -362,6 +368,7 @@ class Worker:
             change = lifecycle.outcome(job, result, cancel_requested=slot.cancel, lease_lost=slot.lease_lost,
                                        delay=partial(self._delay, job))
             if change is None:
+                self._storage_call(lambda: self._output.flush([slot.output]), default=None)
                 self._announce_outcome(slot, None, None)
             else:
                 self._unwritten.append((slot, change))
@@ -411,6 +418,8 @@ class Worker:
         if now >= self._next_cancel_check:
             self._next_cancel_check = now + CANCEL_CHECK_SECONDS
             self._check_cancels()
+        if self._output.due(now):  # what the running jobs printed since, for `logs` on any host
+            self._storage_call(lambda: self._output.flush(s.output for s in self._running.values()), default=None)
 
     def _heartbeat(self) -> None:
         """Renew every running job's lease in one batch; a job fenced out has lost its lease."""
