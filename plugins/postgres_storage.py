@@ -268,6 +268,11 @@ MIGRATIONS: tuple[str, ...] = (
         RETURN NULL;
     END $$;
     """,
+    # -- limits: a job's own memory (bytes) and CPU time (seconds), and each queue's defaults --
+    """
+    ALTER TABLE {s}.jobs ADD COLUMN memory bigint, ADD COLUMN cpu_time double precision;
+    ALTER TABLE {s}.queues ADD COLUMN memory bigint, ADD COLUMN cpu_time double precision;
+    """,
 )
 
 

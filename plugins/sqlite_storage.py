@@ -211,6 +211,11 @@ MIGRATIONS: tuple[str, ...] = (
     _COUNTS,
     _HISTORY,
     _ACCOUNTING,
+    # -- limits: a job's own memory (bytes) and CPU time (seconds), and each queue's defaults --
+    "ALTER TABLE jobs ADD COLUMN memory INTEGER;"
+    "ALTER TABLE jobs ADD COLUMN cpu_time REAL;"
+    "ALTER TABLE queues ADD COLUMN memory INTEGER;"
+    "ALTER TABLE queues ADD COLUMN cpu_time REAL",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -51,15 +51,37 @@ def queue_list(ctx: click.Context, as_json: bool) -> None:
 
 @queue_group.command("set")
 @click.argument("name")
-@click.option("--concurrency", required=True, type=click.IntRange(0, _MAX_INT),
+@click.option("--concurrency", type=click.IntRange(0, _MAX_INT),
               help="At most this many of its jobs processing at once, across all workers and hosts; 0: unlimited.")
+# -- limits: defaults for its jobs that set none --
+@click.option("--memory", help="Memory limit of its jobs that set none: SIZE, e.g. 512M, 2G (0: none).")
+@click.option("--cpu-time", help="CPU time limit of its jobs that set none: 90s, 10m (0: none).")
 @click.pass_context
-def queue_set(ctx: click.Context, name: str, concurrency: int) -> None:
-    """Set a queue's concurrency limit."""
+def queue_set(ctx: click.Context, name: str, concurrency: int | None, memory: str | None = None,
+              cpu_time: str | None = None) -> None:
+    """Set a queue's concurrency limit, and the limits its jobs get when they set none.
+
+    Default limits apply to every attempt that starts after the change, including those of jobs
+    already waiting; a job's own --memory or --cpu-time wins.
+    """
     from queuectl_core.control.scheduling import set_concurrency
 
-    set_concurrency(_app(ctx).storage, name, concurrency)
-    click.echo(f"{name}: concurrency {concurrency or 'unlimited'}")
+    if concurrency is None and memory is None and cpu_time is None:
+        raise click.UsageError("give --concurrency, --memory or --cpu-time")
+    limits = None
+    if memory is not None or cpu_time is not None:
+        from queuectl_core.control.limits import parse_queue_limits
+
+        limits = parse_queue_limits(memory, cpu_time)  # checked before anything is written
+    if limits is not None:  # first: a storage that keeps no queue defaults refuses before any write
+        from queuectl_core.control.limits import describe, queue_limits, set_queue_limits
+
+        set_queue_limits(_app(ctx).storage, name, limits)
+    if concurrency is not None:
+        set_concurrency(_app(ctx).storage, name, concurrency)
+        click.echo(f"{name}: concurrency {concurrency or 'unlimited'}")
+    if limits is not None:
+        click.echo(f"{name}: default {describe(queue_limits(_app(ctx).storage).get(name) or limits)}")
 
 
 def _pause_command(paused: bool) -> Any:

@@ -345,6 +345,12 @@ def outcome(job: Job, result: AttemptResult, *, cancel_requested: bool, lease_lo
         return cancelled(result)
     if result.aborted:  # stopped by the worker (a second Ctrl+C, `worker stop --now`)
         return release(job, result)
+    if result.exceeded is not None:  # over a limit: a failure whatever its exit, in words
+        from dataclasses import replace
+
+        from queuectl_core.jobs.limits import reason
+
+        result = replace(result, error=reason(job, result))
     if result.ok:
         return complete(result)
     return fail(job, result, delay())

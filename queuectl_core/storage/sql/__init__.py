@@ -25,6 +25,7 @@ from queuectl_core.storage.sql.dependencies import DependenciesMixin
 from queuectl_core.storage.sql.dialect import Dialect
 from queuectl_core.storage.sql.history import HistoryMixin
 from queuectl_core.storage.sql.jobs import JobsMixin
+from queuectl_core.storage.sql.limits import LimitsMixin
 from queuectl_core.storage.sql.queues import QueuesMixin
 from queuectl_core.storage.sql.rows import CONTROL_COLUMNS, JOB_COLUMNS, codes_out, control_values
 from queuectl_core.storage.sql.schedules import SchedulesMixin
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 
 class SQLStore(JobsMixin, ClaimsMixin, DependenciesMixin, QueuesMixin, SchedulesMixin, WorkersMixin, HistoryMixin,
-               SQLBase):
+               LimitsMixin, SQLBase):
     """The Storage protocol on any SQL database, given a dialect and what a backend provides:
     ``_tx`` (run a function in one transaction, mapping driver errors to StorageError),
     ``_insert`` (the batch insert, when the portable one is not fast enough), ``now``,
@@ -61,5 +62,5 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["CONTROL_COLUMNS", "JOB_COLUMNS", "WORKER_LIVE_SECONDS", "ClaimsMixin", "DependenciesMixin", "Dialect",
-           "Fenced", "HistoryMixin", "JobsMixin", "QueuesMixin", "SQLBase", "SQLStore", "SchedulesMixin", "Tx", "WorkersMixin",
+           "Fenced", "HistoryMixin", "JobsMixin", "LimitsMixin", "QueuesMixin", "SQLBase", "SQLStore", "SchedulesMixin", "Tx", "WorkersMixin",
            "codes_out", "control_values"]
