@@ -20,11 +20,12 @@ from queuectl_core import hookimpl
 from queuectl_core.framework.settings import Setting, check_path, make_private_dirs
 
 if TYPE_CHECKING:
-    from queuectl_plugins.process_limits import Limiter
     from queuectl_core.framework.settings import Config
     from queuectl_core.interfaces import RunContext
     from queuectl_core.jobs.models import Job
     from queuectl_core.jobs.records import AttemptResult
+
+    from .process_limits import Limiter
 
 TAIL_FOR_STORAGE = 4096
 _LOG_NAME = re.compile(r"(.+)\.(\d+)\.log\Z")
@@ -414,7 +415,7 @@ class SubprocessExecutor:
         self.hidden_env = hidden_env
         self._made_dir = False
         self._base_env: dict[bytes, bytes] | None = None  # filtered once: the worker's env does not change
-        from queuectl_plugins.process_limits import LimitEnforcer
+        from .process_limits import LimitEnforcer
 
         self.limits = LimitEnforcer(limits)  # -- limits: how memory and cpu_time are enforced --
         self.limits_poll = limits_poll
