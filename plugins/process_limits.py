@@ -330,12 +330,18 @@ class LimitEnforcer:
         self.mode = mode
         self._parent: str | None | bool = False  # False: not looked for yet; None: no cgroup to use
         self._memory_controller = False
+        import threading
+
+        self._lock = threading.Lock()  # a worker's slots start attempts from threads of their own
 
     def cgroup_parent(self) -> str | None:
         """The cgroup the worker makes its attempts' cgroups in (its own), once found writable."""
-        if self._parent is not False:
+        with self._lock:
+            if self._parent is False:
+                self._parent = self._find_parent()
             return self._parent  # type: ignore[return-value]
-        self._parent = None
+
+    def _find_parent(self) -> str | None:
         mount, own = cgroup2_mount(), own_cgroup()
         if mount is None or own is None:
             return None
@@ -349,7 +355,6 @@ class LimitEnforcer:
             _write(os.path.join(parent, "cgroup.subtree_control"), "+memory")
             enabled = (_read(os.path.join(parent, "cgroup.subtree_control")) or "").split()
         self._memory_controller = "memory" in enabled
-        self._parent = parent
         return parent
 
     def mechanism(self) -> str:

@@ -37,7 +37,7 @@ class LimitsMixin(SQLBase):
         from queuectl_core.jobs.limits import Limits
 
         rows = self._read("SELECT name, memory, cpu_time FROM {qt} WHERE memory IS NOT NULL OR cpu_time IS NOT NULL")
-        return {r[0]: Limits(r[1], r[2]) for r in rows}
+        return {r[0]: Limits(r[1], float(r[2]) if r[2] is not None else None) for r in rows}
 
     def set_queue_limits(self, name: str, *, memory: int | None = None, cpu_time: float | None = None) -> None:
         sets = []

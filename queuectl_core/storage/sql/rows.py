@@ -80,4 +80,8 @@ def limit_fields(row: Sequence[Any]) -> dict[str, Any]:
     """A row's limits; a row a backend's insert built without them (a job given none) has none."""
     if len(row) <= LIMITS_AT:
         return {}
-    return {"memory": row[LIMITS_AT], "cpu_time": row[LIMITS_AT + 1]}
+    return {"memory": row[LIMITS_AT], "cpu_time": seconds_in(row[LIMITS_AT + 1])}
+
+
+def seconds_in(value: Any) -> float | None:
+    return float(value) if value is not None else None  # SQLite gives a whole REAL back as an int
