@@ -140,6 +140,10 @@ def test_limits_from_json_files_and_the_python_api(qb: Any) -> None:
     assert (shown["a"]["memory"], shown["a"]["cpu_time"]) == (512 * MIB, 90.0)
     assert (shown["b"]["memory"], shown["b"]["cpu_time"]) == (1536 * MIB, None)
     assert (shown["c"]["memory"], shown["c"]["cpu_time"]) == (None, None)
+    # A printed job is enqueued again with its own limits (show --json's `limits` is read-only).
+    again = {k: v for k, v in shown["a"].items() if k != "id"}
+    [copy] = q.run("enqueue", "--file", "-", input=json.dumps(again)).stdout.split()
+    assert (q.job(copy)["memory"], q.job(copy)["cpu_time"]) == (512 * MIB, 90.0)
     # `enqueue --each` gives every line's job the flags' limits.
     q.run("enqueue", "--each", "--memory", "64M", "--", "echo", "{}", input="x\ny\n")
     each = [j for j in q.json("list") if j["command"].startswith("echo")]

@@ -176,6 +176,7 @@ READ_ONLY_KEYS = frozenset(("state", "attempts", "created_at", "updated_at", "la
                             "log_path", "output_tail", "worker_id", "host", "lease_expires_at", "waiting",
                             "cancel_requested", "last_duration", "last_attempt", "orphaned", "waits_on",
                             "last_cpu_seconds", "last_max_rss_bytes"))
+READ_ONLY_KEYS |= {"limits"}  # -- limits: show --json's limits in force, and where each comes from --
 
 
 def job_fields(obj: Any, default_max_retries: int, default_no_retry: tuple[int, ...] | None = None,
