@@ -24,7 +24,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol
 
 MODES = ("auto", "cgroup", "procfs")
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -379,7 +379,3 @@ class LimitEnforcer:
         if not os.path.isdir("/proc/self"):
             raise OSError("limits need /proc or cgroup v2, and this host has neither")
         return ProcfsLimiter(memory, cpu_time)
-
-
-def describe(limiter: Any) -> str:
-    return type(limiter).__name__

@@ -121,6 +121,8 @@ def test_defaults_from_the_queue_and_the_config_the_jobs_own_winning(qb: Any) ->
 
     # A queue default set after a job was enqueued applies to its attempt: defaults resolve as it starts.
     assert "later: default cpu time 1s" in q.run("queue", "set", "later", "--cpu-time", "1s").stdout
+    queues = {x["name"]: x for x in q.json("queue", "list")}
+    assert (queues["small"]["memory"], queues["later"]["cpu_time"], queues["later"]["memory"]) == (100 * MIB, 1.0, None)
     q.run("worker", "start", "--burst", timeout=180)
     listed = {j["id"]: j for j in q.json("list")}
     assert listed["own"]["state"] == "completed"

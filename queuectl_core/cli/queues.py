@@ -26,8 +26,14 @@ def queue_list(ctx: click.Context, as_json: bool) -> None:
     from queuectl_core.control.scheduling import list_queues
 
     queues = list_queues(_app(ctx).storage)
+    # -- limits: each queue's defaults; a queue with only defaults is listed too --
+    from queuectl_core.control.limits import describe, queue_limits, with_default_queues
+
+    defaults = queue_limits(_app(ctx).storage)
+    queues = with_default_queues(queues, defaults)
     if as_json:
-        _print_json([q.to_dict() for q in queues])
+        _print_json([{**q.to_dict(), "memory": defaults[q.name].memory if q.name in defaults else None,
+                      "cpu_time": defaults[q.name].cpu_time if q.name in defaults else None} for q in queues])
         return
     if not queues:
         click.echo("no queues")
@@ -40,11 +46,16 @@ def queue_list(ctx: click.Context, as_json: bool) -> None:
     cols = [display.Column("QUEUE", min_width=8, weight=1), display.Column("LIMIT", right=True),
             display.Column("PAUSED", drop_first=1),
             *(display.Column(s.upper(), right=True, drop_first=d) for s, d in zip(states, (0, 0, 0, 3, 0, 2)))]
+    if defaults:
+        cols.append(display.Column("JOB LIMITS", drop_first=4))
     rows, colours = [], []
     for q in queues:
         rows.append([q.name, str(q.concurrency or "-"), "paused" if q.paused else "",
                      *(str(q.counts.get(s, 0)) for s in states)])
         colours.append(["", "", "dim", *(s if q.counts.get(s, 0) else "dim" for s in states)])
+        if defaults:
+            rows[-1].append(describe(defaults[q.name]) if q.name in defaults else "-")
+            colours[-1].append("" if q.name in defaults else "dim")
     for line in display.table(cols, rows, colours=colours, colour=colour):
         click.echo(line)
 
@@ -81,7 +92,8 @@ def queue_set(ctx: click.Context, name: str, concurrency: int | None, memory: st
         set_concurrency(_app(ctx).storage, name, concurrency)
         click.echo(f"{name}: concurrency {concurrency or 'unlimited'}")
     if limits is not None:
-        click.echo(f"{name}: default {describe(queue_limits(_app(ctx).storage).get(name) or limits)}")
+        now = describe(queue_limits(_app(ctx).storage).get(name) or limits)
+        click.echo(f"{name}: no default limits" if now == "no limits" else f"{name}: default {now}")
 
 
 def _pause_command(paused: bool) -> Any:

@@ -11,6 +11,7 @@ from queuectl_core.jobs.limits import Limits, configured, effective, format_size
 if TYPE_CHECKING:
     from queuectl_core.interfaces import Storage
     from queuectl_core.jobs.models import Job
+    from queuectl_core.jobs.records import QueueInfo
 
 
 def parse_queue_limits(memory: str | None, cpu_time: str | None) -> Limits:
@@ -66,3 +67,13 @@ def job_limits(storage: Storage, config: Any, job: Job) -> dict[str, Any]:
         config_limits = Limits()
     limits, source = effective(of_job(job), queue_limits(storage).get(job.queue), config_limits)
     return {"memory": limits.memory, "cpu_time": limits.cpu_time, "from": source}
+
+
+def with_default_queues(queues: list[QueueInfo], defaults: dict[str, Limits]) -> list[QueueInfo]:
+    """``queues``, and a row for each queue that has default limits but no jobs nor other settings."""
+    from queuectl_core.jobs.models import JobState
+    from queuectl_core.jobs.records import QueueInfo
+
+    names = {q.name for q in queues}
+    extra = [QueueInfo(name, counts={str(s): 0 for s in JobState}) for name in defaults if name not in names]
+    return sorted([*queues, *extra], key=lambda q: q.name)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from queuectl_core.jobs.models import Job
     from queuectl_core.jobs.records import AttemptResult
 
-SIZE_RULE = "bytes, or a number with K, M, G or T (powers of 1024): 512M, 1.5G"
+SIZE_RULE = "bytes, or a number with K, M, G or T, powers of 1024: 512M, 1.5G"
 _SIZE_RE = r"(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?\Z"
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 MAX_MEMORY = 1024**5  # a PiB: beyond any machine, and well inside a 64-bit column
