@@ -88,7 +88,7 @@ def test_each_mechanism_limits_the_whole_tree(q: Any, mechanism: str) -> None:
     q.run("enqueue", "--id", "child-cpu", "--cpu-time", "1s", "--max-retries", "0", "--cmd", f"{BUSY}; true")
     if mechanism == "cgroup":
         q.run("enqueue", "--id", "daemon", "--memory", "100M", "--max-retries", "0",
-              "--cmd", f"setsid {allocate(300)} & sleep 60")
+              "--cmd", f"setsid {allocate(300, 'import time; time.sleep(60)  # daemon-of-test-limits')} & sleep 60")
     q.run("worker", "start", "--burst", "--slots", "3", timeout=180)
     assert attempts(q, "group")[0]["error"].startswith("exceeded memory limit 120M (peak ")
     assert attempts(q, "child-cpu")[0]["error"] == "exceeded cpu time 1s"
@@ -98,7 +98,7 @@ def test_each_mechanism_limits_the_whole_tree(q: Any, mechanism: str) -> None:
         # Nothing of the job left running: the daemon was in the attempt's cgroup.
         import subprocess
 
-        left = subprocess.run(["pgrep", "-f", "300 \\* 1024 \\* 1024"], capture_output=True, text=True)
+        left = subprocess.run(["pgrep", "-f", "daemon-of-test-limits"], capture_output=True, text=True)
         assert left.stdout.strip() == "", left.stdout
 
 
@@ -117,7 +117,8 @@ def test_defaults_from_the_queue_and_the_config_the_jobs_own_winning(qb: Any) ->
     assert (own["memory"], own["cpu_time"]) == (1024**3, None)  # the job's own, as it would be enqueued again
     assert own["limits"] == {"memory": 1024**3, "cpu_time": 600.0, "from": {"memory": "job", "cpu_time": "config"}}
     text = q.run("show", "queued").stdout
-    assert re.search(r"^limits +memory 100M \(queue default\), cpu time 10m \(config job\.cpu_time\)$", text, re.M), text
+    line = r"^limits +memory 100M \(queue default\), cpu time 10m \(config job\.cpu_time\)$"
+    assert re.search(line, text, re.M), text
 
     # A queue default set after a job was enqueued applies to its attempt: defaults resolve as it starts.
     assert "later: default cpu time 1s" in q.run("queue", "set", "later", "--cpu-time", "1s").stdout
@@ -249,7 +250,8 @@ def test_postgres_upgrade_to_limits() -> None:
     with temporary_postgres_database() as dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
             postgres_schema_at(conn, _limits_migration(MIGRATIONS) - 1)
-            conn.execute("INSERT INTO queuectl.jobs (id, command, state, max_retries) VALUES ('old', 'true', 'pending', 3)")
+            conn.execute("INSERT INTO queuectl.jobs (id, command, state, max_retries)"
+                         " VALUES ('old', 'true', 'pending', 3)")
         storage = PostgresStorage(dsn)
         try:
             _check_upgraded(storage)
@@ -261,5 +263,7 @@ def test_memory_storage_keeps_limits() -> None:
     from queuectl_core.testing.memory import MemoryStorage
 
     storage = MemoryStorage()
-    storage.enqueue([__import__("queuectl_core.jobs.models", fromlist=["NewJob"]).NewJob("old", "true", 0)])
+    from queuectl_core.jobs.models import NewJob
+
+    storage.enqueue([NewJob("old", "true", 0)])
     _check_upgraded(storage)

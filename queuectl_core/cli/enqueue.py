@@ -60,8 +60,10 @@ class _EnqueueCommand(click.Command):
               help="Set KEY for the job; KEY alone copies its value from this shell. Repeatable.")
 @click.option("--tag", "tags", multiple=True, help="Label the job (list --tag finds it). Repeatable.")
 # -- limits (its queue's and the config's defaults apply where not given) -------------------------
-@click.option("--memory", help="Stop the job when its processes use more memory: SIZE, e.g. 512M, 2G (0: no limit).")
-@click.option("--cpu-time", help="Stop the job when its processes used this much CPU time: 90s, 10m (0: no limit).")
+@click.option("--memory", metavar="SIZE",
+              help="Stop the job when its processes use more memory: SIZE, e.g. 512M, 2G (0: no limit).")
+@click.option("--cpu-time", metavar="DURATION",
+              help="Stop the job when its processes used this much CPU time: 90s, 10m (0: no limit).")
 @click.pass_context
 def enqueue(ctx: click.Context, words: tuple[str, ...], job_id: str | None, command: str | None, each: bool,
             max_retries: int | None, priority: int | None, delay: str | None, run_at: str | None,

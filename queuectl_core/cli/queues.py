@@ -65,8 +65,10 @@ def queue_list(ctx: click.Context, as_json: bool) -> None:
 @click.option("--concurrency", type=click.IntRange(0, _MAX_INT),
               help="At most this many of its jobs processing at once, across all workers and hosts; 0: unlimited.")
 # -- limits: defaults for its jobs that set none --
-@click.option("--memory", help="Memory limit of its jobs that set none: SIZE, e.g. 512M, 2G (0: none).")
-@click.option("--cpu-time", help="CPU time limit of its jobs that set none: 90s, 10m (0: none).")
+@click.option("--memory", metavar="SIZE",
+              help="Memory limit of its jobs that set none: SIZE, e.g. 512M, 2G (0: none).")
+@click.option("--cpu-time", metavar="DURATION",
+              help="CPU time limit of its jobs that set none: 90s, 10m (0: none).")
 @click.pass_context
 def queue_set(ctx: click.Context, name: str, concurrency: int | None, memory: str | None = None,
               cpu_time: str | None = None) -> None:
