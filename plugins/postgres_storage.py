@@ -286,6 +286,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER job_output_delete AFTER DELETE ON {s}.jobs REFERENCING OLD TABLE AS removed
         FOR EACH STATEMENT EXECUTE FUNCTION {s}.job_output_removed();
     """,
+    # -- limits: a job's own memory (bytes) and CPU time (seconds), and each queue's defaults --
+    """
+    ALTER TABLE {s}.jobs ADD COLUMN memory bigint, ADD COLUMN cpu_time double precision;
+    ALTER TABLE {s}.queues ADD COLUMN memory bigint, ADD COLUMN cpu_time double precision;
+    """,
 )
 
 

@@ -226,6 +226,11 @@ MIGRATIONS: tuple[str, ...] = (
     _HISTORY,
     _ACCOUNTING,
     _OUTPUT,
+    # -- limits: a job's own memory (bytes) and CPU time (seconds), and each queue's defaults --
+    "ALTER TABLE jobs ADD COLUMN memory INTEGER;"
+    "ALTER TABLE jobs ADD COLUMN cpu_time REAL;"
+    "ALTER TABLE queues ADD COLUMN memory INTEGER;"
+    "ALTER TABLE queues ADD COLUMN cpu_time REAL",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from queuectl_core.jobs.models import Job
     from queuectl_core.jobs.records import AttemptResult
 
+    from .process_limits import Limiter
+
 TAIL_FOR_STORAGE = 4096
 _LOG_NAME = re.compile(r"(.+)\.(\d+)\.log\Z")
 
@@ -202,7 +204,7 @@ class _Attempt:
     waits for its exit while renewing the lease, enforcing the timeout and honouring a stop."""
 
     def __init__(self, proc: Any, read_fd: int, log: BoundedLog, job: Job, ctx: RunContext,
-                 kill_grace: float, started: float) -> None:
+                 kill_grace: float, started: float, limiter: Limiter | None = None, poll: float = 0.2) -> None:
         self.proc = proc
         self.pgid = proc.pid
         self.r = read_fd
@@ -226,6 +228,10 @@ class _Attempt:
         # Linux: a pidfd is readable when the process exits. Elsewhere, poll for the exit.
         self.pidfd = os.pidfd_open(proc.pid) if hasattr(os, "pidfd_open") else None
         os.set_blocking(read_fd, False)
+        # -- limits: checked every `poll` seconds; the limit exceeded, once it is --
+        self.limiter, self.poll = limiter, poll
+        self.next_check = started + poll
+        self.exceeded: str | None = None
 
     def drain(self) -> None:
         # At most 1 MiB per call, so a job writing faster than we read cannot starve the
@@ -265,6 +271,8 @@ class _Attempt:
             wake = min(wake, self.deadline)
         if self.kill_at is not None:
             wake = min(wake, self.kill_at)
+        if self.limiter is not None and self.exceeded is None:
+            wake = min(wake, self.next_check)
         fds = [self.pidfd] if self.pidfd is not None else []
         if self.pidfd is None:
             wake = min(wake, now + 0.005)
@@ -320,6 +328,23 @@ class _Attempt:
             self.signal_group(signal.SIGKILL)
             self.kill_at = now + 3600  # nothing more to escalate to; wait for the exit
 
+    def _check_limits(self) -> None:
+        """Poll the limits when due; over one, the whole tree is killed at once (no grace: memory
+        must be freed now, and CPU time is spent)."""
+        import signal
+
+        if self.limiter is None or self.exceeded is not None:
+            return
+        now = time.monotonic()
+        if now < self.next_check:
+            return
+        self.next_check = now + self.poll
+        exceeded = self.limiter.check()
+        if exceeded is not None:
+            self.exceeded = exceeded
+            self.signal_group(signal.SIGKILL)
+            self.limiter.kill()
+
     def supervise(self) -> int:
         """Run the attempt to its end and return its exit status; the group is reaped either way."""
         import signal
@@ -332,15 +357,20 @@ class _Attempt:
                 if self._exited(ready):
                     break
                 self._on_time(ready)
+                self._check_limits()
             # The leader has exited but is not reaped, so its group id cannot be reused yet:
             # collect what is already in the pipe, then take down anything it left running.
             self.drain()
             self.signal_group(signal.SIGKILL)
+            if self.limiter is not None:
+                self.limiter.kill()  # and, in a cgroup, whatever left the group (a daemon)
             self._reap()
         except BaseException:
             # The executor itself failed (say, the log cannot be written): the worker records a
             # failed attempt, so the job must not run on unsupervised, nor be left unreaped.
             self.signal_group(signal.SIGKILL)
+            if self.limiter is not None:
+                self.limiter.kill()
             self._reap()
             raise
         finally:
@@ -376,7 +406,8 @@ def usage_of(usage: Any, rss_floor: int) -> tuple[float | None, int | None]:
 
 class SubprocessExecutor:
     def __init__(self, log_dir: Path, max_log_bytes: int, kill_grace: float, shell: str,
-                 direct_exec: bool = True, hidden_env: frozenset[str] = SECRET_ENV) -> None:
+                 direct_exec: bool = True, hidden_env: frozenset[str] = SECRET_ENV,
+                 limits: str = "auto", limits_poll: float = 0.2) -> None:
         self.log_dir = log_dir
         self.max_log_bytes = max_log_bytes
         self.kill_grace = kill_grace
@@ -385,6 +416,10 @@ class SubprocessExecutor:
         self.hidden_env = hidden_env
         self._made_dir = False
         self._base_env: dict[bytes, bytes] | None = None  # filtered once: the worker's env does not change
+        from .process_limits import LimitEnforcer
+
+        self.limits = LimitEnforcer(limits)  # -- limits: how memory and cpu_time are enforced --
+        self.limits_poll = limits_poll
 
     def _prepare_log_dir(self) -> None:
         if not self._made_dir:
@@ -405,7 +440,8 @@ class SubprocessExecutor:
             env[os.fsencode(k)] = os.fsencode(v)
         return env
 
-    def _spawn(self, command: str, out_fd: int, env: dict[bytes, bytes], cwd: str | None = None) -> Any:
+    def _spawn(self, command: str, out_fd: int, env: dict[bytes, bytes], cwd: str | None = None,
+               preexec: Callable[[], None] | None = None) -> Any:
         """Start the command in its own session; raises OSError when not even the shell starts."""
         import subprocess
 
@@ -416,6 +452,8 @@ class SubprocessExecutor:
             direct = None  # a relative ./script is the job's directory's: leave it to the shell there
         options: dict[str, Any] = dict(stdin=subprocess.DEVNULL, stdout=out_fd, stderr=out_fd,
                                        start_new_session=True, env=env, cwd=cwd)
+        if preexec is not None:
+            options["preexec_fn"] = preexec  # joins the attempt's cgroup before exec
         if direct is not None:
             try:
                 return subprocess.Popen(direct, **options)
@@ -434,17 +472,38 @@ class SubprocessExecutor:
             # Checked here, not left to Popen: its error would blame the shell, not the directory.
             return AttemptResult(exit_code=None, error=f"working directory {job.cwd} does not exist on this host",
                                  log_path=None, duration=0.0)
+        limiter: Limiter | None = None
+        if job.memory or job.cpu_time:
+            try:
+                limiter = self.limits.for_attempt(f"queuectl-{os.getpid()}-{job.id}-{ctx.attempt}",
+                                                  job.memory, job.cpu_time)
+            except OSError as exc:
+                return AttemptResult(exit_code=None, error=f"cannot enforce its limits here: {exc.strerror or exc}",
+                                     log_path=None, duration=0.0)
+        try:
+            return self._run_limited(job, ctx, log, log_path, started, limiter)
+        finally:
+            if limiter is not None:
+                limiter.close()
+
+    def _run_limited(self, job: Job, ctx: RunContext, log: BoundedLog, log_path: Path, started: float,
+                     limiter: Limiter | None) -> AttemptResult:
+        from queuectl_core.jobs.records import AttemptResult
+
         r, w = os.pipe()
         try:
-            proc = self._spawn(job.command, w, self._env(job, ctx.attempt), job.cwd)
+            proc = self._spawn(job.command, w, self._env(job, ctx.attempt), job.cwd,
+                               limiter.preexec() if limiter is not None else None)
         except OSError as exc:
             os.close(r)
             return AttemptResult(exit_code=None, error=f"cannot start {self.shell}: {exc.strerror or exc}",
                                  log_path=None, duration=time.monotonic() - started)
         finally:
             os.close(w)
+        if limiter is not None:
+            limiter.started(proc.pid)
         ctx.on_spawn(proc.pid)
-        attempt = _Attempt(proc, r, log, job, ctx, self.kill_grace, started)
+        attempt = _Attempt(proc, r, log, job, ctx, self.kill_grace, started, limiter, self.limits_poll)
         try:
             returncode = attempt.supervise()
         finally:
@@ -453,6 +512,16 @@ class SubprocessExecutor:
         if error is None and not attempt.aborted:
             error = describe_exit(returncode)
         cpu_seconds, max_rss_bytes = usage_of(attempt.usage, attempt.rss_floor)
+        exceeded = peak = None
+        if limiter is not None and not attempt.aborted:
+            verdict = limiter.verdict(returncode, cpu_seconds)
+            exceeded, peak = verdict.exceeded, verdict.peak_memory
+            if verdict.peak_is_tree:
+                max_rss_bytes = peak  # the whole tree's, from the cgroup (memory.peak)
+            elif peak is not None and peak > (max_rss_bytes or 0):
+                max_rss_bytes = peak  # the tree's polled sum: a process killed unwaited-for is in no rusage
+            if verdict.cpu_seconds is not None and verdict.cpu_seconds > (cpu_seconds or 0.0):
+                cpu_seconds = verdict.cpu_seconds
         return AttemptResult(
             exit_code=returncode,
             error=error,
@@ -462,6 +531,8 @@ class SubprocessExecutor:
             aborted=attempt.aborted,
             cpu_seconds=cpu_seconds,
             max_rss_bytes=max_rss_bytes,
+            exceeded=exceeded,
+            peak_memory=peak,
         )
 
 
@@ -506,7 +577,8 @@ def hidden_environment(config: Config) -> frozenset[str]:
 def _make(config: Config) -> SubprocessExecutor:
     return SubprocessExecutor(Path(config["subprocess.log_dir"]).expanduser(), config["subprocess.max_log_bytes"],
                               config["subprocess.kill_grace_seconds"], config["subprocess.shell"],
-                              config["subprocess.direct_exec"], hidden_environment(config))
+                              config["subprocess.direct_exec"], hidden_environment(config),
+                              config["subprocess.limits"], config["subprocess.limits_poll_ms"] / 1000)
 
 
 @hookimpl
@@ -525,3 +597,11 @@ def queuectl_register_settings(register: Callable[[Setting], None]) -> None:
     register(Setting("subprocess.shell", str, "/bin/sh", "The shell that runs each command as `SHELL -c COMMAND`."))
     register(Setting("subprocess.direct_exec", bool, True,
                      "Run a command with no shell syntax (plain words only) directly, without starting a shell."))
+    # -- limits (see queuectl_plugins.process_limits) --
+    register(Setting("subprocess.limits", str, "auto",
+                     "How a job's memory and cpu_time limits are enforced: auto (cgroup v2 where the worker may "
+                     "create one, else procfs), cgroup, or procfs (polling the process group).",
+                     choices=("auto", "cgroup", "procfs")))
+    register(Setting("subprocess.limits_poll_ms", int, 200,
+                     "How often a job with limits is measured (procfs, and cgroup without memory.max).",
+                     minimum=10, maximum=60_000))

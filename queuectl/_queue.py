@@ -39,7 +39,8 @@ class Queue:
         shell (as the words after ``enqueue --``). ``options`` are the other keys of the JSON job
         object ``enqueue --file`` takes: ``id``, ``priority``, ``queue``, ``after``, ``delay`` or
         ``run_at``, ``timeout``, ``max_retries``, ``env``, ``cwd``, ``tags``, ``unique_key``,
-        ``retry_on``, ``no_retry_on``. Python values are taken as the JSON ones: a tuple as a list,
+        ``retry_on``, ``no_retry_on``, ``memory`` (bytes, or a SIZE such as ``"512M"``), ``cpu_time``
+        (seconds, or a duration such as ``"10m"``). Python values are taken as the JSON ones: a tuple as a list,
         a ``timedelta`` as seconds, an aware ``datetime`` as an ISO 8601 time, a ``Path`` as text.
         Defaults are the CLI's: the config's ``max_retries`` and ``no_retry_exit_codes``, and this
         process's working directory as ``cwd``.

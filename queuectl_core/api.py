@@ -37,6 +37,7 @@ if _typing.TYPE_CHECKING:
     from queuectl_core.framework.plugins import get_backoff, get_executor, get_storage
     from queuectl_core.interfaces import BackoffPolicy, Executor, RunContext, Storage
     from queuectl_core.jobs.lifecycle import Change, Transition
+    from queuectl_core.jobs.limits import Limits
     from queuectl_core.jobs.models import EventKind, Job, JobEvent, JobState, NewJob
     from queuectl_core.jobs.records import Attempt, AttemptResult, QueueInfo, Schedule, WorkerInfo
     from queuectl_core.storage import capabilities
@@ -56,6 +57,7 @@ _LAZY = {
     "actions": "queuectl_core.control.actions",
     "capabilities": "queuectl_core.storage.capabilities",
     "scheduling": "queuectl_core.control.scheduling",
+    "Limits": "queuectl_core.jobs.limits",  # -- limits: a queue's defaults (the QueueLimits capability) --
 }
 
 
@@ -86,6 +88,7 @@ __all__ = [
     "JobEvent",
     "JobNotFoundError",
     "JobState",
+    "Limits",
     "NewJob",
     "PluginError",
     "QueueInfo",

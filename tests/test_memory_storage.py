@@ -33,9 +33,10 @@ class TestMemoryWithoutHistoryConformance(StorageConformance):
         return lambda: _WithoutHistory(queue)
 
 
-def test_the_memory_storage_has_the_required_protocol_and_only_the_history_and_output_capabilities() -> None:
+def test_the_memory_storage_has_the_required_protocol_and_only_the_behaviour_capabilities() -> None:
+    """History, output and queue limits, which no fallback can give; none that only buys speed."""
     storage = MemoryStorage()
     assert isinstance(storage, Storage)
-    assert capabilities(storage) == ["AttemptHistory", "AttemptOutput"]
-    assert with_fallbacks(storage).native == frozenset({"AttemptHistory", "AttemptOutput"})
-    assert capabilities(_WithoutHistory()) == []
+    assert capabilities(storage) == ["AttemptHistory", "AttemptOutput", "QueueLimits"]
+    assert with_fallbacks(storage).native == frozenset({"AttemptHistory", "AttemptOutput", "QueueLimits"})
+    assert capabilities(_WithoutHistory()) == ["QueueLimits"]

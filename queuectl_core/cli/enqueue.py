@@ -59,12 +59,18 @@ class _EnqueueCommand(click.Command):
 @click.option("--env", "env", multiple=True, metavar="KEY[=VALUE]",
               help="Set KEY for the job; KEY alone copies its value from this shell. Repeatable.")
 @click.option("--tag", "tags", multiple=True, help="Label the job (list --tag finds it). Repeatable.")
+# -- limits (its queue's and the config's defaults apply where not given) -------------------------
+@click.option("--memory", metavar="SIZE",
+              help="Stop the job when its processes use more memory: SIZE, e.g. 512M, 2G (0: no limit).")
+@click.option("--cpu-time", metavar="DURATION",
+              help="Stop the job when its processes used this much CPU time: 90s, 10m (0: no limit).")
 @click.pass_context
 def enqueue(ctx: click.Context, words: tuple[str, ...], job_id: str | None, command: str | None, each: bool,
             max_retries: int | None, priority: int | None, delay: str | None, run_at: str | None,
             timeout: str | None, file_: Any, queue: str | None = None, after: str | None = None,
             unique_key: str | None = None, retry_on: str | None = None, no_retry_on: str | None = None,
-            cwd: str | None = None, env: tuple[str, ...] = (), tags: tuple[str, ...] = ()) -> None:
+            cwd: str | None = None, env: tuple[str, ...] = (), tags: tuple[str, ...] = (),
+            memory: str | None = None, cpu_time: str | None = None) -> None:
     """Add jobs to the queue; prints the id of each, one a line.
 
     Give the job's command in exactly one way:
@@ -122,7 +128,7 @@ def enqueue(ctx: click.Context, words: tuple[str, ...], job_id: str | None, comm
         _refuse_one_shell_line(words[0])
     flags = flag_job(job_id=job_id, max_retries=max_retries, priority=priority, delay=delay, run_at=run_at,
                      timeout=timeout, queue=queue, unique_key=unique_key, retry_on=retry_on,
-                     no_retry_on=no_retry_on, after=after)
+                     no_retry_on=no_retry_on, after=after, memory=memory, cpu_time=cpu_time)
     has_command = command is not None or bool(words)
     sources = sum(x is not None for x in (job_json, file_)) + has_command
     if sources == 0:

@@ -306,15 +306,34 @@ def show(ctx: click.Context, job_id: str, as_json: bool) -> None:
     if job is None:
         raise JobNotFoundError(job_id)
     d = history.details(storage, job)
+    from queuectl_core.control.limits import job_limits
+
+    limits = job_limits(storage, _app(ctx).config, job)  # -- limits: in force, and from where --
     if as_json:
-        _print_json({**job_object(job, d.after, d.orphaned), "attempts": [a.to_dict() for a in d.attempts]})
+        _print_json({**job_object(job, d.after, d.orphaned), "limits": limits,
+                     "attempts": [a.to_dict() for a in d.attempts]})
         return
     from queuectl_core.storage.capabilities import attempt_output
 
     store = attempt_output(storage)  # the storage keeps each attempt's output: its sizes are known anywhere
     sizes = store.output_sizes(job.id) if store is not None else None
-    for line in describe(job, d.attempts, d.after, d.orphaned, d.workers_live, d.now, sizes=sizes):
+    for line in describe(job, d.attempts, d.after, d.orphaned, d.workers_live, d.now, limits, sizes=sizes):
         click.echo(line)
+
+
+def _limits_line(limits: dict[str, Any]) -> str:
+    """``memory 100M (queue default), cpu time 10s (its own)``, or ``none``."""
+    from queuectl_core.jobs.limits import format_size
+    from queuectl_core.jobs.timeutil import format_duration
+
+    whence = {"job": "its own", "queue": "queue default", "config": "config job.{}"}
+    parts = []
+    if limits["memory"]:
+        parts.append(f"memory {format_size(limits['memory'])} ({whence[limits['from']['memory']].format('memory')})")
+    if limits["cpu_time"]:
+        parts.append(f"cpu time {format_duration(limits['cpu_time'])}"
+                     f" ({whence[limits['from']['cpu_time']].format('cpu_time')})")
+    return ", ".join(parts) or "none"
 
 
 def _clock(when: Any, now: Any) -> str:
@@ -397,7 +416,7 @@ def retry_rules(job: Job) -> str:
 
 
 def describe(job: Job, attempts: list[Any], after: list[str], gone: bool, workers_live: bool, now: Any,
-             sizes: dict[int, int] | None = None) -> list[str]:
+             limits: dict[str, Any] | None = None, sizes: dict[int, int] | None = None) -> list[str]:
     """``show``'s lines: one field a line (long values cut to the terminal), then the attempts."""
     from queuectl_core.cli import display
     from queuectl_core.jobs.models import JobState, masked_env
@@ -418,6 +437,8 @@ def describe(job: Job, attempts: list[Any], after: list[str], gone: bool, worker
         ("timeout", display.duration(job.timeout) if job.timeout is not None else "none"),
         ("created", _clock(job.created_at, now)),
     ]
+    if limits is not None:  # -- limits --
+        fields.insert(-1, ("limits", _limits_line(limits)))
     if job.state in (JobState.PENDING, JobState.FAILED):
         fields.append(("runs", _clock(job.run_at, now) if job.run_at > now else "when a worker is free"))
     elif job.state == JobState.PROCESSING:

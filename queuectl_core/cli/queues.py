@@ -26,8 +26,14 @@ def queue_list(ctx: click.Context, as_json: bool) -> None:
     from queuectl_core.control.scheduling import list_queues
 
     queues = list_queues(_app(ctx).storage)
+    # -- limits: each queue's defaults; a queue with only defaults is listed too --
+    from queuectl_core.control.limits import describe, queue_limits, with_default_queues
+
+    defaults = queue_limits(_app(ctx).storage)
+    queues = with_default_queues(queues, defaults)
     if as_json:
-        _print_json([q.to_dict() for q in queues])
+        _print_json([{**q.to_dict(), "memory": defaults[q.name].memory if q.name in defaults else None,
+                      "cpu_time": defaults[q.name].cpu_time if q.name in defaults else None} for q in queues])
         return
     if not queues:
         click.echo("no queues")
@@ -40,26 +46,56 @@ def queue_list(ctx: click.Context, as_json: bool) -> None:
     cols = [display.Column("QUEUE", min_width=8, weight=1), display.Column("LIMIT", right=True),
             display.Column("PAUSED", drop_first=1),
             *(display.Column(s.upper(), right=True, drop_first=d) for s, d in zip(states, (0, 0, 0, 3, 0, 2)))]
+    if defaults:
+        cols.append(display.Column("JOB LIMITS", drop_first=4))
     rows, colours = [], []
     for q in queues:
         rows.append([q.name, str(q.concurrency or "-"), "paused" if q.paused else "",
                      *(str(q.counts.get(s, 0)) for s in states)])
         colours.append(["", "", "dim", *(s if q.counts.get(s, 0) else "dim" for s in states)])
+        if defaults:
+            rows[-1].append(describe(defaults[q.name]) if q.name in defaults else "-")
+            colours[-1].append("" if q.name in defaults else "dim")
     for line in display.table(cols, rows, colours=colours, colour=colour):
         click.echo(line)
 
 
 @queue_group.command("set")
 @click.argument("name")
-@click.option("--concurrency", required=True, type=click.IntRange(0, _MAX_INT),
+@click.option("--concurrency", type=click.IntRange(0, _MAX_INT),
               help="At most this many of its jobs processing at once, across all workers and hosts; 0: unlimited.")
+# -- limits: defaults for its jobs that set none --
+@click.option("--memory", metavar="SIZE",
+              help="Memory limit of its jobs that set none: SIZE, e.g. 512M, 2G (0: none).")
+@click.option("--cpu-time", metavar="DURATION",
+              help="CPU time limit of its jobs that set none: 90s, 10m (0: none).")
 @click.pass_context
-def queue_set(ctx: click.Context, name: str, concurrency: int) -> None:
-    """Set a queue's concurrency limit."""
+def queue_set(ctx: click.Context, name: str, concurrency: int | None, memory: str | None = None,
+              cpu_time: str | None = None) -> None:
+    """Set a queue's concurrency limit, and the limits its jobs get when they set none.
+
+    Default limits apply to every attempt that starts after the change, including those of jobs
+    already waiting; a job's own --memory or --cpu-time wins.
+    """
     from queuectl_core.control.scheduling import set_concurrency
 
-    set_concurrency(_app(ctx).storage, name, concurrency)
-    click.echo(f"{name}: concurrency {concurrency or 'unlimited'}")
+    if concurrency is None and memory is None and cpu_time is None:
+        raise click.UsageError("give --concurrency, --memory or --cpu-time")
+    limits = None
+    if memory is not None or cpu_time is not None:
+        from queuectl_core.control.limits import parse_queue_limits
+
+        limits = parse_queue_limits(memory, cpu_time)  # checked before anything is written
+    if limits is not None:  # first: a storage that keeps no queue defaults refuses before any write
+        from queuectl_core.control.limits import describe, queue_limits, set_queue_limits
+
+        set_queue_limits(_app(ctx).storage, name, limits)
+    if concurrency is not None:
+        set_concurrency(_app(ctx).storage, name, concurrency)
+        click.echo(f"{name}: concurrency {concurrency or 'unlimited'}")
+    if limits is not None:
+        now = describe(queue_limits(_app(ctx).storage).get(name) or limits)
+        click.echo(f"{name}: no default limits" if now == "no limits" else f"{name}: default {now}")
 
 
 def _pause_command(paused: bool) -> Any:

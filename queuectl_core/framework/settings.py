@@ -299,7 +299,20 @@ CORE_SETTINGS = (
     Setting("logs.max_bytes", int, 4 * 1024 * 1024,
             "Most bytes of each attempt's output the storage keeps: the first and last halves; the middle is cut.",
             minimum=1024, maximum=1024 ** 3),
+    # -- limits: a job's defaults, after its own and its queue's (queuectl_core.jobs.limits) -------
+    Setting("job.memory", str, "", "Memory limit of a job that sets none, nor its queue: SIZE such as 512M or 2G "
+            "(empty or 0: none).", validate=lambda value: _check_limit("size", value)),
+    Setting("job.cpu_time", str, "", "CPU time limit of a job that sets none, nor its queue: a duration such as "
+            "90s or 10m (empty or 0: none).", validate=lambda value: _check_limit("duration", value)),
 )
+
+
+def _check_limit(kind: str, value: str) -> None:
+    if value.strip():
+        from queuectl_core.jobs.limits import parse_size
+        from queuectl_core.jobs.timeutil import parse_duration
+
+        (parse_size if kind == "size" else parse_duration)(value)
 
 
 def _check_host(value: str) -> None:

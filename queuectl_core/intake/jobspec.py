@@ -28,6 +28,9 @@ TAG_RULE = "1-64 characters of letters, digits and ._:@+/-"
 _TAG_RE = r"[A-Za-z0-9._:@+/-]{1,64}\Z"
 _ENV_NAME_RE = r"[A-Za-z_][A-Za-z0-9_]*\Z"
 # -- end of the control keys
+# -- limits: memory (bytes) and cpu_time (seconds); see queuectl_core.jobs.limits ----------------
+LIMIT_KEYS = ("memory", "cpu_time")
+ALLOWED_KEYS += LIMIT_KEYS
 _ID_RE = r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}\Z"
 _MAX_PRIORITY = 2**31 - 1
 ID_RULE = "1-128 characters of letters, digits and ._:@+-, starting with a letter or digit"
@@ -165,7 +168,7 @@ def validate(obj: Any, default_max_retries: int, default_no_retry: tuple[int, ..
 
 # The order of job_fields()'s values: NewJob's fields (a test keeps them equal).
 JOB_FIELDS = ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout", "queue", "after",
-              "unique_key", "retry_on", "no_retry_on", "cwd", "env", "tags")
+              "unique_key", "retry_on", "no_retry_on", "cwd", "env", "tags", "memory", "cpu_time")
 _ALLOWED = frozenset(ALLOWED_KEYS)
 # What `list --json` and `show --json` print besides the keys above: ignored by enqueue, so a
 # printed job (its id changed or removed) can be enqueued again as it is.
@@ -173,6 +176,7 @@ READ_ONLY_KEYS = frozenset(("state", "attempts", "created_at", "updated_at", "la
                             "log_path", "output_tail", "worker_id", "host", "lease_expires_at", "waiting",
                             "cancel_requested", "last_duration", "last_attempt", "orphaned", "waits_on",
                             "last_cpu_seconds", "last_max_rss_bytes"))
+READ_ONLY_KEYS |= {"limits"}  # -- limits: show --json's limits in force, and where each comes from --
 
 
 def job_fields(obj: Any, default_max_retries: int, default_no_retry: tuple[int, ...] | None = None,
@@ -224,9 +228,19 @@ def job_fields(obj: Any, default_max_retries: int, default_no_retry: tuple[int, 
             raise ValidationError("'timeout' must be > 0")
     sched = _scheduling(obj, default_no_retry) if default_no_retry or not _SCHEDULING_KEYS.isdisjoint(obj) else {}
     control = control_fields(obj) if not _CONTROL_KEYS.isdisjoint(obj) else {}
+    limits = _limit_fields(obj) if not _LIMIT_KEYS.isdisjoint(obj) else (None, None)
     return (job_id, command, max_retries, priority, run_at, delay, timeout, sched.get("queue", "default"),
             sched.get("after", ()), sched.get("unique_key"), sched.get("retry_on"), sched.get("no_retry_on"),
-            control.get("cwd"), control.get("env", {}), control.get("tags", ()))
+            control.get("cwd"), control.get("env", {}), control.get("tags", ()), *limits)
+
+
+_LIMIT_KEYS = frozenset(LIMIT_KEYS)
+
+
+def _limit_fields(obj: dict[str, Any]) -> tuple[int | None, float | None]:
+    from queuectl_core.jobs.limits import limit_fields
+
+    return limit_fields(obj)
 
 
 _SCHEDULING_KEYS = frozenset(("queue", "after", "unique_key", "retry_on", "no_retry_on"))
@@ -336,12 +350,14 @@ def validate_all(objs: Iterable[Any], default_max_retries: int,
 def flag_job(job_id: str | None = None, command: str | None = None, max_retries: int | None = None,
              priority: int | None = None, delay: str | None = None, run_at: str | None = None,
              timeout: str | None = None, queue: str | None = None, unique_key: str | None = None,
-             retry_on: str | None = None, no_retry_on: str | None = None, after: str | None = None) -> dict[str, Any]:
+             retry_on: str | None = None, no_retry_on: str | None = None, after: str | None = None,
+             memory: str | None = None, cpu_time: str | None = None) -> dict[str, Any]:
     """The job object the flags give (only the flags given), as a JSON job would hold it."""
     flags = {"id": job_id, "command": command, "max_retries": max_retries, "priority": priority,
              "delay": delay, "run_at": run_at, "timeout": timeout,
              "queue": queue, "unique_key": unique_key, "retry_on": retry_on, "no_retry_on": no_retry_on,
-             "after": [a.strip() for a in after.split(",") if a.strip()] if after is not None else None}
+             "after": [a.strip() for a in after.split(",") if a.strip()] if after is not None else None,
+             "memory": memory, "cpu_time": cpu_time}
     return {k: v for k, v in flags.items() if v is not None}
 
 
@@ -388,6 +404,9 @@ def flag_times(flags: dict[str, Any]) -> dict[str, Any]:
     parsers = {"delay": parse_duration, "timeout": parse_duration,
                "run_at": lambda text: format_time(parse_time(text, local_if_naive=True))}
     out: dict[str, Any] = {}
+    from queuectl_core.jobs.limits import parse_size
+
+    parsers.update({"memory": parse_size, "cpu_time": parse_duration})  # -- limits --
     for key, parse in parsers.items():
         if key in flags:
             try:

@@ -199,7 +199,7 @@ def exit_code_rule(job: Job, result: AttemptResult) -> str | None:
     signal, a timeout or a command that could not run (126, 127) follows the normal rules unless
     ``no_retry_on`` names that code."""
     code = result.exit_code
-    if code is None or code < 0 or result.aborted:
+    if code is None or code < 0 or result.aborted or result.exceeded is not None:  # (a limit: not the job's exit)
         return None
     if job.no_retry_on is not None and code in job.no_retry_on:
         return f"not retried: exit code {code} is in no_retry_on"
@@ -345,6 +345,12 @@ def outcome(job: Job, result: AttemptResult, *, cancel_requested: bool, lease_lo
         return cancelled(result)
     if result.aborted:  # stopped by the worker (a second Ctrl+C, `worker stop --now`)
         return release(job, result)
+    if result.exceeded is not None:  # over a limit: a failure whatever its exit, in words
+        from dataclasses import replace
+
+        from queuectl_core.jobs.limits import reason
+
+        result = replace(result, error=reason(job, result))
     if result.ok:
         return complete(result)
     return fail(job, result, delay())

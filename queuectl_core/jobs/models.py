@@ -55,6 +55,9 @@ class NewJob:
     cwd: str | None = None  # None: the worker's own directory
     env: dict[str, str] = field(default_factory=dict, hash=False)  # added to the worker's environment
     tags: tuple[str, ...] = ()
+    # -- limits: its own (None: its queue's or the config's; 0: none), see queuectl_core.jobs.limits --
+    memory: int | None = None  # bytes
+    cpu_time: float | None = None  # seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,9 @@ class Job:
     # -- accounting: what the last finished attempt used, as its executor measured it --
     last_cpu_seconds: float | None = None
     last_max_rss_bytes: int | None = None
+    # -- limits: its own as stored; while an attempt runs, the executor is given the limits in force --
+    memory: int | None = None  # bytes
+    cpu_time: float | None = None  # seconds
 
     @property
     def attempt_number(self) -> int:
@@ -140,6 +146,8 @@ class Job:
             "host": self.host,
             "last_cpu_seconds": round(self.last_cpu_seconds, 3) if self.last_cpu_seconds is not None else None,
             "last_max_rss_bytes": self.last_max_rss_bytes,
+            "memory": self.memory,
+            "cpu_time": self.cpu_time,
         }
 
 

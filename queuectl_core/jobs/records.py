@@ -53,6 +53,10 @@ class AttemptResult:
     # What the job's processes used, when the executor measures it (None: it does not say).
     cpu_seconds: float | None = None  # user + system CPU time
     max_rss_bytes: int | None = None  # peak resident memory
+    # -- limits: the executor stopped the job for exceeding one (a queuectl_core.jobs.limits.Limit
+    # value, "memory" or "cpu_time"); the lifecycle words the reason. peak_memory: the tree's peak.
+    exceeded: str | None = None
+    peak_memory: int | None = None
 
     @property
     def ok(self) -> bool:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol, Sequence, r
 if TYPE_CHECKING:
     from queuectl_core.interfaces import Storage
     from queuectl_core.jobs.lifecycle import Change
+    from queuectl_core.jobs.limits import Limits
     from queuectl_core.jobs.models import Job, JobState, NewJob
     from queuectl_core.jobs.output import OutputWrite
     from queuectl_core.jobs.records import Attempt
@@ -161,16 +162,30 @@ class AttemptOutput(Protocol):
         out."""
 
 
+# -- limits: a queue's default memory and CPU time limits for its jobs ------------------------------
+@runtime_checkable
+class QueueLimits(Protocol):
+    def queue_limits(self) -> dict[str, Limits]:
+        """Every queue with a default limit set: {name: its defaults}, None where it sets none.
+        Read by workers as attempts start (queuectl_core.jobs.limits says how defaults apply).
+        Fallback: no queue has defaults."""
+
+    def set_queue_limits(self, name: str, *, memory: int | None = None, cpu_time: float | None = None) -> None:
+        """Set the queue's defaults (creating its row): each given value replaces the stored one,
+        0 clearing it (stored as NULL); one not given (None) is left as it is. Fallback: refused
+        with a ValidationError saying the storage keeps no queue defaults."""
+
+
 CAPABILITIES: tuple[type, ...] = (ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert,
                                   CountJobs, PendingSummary, AttemptsByState, Purge)
 CAPABILITIES += (IdsWithPrefix, AttemptHistory, AttemptsPerMinute, FinishedAttempts)
-CAPABILITIES += (AttemptOutput,)
+CAPABILITIES += (AttemptOutput, QueueLimits)
 PAGE = 1000  # jobs a fallback reads at once
 
 if TYPE_CHECKING:
     class FullStorage(Storage, ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert, CountJobs,
                       PendingSummary, AttemptsByState, Purge, IdsWithPrefix, AttemptHistory, AttemptsPerMinute,
-                      FinishedAttempts, Protocol):
+                      FinishedAttempts, QueueLimits, Protocol):
         """What :func:`with_fallbacks` gives, for type checkers: the required methods and every
         capability."""
 
@@ -333,6 +348,20 @@ class WithFallbacks:
         return sorted(found, key=lambda f: (f[1].finished_at or since, f[1].job_id))
 
 
+    # -- limits --
+    def queue_limits(self) -> dict[str, Limits]:
+        return {}
+
+    def set_queue_limits(self, name: str, *, memory: int | None = None, cpu_time: float | None = None) -> None:
+        if "QueueLimits" in self.native:
+            self.storage.set_queue_limits(name, memory=memory, cpu_time=cpu_time)  # type: ignore[attr-defined]
+            return
+        from queuectl_core.errors import ValidationError
+
+        raise ValidationError(f"this storage ({type(self.storage).__name__}) keeps no default limits for queues;"
+                              " give each job its own (enqueue --memory, --cpu-time) or set job.memory, job.cpu_time")
+
+
 def _last_attempt(job: Job) -> Attempt:
     """A finished job's last attempt, as its row describes it (when it started is not known)."""
     from queuectl_core.jobs.records import Attempt
@@ -361,5 +390,5 @@ def with_fallbacks(storage: Storage) -> WithFallbacks:
 
 
 __all__ = ["AttemptOutput", "attempt_output", "AttemptHistory", "AttemptsByState", "AttemptsPerMinute", "ApplyAndClaim", "ApplyBatch", "CAPABILITIES", "CancelRequests",
-           "ClaimMany", "CountJobs", "FinishedAttempts", "IdsWithPrefix", "PendingSummary", "Purge", "StreamingInsert", "WithFallbacks",
+           "ClaimMany", "CountJobs", "FinishedAttempts", "IdsWithPrefix", "PendingSummary", "Purge", "QueueLimits", "StreamingInsert", "WithFallbacks",
            "capabilities", "minute_of", "with_fallbacks"]

@@ -1460,3 +1460,23 @@ class StorageConformance:
         assert storage.read_output("a", 1) == [] and storage.output_sizes("a") == {}
         assert sorted(x for x, _ in storage.purge([JobState.COMPLETED], -1)) == ["b", "c"]
         assert storage.get("b") is None and storage.read_output("b", 1) == [] and storage.read_output("c", 1) == []
+    # -- limits: a job's own limits, and a queue's defaults (the QueueLimits capability) -----------
+    def test_limits_are_kept_with_the_job_and_as_the_queues_defaults(self, storage: Any) -> None:
+        from queuectl_core.jobs.limits import Limits
+
+        storage.enqueue([self.new("own", memory=5 << 20, cpu_time=1.5), self.new("none"),
+                         self.new("zero", memory=0, cpu_time=0.0)])
+        assert (storage.get("own").memory, storage.get("own").cpu_time) == (5 << 20, 1.5)
+        assert (storage.get("none").memory, storage.get("none").cpu_time) == (None, None)
+        assert (storage.get("zero").memory, storage.get("zero").cpu_time) == (0, 0.0)  # 0: none, whatever the defaults
+        if "QueueLimits" not in getattr(storage, "native", ()):
+            assert storage.queue_limits() == {}  # core's fallback: no queue has defaults
+            return
+        assert storage.queue_limits() == {}
+        storage.set_queue_limits("q", memory=100 << 20)
+        storage.set_queue_limits("q", cpu_time=3.0)  # the memory default kept
+        assert storage.queue_limits() == {"q": Limits(100 << 20, 3.0)}
+        storage.set_queue_limits("q", memory=0)  # cleared; the CPU time kept
+        assert storage.queue_limits() == {"q": Limits(None, 3.0)}
+        storage.set_queue_limits("q", cpu_time=0)
+        assert storage.queue_limits() == {}

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 from queuectl_core.errors import DuplicateJobError, UniqueKeyError, ValidationError
 from queuectl_core.jobs import lifecycle
+from queuectl_core.jobs.limits import Limits
 from queuectl_core.jobs.models import Job, JobState, NewJob
 from queuectl_core.jobs.output import OutputWrite
 from queuectl_core.jobs.records import Attempt, QueueInfo, Schedule, WorkerInfo
@@ -47,6 +48,7 @@ class MemoryQueue:
         self.history: dict[str, list[Attempt]] = {}  # job id -> its finished attempts, oldest first
         self.output: dict[tuple[str, int], dict[int, bytes]] = {}  # (job id, attempt) -> {seq: chunk}
         self.wakes = 0  # moves on every write that may make work available
+        self.limits: dict[str, Limits] = {}  # queue name -> its default limits (QueueLimits)
 
 
 class MemoryStorage:
@@ -90,7 +92,8 @@ class MemoryStorage:
                     id=new.id, command=new.command, state=JobState.PENDING, attempts=0, max_retries=new.max_retries,
                     priority=new.priority, created_at=now, updated_at=now, run_at=run_at, timeout=new.timeout,
                     queue=new.queue, waiting=len(q.parents[new.id]), unique_key=new.unique_key,
-                    retry_on=new.retry_on, no_retry_on=new.no_retry_on, cwd=new.cwd, env=dict(new.env), tags=new.tags)
+                    retry_on=new.retry_on, no_retry_on=new.no_retry_on, cwd=new.cwd, env=dict(new.env), tags=new.tags,
+                    memory=new.memory, cpu_time=new.cpu_time)
             # Parents stored before this batch: the lifecycle says whether their state releases or cancels the new jobs.
             for parent in {p for new in jobs for p in new.after if p not in ids}:
                 self._dependants(parent, lifecycle.dependants(parent, q.jobs[parent].state))
@@ -293,6 +296,24 @@ class MemoryStorage:
             self.q.queues[name] = replace(old, concurrency=old.concurrency if concurrency is None else concurrency,
                                           paused=old.paused if paused is None else paused)
             self._wake()
+
+    # -- QueueLimits: a queue's default limits --
+    def queue_limits(self) -> dict[str, Limits]:
+        with self.q.lock:
+            return dict(self.q.limits)
+
+    def set_queue_limits(self, name: str, *, memory: int | None = None, cpu_time: float | None = None) -> None:
+        from queuectl_core.jobs.limits import Limits
+
+        with self.q.lock:
+            self.q.queues.setdefault(name, QueueInfo(name))
+            old = self.q.limits.get(name, Limits())
+            new = Limits(old.memory if memory is None else (memory or None),
+                         old.cpu_time if cpu_time is None else (float(cpu_time) or None))
+            if new == Limits():
+                self.q.limits.pop(name, None)
+            else:
+                self.q.limits[name] = new
 
     def set_all_paused(self, paused: bool) -> list[str]:
         with self.q.lock:

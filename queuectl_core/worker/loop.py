@@ -79,6 +79,9 @@ class Worker:
         # Signals and finished attempts both wake the loop through this pipe.
         self._sig_r, self._sig_w = os.pipe()
         self._attempts: Attempts | None = None  # from run()
+        from queuectl_core.worker.limits import LimitDefaults
+
+        self._limits = LimitDefaults(self.storage, app.config)
         self._running: dict[str, Slot] = {}
         self._unannounced: list[Slot] = []  # started, `claimed` not yet announced
         self._announce_by = 0.0
@@ -322,6 +325,7 @@ class Worker:
             self._announce_by = now + SPAWN_WAIT_SECONDS
         self._attempts.spawned.clear()
         for job in jobs:
+            job = self._limits.apply(job)  # the limits in force: its own, its queue's or the config's
             slot = Slot(job)
             slot.output = self._output.open(job)
             self._running[job.id] = slot
@@ -376,7 +380,9 @@ class Worker:
     def _announce_outcome(self, slot: Slot, change: lifecycle.Change | None, stored: Job | None) -> None:
         kind = lifecycle.announcement(change, stored)
         if kind is not None:
-            self._emit(kind, job=stored or slot.job, result=slot.result)
+            # The result as decided (a limit's reason in words), when the outcome reworded it.
+            result = change.result if change is not None and change.result is not None else slot.result
+            self._emit(kind, job=stored or slot.job, result=result)
 
     def _delay(self, job: Job) -> float | None:
         """The backoff policy's delay before the next retry. A policy that fails is reported in one

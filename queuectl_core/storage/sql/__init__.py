@@ -26,6 +26,7 @@ from queuectl_core.storage.sql.dependencies import DependenciesMixin
 from queuectl_core.storage.sql.dialect import Dialect
 from queuectl_core.storage.sql.history import HistoryMixin
 from queuectl_core.storage.sql.jobs import JobsMixin
+from queuectl_core.storage.sql.limits import LimitsMixin
 from queuectl_core.storage.sql.output import OutputMixin
 from queuectl_core.storage.sql.queues import QueuesMixin
 from queuectl_core.storage.sql.rows import CONTROL_COLUMNS, JOB_COLUMNS, codes_out, control_values
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 
 class SQLStore(JobsMixin, ClaimsMixin, DependenciesMixin, QueuesMixin, SchedulesMixin, WorkersMixin, HistoryMixin,
-               OutputMixin, SQLBase):
+               OutputMixin, LimitsMixin, SQLBase):
     """The Storage protocol on any SQL database, given a dialect and what a backend provides:
     ``_tx`` (run a function in one transaction, mapping driver errors to StorageError),
     ``_insert`` (the batch insert, when the portable one is not fast enough), ``now``,
@@ -63,5 +64,5 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["CONTROL_COLUMNS", "JOB_COLUMNS", "WORKER_LIVE_SECONDS", "ClaimsMixin", "DependenciesMixin", "Dialect",
-           "Fenced", "HistoryMixin", "JobsMixin", "OutputMixin", "QueuesMixin", "SQLBase", "SQLStore", "SchedulesMixin", "Tx", "WorkersMixin",
+           "Fenced", "HistoryMixin", "JobsMixin", "LimitsMixin", "OutputMixin", "QueuesMixin", "SQLBase", "SQLStore", "SchedulesMixin", "Tx", "WorkersMixin",
            "codes_out", "control_values"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from queuectl_core.storage.sql import rows as _rows  # -- limits --
 from queuectl_core.storage.sql.dialect import Dialect, quoted
 from queuectl_core.storage.sql.rows import CONTROL_AT, codes_in, columns, control_fields, json_loads, tags_in
 
@@ -71,6 +72,7 @@ class SQLBase:
             queue=row[18], waiting=row[19], unique_key=row[20], retry_on=codes_in(row[21]),
             no_retry_on=codes_in(row[22]),
             **control_fields(row, CONTROL_AT),
+            **_rows.limit_fields(row),
         )
 
     def _q(self, tx: Tx, sql: str, **params: Any) -> list[Sequence[Any]]:
@@ -133,6 +135,11 @@ class SQLBase:
                             column(CONTROL_AT), envs, column(CONTROL_AT + 2, tags_in), column(CONTROL_AT + 3),
                             column(CONTROL_AT + 4, _count), column(CONTROL_AT + 5), column(CONTROL_AT + 6),
                             column(CONTROL_AT + 7)]
+        # -- limits: absent from rows a backend's insert built for jobs given none --
+        if len(cols) > _rows.LIMITS_AT + 1:
+            columns_in_order += [column(_rows.LIMITS_AT), column(_rows.LIMITS_AT + 1, _rows.seconds_in)]
+        else:
+            columns_in_order += [repeat(None, n), repeat(None, n)]
         return list(map(positional_factory(Job), *columns_in_order))
 
     def _sql(self, sql: str) -> str:

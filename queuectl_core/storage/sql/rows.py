@@ -24,6 +24,10 @@ HISTORY_AT = JOB_COLUMNS.index(HISTORY_COLUMNS[0])
 # -- accounting: what the last finished attempt used (CPU seconds, peak resident bytes) --
 ACCOUNTING_COLUMNS = ("last_cpu_seconds", "last_max_rss_bytes")
 JOB_COLUMNS += ACCOUNTING_COLUMNS
+# -- limits: the job's own memory (bytes) and CPU time (seconds); see queuectl_core.storage.sql.limits --
+LIMIT_COLUMNS = ("memory", "cpu_time")
+JOB_COLUMNS += LIMIT_COLUMNS
+LIMITS_AT = JOB_COLUMNS.index(LIMIT_COLUMNS[0])
 COLS = ", ".join(JOB_COLUMNS)
 QUEUE_COL = JOB_COLUMNS.index("queue")
 
@@ -70,3 +74,14 @@ def control_fields(row: Sequence[Any], at: int) -> dict[str, Any]:
     return {"cwd": cwd, "env": json_loads(env) if env else {}, "tags": tuple(t for t in (tags or "").split(",") if t),
             "last_duration": duration, "last_attempt": last_attempt or 0, "host": host,
             "last_cpu_seconds": cpu, "last_max_rss_bytes": rss}
+
+
+def limit_fields(row: Sequence[Any]) -> dict[str, Any]:
+    """A row's limits; a row a backend's insert built without them (a job given none) has none."""
+    if len(row) <= LIMITS_AT:
+        return {}
+    return {"memory": row[LIMITS_AT], "cpu_time": seconds_in(row[LIMITS_AT + 1])}
+
+
+def seconds_in(value: Any) -> float | None:
+    return float(value) if value is not None else None  # SQLite gives a whole REAL back as an int
