@@ -267,3 +267,12 @@ def test_memory_storage_keeps_limits() -> None:
 
     storage.enqueue([NewJob("old", "true", 0)])
     _check_upgraded(storage)
+
+
+def test_a_peak_just_over_the_limit_never_reads_as_the_limit() -> None:
+    from queuectl_core.jobs.limits import _peak_size
+
+    # A polled peak a few KiB over 100M used to read "exceeded memory limit 100M (peak 100M)".
+    assert _peak_size(100 * MIB + 5000, 100 * MIB) == "100.1M"
+    assert _peak_size(164 * MIB, 100 * MIB) == "164M"
+    assert _peak_size(90 * MIB, 100 * MIB) == "90M"

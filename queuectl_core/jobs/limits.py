@@ -65,6 +65,16 @@ def format_size(n: int) -> str:
     return f"{n}B" if n else "0"
 
 
+def _peak_size(peak: int, limit: int | None) -> str:
+    """A peak as ``format_size`` writes it, except that one just over the limit never reads as
+    the limit itself (``peak 100M`` beside ``limit 100M``): then to one decimal, rounded up."""
+    text = format_size(peak)
+    if not limit or peak <= limit or text != format_size(limit):
+        return text
+    unit = next(u for u in ("T", "G", "M", "K") if peak >= _UNITS[u])
+    return f"{math.ceil(peak * 10 / _UNITS[unit]) / 10:.1f}{unit}"
+
+
 def format_seconds(seconds: float) -> str:
     from queuectl_core.jobs.timeutil import format_duration
 
@@ -150,7 +160,7 @@ def reason(job: Job, result: AttemptResult) -> str | None:
     if result.exceeded == Limit.MEMORY:
         text = f"exceeded memory limit {format_size(job.memory)}" if job.memory else "exceeded its memory limit"
         peak = result.peak_memory
-        return text + (f" (peak {format_size(peak)})" if peak else "")
+        return text + (f" (peak {_peak_size(peak, job.memory)})" if peak else "")
     if result.exceeded == Limit.CPU_TIME:
         return f"exceeded cpu time {format_seconds(job.cpu_time)}" if job.cpu_time else "exceeded its cpu time limit"
     return None
