@@ -1,7 +1,8 @@
 """An in-memory storage: the smallest complete one, to read and to copy.
 
-It implements the required :class:`~queuectl_core.interfaces.Storage` protocol and one optional capability,
-``AttemptHistory`` (every attempt of a job, which no fallback can know); core's fallbacks
+It implements the required :class:`~queuectl_core.interfaces.Storage` protocol and two optional capabilities,
+``AttemptHistory`` (every attempt of a job, which no fallback can know) and ``Outbox`` (notifications,
+shared by every MemoryStorage of the queue, as a database's are); core's fallbacks
 (:func:`~queuectl_core.storage.capabilities.with_fallbacks`) give it every other, and it passes
 :class:`~queuectl_core.testing.StorageConformance`. A backend for a real database keeps the same shape:
 persist what :mod:`queuectl_core.jobs.lifecycle` decides, fenced and atomic, and never decide anything itself.
@@ -20,12 +21,16 @@ import time
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from queuectl_core.errors import DuplicateJobError, UniqueKeyError, ValidationError
 from queuectl_core.jobs import lifecycle
 from queuectl_core.jobs.models import Job, JobState, NewJob
 from queuectl_core.jobs.records import Attempt, QueueInfo, Schedule, WorkerInfo
+from queuectl_core.storage.capabilities import MemoryOutbox
+
+if TYPE_CHECKING:
+    from queuectl_core.jobs.notifications import OutboxEntry, OutboxItem
 
 WORKER_LIVE_SECONDS = 15.0  # a worker not seen for this long is not listed as live
 
@@ -44,6 +49,7 @@ class MemoryQueue:
         self.stops: dict[str, int] = {}  # worker id -> 1: stop after the current job, 2: stop now
         self.history: dict[str, list[Attempt]] = {}  # job id -> its finished attempts, oldest first
         self.wakes = 0  # moves on every write that may make work available
+        self.outbox = MemoryOutbox()  # notifications until delivered, and the count of every try
 
 
 class MemoryStorage:
@@ -396,6 +402,24 @@ class MemoryStorage:
         """Every finished attempt of the job, oldest first, as ``_apply`` records them."""
         with self.q.lock:
             return list(self.q.history.get(job_id, []))
+
+    # -- optional: the Outbox capability (notifications delivered at least once) --------------------
+    def outbox_add(self, entries: Sequence[OutboxEntry]) -> list[str]:
+        return self.q.outbox.add(entries, self.now())
+
+    def outbox_claim(self, owner: str, notifiers: Sequence[str], lease_seconds: float,
+                     limit: int) -> list[OutboxItem]:
+        return self.q.outbox.claim(notifiers, lease_seconds, limit, self.now())
+
+    def outbox_settle(self, item: OutboxItem, outcome: str, retry_in: float | None,
+                      error: str | None = None) -> bool:
+        return self.q.outbox.settle(item, outcome, retry_in, self.now())
+
+    def notification_counts(self) -> dict[tuple[str, str], int]:
+        return self.q.outbox.counts()
+
+    def outbox_prune(self, older_than: float) -> int:
+        return self.q.outbox.prune(older_than, self.now())
 
 
 __all__ = ["MemoryQueue", "MemoryStorage"]

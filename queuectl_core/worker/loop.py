@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from queuectl_core.framework.app import App
     from queuectl_core.jobs.models import Job
+    from queuectl_core.worker.notify import Notifications
 
 T = TypeVar("T")
 HOUSEKEEPING_SECONDS = 1.0  # how often a worker says it is alive, checks for stop, recovers leases
@@ -98,6 +99,7 @@ class Worker:
         self._next_beat = now + self.lease / 3
         self._next_cancel_check = now + CANCEL_CHECK_SECONDS
         raise_fd_limit(slots)
+        self._notify: Notifications | None = None  # from run(): the notifiers' threads, if any
 
     # -- lifecycle --------------------------------------------------------------------------
     @property
@@ -120,7 +122,10 @@ class Worker:
 
     def _emit(self, kind: EventKind, **fields: Any) -> None:
         """Broadcast this worker's event (built with the config, so emit need not copy it to add it)."""
-        emit(JobEvent(kind, worker_id=self.id, config=self.app.config, **fields))
+        event = JobEvent(kind, worker_id=self.id, config=self.app.config, **fields)
+        emit(event)
+        if self._notify is not None:
+            self._notify.offer(event)  # a put on a queue: the notifiers run in their own threads
 
     def _halt_all(self) -> None:
         for slot in list(self._running.values()):
@@ -146,8 +151,10 @@ class Worker:
     def run(self) -> int:
         """Work until stopped (or, with burst, until nothing is left to do). Returns the exit code."""
         from queuectl_core.worker.janitor import Janitor
+        from queuectl_core.worker.notify import Notifications
 
         self._install_signals()
+        self._notify = Notifications.start(self.app, self.id)  # after: its threads' signal mask is the loop's
         janitor = Janitor(slots=self.slots)
         self._attempts = Attempts(self.executor, janitor, min(1.0, self.lease / 3), self._sig_w)
         started = self.storage.now()
@@ -165,6 +172,8 @@ class Worker:
             except StorageError:
                 pass
             janitor.close()
+            if self._notify is not None:
+                self._notify.close()  # the outcomes' notifications written, what is due delivered
             self._emit(EventKind.WORKER_STOPPED)
             self._restore_signals()
         return 0

@@ -9,6 +9,7 @@ the rest of the Storage protocol, one part per aggregate:
 - ``dependencies.py``: ``after``, recorded at enqueue and carried out down the chain;
 - ``queues.py``, ``schedules.py``, ``workers.py``: the other aggregates;
 - ``history.py``: every attempt of a job (the optional ``AttemptHistory`` capability);
+- ``outbox.py``: notifications kept until delivered (the optional ``Outbox`` capability);
 - ``dialect.py``, ``rows.py``, ``base.py``: what they share.
 
 What a change *means* (a job's, and what it does to the jobs waiting on it) is decided in
@@ -25,6 +26,7 @@ from queuectl_core.storage.sql.dependencies import DependenciesMixin
 from queuectl_core.storage.sql.dialect import Dialect
 from queuectl_core.storage.sql.history import HistoryMixin
 from queuectl_core.storage.sql.jobs import JobsMixin
+from queuectl_core.storage.sql.outbox import OutboxMixin
 from queuectl_core.storage.sql.queues import QueuesMixin
 from queuectl_core.storage.sql.rows import CONTROL_COLUMNS, JOB_COLUMNS, codes_out, control_values
 from queuectl_core.storage.sql.schedules import SchedulesMixin
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 
 
 class SQLStore(JobsMixin, ClaimsMixin, DependenciesMixin, QueuesMixin, SchedulesMixin, WorkersMixin, HistoryMixin,
-               SQLBase):
+               OutboxMixin, SQLBase):
     """The Storage protocol on any SQL database, given a dialect and what a backend provides:
     ``_tx`` (run a function in one transaction, mapping driver errors to StorageError),
     ``_insert`` (the batch insert, when the portable one is not fast enough), ``now``,
@@ -61,5 +63,5 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["CONTROL_COLUMNS", "JOB_COLUMNS", "WORKER_LIVE_SECONDS", "ClaimsMixin", "DependenciesMixin", "Dialect",
-           "Fenced", "HistoryMixin", "JobsMixin", "QueuesMixin", "SQLBase", "SQLStore", "SchedulesMixin", "Tx", "WorkersMixin",
+           "Fenced", "HistoryMixin", "JobsMixin", "OutboxMixin", "QueuesMixin", "SQLBase", "SQLStore", "SchedulesMixin", "Tx", "WorkersMixin",
            "codes_out", "control_values"]
