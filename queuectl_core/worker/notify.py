@@ -14,7 +14,7 @@ threads of the worker, each with a storage connection of its own, do the rest:
 - the *deliverer* claims due rows of the notifiers this worker has, under a lease (as jobs are
   claimed: a worker that dies mid-delivery leaves the row to another once the lease ends), hands
   each to its notifier, and records the outcome: delivered; or failed, due again after an
-  exponential backoff (1 s, 2 s, 4 s ... at most a minute) until it is older than the notifier's
+  exponential backoff (0.5 s, 1 s, 2 s ... at most a minute) until it is older than the notifier's
   ``max_age``, then dropped and counted ``expired``. A notifier whose ``max_age`` is 0 gets one try.
 
 The window of loss: a worker killed (SIGKILL, power loss) after committing an outcome and before
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 LEASE_SECONDS = 120.0  # a claimed row is due again after this (longer than any notifier's try)
 POLL_SECONDS = 1.0  # how often an idle deliverer looks for rows due (retries, other workers' rows)
 BATCH = 20  # rows claimed at once
-RETRY_FIRST, RETRY_MAX = 1.0, 60.0  # the backoff between tries of one row
+RETRY_FIRST, RETRY_MAX = 0.5, 60.0  # the backoff between tries of one row
 KEEP_SETTLED_SECONDS = 86_400.0  # settled rows are kept a day: a repeated write of one is recognised
 PRUNE_SECONDS = 3600.0  # how often a deliverer deletes settled rows older than that
 CLOSE_SECONDS = 5.0  # at most this long, at a worker's stop, to write the rows and deliver what is due
