@@ -239,3 +239,54 @@ def test_bad_notify_settings_are_refused(q: Any) -> None:
         result = q.run("config", "set", key, value, check=False)
         assert result.returncode == 1 and says in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert q.run("config", "set", "notify.webhook.max_age", "90m").stdout.strip() == "notify.webhook.max_age = 1h30m"
+
+
+# -- the migration: from the schema just before the outbox's ------------------------------------
+def _check_outbox_added(storage: Any) -> None:
+    from queuectl_core.jobs.notifications import OutboxEntry
+
+    assert storage.get("old") is not None and str(storage.get("old").state) == "dead"  # type: ignore[union-attr]
+    assert storage.notification_counts() == {}
+    assert storage.outbox_add([OutboxEntry("webhook", "n1", "dead", "{}")]) == ["n1"]
+    [item] = storage.outbox_claim("w", ["webhook"], 30, 10)
+    assert storage.outbox_settle(item, "delivered", None)
+    assert storage.notification_counts() == {("webhook", "delivered"): 1}
+
+
+def test_sqlite_outbox_migration(tmp_path: Path) -> None:
+    import sqlite3
+
+    from test_migrations import sqlite_schema_at
+
+    from queuectl_plugins.sqlite_storage import _OUTBOX, MIGRATIONS, SCHEMA_VERSION, SQLiteStorage
+
+    db = tmp_path / "queue.db"
+    conn = sqlite_schema_at(db, MIGRATIONS.index(_OUTBOX))  # the release before the outbox
+    conn.execute("INSERT INTO jobs (id, command, state, attempts, max_retries, priority, created_at, updated_at,"
+                 " run_at, last_exit_code, queue) VALUES ('old', 'false', 'dead', 1, 0, 0, 1, 2, 1, 1, 'default')")
+    conn.close()
+    storage = SQLiteStorage(db)
+    try:
+        _check_outbox_added(storage)
+        assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        storage.close()
+
+
+def test_postgres_outbox_migration() -> None:
+    import psycopg
+
+    from queuectl_plugins.postgres_storage import MIGRATIONS, PostgresStorage
+    from queuectl_plugins.postgres_testing import postgres_schema_at, temporary_postgres_database
+
+    mine = next(i for i, sql in enumerate(MIGRATIONS) if "CREATE TABLE {s}.outbox" in sql)
+    with temporary_postgres_database() as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            postgres_schema_at(conn, mine)  # the release before the outbox
+            conn.execute("INSERT INTO queuectl.jobs (id, command, state, attempts, max_retries, last_exit_code)"
+                         " VALUES ('old', 'false', 'dead', 1, 0, 1)")
+        storage = PostgresStorage(dsn)
+        try:
+            _check_outbox_added(storage)
+        finally:
+            storage.close()
