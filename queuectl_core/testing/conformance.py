@@ -1404,9 +1404,11 @@ class StorageConformance:
     # -- notifications: the outbox (the Outbox capability; its fallback is one process's memory) ---------
     @staticmethod
     def entry(notifier: str, nid: str, event: str = "dead") -> Any:
+        import json
+
         from queuectl_core.jobs.notifications import OutboxEntry
 
-        return OutboxEntry(notifier, nid, event, '{"id": "%s"}' % nid)
+        return OutboxEntry(notifier, nid, event, json.dumps({"id": nid}))
 
     def test_outbox_keeps_one_row_per_notifier_and_id(self, storage: Any) -> None:
         e = [self.entry("hook", "n1"), self.entry("hook", "n2"), self.entry("cmd", "n1")]
