@@ -203,6 +203,17 @@ def test_command_notifier_environment_and_one_queue_empty_per_queue(q: Any, tmp_
                                                                    "dead b1 dead 4 beta"])
 
 
+def test_a_job_cancelled_by_the_cli_is_notified_by_the_next_worker(q: Any, tmp_path: Path) -> None:
+    log = tmp_path / "notified.log"
+    q.config("notify.command", f'echo "$QUEUECTL_EVENT $QUEUECTL_JOB_ID $QUEUECTL_JOB_STATE" >> {log}')
+    q.config("notify.command_events", "cancelled,queue_empty")
+    q.run("enqueue", "--id", "later", "--delay", "1h", "--cmd", "true")
+    q.run("cancel", "later")  # no worker runs: the rows wait in the outbox
+    assert not log.exists()
+    q.run("worker", "start", "--burst")
+    assert sorted(log.read_text().splitlines()) == ["cancelled later cancelled", "queue_empty later cancelled"]
+
+
 def test_notifications_are_counted_on_metrics(q: Any, dash: Any, receiver: Any, tmp_path: Path) -> None:
     r = receiver(fail=1).start()
     q.config("notify.webhook.url", r.url)

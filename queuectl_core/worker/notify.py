@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from queuectl_core.errors import QueuectlError, RegistryError
 from queuectl_core.jobs.notifications import NOTIFY_EVENTS, Notification, NotifyEvent, OutboxEntry, Outcome, body
@@ -126,6 +126,37 @@ def queue_empty_entries(storage: WithFallbacks, job: Job, at: Any,
     nid = notification_id("queue_empty", job.queue, newest[0].id, to_ms(newest[0].updated_at))
     doc = body(nid, NotifyEvent.QUEUE_EMPTY, at, job)
     return [OutboxEntry(n, nid, str(NotifyEvent.QUEUE_EMPTY), doc) for n in names]
+
+
+def notify_from_command(storage: Any, changed: Sequence[tuple[Job, Any]]) -> None:
+    """Outbox rows for what a command did outside any worker (``cancel`` of a job that was not
+    running, from the CLI, the dashboard or the Python API): written now, delivered by the workers.
+    Never fails the command, which has already happened: a failure is one line on stderr."""
+    kinds = [(job, str(kind)) for job, kind in changed if kind is not None and str(kind) in NOTIFY_EVENTS]
+    if not kinds:
+        return
+    from queuectl_core.framework.app import current_app
+    from queuectl_core.framework.plugins import debug_traceback, warn
+    from queuectl_core.jobs.models import JobEvent
+    from queuectl_core.storage.capabilities import with_fallbacks
+
+    try:
+        store = with_fallbacks(storage)
+        if "Outbox" not in store.native:
+            return  # only a worker's own memory would hold them: nobody would deliver them
+        found = notifiers(current_app().config)
+        wanted = {name: frozenset(n.events) for name, (_, n) in found.items()}
+        rows: list[OutboxEntry] = []
+        for job, kind in kinds:
+            event = JobEvent(kind, job=job)  # type: ignore[arg-type]
+            rows += entries(event, wanted)
+            if kind in _FINISHED:
+                rows += queue_empty_entries(store, job, event.at, wanted)
+        if rows:
+            store.outbox_add(rows)
+    except Exception as exc:
+        debug_traceback()
+        warn(f"queuectl: could not write notifications: {exc}")
 
 
 class Notifications:
@@ -303,4 +334,4 @@ class Notifications:
                 pass
 
 
-__all__ = ["Notifications", "entries", "notification_id", "notifiers", "queue_empty_entries"]
+__all__ = ["Notifications", "entries", "notification_id", "notifiers", "notify_from_command", "queue_empty_entries"]
