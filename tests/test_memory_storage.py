@@ -1,7 +1,7 @@
 """The in-memory reference storage (queuectl_core.testing.MemoryStorage): it has the required
-protocol and one optional capability, AttemptHistory (which no fallback can know), so the
-conformance suite run on it checks core's fallbacks for every other; run again without its history,
-it checks that fallback too."""
+protocol and two optional capabilities, AttemptHistory (which no fallback can know) and Outbox
+(notifications shared by every connection), so the conformance suite run on it checks core's
+fallbacks for every other; run again without each, it checks those fallbacks too."""
 
 from __future__ import annotations
 
@@ -32,9 +32,21 @@ class TestMemoryWithoutHistoryConformance(StorageConformance):
         return lambda: _WithoutHistory(queue)
 
 
-def test_the_memory_storage_has_the_required_protocol_and_only_the_history_capability() -> None:
+class _WithoutOutbox(MemoryStorage):
+    outbox_add = outbox_claim = outbox_settle = notification_counts = outbox_prune = None  # type: ignore[assignment]
+
+
+class TestMemoryWithoutOutboxConformance(StorageConformance):
+    @pytest.fixture
+    def storage_factory(self) -> Callable[[], Any]:
+        queue = MemoryQueue()
+        return lambda: _WithoutOutbox(queue)
+
+
+def test_the_memory_storage_has_the_required_protocol_and_only_the_history_and_outbox_capabilities() -> None:
     storage = MemoryStorage()
     assert isinstance(storage, Storage)
-    assert capabilities(storage) == ["AttemptHistory"]
-    assert with_fallbacks(storage).native == frozenset({"AttemptHistory"})
-    assert capabilities(_WithoutHistory()) == []
+    assert capabilities(storage) == ["AttemptHistory", "Outbox"]
+    assert with_fallbacks(storage).native == frozenset({"AttemptHistory", "Outbox"})
+    assert capabilities(_WithoutHistory()) == ["Outbox"]
+    assert capabilities(_WithoutOutbox()) == ["AttemptHistory"]
