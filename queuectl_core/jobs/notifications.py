@@ -87,7 +87,8 @@ class Notifier(Protocol):
     ``events``: the :data:`NOTIFY_EVENTS` it wants. ``max_age``: seconds a notification is retried
     for (with exponential backoff) before it is dropped and counted ``expired``; 0 means one try,
     no retry. ``deliver`` raises on failure (anything: it is caught, counted and reported); it runs
-    in a background thread of a worker, never in the worker's loop.
+    in a background thread of a worker, never in the worker's loop. A notifier may also have a
+    ``timeout`` (seconds one try may take at most): a claimed row's lease is at least twice it.
     """
 
     events: frozenset[str]

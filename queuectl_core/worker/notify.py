@@ -1,8 +1,8 @@
 """A worker's notifications: job events written to the storage's outbox, delivered at least once.
 
 The worker's loop hands every event it announces to :meth:`Notifications.offer` (a put on an
-in-memory queue: no I/O, so a notifier never delays a job nor the next claim). Two background
-threads of the worker, each with a storage connection of its own, do the rest:
+in-memory queue: no I/O, so a notifier never delays a job nor the next claim). Background threads
+of the worker, each with a storage connection of its own, do the rest:
 
 - the *recorder* turns each event into one outbox row per notifier that wants it, right after the
   transaction that recorded the job's outcome (not inside it: the outcome is written by the loop's
@@ -11,9 +11,11 @@ threads of the worker, each with a storage connection of its own, do the rest:
   no unfinished job left (``queue_empty``). Each row's id is derived from the job's change
   (job id, event, updated_at) or, for ``queue_empty``, from the queue's newest job, so two workers
   writing one notification keep one row.
-- the *deliverer* claims due rows of the notifiers this worker has, under a lease (as jobs are
-  claimed: a worker that dies mid-delivery leaves the row to another once the lease ends), hands
-  each to its notifier, and records the outcome: delivered; or failed, due again after an
+- a *deliverer* per notifier (so a slow receiver holds up no other notifier) claims that notifier's
+  due rows under a lease (as jobs are claimed: a worker that dies mid-delivery leaves the row to
+  another once the lease ends; the lease is at least twice the notifier's ``timeout``, and rows of
+  a batch not tried within half of it are left for the next claim), hands each to the notifier,
+  one at a time, and records the outcome: delivered; or failed, due again after an
   exponential backoff (0.5 s, 1 s, 2 s ... at most a minute) until it is older than the notifier's
   ``max_age``, then dropped and counted ``expired``. A notifier whose ``max_age`` is 0 gets one try.
 
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
     from queuectl_core.jobs.notifications import Notifier, OutboxItem
     from queuectl_core.storage.capabilities import WithFallbacks
 
-LEASE_SECONDS = 120.0  # a claimed row is due again after this (longer than any notifier's try)
+LEASE_SECONDS = 120.0  # a claimed row is due again after this, or twice the notifier's timeout
 POLL_SECONDS = 1.0  # how often an idle deliverer looks for rows due (retries, other workers' rows)
 BATCH = 20  # rows claimed at once
 RETRY_FIRST, RETRY_MAX = 0.5, 60.0  # the backoff between tries of one row
@@ -173,19 +175,26 @@ class Notifications:
         self.wants_queue_empty = any(NotifyEvent.QUEUE_EMPTY in e for e in self.wanted.values())
         if self.wants_queue_empty:
             self.kinds |= frozenset(_FINISHED)
-        # A connection each: a storage connection is not shared between threads.
+        # A connection per thread: a storage connection is not shared between threads.
         config = app.config
-        self.recorder_storage = with_fallbacks(make_provider(app.registries.storages, config["storage"], config))
-        self.deliverer_storage = with_fallbacks(make_provider(app.registries.storages, config["storage"], config))
-        if "Outbox" not in self.deliverer_storage.native:
-            # Core's fallback outbox lives in memory: both threads must share the one.
-            self.deliverer_storage.__dict__["_memory_outbox"] = self.recorder_storage._outbox
+
+        def connect() -> WithFallbacks:
+            return with_fallbacks(make_provider(app.registries.storages, config["storage"], config))
+
+        self.recorder_storage = connect()
+        # A deliverer per notifier, so a slow or dead receiver holds up no other notifier.
+        self.storages = {name: connect() for name in found}
+        for storage in self.storages.values():
+            if "Outbox" not in storage.native:
+                # Core's fallback outbox lives in memory: every thread must share the one.
+                storage.__dict__["_memory_outbox"] = self.recorder_storage._outbox
         self._events: queue.SimpleQueue[JobEvent | None] = queue.SimpleQueue()
-        self._wake = threading.Event()
+        self._wakes = {name: threading.Event() for name in found}
         self._closing = threading.Event()
         self._last_warning: dict[str, float] = {}
         self._recorder = threading.Thread(target=self._record_loop, name="queuectl-notify-record", daemon=True)
-        self._deliverer = threading.Thread(target=self._deliver_loop, name="queuectl-notify-deliver", daemon=True)
+        self._deliverers = [threading.Thread(target=self._deliver_loop, args=(name,), daemon=True,
+                                             name=f"queuectl-notify-{name}") for name in found]
 
     @classmethod
     def start(cls, app: App, owner: str) -> Notifications | None:
@@ -203,7 +212,8 @@ class Notifications:
             warn(f"[{owner}] notifications are off: {exc}")
             return None
         self._recorder.start()
-        self._deliverer.start()
+        for thread in self._deliverers:
+            thread.start()
         return self
 
     def offer(self, event: JobEvent) -> None:
@@ -219,14 +229,17 @@ class Notifications:
         self._events.put(None)
         self._recorder.join(timeout)
         self._closing.set()
-        self._wake.set()
-        self._deliverer.join(max(0.0, deadline - time.monotonic()))
-        for storage in (self.recorder_storage, self.deliverer_storage):
-            if not (self._recorder.is_alive() or self._deliverer.is_alive()):
-                try:
-                    storage.close()
-                except Exception:
-                    pass
+        for wake in self._wakes.values():
+            wake.set()
+        for thread in self._deliverers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self._recorder.is_alive() or any(t.is_alive() for t in self._deliverers):
+            return  # a thread still uses its connection: the process's exit closes them
+        for storage in (self.recorder_storage, *self.storages.values()):
+            try:
+                storage.close()
+            except Exception:
+                pass
 
     # -- the recorder -----------------------------------------------------------------------
     def _record_loop(self) -> None:
@@ -255,7 +268,8 @@ class Notifications:
                 if pending:
                     self.recorder_storage.outbox_add(pending)
                     pending = []
-                    self._wake.set()
+                    for wake in self._wakes.values():
+                        wake.set()
             except Exception as exc:
                 self._warn("outbox", f"could not write notifications (will retry): {exc}")
                 if stop:
@@ -276,34 +290,38 @@ class Notifications:
                 return events
 
     # -- the deliverer ----------------------------------------------------------------------
-    def _deliver_loop(self) -> None:
-        names = sorted(self.notifiers)
+    def _deliver_loop(self, name: str) -> None:
+        storage, wake = self.storages[name], self._wakes[name]
+        notifier = self.notifiers[name][1]
+        # The lease outlasts any one try: a try still under way is never handed to another worker.
+        lease = max(LEASE_SECONDS, 2 * float(getattr(notifier, "timeout", 0) or 0))
         next_prune = time.monotonic()
         while True:
             closing = self._closing.is_set()
+            items: list[OutboxItem] = []
             try:
-                items = self.deliverer_storage.outbox_claim(self.owner, names, LEASE_SECONDS, BATCH)
+                items = storage.outbox_claim(self.owner, [name], lease, BATCH)
+                claimed = time.monotonic()
                 for item in items:
-                    self._try(item)
+                    if time.monotonic() - claimed > lease / 2:
+                        break  # slow tries: the rest are due again when their lease ends, for any worker
+                    self._try(storage, notifier, item)
                 if time.monotonic() >= next_prune and not closing:
                     next_prune = time.monotonic() + PRUNE_SECONDS
-                    self.deliverer_storage.outbox_prune(KEEP_SETTLED_SECONDS)
+                    storage.outbox_prune(KEEP_SETTLED_SECONDS)
             except Exception as exc:
-                items = []
-                self._warn("outbox", f"could not read the notification outbox (will retry): {exc}")
+                self._warn("outbox", f"could not use the notification outbox (will retry): {exc}")
             if closing:
                 if len(items) < BATCH:
                     return
                 continue
             if len(items) < BATCH:
-                self._wake.wait(POLL_SECONDS)
-                self._wake.clear()
+                wake.wait(POLL_SECONDS)
+                wake.clear()
 
-    def _try(self, item: OutboxItem) -> None:
+    def _try(self, storage: WithFallbacks, notifier: Notifier, item: OutboxItem) -> None:
         """One delivery try of a claimed row, and its outcome recorded."""
         name = item.entry.notifier
-        notifier = self.notifiers[name][1]
-        storage = self.deliverer_storage
         age = (storage.now() - item.created_at).total_seconds()
         if notifier.max_age > 0 and age > notifier.max_age:
             storage.outbox_settle(item, Outcome.EXPIRED, None, "older than max_age")
