@@ -205,13 +205,16 @@ def test_command_notifier_environment_and_one_queue_empty_per_queue(q: Any, tmp_
 
 def test_a_job_cancelled_by_the_cli_is_notified_by_the_next_worker(q: Any, tmp_path: Path) -> None:
     log = tmp_path / "notified.log"
-    q.config("notify.command", f'echo "$QUEUECTL_EVENT $QUEUECTL_JOB_ID $QUEUECTL_JOB_STATE" >> {log}')
+    # Like a job, the command never sees queuectl's secret settings.
+    q.config("notify.command", f'echo "$QUEUECTL_EVENT $QUEUECTL_JOB_ID $QUEUECTL_JOB_STATE'
+                               f' ${{QUEUECTL_NOTIFY_WEBHOOK_SECRET:-hidden}}" >> {log}')
     q.config("notify.command_events", "cancelled,queue_empty")
     q.run("enqueue", "--id", "later", "--delay", "1h", "--cmd", "true")
     q.run("cancel", "later")  # no worker runs: the rows wait in the outbox
     assert not log.exists()
-    q.run("worker", "start", "--burst")
-    assert sorted(log.read_text().splitlines()) == ["cancelled later cancelled", "queue_empty later cancelled"]
+    q.run("worker", "start", "--burst", env={"QUEUECTL_NOTIFY_WEBHOOK_SECRET": "s3cret"})
+    assert sorted(log.read_text().splitlines()) == ["cancelled later cancelled hidden",
+                                                    "queue_empty later cancelled hidden"]
 
 
 def test_notifications_are_counted_on_metrics(q: Any, dash: Any, receiver: Any, tmp_path: Path) -> None:

@@ -119,8 +119,7 @@ def queue_empty_entries(storage: WithFallbacks, job: Job, at: Any,
     names = [n for n, events in wanted.items() if NotifyEvent.QUEUE_EMPTY in events]
     if not names:
         return []
-    unfinished = [s for s in lifecycle.RUNNABLE_STATES + lifecycle.HOLDING_STATES]
-    if storage.count_jobs(states=unfinished, queue=job.queue):
+    if storage.count_jobs(states=list(lifecycle.UNFINISHED_STATES), queue=job.queue):
         return []
     newest = storage.list_jobs(queue=job.queue, limit=1)
     if not newest:
