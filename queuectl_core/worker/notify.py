@@ -5,7 +5,7 @@ in-memory queue: no I/O, so a notifier never delays a job nor the next claim). B
 of the worker, each with a storage connection of its own, do the rest:
 
 - the *recorder* turns each event into one outbox row per notifier that wants it, right after the
-  transaction that recorded the job's outcome (not inside it: the outcome is written by the loop's
+  transaction that recorded the job's outcome, the events of 50 ms at once (not inside it: the outcome is written by the loop's
   batched record-and-claim, and what the event is — completed, failed, dead — is known only from
   the job that transaction returns). For a job that finished it also looks whether its queue has
   no unfinished job left (``queue_empty``). Each row's id is derived from the job's change
@@ -49,6 +49,7 @@ BATCH = 20  # rows claimed at once
 RETRY_FIRST, RETRY_MAX = 0.5, 60.0  # the backoff between tries of one row
 KEEP_SETTLED_SECONDS = 86_400.0  # settled rows are kept a day: a repeated write of one is recognised
 PRUNE_SECONDS = 3600.0  # how often a deliverer deletes settled rows older than that
+RECORD_BATCH_SECONDS = 0.05  # the recorder writes the events of this long at once
 CLOSE_SECONDS = 5.0  # at most this long, at a worker's stop, to write the rows and deliver what is due
 WARN_SECONDS = 10.0  # at most one line per notifier this often about failed tries
 _NAMESPACE = uuid.UUID("8f4a8c1e-3c55-4f7b-9a59-0e7c2a4f9b11")  # notification ids are uuid5 in it
@@ -243,7 +244,9 @@ class Notifications:
     # -- the recorder -----------------------------------------------------------------------
     def _record_loop(self) -> None:
         pending: list[OutboxEntry] = []  # rows to write, kept through a storage outage
-        checks: list[tuple[Job, Any]] = []  # finished jobs whose queue may be empty now
+        # The last finished job of each queue, whose queue may be empty now (a later one of a queue
+        # replaces an earlier: the job whose end emptied it is the last to finish).
+        checks: dict[str, tuple[Job, Any]] = {}
         stop = False
         while True:
             if not stop:
@@ -252,18 +255,22 @@ class Notifications:
                     first = self._events.get(timeout=0.5 if pending or checks else None)
                 except queue.Empty:
                     pass
+                if first is not _NOTHING and first is not None:
+                    # A busy worker finishes a job every few ms: one write for what comes in this
+                    # while, not one each, keeps the storage's lock free for the worker's own writes.
+                    time.sleep(RECORD_BATCH_SECONDS)
                 for event in self._drain(first):
                     if event is None:
                         stop = True
                         continue
                     pending += entries(event, self.wanted)
                     if str(event.kind) in _FINISHED and event.job is not None and self.wants_queue_empty:
-                        checks.append((event.job, event.at))
+                        checks.pop(event.job.queue, None)
+                        checks[event.job.queue] = (event.job, event.at)
             try:
-                while checks:
-                    job, at = checks[0]
+                for name, (job, at) in list(checks.items()):
                     pending += queue_empty_entries(self.recorder_storage, job, at, self.wanted)
-                    checks.pop(0)
+                    del checks[name]
                 if pending:
                     self.recorder_storage.outbox_add(pending)
                     pending = []
