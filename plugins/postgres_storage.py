@@ -291,6 +291,33 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE {s}.jobs ADD COLUMN memory bigint, ADD COLUMN cpu_time double precision;
     ALTER TABLE {s}.queues ADD COLUMN memory bigint, ADD COLUMN cpu_time double precision;
     """,
+    # -- notifications: the outbox workers deliver from (at least once, each row under a lease),
+    # and every delivery try counted per notifier and outcome for /metrics.
+    """
+    CREATE TABLE {s}.outbox (
+        notifier text NOT NULL,
+        id text NOT NULL,
+        event text NOT NULL,
+        body text NOT NULL,
+        created_at timestamptz NOT NULL,
+        due_at timestamptz NOT NULL,
+        tries integer NOT NULL DEFAULT 0,
+        owner text,
+        token text,
+        settled_at timestamptz,
+        outcome text,
+        last_error text,
+        PRIMARY KEY (notifier, id)
+    );
+    CREATE INDEX outbox_due ON {s}.outbox (due_at) WHERE settled_at IS NULL;
+    CREATE INDEX outbox_settled ON {s}.outbox (settled_at) WHERE settled_at IS NOT NULL;
+    CREATE TABLE {s}.notification_counts (
+        notifier text NOT NULL,
+        outcome text NOT NULL,
+        n bigint NOT NULL,
+        PRIMARY KEY (notifier, outcome)
+    );
+    """,
 )
 
 
@@ -435,6 +462,7 @@ class PostgresStorage(SQLStore):
         self.counts_table = f"{self.s}.job_counts"  # -- scale (issue 10)
         self.attempts_table = f"{self.s}.attempts"  # -- history (issue 20)
         self.output_table = f"{self.s}.job_output"  # -- output kept by the storage (issue 22)
+        self.outbox_table, self.notify_counts_table = f"{self.s}.outbox", f"{self.s}.notification_counts"
         # One channel per schema, so two queues in one database never wake each other.
         self.channel = f"queuectl_{schema}"[:63]
         self._conn: Any = None

@@ -205,6 +205,34 @@ CREATE TRIGGER job_output_deleted AFTER DELETE ON jobs BEGIN
     DELETE FROM job_output WHERE job_id = old.id;
 END
 """
+
+# Notifications: the outbox workers deliver from (at least once, each row under a lease), and
+# every delivery try counted per notifier and outcome for /metrics (queuectl_core.storage.sql.outbox).
+_OUTBOX = """
+CREATE TABLE outbox (
+    notifier TEXT NOT NULL,
+    id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    due_at INTEGER NOT NULL,
+    tries INTEGER NOT NULL DEFAULT 0,
+    owner TEXT,
+    token TEXT,
+    settled_at INTEGER,
+    outcome TEXT,
+    last_error TEXT,
+    PRIMARY KEY (notifier, id)
+);
+CREATE INDEX outbox_due ON outbox (due_at) WHERE settled_at IS NULL;
+CREATE INDEX outbox_settled ON outbox (settled_at) WHERE settled_at IS NOT NULL;
+CREATE TABLE notification_counts (
+    notifier TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (notifier, outcome)
+);
+"""
 _TALLY_INSERTED = ("INSERT INTO job_counts (queue, state, held, jobs, attempts) VALUES (?, 'pending', 0, ?, 0)"
                    " ON CONFLICT (queue, state, held) DO UPDATE SET jobs = jobs + excluded.jobs")
 # Versioned: never edit a released one, add the next.
@@ -231,6 +259,7 @@ MIGRATIONS: tuple[str, ...] = (
     "ALTER TABLE jobs ADD COLUMN cpu_time REAL;"
     "ALTER TABLE queues ADD COLUMN memory INTEGER;"
     "ALTER TABLE queues ADD COLUMN cpu_time REAL",
+    _OUTBOX,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -39,6 +39,7 @@ if _typing.TYPE_CHECKING:
     from queuectl_core.jobs.lifecycle import Change, Transition
     from queuectl_core.jobs.limits import Limits
     from queuectl_core.jobs.models import EventKind, Job, JobEvent, JobState, NewJob
+    from queuectl_core.jobs.notifications import NOTIFY_EVENTS, Notification, Notifier
     from queuectl_core.jobs.records import Attempt, AttemptResult, QueueInfo, Schedule, WorkerInfo
     from queuectl_core.storage import capabilities
 
@@ -54,6 +55,7 @@ _LAZY = {
     **dict.fromkeys(("Change", "Transition"), "queuectl_core.jobs.lifecycle"),
     **dict.fromkeys(("EventKind", "Job", "JobEvent", "JobState", "NewJob"), "queuectl_core.jobs.models"),
     **dict.fromkeys(("Attempt", "AttemptResult", "QueueInfo", "Schedule", "WorkerInfo"), "queuectl_core.jobs.records"),
+    **dict.fromkeys(("NOTIFY_EVENTS", "Notification", "Notifier"), "queuectl_core.jobs.notifications"),
     "actions": "queuectl_core.control.actions",
     "capabilities": "queuectl_core.storage.capabilities",
     "scheduling": "queuectl_core.control.scheduling",
@@ -74,6 +76,7 @@ def __getattr__(name: str) -> _typing.Any:
 
 __all__ = [
     "NAME",
+    "NOTIFY_EVENTS",
     "App",
     "Attempt",
     "AttemptResult",
@@ -90,6 +93,8 @@ __all__ = [
     "JobState",
     "Limits",
     "NewJob",
+    "Notification",
+    "Notifier",
     "PluginError",
     "QueueInfo",
     "QueuectlError",

@@ -1,7 +1,7 @@
 """The in-memory reference storage (queuectl_core.testing.MemoryStorage): it has the required
-protocol and one optional capability, AttemptHistory (which no fallback can know), so the
-conformance suite run on it checks core's fallbacks for every other; run again without its history,
-it checks that fallback too."""
+protocol and two optional capabilities, AttemptHistory (which no fallback can know) and Outbox
+(notifications shared by every connection), so the conformance suite run on it checks core's
+fallbacks for every other; run again without each, it checks those fallbacks too."""
 
 from __future__ import annotations
 
@@ -33,10 +33,23 @@ class TestMemoryWithoutHistoryConformance(StorageConformance):
         return lambda: _WithoutHistory(queue)
 
 
+class _WithoutOutbox(MemoryStorage):
+    outbox_add = outbox_claim = outbox_settle = notification_counts = outbox_prune = None  # type: ignore[assignment]
+
+
+class TestMemoryWithoutOutboxConformance(StorageConformance):
+    @pytest.fixture
+    def storage_factory(self) -> Callable[[], Any]:
+        queue = MemoryQueue()
+        return lambda: _WithoutOutbox(queue)
+
+
 def test_the_memory_storage_has_the_required_protocol_and_only_the_behaviour_capabilities() -> None:
-    """History, output and queue limits, which no fallback can give; none that only buys speed."""
+    """History, output, queue limits and the outbox, which no fallback can give as a database
+    does; none that only buys speed."""
     storage = MemoryStorage()
     assert isinstance(storage, Storage)
-    assert capabilities(storage) == ["AttemptHistory", "AttemptOutput", "QueueLimits"]
-    assert with_fallbacks(storage).native == frozenset({"AttemptHistory", "AttemptOutput", "QueueLimits"})
-    assert capabilities(_WithoutHistory()) == ["QueueLimits"]
+    assert capabilities(storage) == ["AttemptHistory", "AttemptOutput", "QueueLimits", "Outbox"]
+    assert with_fallbacks(storage).native == frozenset({"AttemptHistory", "AttemptOutput", "QueueLimits", "Outbox"})
+    assert capabilities(_WithoutHistory()) == ["QueueLimits", "Outbox"]
+    assert capabilities(_WithoutOutbox()) == ["AttemptHistory", "AttemptOutput", "QueueLimits"]

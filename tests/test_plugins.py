@@ -309,6 +309,36 @@ def test_plugin_commands_reach_the_real_cli_through_main(tmp_path: Path) -> None
 
 
 # -- queuectl_job_event --------------------------------------------------------------------------
+def test_hook_queuectl_register_notifiers(fast) -> None:
+    told: list[Any] = []
+
+    class Recorder:
+        events = frozenset({"dead", "queue_empty"})
+        max_age = 60.0
+
+        def deliver(self, notification):
+            told.append(notification)
+
+    class Plugin:
+        @hookimpl
+        def queuectl_register_notifiers(self, register):
+            register("recorder", lambda config: Recorder())
+            register("unconfigured", lambda config: None)  # off
+            register("broken", lambda config: 1 / 0)  # off, saying so; the others still run
+
+    with register_plugin(Plugin(), name="recording-notifier"):
+        ok("enqueue", "--id", "good", "--cmd", "true")
+        ok("enqueue", "--id", "bad", "--cmd", "exit 3", "--max-retries", "0")
+        result = ok("worker", "start", "--burst")
+    assert sorted((n.event, n.job["id"], n.job["state"]) for n in told) == [("dead", "bad", "dead"),
+                                                                            ("queue_empty", "bad", "dead")]
+    told.sort(key=lambda n: n.event)
+    doc = json.loads(told[0].body)
+    assert doc["id"] == told[0].id and doc["event"] == "dead" and doc["job"]["last_exit_code"] == 3
+    assert "notifier 'broken' (plugin 'recording-notifier') is off: its factory failed: ZeroDivisionError" \
+        in result.stderr
+
+
 def test_hook_queuectl_job_event(fast) -> None:
     events: list[Any] = []
 

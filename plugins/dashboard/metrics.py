@@ -6,6 +6,10 @@ counts stored on jobs; removing, purging, restarting or replaying jobs lowers th
 process adds back any drop it sees: the counter only grows while the dashboard runs (and starts
 over, like any exporter's counter, when it restarts). docs/dashboard.md says so too.
 
+``queuectl_notifications_total`` is read from the storage's ``notification_counts`` table, which
+the workers' notification threads update with every delivery try: deliveries happen in workers,
+on any host, and this process only reads what they counted.
+
 The histograms (how long attempts ran, their peak memory) count the attempts that finished since
 this dashboard started, read from the storage's history at each scrape: the attempts finished since
 the previous read, so a scrape costs what finished in between, and a purge never lowers them.
@@ -122,7 +126,20 @@ class QueueCollector:
         for q in queues:
             paused.add_metric([q.name], 1 if q.paused else 0)
         yield paused
+        yield self.notifications()
         yield from self.histograms(now)
+
+    def notifications(self) -> Metric:
+        """Every notification delivery try, per notifier and outcome, counted by the workers that
+        made them in the storage (notification_counts): a counter whichever process scrapes it."""
+        from queuectl_core.storage.capabilities import with_fallbacks
+
+        sent = CounterMetricFamily("queuectl_notifications", "Notification delivery tries by every worker, per "
+                                   "notifier and outcome (delivered; failed: retried unless the notifier tries once; "
+                                   "expired: dropped, older than its max_age).", labels=["notifier", "outcome"])
+        for (notifier, outcome), n in sorted(with_fallbacks(self.data.storage).notification_counts().items()):
+            sent.add_metric([notifier, outcome], n)
+        return sent
 
     def histograms(self, now: datetime) -> Iterator[Metric]:
         """How long attempts ran and their peak memory, for the attempts finished since the

@@ -46,6 +46,10 @@ def _act_many(storage: Storage, job_ids: Sequence[str], decide: Callable[[Job], 
                                       " nothing was changed; try again")
         raise ValidationError("jobs changed while acting on them; nothing was changed; try again")
     _announce(updated, {job_id: change for job_id, _, change in changes})
+    from queuectl_core.worker.notify import notify_from_command
+
+    kinds = {job_id: change.event for job_id, _, change in changes}
+    notify_from_command(storage, [(job, kinds[job.id]) for job in updated])
     return updated
 
 

@@ -13,9 +13,10 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from queuectl_core.framework.settings import Setting
+    from queuectl_core.framework.settings import Config, Setting
     from queuectl_core.interfaces import BackoffFactory, ExecutorFactory, StorageFactory
     from queuectl_core.jobs.models import JobEvent
+    from queuectl_core.jobs.notifications import Notifier
 
 hookspec = pluggy.HookspecMarker("queuectl")
 
@@ -83,4 +84,19 @@ def queuectl_job_event(event: JobEvent) -> None:
     never stops the others, nor the worker. Runs inside the worker's loop, so return quickly.
 
     :param event: a frozen :class:`queuectl_core.jobs.models.JobEvent`.
+    """
+
+
+@hookspec
+def queuectl_register_notifiers(register: Callable[[str, Callable[[Config], Notifier | None]], None]) -> None:
+    """Register named notifiers: told of ``completed``, ``failed``, ``dead``, ``cancelled`` and
+    ``queue_empty``, delivered at least once from the storage's outbox by a background thread of
+    each worker.
+
+    Called for every plugin, once per worker. ``register(name, factory)``: ``factory(config)``
+    returns a :class:`queuectl_core.jobs.notifications.Notifier`, or None when the notifier is not
+    configured (it is then off). The name labels ``queuectl_notifications_total{notifier}``. Two
+    notifiers of one name is an error.
+
+    :param register: call once per notifier you provide.
     """

@@ -127,6 +127,8 @@ class Setting:
     # A callable default is computed from the home directory (e.g. a path inside it).
     plugin: str = "core"
     validate: Callable[[Any], object] | None = None
+    # Seconds per unit for a time span whose key says no unit (``notify.webhook.max_age``).
+    unit: float | None = None
 
     @property
     def duration_unit(self) -> float | None:
@@ -134,6 +136,8 @@ class Setting:
         then be given as a duration such as ``5m`` or ``1h30m``."""
         if self.type not in (int, float):
             return None
+        if self.unit is not None:
+            return self.unit
         if self.key.endswith("_seconds") or self.key.startswith("retention."):  # retention.*: ages
             return 1.0
         if self.key.endswith("_ms"):

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from queuectl_core.jobs.lifecycle import Change
     from queuectl_core.jobs.limits import Limits
     from queuectl_core.jobs.models import Job, JobState, NewJob
+    from queuectl_core.jobs.notifications import OutboxEntry, OutboxItem
     from queuectl_core.jobs.output import OutputWrite
     from queuectl_core.jobs.records import Attempt
 
@@ -176,16 +177,46 @@ class QueueLimits(Protocol):
         with a ValidationError saying the storage keeps no queue defaults."""
 
 
+# -- notifications: an outbox delivered at least once (queuectl_core.worker.notify) -----------------
+@runtime_checkable
+class Outbox(Protocol):
+    def outbox_add(self, entries: Sequence[OutboxEntry]) -> list[str]:
+        """Keep each entry, due now, unless one with its (notifier, id) is kept already (delivered
+        or not): returns the ids of those added, in one transaction. Fallback: an outbox in this
+        process's memory (not durable, not shared: each worker delivers what it wrote)."""
+
+    def outbox_claim(self, owner: str, notifiers: Sequence[str], lease_seconds: float,
+                     limit: int) -> list[OutboxItem]:
+        """Up to ``limit`` unsettled entries of ``notifiers`` that are due, oldest first, each
+        leased to ``owner`` for ``lease_seconds`` under a new token (due again when it expires)
+        with its try counted; concurrent claimers never get one row at once."""
+
+    def outbox_settle(self, item: OutboxItem, outcome: str, retry_in: float | None,
+                      error: str | None = None) -> bool:
+        """Record a try of a claimed entry, fenced by its token: settled for good when
+        ``retry_in`` is None, else due again in ``retry_in`` seconds; ``outcome`` is added to
+        :meth:`notification_counts`. False (nothing changed) when the claim was lost."""
+
+    def notification_counts(self) -> dict[tuple[str, str], int]:
+        """Every try's outcome counted per (notifier, outcome) since the queue began, whichever
+        process made it (what /metrics reports)."""
+
+    def outbox_prune(self, older_than: float) -> int:
+        """Delete entries settled more than ``older_than`` seconds ago; how many were deleted.
+        (They are kept that long so a repeated write of one is still recognised.)"""
+
+
 CAPABILITIES: tuple[type, ...] = (ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert,
                                   CountJobs, PendingSummary, AttemptsByState, Purge)
 CAPABILITIES += (IdsWithPrefix, AttemptHistory, AttemptsPerMinute, FinishedAttempts)
 CAPABILITIES += (AttemptOutput, QueueLimits)
+CAPABILITIES += (Outbox,)
 PAGE = 1000  # jobs a fallback reads at once
 
 if TYPE_CHECKING:
     class FullStorage(Storage, ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert, CountJobs,
                       PendingSummary, AttemptsByState, Purge, IdsWithPrefix, AttemptHistory, AttemptsPerMinute,
-                      FinishedAttempts, QueueLimits, Protocol):
+                      FinishedAttempts, QueueLimits, Outbox, Protocol):
         """What :func:`with_fallbacks` gives, for type checkers: the required methods and every
         capability."""
 
@@ -205,8 +236,8 @@ class WithFallbacks:
         self.native = frozenset(capabilities(storage))
         for cap in CAPABILITIES:
             if cap.__name__ in self.native:
-                name = next(n for n in vars(cap) if not n.startswith("_"))
-                setattr(self, name, getattr(storage, name))  # the storage's own, called directly
+                for name in (n for n in vars(cap) if not n.startswith("_")):  # (Outbox has several)
+                    setattr(self, name, getattr(storage, name))  # the storage's own, called directly
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.storage, name)
@@ -347,7 +378,6 @@ class WithFallbacks:
             found.append((job.queue, _last_attempt(job)))
         return sorted(found, key=lambda f: (f[1].finished_at or since, f[1].job_id))
 
-
     # -- limits --
     def queue_limits(self) -> dict[str, Limits]:
         return {}
@@ -360,6 +390,92 @@ class WithFallbacks:
 
         raise ValidationError(f"this storage ({type(self.storage).__name__}) keeps no default limits for queues;"
                               " give each job its own (enqueue --memory, --cpu-time) or set job.memory, job.cpu_time")
+
+    # -- notifications ----------------------------------------------------------------------
+    @property
+    def _outbox(self) -> MemoryOutbox:
+        box = self.__dict__.get("_memory_outbox")
+        if box is None:
+            box = self.__dict__["_memory_outbox"] = MemoryOutbox()
+        return box
+
+    def outbox_add(self, entries: Sequence[OutboxEntry]) -> list[str]:
+        return self._outbox.add(entries, self.storage.now())
+
+    def outbox_claim(self, owner: str, notifiers: Sequence[str], lease_seconds: float,
+                     limit: int) -> list[OutboxItem]:
+        return self._outbox.claim(notifiers, lease_seconds, limit, self.storage.now())
+
+    def outbox_settle(self, item: OutboxItem, outcome: str, retry_in: float | None,
+                      error: str | None = None) -> bool:
+        return self._outbox.settle(item, outcome, retry_in, self.storage.now())
+
+    def notification_counts(self) -> dict[tuple[str, str], int]:
+        return self._outbox.counts()
+
+    def outbox_prune(self, older_than: float) -> int:
+        return self._outbox.prune(older_than, self.storage.now())
+
+
+class MemoryOutbox:
+    """An outbox in memory, behind one lock: the in-memory storage's, and core's fallback (one per
+    process there). Rows: (notifier, id) -> [entry, created_at, due_at, tries, token, settled_at]."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.rows: dict[tuple[str, str], list[Any]] = {}
+        self.tallies: dict[tuple[str, str], int] = {}
+
+    def add(self, entries: Sequence[OutboxEntry], now: datetime) -> list[str]:
+        added = []
+        with self.lock:
+            for e in entries:
+                if (e.notifier, e.id) not in self.rows:
+                    self.rows[(e.notifier, e.id)] = [e, now, now, 0, None, None]
+                    added.append(e.id)
+        return added
+
+    def claim(self, notifiers: Sequence[str], lease_seconds: float, limit: int, now: datetime) -> list[OutboxItem]:
+        import uuid
+
+        from queuectl_core.jobs.notifications import OutboxItem
+
+        with self.lock:
+            due = sorted((r for (n, _), r in self.rows.items() if n in notifiers and r[5] is None and r[2] <= now),
+                         key=lambda r: (r[1], r[0].id))[:max(limit, 0)]
+            items = []
+            for r in due:
+                r[2], r[3], r[4] = now + timedelta(seconds=lease_seconds), r[3] + 1, uuid.uuid4().hex
+                items.append(OutboxItem(r[0], r[1], r[3], r[4]))
+            return items
+
+    def settle(self, item: OutboxItem, outcome: str, retry_in: float | None, now: datetime) -> bool:
+        with self.lock:
+            r = self.rows.get((item.entry.notifier, item.entry.id))
+            if r is None or r[4] != item.token or r[5] is not None:
+                return False
+            r[4] = None
+            if retry_in is None:
+                r[5] = now
+            else:
+                r[2] = now + timedelta(seconds=retry_in)
+            key = (item.entry.notifier, outcome)
+            self.tallies[key] = self.tallies.get(key, 0) + 1
+            return True
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        with self.lock:
+            return dict(self.tallies)
+
+    def prune(self, older_than: float, now: datetime) -> int:
+        cutoff = now - timedelta(seconds=older_than)
+        with self.lock:
+            old = [k for k, r in self.rows.items() if r[5] is not None and r[5] < cutoff]
+            for k in old:
+                del self.rows[k]
+            return len(old)
 
 
 def _last_attempt(job: Job) -> Attempt:
@@ -389,6 +505,7 @@ def with_fallbacks(storage: Storage) -> WithFallbacks:
     return storage if isinstance(storage, WithFallbacks) else WithFallbacks(storage)
 
 
-__all__ = ["AttemptOutput", "attempt_output", "AttemptHistory", "AttemptsByState", "AttemptsPerMinute", "ApplyAndClaim", "ApplyBatch", "CAPABILITIES", "CancelRequests",
-           "ClaimMany", "CountJobs", "FinishedAttempts", "IdsWithPrefix", "PendingSummary", "Purge", "QueueLimits", "StreamingInsert", "WithFallbacks",
+__all__ = ["AttemptOutput", "attempt_output", "AttemptHistory", "AttemptsByState", "AttemptsPerMinute", "ApplyAndClaim", "ApplyBatch",
+           "CAPABILITIES", "CancelRequests", "ClaimMany", "CountJobs", "FinishedAttempts", "IdsWithPrefix", "MemoryOutbox", "Outbox",
+           "PendingSummary", "Purge", "QueueLimits", "StreamingInsert", "WithFallbacks",
            "capabilities", "minute_of", "with_fallbacks"]

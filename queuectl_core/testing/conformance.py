@@ -1480,3 +1480,84 @@ class StorageConformance:
         assert storage.queue_limits() == {"q": Limits(None, 3.0)}
         storage.set_queue_limits("q", cpu_time=0)
         assert storage.queue_limits() == {}
+    # -- notifications: the outbox (the Outbox capability; its fallback is one process's memory) ---------
+    @staticmethod
+    def entry(notifier: str, nid: str, event: str = "dead") -> Any:
+        import json
+
+        from queuectl_core.jobs.notifications import OutboxEntry
+
+        return OutboxEntry(notifier, nid, event, json.dumps({"id": nid}))
+
+    def test_outbox_keeps_one_row_per_notifier_and_id(self, storage: Any) -> None:
+        e = [self.entry("hook", "n1"), self.entry("hook", "n2"), self.entry("cmd", "n1")]
+        assert storage.outbox_add(e) == ["n1", "n2", "n1"]
+        assert storage.outbox_add([self.entry("hook", "n1"), self.entry("hook", "n3")]) == ["n3"]
+        got = storage.outbox_claim("w1", ["hook"], 30, 10)
+        assert [(i.entry.notifier, i.entry.id, i.entry.body, i.tries) for i in got] == [
+            ("hook", "n1", '{"id": "n1"}', 1), ("hook", "n2", '{"id": "n2"}', 1), ("hook", "n3", '{"id": "n3"}', 1)]
+        assert abs((got[0].created_at - storage.now()).total_seconds()) < self.SLACK
+        assert storage.outbox_claim("w2", ["hook"], 30, 10) == []  # leased
+        assert [i.entry.notifier for i in storage.outbox_claim("w2", ["cmd", "other"], 30, 1)] == ["cmd"]
+        # A settled row is still known: written again, it is not added (nor delivered) twice.
+        assert storage.outbox_settle(got[0], "delivered", None) is True
+        assert storage.outbox_add([self.entry("hook", "n1")]) == []
+
+    def test_outbox_settle_is_fenced_retries_and_counts(self, storage: Any) -> None:
+        import time
+
+        storage.outbox_add([self.entry("hook", "a"), self.entry("hook", "b")])
+        a, b = storage.outbox_claim("w1", ["hook"], 30, 2)
+        assert storage.outbox_settle(a, "failed", 0.0, "answered 500") is True
+        assert storage.outbox_settle(a, "failed", 0.0) is False  # its claim is spent
+        assert storage.outbox_settle(b, "failed", 60.0, "refused") is True
+        time.sleep(0.01)
+        again = storage.outbox_claim("w2", ["hook"], 30, 10)
+        assert [(i.entry.id, i.tries) for i in again] == [("a", 2)]  # b is due in a minute
+        assert storage.outbox_settle(a, "delivered", None) is False  # the old token
+        assert storage.outbox_settle(again[0], "delivered", None) is True
+        assert storage.notification_counts() == {("hook", "failed"): 2, ("hook", "delivered"): 1}
+        assert storage.outbox_claim("w2", ["hook"], 30, 10) == []
+
+    def test_outbox_lease_expires_and_prune_deletes_settled_rows(self, storage: Any) -> None:
+        import time
+
+        storage.outbox_add([self.entry("hook", "a"), self.entry("hook", "b")])
+        first = storage.outbox_claim("w1", ["hook"], 0.05, 1)
+        assert [i.entry.id for i in first] == ["a"]
+        time.sleep(0.1)  # w1 died mid-delivery: its lease ends, the row is due again
+        later = storage.outbox_claim("w2", ["hook"], 30, 10)
+        assert [(i.entry.id, i.tries) for i in later] == [("a", 2), ("b", 1)]
+        assert storage.outbox_settle(first[0], "delivered", None) is False
+        assert storage.outbox_settle(later[0], "expired", None) is True
+        assert storage.outbox_prune(3600) == 0
+        assert storage.outbox_prune(-self.SLACK) == 1  # settled rows only: b is still in delivery
+        assert storage.outbox_add([self.entry("hook", "a")]) == ["a"]
+
+    def test_outbox_concurrent_claimers_never_share_a_row(self, storage_factory: Any) -> None:
+        first = self.connect(storage_factory)
+        if "Outbox" not in first.native:
+            pytest.skip("core's fallback outbox is one process's memory: nothing to share")
+        total = 120
+        first.outbox_add([self.entry("hook", f"n{i:03d}") for i in range(total)])
+        claimers = [self.connect(storage_factory) for _ in range(4)]
+        got: list[list[str]] = [[] for _ in claimers]
+        errors: list[BaseException] = []
+        start = threading.Barrier(len(claimers))
+
+        def run(n: int) -> None:
+            store = claimers[n]
+            try:
+                start.wait()
+                while items := store.outbox_claim(f"w{n}", ["hook"], 30, 7):
+                    for item in items:
+                        got[n].append(item.entry.id)
+                        assert store.outbox_settle(item, "delivered", None)
+            except BaseException as exc:
+                errors.append(exc)
+
+        _in_threads(run, len(claimers), timeout=120)
+        assert not errors, errors
+        every = [i for ids in got for i in ids]
+        assert len(every) == total and len(set(every)) == total
+        assert first.notification_counts() == {("hook", "delivered"): total}

@@ -1,8 +1,10 @@
 """An in-memory storage: the smallest complete one, to read and to copy.
 
-It implements the required :class:`~queuectl_core.interfaces.Storage` protocol and two optional capabilities,
-``AttemptHistory`` (every attempt of a job, which no fallback can know) and ``AttemptOutput`` (every
-attempt's output, kept by the storage); core's fallbacks
+It implements the required :class:`~queuectl_core.interfaces.Storage` protocol and the optional
+capabilities no fallback can give as a database does: ``AttemptHistory`` (every attempt of a job),
+``AttemptOutput`` (every attempt's output, kept by the storage), ``QueueLimits`` (queues' default
+limits) and ``Outbox`` (notifications, shared by every MemoryStorage of the queue, as a database's
+are); core's fallbacks
 (:func:`~queuectl_core.storage.capabilities.with_fallbacks`) give it every other, and it passes
 :class:`~queuectl_core.testing.StorageConformance`. A backend for a real database keeps the same shape:
 persist what :mod:`queuectl_core.jobs.lifecycle` decides, fenced and atomic, and never decide anything itself.
@@ -21,7 +23,7 @@ import time
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from queuectl_core.errors import DuplicateJobError, UniqueKeyError, ValidationError
 from queuectl_core.jobs import lifecycle
@@ -29,6 +31,10 @@ from queuectl_core.jobs.limits import Limits
 from queuectl_core.jobs.models import Job, JobState, NewJob
 from queuectl_core.jobs.output import OutputWrite
 from queuectl_core.jobs.records import Attempt, QueueInfo, Schedule, WorkerInfo
+from queuectl_core.storage.capabilities import MemoryOutbox
+
+if TYPE_CHECKING:
+    from queuectl_core.jobs.notifications import OutboxEntry, OutboxItem
 
 WORKER_LIVE_SECONDS = 15.0  # a worker not seen for this long is not listed as live
 
@@ -49,6 +55,7 @@ class MemoryQueue:
         self.output: dict[tuple[str, int], dict[int, bytes]] = {}  # (job id, attempt) -> {seq: chunk}
         self.wakes = 0  # moves on every write that may make work available
         self.limits: dict[str, Limits] = {}  # queue name -> its default limits (QueueLimits)
+        self.outbox = MemoryOutbox()  # notifications until delivered, and the count of every try
 
 
 class MemoryStorage:
@@ -446,6 +453,24 @@ class MemoryStorage:
         with self.q.lock:
             sizes = {n: sum(map(len, chunks.values())) for (i, n), chunks in self.q.output.items() if i == job_id}
         return {n: size for n, size in sorted(sizes.items()) if size}
+
+    # -- optional: the Outbox capability (notifications delivered at least once) --------------------
+    def outbox_add(self, entries: Sequence[OutboxEntry]) -> list[str]:
+        return self.q.outbox.add(entries, self.now())
+
+    def outbox_claim(self, owner: str, notifiers: Sequence[str], lease_seconds: float,
+                     limit: int) -> list[OutboxItem]:
+        return self.q.outbox.claim(notifiers, lease_seconds, limit, self.now())
+
+    def outbox_settle(self, item: OutboxItem, outcome: str, retry_in: float | None,
+                      error: str | None = None) -> bool:
+        return self.q.outbox.settle(item, outcome, retry_in, self.now())
+
+    def notification_counts(self) -> dict[tuple[str, str], int]:
+        return self.q.outbox.counts()
+
+    def outbox_prune(self, older_than: float) -> int:
+        return self.q.outbox.prune(older_than, self.now())
 
 
 __all__ = ["MemoryQueue", "MemoryStorage"]

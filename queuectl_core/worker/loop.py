@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from queuectl_core.framework.app import App
     from queuectl_core.jobs.models import Job
+    from queuectl_core.worker.notify import Notifications
 
 T = TypeVar("T")
 HOUSEKEEPING_SECONDS = 1.0  # how often a worker says it is alive, checks for stop, recovers leases
@@ -104,6 +105,7 @@ class Worker:
         # Running attempts' output, to the storage when it keeps it (queuectl_core.worker.output).
         self._output = OutputWriter(app.storage, app.config["logs.max_bytes"])
         raise_fd_limit(slots)
+        self._notify: Notifications | None = None  # from run(): the notifiers' threads, if any
 
     # -- lifecycle --------------------------------------------------------------------------
     @property
@@ -126,7 +128,10 @@ class Worker:
 
     def _emit(self, kind: EventKind, **fields: Any) -> None:
         """Broadcast this worker's event (built with the config, so emit need not copy it to add it)."""
-        emit(JobEvent(kind, worker_id=self.id, config=self.app.config, **fields))
+        event = JobEvent(kind, worker_id=self.id, config=self.app.config, **fields)
+        emit(event)
+        if self._notify is not None:
+            self._notify.offer(event)  # a put on a queue: the notifiers run in their own threads
 
     def _halt_all(self) -> None:
         for slot in list(self._running.values()):
@@ -152,8 +157,10 @@ class Worker:
     def run(self) -> int:
         """Work until stopped (or, with burst, until nothing is left to do). Returns the exit code."""
         from queuectl_core.worker.janitor import Janitor
+        from queuectl_core.worker.notify import Notifications
 
         self._install_signals()
+        self._notify = Notifications.start(self.app, self.id)  # after: its threads' signal mask is the loop's
         janitor = Janitor(slots=self.slots)
         self._attempts = Attempts(self.executor, janitor, min(1.0, self.lease / 3), self._sig_w)
         started = self.storage.now()
@@ -171,6 +178,8 @@ class Worker:
             except StorageError:
                 pass
             janitor.close()
+            if self._notify is not None:
+                self._notify.close()  # the outcomes' notifications written, what is due delivered
             self._emit(EventKind.WORKER_STOPPED)
             self._restore_signals()
         return 0

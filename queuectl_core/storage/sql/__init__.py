@@ -10,6 +10,7 @@ the rest of the Storage protocol, one part per aggregate:
 - ``queues.py``, ``schedules.py``, ``workers.py``: the other aggregates;
 - ``history.py``: every attempt of a job (the optional ``AttemptHistory`` capability);
 - ``output.py``: every attempt's output (the optional ``AttemptOutput`` capability);
+- ``outbox.py``: notifications kept until delivered (the optional ``Outbox`` capability);
 - ``dialect.py``, ``rows.py``, ``base.py``: what they share.
 
 What a change *means* (a job's, and what it does to the jobs waiting on it) is decided in
@@ -27,6 +28,7 @@ from queuectl_core.storage.sql.dialect import Dialect
 from queuectl_core.storage.sql.history import HistoryMixin
 from queuectl_core.storage.sql.jobs import JobsMixin
 from queuectl_core.storage.sql.limits import LimitsMixin
+from queuectl_core.storage.sql.outbox import OutboxMixin
 from queuectl_core.storage.sql.output import OutputMixin
 from queuectl_core.storage.sql.queues import QueuesMixin
 from queuectl_core.storage.sql.rows import CONTROL_COLUMNS, JOB_COLUMNS, codes_out, control_values
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
 
 
 class SQLStore(JobsMixin, ClaimsMixin, DependenciesMixin, QueuesMixin, SchedulesMixin, WorkersMixin, HistoryMixin,
-               OutputMixin, LimitsMixin, SQLBase):
+               OutputMixin, LimitsMixin, OutboxMixin, SQLBase):
     """The Storage protocol on any SQL database, given a dialect and what a backend provides:
     ``_tx`` (run a function in one transaction, mapping driver errors to StorageError),
     ``_insert`` (the batch insert, when the portable one is not fast enough), ``now``,
@@ -64,5 +66,6 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["CONTROL_COLUMNS", "JOB_COLUMNS", "WORKER_LIVE_SECONDS", "ClaimsMixin", "DependenciesMixin", "Dialect",
-           "Fenced", "HistoryMixin", "JobsMixin", "LimitsMixin", "OutputMixin", "QueuesMixin", "SQLBase", "SQLStore", "SchedulesMixin", "Tx", "WorkersMixin",
+           "Fenced", "HistoryMixin", "JobsMixin", "LimitsMixin", "OutboxMixin", "OutputMixin", "QueuesMixin", "SQLBase", "SQLStore",
+           "SchedulesMixin", "Tx", "WorkersMixin",
            "codes_out", "control_values"]
