@@ -89,6 +89,8 @@ BAD_SETS = [
     (["storage", "redis"], "redis"),
     (["executor", "docker"], "docker"),
     (["backoff", "linear"], "linear"),
+    (["logs.max_bytes", "64Q"], "not a size"),
+    (["logs.max_bytes", "0.5K"], ">= 1024"),
 ]
 
 
@@ -99,6 +101,13 @@ def test_bad_set_is_rejected_and_file_untouched(configured: Q, args: list[str], 
     proc = configured.run("config", "set", *args, check=False)
     assert_one_line_error(proc, needle)
     assert path.read_bytes() == before
+
+
+def test_a_size_in_bytes_may_be_typed_with_a_unit(q: Q) -> None:
+    q.run("config", "set", "logs.max_bytes", "64K")
+    q.run("config", "set", "subprocess.max_log_bytes", "1.5M")
+    data = tomllib.loads((q.home / "config.toml").read_text())
+    assert data["logs"]["max_bytes"] == 65536 and data["subprocess"]["max_log_bytes"] == 1572864
 
 
 def test_set_writes_atomically_and_leaves_no_temp_files(q: Q) -> None:

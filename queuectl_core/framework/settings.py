@@ -200,6 +200,13 @@ class Setting:
             except UnicodeEncodeError:
                 # config.toml is UTF-8: an argument or variable with invalid bytes cannot be kept.
                 raise ConfigError(f"{self.key} is not valid UTF-8 text: {_short(value)}") from None
+            if self.type is int and self.key.endswith("_bytes") and value.strip()[-1:].isalpha():
+                from queuectl_core.jobs.limits import parse_size  # a size in bytes may be typed 64K, 4M
+
+                try:
+                    value = str(parse_size(value))
+                except ValueError as exc:
+                    raise ConfigError(f"{self.key}: {exc}") from None
             if self.duration_unit is not None and value.strip() and value.strip()[-1:].isalpha() \
                     and value.strip().lower() not in ("nan", "inf", "infinity"):
                 from queuectl_core.jobs.timeutil import parse_duration
