@@ -268,6 +268,22 @@ MIGRATIONS: tuple[str, ...] = (
         RETURN NULL;
     END $$;
     """,
+    # -- needs: a job's needs ("gpu=1"), the units of each need class, pools, what each worker has.
+    # The ready index leaves out jobs with needs; those have their own, by class, so a class no
+    # worker can serve is one row of need_units to the claim, not a walk over its jobs.
+    """
+    ALTER TABLE {s}.jobs ADD COLUMN needs text;
+    CREATE TABLE {s}.need_units (needs text NOT NULL, name text NOT NULL, units integer NOT NULL,
+        PRIMARY KEY (needs, name));
+    CREATE TABLE {s}.resource_pools (name text PRIMARY KEY, capacity integer NOT NULL);
+    CREATE TABLE {s}.worker_resources (hostname text NOT NULL, worker_id text NOT NULL, name text NOT NULL,
+        units integer NOT NULL, spec text NOT NULL, PRIMARY KEY (hostname, worker_id, name));
+    DROP INDEX {s}.jobs_ready;
+    CREATE INDEX jobs_ready ON {s}.jobs (queue, priority DESC, run_at, id)
+        WHERE state IN ('pending', 'failed') AND waiting = 0 AND needs IS NULL;
+    CREATE INDEX jobs_ready_needs ON {s}.jobs (queue, needs, priority DESC, run_at, id)
+        WHERE state IN ('pending', 'failed') AND waiting = 0 AND needs IS NOT NULL;
+    """,
 )
 
 
@@ -411,6 +427,8 @@ class PostgresStorage(SQLStore):
         self.schedules_table = f"{self.s}.schedules"
         self.counts_table = f"{self.s}.job_counts"  # -- scale (issue 10)
         self.attempts_table = f"{self.s}.attempts"  # -- history (issue 20)
+        self.pools_table, self.need_units_table = f"{self.s}.resource_pools", f"{self.s}.need_units"  # -- needs
+        self.worker_resources_table = f"{self.s}.worker_resources"
         # One channel per schema, so two queues in one database never wake each other.
         self.channel = f"queuectl_{schema}"[:63]
         self._conn: Any = None
@@ -614,7 +632,7 @@ class PostgresStorage(SQLStore):
             rows.append((j.id, j.command, "pending", 0, j.max_retries, j.priority, now, now, run_at, _float(j.timeout),
                          None, None, None, None, None, None, None, False, j.queue, 0, _text(j.unique_key),
                          codes_out(j.retry_on), codes_out(j.no_retry_on), _text(v["cwd"]), _text(v["env"]),
-                         v["tags"], None, 0, None, None, None))
+                         v["tags"], None, 0, None, None, None, None))
         # Column by column, so escaping is a few C-level passes over joined text, not a call per value.
         columns = [_copy_column([r[c] for r in rows]) for c in _COPY_COLUMNS]
         text = "\n".join(map("\t".join, zip(*columns))) + "\n"

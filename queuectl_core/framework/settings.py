@@ -295,12 +295,26 @@ CORE_SETTINGS = (
     Setting("worker.host", str, lambda home: os.uname().nodename,
             "The host name this machine's workers report (default: the machine's hostname).",
             validate=lambda value: _check_host(value)),
+    # -- needs: what this host's workers have (`worker start --resources` overrides) --------------
+    Setting("worker.resources", str, "",
+            "This host's resources for jobs' --needs, e.g. 'gpu=0,1 cpu=8' (empty: the GPUs nvidia-smi lists).",
+            validate=lambda value: _check_resources(value)),
 )
 
 
 def _check_host(value: str) -> None:
     if not value.strip() or len(value) > 255 or not value.isprintable() or value != value.strip():
         raise ValueError("must be 1-255 printable characters, without leading or trailing blanks")
+
+
+def _check_resources(value: str) -> None:
+    if value.strip():
+        from queuectl_core.jobs.needs import parse_resources
+
+        try:
+            parse_resources(value)
+        except Exception as exc:
+            raise ValueError(str(exc).split(": ", 1)[-1]) from None
 
 
 def _check_exit_codes(value: str) -> None:

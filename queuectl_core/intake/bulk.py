@@ -242,7 +242,7 @@ class _Batcher:
         seen, forward, keys = self.seen, self.forward, self.keys
         plain = self.plain
         if plain is not None:
-            mr, pr, ra, de, to, qu, af, uk, ro, nro, cwd, env, tags = plain
+            mr, pr, ra, de, to, qu, af, uk, ro, nro, cwd, env, tags, *more = plain
         for n, (label, raw) in enumerate(chunk):
             # The commonest line, {"command": "..."}: its one key checked here as job_fields does
             # (an ASCII command needs no UTF-8 check); anything else, or any doubt, goes there.
@@ -252,7 +252,7 @@ class _Batcher:
                         and "\x00" not in command):
                     job_id = next_id()
                     add(make(job_id, command, mr, pr, ra, de, to, qu, af, uk, ro, nro, cwd,
-                             dict(env) if env else {}, tags))
+                             dict(env) if env else {}, tags, *more))
                     labels[job_id] = label
                     continue
             if objs is None:
@@ -293,13 +293,13 @@ class _Batcher:
              fill: Callable[[str], str]) -> Iterator[list[NewJob]]:
         """``enqueue --each``: one NewJob per non-empty line, its command ``fill(line)``, every
         other field the flags' (``job``), validated once by the code that validates any job."""
-        from queuectl_core.intake.jobspec import job_fields
+        from queuectl_core.intake.jobspec import JOB_FIELDS, job_fields
         from queuectl_core.jobs.ids import new_ids
         from queuectl_core.jobs.models import NewJob
 
         shared = job_fields(self.defaults([{**job, "command": fill("x")}])[0], self.max_retries, self.no_retry,
                             lambda: "x")[2:]
-        env_at = len(shared) - 2  # JOB_FIELDS ends cwd, env, tags: each job its own env dict
+        env_at = JOB_FIELDS.index("env") - 2  # each job its own env dict
         make = NewJob
         chunk: list[tuple[int, str]] = []
         for lineno, text in lines:
@@ -323,7 +323,7 @@ class _Batcher:
         ids = new_ids(len(chunk))
         env = shared[env_at]
         if env:
-            jobs = [make(i, cmd, *shared[:env_at], dict(env), shared[-1]) for i, (_, cmd) in zip(ids, chunk)]
+            jobs = [make(i, cmd, *shared[:env_at], dict(env), *shared[env_at + 1:]) for i, (_, cmd) in zip(ids, chunk)]
         else:
             jobs = [make(i, cmd, *shared) for i, (_, cmd) in zip(ids, chunk)]
         self.recent.append({i: f"line {n}" for i, (n, _) in zip(ids, chunk)})
@@ -439,7 +439,10 @@ def _store(app: App, stream: BinaryIO, name: str, defaults: Callable[[list[Any]]
         try:
             try:
                 # A storage without StreamingInsert: core's fallback, every batch in memory, one enqueue.
-                return with_fallbacks(storage).enqueue_stream(iter(reader))
+                # -- needs: refused, at the first job with needs, by a storage that cannot keep them
+                from queuectl_core.jobs.needs import refuse_unsupported
+
+                return with_fallbacks(storage).enqueue_stream(refuse_unsupported(storage, reader))
             finally:
                 reader.close()
                 sys.setswitchinterval(switch)

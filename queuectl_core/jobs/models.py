@@ -55,6 +55,8 @@ class NewJob:
     cwd: str | None = None  # None: the worker's own directory
     env: dict[str, str] = field(default_factory=dict, hash=False)  # added to the worker's environment
     tags: tuple[str, ...] = ()
+    # -- needs: units of resources a worker (or a pool) must give it, {"gpu": 1} --
+    needs: dict[str, int] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,8 @@ class Job:
     # -- accounting: what the last finished attempt used, as its executor measured it --
     last_cpu_seconds: float | None = None
     last_max_rss_bytes: int | None = None
+    # -- needs: what it must be given to run, {"gpu": 1} (queuectl_core.jobs.needs) --
+    needs: dict[str, int] = field(default_factory=dict, hash=False)
 
     @property
     def attempt_number(self) -> int:
@@ -140,6 +144,7 @@ class Job:
             "host": self.host,
             "last_cpu_seconds": round(self.last_cpu_seconds, 3) if self.last_cpu_seconds is not None else None,
             "last_max_rss_bytes": self.last_max_rss_bytes,
+            "needs": dict(self.needs),  # -- needs
         }
 
 

@@ -26,6 +26,7 @@ from queuectl_core.storage.sql.dialect import Dialect
 from queuectl_core.storage.sql.history import HistoryMixin
 from queuectl_core.storage.sql.jobs import JobsMixin
 from queuectl_core.storage.sql.queues import QueuesMixin
+from queuectl_core.storage.sql.resources import ResourcesMixin
 from queuectl_core.storage.sql.rows import CONTROL_COLUMNS, JOB_COLUMNS, codes_out, control_values
 from queuectl_core.storage.sql.schedules import SchedulesMixin
 from queuectl_core.storage.sql.workers import WORKER_LIVE_SECONDS, WorkersMixin
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 
 class SQLStore(JobsMixin, ClaimsMixin, DependenciesMixin, QueuesMixin, SchedulesMixin, WorkersMixin, HistoryMixin,
-               SQLBase):
+               ResourcesMixin, SQLBase):
     """The Storage protocol on any SQL database, given a dialect and what a backend provides:
     ``_tx`` (run a function in one transaction, mapping driver errors to StorageError),
     ``_insert`` (the batch insert, when the portable one is not fast enough), ``now``,

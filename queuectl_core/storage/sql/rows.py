@@ -24,6 +24,10 @@ HISTORY_AT = JOB_COLUMNS.index(HISTORY_COLUMNS[0])
 # -- accounting: what the last finished attempt used (CPU seconds, peak resident bytes) --
 ACCOUNTING_COLUMNS = ("last_cpu_seconds", "last_max_rss_bytes")
 JOB_COLUMNS += ACCOUNTING_COLUMNS
+# -- needs: what the job must be given to run, as queuectl_core.jobs.needs stores it ("gpu=1") --
+NEEDS_COLUMNS = ("needs",)
+JOB_COLUMNS += NEEDS_COLUMNS
+NEEDS_AT = JOB_COLUMNS.index("needs")
 COLS = ", ".join(JOB_COLUMNS)
 QUEUE_COL = JOB_COLUMNS.index("queue")
 
