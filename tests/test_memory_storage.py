@@ -32,9 +32,9 @@ class TestMemoryWithoutHistoryConformance(StorageConformance):
         return lambda: _WithoutHistory(queue)
 
 
-def test_the_memory_storage_has_the_required_protocol_and_only_the_history_capability() -> None:
+def test_the_memory_storage_has_the_required_protocol_and_only_the_history_and_needs_capabilities() -> None:
     storage = MemoryStorage()
     assert isinstance(storage, Storage)
-    assert capabilities(storage) == ["AttemptHistory"]
-    assert with_fallbacks(storage).native == frozenset({"AttemptHistory"})
-    assert capabilities(_WithoutHistory()) == []
+    assert capabilities(storage) == ["AttemptHistory", "ResourceNeeds"]
+    assert with_fallbacks(storage).native == frozenset({"AttemptHistory", "ResourceNeeds"})
+    assert capabilities(_WithoutHistory()) == ["ResourceNeeds"]
