@@ -166,8 +166,8 @@ def validate(obj: Any, default_max_retries: int, default_no_retry: tuple[int, ..
 
 
 # The order of job_fields()'s values: NewJob's fields (a test keeps them equal).
-JOB_FIELDS = ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout", "queue", "after",
-              "unique_key", "retry_on", "no_retry_on", "cwd", "env", "tags")
+JOB_FIELDS: tuple[str, ...] = ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout", "queue",
+                               "after", "unique_key", "retry_on", "no_retry_on", "cwd", "env", "tags")
 JOB_FIELDS += ("needs",)  # -- needs
 _ALLOWED = frozenset(ALLOWED_KEYS)
 # What `list --json` and `show --json` print besides the keys above: ignored by enqueue, so a
