@@ -283,6 +283,7 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE state IN ('pending', 'failed') AND waiting = 0 AND needs IS NULL;
     CREATE INDEX jobs_ready_needs ON {s}.jobs (queue, needs, priority DESC, run_at, id)
         WHERE state IN ('pending', 'failed') AND waiting = 0 AND needs IS NOT NULL;
+    CREATE INDEX jobs_running_needs ON {s}.jobs (needs) WHERE state = 'processing' AND needs IS NOT NULL;
     """,
 )
 
@@ -458,6 +459,9 @@ class PostgresStorage(SQLStore):
         )
         try:
             conn.add_notify_handler(self._on_notify)
+            # -- needs: the claim's estimated cost (a subplan per need class) can pass
+            # jit_above_cost, and compiling it costs ~100 times what running it does.
+            conn.execute("SET jit = off")
             from queuectl_core.jobs.timeutil import UTC
 
             t0 = time.time()

@@ -205,6 +205,7 @@ CREATE INDEX jobs_ready ON jobs (queue, priority DESC, run_at, id)
     WHERE state IN ('pending', 'failed') AND waiting = 0 AND needs IS NULL;
 CREATE INDEX jobs_ready_needs ON jobs (queue, needs, priority DESC, run_at, id)
     WHERE state IN ('pending', 'failed') AND waiting = 0 AND needs IS NOT NULL;
+CREATE INDEX jobs_running_needs ON jobs (needs) WHERE state = 'processing' AND needs IS NOT NULL;
 """
 _TALLY_INSERTED = ("INSERT INTO job_counts (queue, state, held, jobs, attempts) VALUES (?, 'pending', 0, ?, 0)"
                    " ON CONFLICT (queue, state, held) DO UPDATE SET jobs = jobs + excluded.jobs")

@@ -22,12 +22,13 @@ if TYPE_CHECKING:
     from queuectl_core.jobs.needs import ResourceUsage
 
 # Units of ``name`` (the SQL expression) held by processing jobs: every worker's (a pool), or the
-# claiming worker's (its own resources). Over the few processing rows (jobs_running).
-_USED = ("(SELECT COALESCE(sum(ru.units), 0) FROM {j} r JOIN {nu} ru ON ru.needs = r.needs"
-         " WHERE r.state = 'processing' AND ru.name = NAME)")
-_USED_HERE = ("(SELECT COALESCE(sum(ru.units), 0) FROM {j} r JOIN {nu} ru ON ru.needs = r.needs"
-              " WHERE r.state = 'processing' AND r.worker_id = :worker AND COALESCE(r.host, '') = :whost"
-              " AND ru.name = NAME)")
+# claiming worker's (its own resources). Driven from the processing jobs with needs (the small
+# jobs_running_needs index), each looking up its class's units by primary key.
+_UNITS = "(SELECT ru.units FROM {nu} ru WHERE ru.needs = r.needs AND ru.name = NAME)"
+_USED = ("(SELECT COALESCE(sum(" + _UNITS + "), 0) FROM {j} r WHERE r.state = 'processing'"
+         " AND r.needs IS NOT NULL)")
+_USED_HERE = ("(SELECT COALESCE(sum(" + _UNITS + "), 0) FROM {j} r WHERE r.state = 'processing'"
+              " AND r.needs IS NOT NULL AND r.worker_id = :worker AND COALESCE(r.host, '') = :whost)")
 # A need class (``nc.needs``) fits when none of its units asks for more than is free: of the pool
 # of that name when there is one, else of the claiming worker's declared resources.
 FITS = ("NOT EXISTS (SELECT 1 FROM {nu} u WHERE u.needs = nc.needs AND u.units > CASE"
