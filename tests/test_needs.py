@@ -233,3 +233,20 @@ def test_postgres_needs_migration_keeps_jobs_claimable() -> None:
             assert [(first.id, first.needs), (second.id, second.needs)] == [("gpu", {"gpu": 1}), ("old", {})]
         finally:
             storage.close()
+
+
+def test_the_dashboard_shows_pools_and_workers_resources_in_use(q: Any, dash: Any) -> None:
+    q.run("resource", "set", "license", "--capacity", "2")
+    q.run("enqueue", "--id", "g", "--needs", "gpu=1,license=1", "--", "sleep", "30")
+    proc, out = start(q, "--slots", "2", "--resources", "gpu=0,1")
+    try:
+        q.wait_state("g", "processing")
+        d = dash()
+        res = q.wait_for(lambda: (r := d.get("/api/overview")["resources"])["workers"] and r, what="resources")
+        assert res["pools"] == [{"name": "license", "capacity": 2, "in_use": 1}]
+        [w] = res["workers"]
+        assert w["resources"] == {"gpu": {"declared": "0,1", "units": 2, "in_use": 1}}
+        assert 'id="resources"' in d.http.get("/").text
+        q.run("cancel", "g")
+    finally:
+        stop(proc, out)
