@@ -122,6 +122,7 @@ def show_plan(storage: Any, backend: str) -> None:
     import psycopg
 
     with psycopg.connect(storage.dsn, autocommit=True) as conn:
+        conn.execute("SET jit = off")  # as the storage's own sessions run
         conn.execute("BEGIN")
         print("  PostgreSQL EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) of the claim (rolled back):")
         for (line,) in conn.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + storage._sql(sql), params):

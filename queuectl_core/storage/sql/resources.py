@@ -80,8 +80,12 @@ class ResourcesMixin(SQLBase):
         tx.many(self._sql("INSERT INTO {nu} (needs, name, units) VALUES (:needs, :name, :units)"
                           " ON CONFLICT (needs, name) DO NOTHING"),
                 [{"needs": t, "name": k, "units": v} for t, needs in classes.items() for k, v in needs.items()])
-        tx.many(self._sql("UPDATE {j} SET needs = :needs WHERE id = :id"),
-                [{"needs": t, "id": i} for i, t in texts.items()])
+        # A backend whose INSERT writes the needs column already (PostgreSQL: an UPDATE would leave
+        # dead entries in the ready index) is not written again.
+        written = {r[0] for r in rows if len(r) > NEEDS_AT and r[NEEDS_AT] is not None}
+        unwritten = [{"needs": t, "id": i} for i, t in texts.items() if i not in written]
+        if unwritten:
+            tx.many(self._sql("UPDATE {j} SET needs = :needs WHERE id = :id"), unwritten)
         return [(*r[:NEEDS_AT], texts.get(r[0]), *r[NEEDS_AT + 1:]) if r[0] in texts else r for r in rows]
 
     # -- at claim (PostgreSQL): a pool's row lock, as a limited queue's ---------------------------
