@@ -250,3 +250,28 @@ def test_the_dashboard_shows_pools_and_workers_resources_in_use(q: Any, dash: An
         q.run("cancel", "g")
     finally:
         stop(proc, out)
+
+
+def test_a_storage_without_the_capability_refuses_jobs_with_needs() -> None:
+    import pytest
+
+    from queuectl_core.errors import ValidationError
+    from queuectl_core.intake.jobspec import enqueue_with_fresh_ids
+    from queuectl_core.jobs.models import NewJob
+    from queuectl_core.jobs.needs import refuse_unsupported
+    from queuectl_core.storage.capabilities import capabilities, with_fallbacks
+    from queuectl_core.testing.memory import MemoryStorage
+
+    class Plain(MemoryStorage):
+        declare_resources = None  # type: ignore[assignment]  # a protocol member set to None is not provided
+
+    storage = Plain()
+    assert "ResourceNeeds" not in capabilities(storage)
+    with pytest.raises(ValidationError, match="cannot hold jobs with 'needs'"):
+        enqueue_with_fresh_ids(storage, [NewJob("g", "true", 0, needs={"gpu": 1})], {"g"})
+    with pytest.raises(ValidationError, match="cannot hold jobs with 'needs'"):
+        batches = [[NewJob("g", "true", 0, needs={"gpu": 1})]]
+        list(with_fallbacks(storage).enqueue_stream(refuse_unsupported(storage, batches)))
+    assert storage.get("g") is None
+    assert [j.id for j in enqueue_with_fresh_ids(storage, [NewJob("p", "true", 0)], {"p"})] == ["p"]
+    assert with_fallbacks(storage).resource_usage().pools == ()
