@@ -318,6 +318,23 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (notifier, outcome)
     );
     """,
+    # -- needs: a job's needs ("gpu=1"), the units of each need class, pools, what each worker has.
+    # The ready index leaves out jobs with needs; those have their own, by class, so a class no
+    # worker can serve is one row of need_units to the claim, not a walk over its jobs.
+    """
+    ALTER TABLE {s}.jobs ADD COLUMN needs text;
+    CREATE TABLE {s}.need_units (needs text NOT NULL, name text NOT NULL, units integer NOT NULL,
+        PRIMARY KEY (needs, name));
+    CREATE TABLE {s}.resource_pools (name text PRIMARY KEY, capacity integer NOT NULL);
+    CREATE TABLE {s}.worker_resources (hostname text NOT NULL, worker_id text NOT NULL, name text NOT NULL,
+        units integer NOT NULL, spec text NOT NULL, PRIMARY KEY (hostname, worker_id, name));
+    DROP INDEX {s}.jobs_ready;
+    CREATE INDEX jobs_ready ON {s}.jobs (queue, priority DESC, run_at, id)
+        WHERE state IN ('pending', 'failed') AND waiting = 0 AND needs IS NULL;
+    CREATE INDEX jobs_ready_needs ON {s}.jobs (queue, needs, priority DESC, run_at, id)
+        WHERE state IN ('pending', 'failed') AND waiting = 0 AND needs IS NOT NULL;
+    CREATE INDEX jobs_running_needs ON {s}.jobs (needs) WHERE state = 'processing' AND needs IS NOT NULL;
+    """,
 )
 
 
@@ -463,6 +480,8 @@ class PostgresStorage(SQLStore):
         self.attempts_table = f"{self.s}.attempts"  # -- history (issue 20)
         self.output_table = f"{self.s}.job_output"  # -- output kept by the storage (issue 22)
         self.outbox_table, self.notify_counts_table = f"{self.s}.outbox", f"{self.s}.notification_counts"
+        self.pools_table, self.need_units_table = f"{self.s}.resource_pools", f"{self.s}.need_units"  # -- needs
+        self.worker_resources_table = f"{self.s}.worker_resources"
         # One channel per schema, so two queues in one database never wake each other.
         self.channel = f"queuectl_{schema}"[:63]
         self._conn: Any = None
@@ -492,6 +511,9 @@ class PostgresStorage(SQLStore):
         )
         try:
             conn.add_notify_handler(self._on_notify)
+            # -- needs: the claim's estimated cost (a subplan per need class) can pass
+            # jit_above_cost, and compiling it costs ~100 times what running it does.
+            conn.execute("SET jit = off")
             from queuectl_core.jobs.timeutil import UTC
 
             t0 = time.time()
@@ -626,19 +648,19 @@ class PostgresStorage(SQLStore):
         try:
             return tx.conn.execute(
                 f"INSERT INTO {self.s}.jobs (id, command, state, max_retries, priority, run_at, timeout,"
-                f" queue, unique_key, retry_on, no_retry_on, cwd, env, tags)"
+                f" queue, unique_key, retry_on, no_retry_on, cwd, env, tags, needs)"
                 f" SELECT i, c, 'pending', m, p, coalesce(r, now() + make_interval(secs => coalesce(d, 0))), t,"
-                f" q, k, ro, nro, cw, en, tg"
+                f" q, k, ro, nro, cw, en, tg, nd"
                 f" FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[], %s::timestamptz[],"
                 f" %s::float8[], %s::float8[], %s::text[], %s::text[], %s::text[], %s::text[],"
-                f" %s::text[], %s::text[], %s::text[])"
-                f" AS u(i, c, m, p, r, d, t, q, k, ro, nro, cw, en, tg)"
+                f" %s::text[], %s::text[], %s::text[], %s::text[])"
+                f" AS u(i, c, m, p, r, d, t, q, k, ro, nro, cw, en, tg, nd)"
                 f" ON CONFLICT (id) DO NOTHING RETURNING {_COLS}",
                 ([j.id for j in jobs], [j.command for j in jobs], [j.max_retries for j in jobs],
                  [j.priority for j in jobs], [j.run_at for j in jobs], [_float(j.delay) for j in jobs],
                  [_float(j.timeout) for j in jobs],
                  [j.queue for j in jobs], [_text(j.unique_key) for j in jobs], [codes_out(j.retry_on) for j in jobs],
-                 [codes_out(j.no_retry_on) for j in jobs], *_control_arrays(jobs)),
+                 [codes_out(j.no_retry_on) for j in jobs], *_control_arrays(jobs), _needs_array(jobs)),
             ).fetchall()
         except self._psycopg.errors.UniqueViolation as exc:
             if "unique_key" not in str(exc):
@@ -656,6 +678,7 @@ class PostgresStorage(SQLStore):
 
         from datetime import timedelta
 
+        from queuectl_core.jobs.needs import needs_text
         from queuectl_core.storage.sql import codes_out, control_values
 
         now = tx.clock()
@@ -666,7 +689,8 @@ class PostgresStorage(SQLStore):
             rows.append((j.id, j.command, "pending", 0, j.max_retries, j.priority, now, now, run_at, _float(j.timeout),
                          None, None, None, None, None, None, None, False, j.queue, 0, _text(j.unique_key),
                          codes_out(j.retry_on), codes_out(j.no_retry_on), _text(v["cwd"]), _text(v["env"]),
-                         v["tags"], None, 0, None, None, None))
+                         v["tags"], None, 0, None, None, None, None, None,  # ..., limits (set after), needs
+                         needs_text(j.needs) if j.needs else None))
         # Column by column, so escaping is a few C-level passes over joined text, not a call per value.
         columns = [_copy_column([r[c] for r in rows]) for c in _COPY_COLUMNS]
         text = "\n".join(map("\t".join, zip(*columns))) + "\n"
@@ -823,12 +847,22 @@ def _control_arrays(jobs: Sequence[NewJob]) -> tuple[list[Any], list[Any], list[
     return ([_text(v["cwd"]) for v in values], [_text(v["env"]) for v in values], [v["tags"] for v in values])
 
 
+def _needs_array(jobs: Sequence[NewJob]) -> list[str | None]:
+    """-- needs: each job's needs as stored, written by the INSERT itself: a row updated after it
+    would leave a dead entry in jobs_ready for every job with needs, until a vacuum."""
+    if not any(j.needs for j in jobs):
+        return [None] * len(jobs)
+    from queuectl_core.jobs.needs import needs_text
+
+    return [needs_text(j.needs) for j in jobs]
+
+
 _COPY_FROM = 200  # jobs a batch from which _insert uses COPY (smaller ones: one statement, no temp table)
 _NO_CONTROL: dict[str, Any] = {"cwd": None, "env": None, "tags": None}
 # The columns _insert_copy writes (indexes into JOB_COLUMNS; the rest keep their defaults).
 _COPY_COLUMNS = tuple(JOB_COLUMNS.index(c) for c in (
     "id", "command", "state", "max_retries", "priority", "created_at", "updated_at", "run_at", "timeout", "queue",
-    "unique_key", "retry_on", "no_retry_on", "cwd", "env", "tags"))
+    "unique_key", "retry_on", "no_retry_on", "cwd", "env", "tags", "needs"))
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 

@@ -233,6 +233,23 @@ CREATE TABLE notification_counts (
     PRIMARY KEY (notifier, outcome)
 );
 """
+
+# -- needs: a job's needs ("gpu=1"), the units of each need class, pools, what each worker has.
+# The ready index leaves out jobs with needs; those have their own, by class, so a class no
+# worker can serve is one row of need_units to the claim, not a walk over its jobs.
+_NEEDS = """
+ALTER TABLE jobs ADD COLUMN needs TEXT;
+CREATE TABLE need_units (needs TEXT NOT NULL, name TEXT NOT NULL, units INTEGER NOT NULL, PRIMARY KEY (needs, name));
+CREATE TABLE resource_pools (name TEXT PRIMARY KEY, capacity INTEGER NOT NULL);
+CREATE TABLE worker_resources (hostname TEXT NOT NULL, worker_id TEXT NOT NULL, name TEXT NOT NULL,
+    units INTEGER NOT NULL, spec TEXT NOT NULL, PRIMARY KEY (hostname, worker_id, name));
+DROP INDEX jobs_ready;
+CREATE INDEX jobs_ready ON jobs (queue, priority DESC, run_at, id)
+    WHERE state IN ('pending', 'failed') AND waiting = 0 AND needs IS NULL;
+CREATE INDEX jobs_ready_needs ON jobs (queue, needs, priority DESC, run_at, id)
+    WHERE state IN ('pending', 'failed') AND waiting = 0 AND needs IS NOT NULL;
+CREATE INDEX jobs_running_needs ON jobs (needs) WHERE state = 'processing' AND needs IS NOT NULL;
+"""
 _TALLY_INSERTED = ("INSERT INTO job_counts (queue, state, held, jobs, attempts) VALUES (?, 'pending', 0, ?, 0)"
                    " ON CONFLICT (queue, state, held) DO UPDATE SET jobs = jobs + excluded.jobs")
 # Versioned: never edit a released one, add the next.
@@ -260,6 +277,7 @@ MIGRATIONS: tuple[str, ...] = (
     "ALTER TABLE queues ADD COLUMN memory INTEGER;"
     "ALTER TABLE queues ADD COLUMN cpu_time REAL",
     _OUTBOX,
+    _NEEDS,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -671,7 +689,7 @@ class SQLiteStorage(SQLStore):
         rows: list[Sequence[Any]] = list(zip(ids, commands, repeat("pending"), zero, max_retries, priority, nows, nows,
                                              run_at, timeout, none, none, none, none, none, none, none, zero, queue,
                                              zero, unique_key, retry_on, no_retry_on, cwd, env, tags, none, zero,
-                                             none, none, none))
+                                             none, none, none, none, none, none))  # ... limits, needs: set after
         # Binding a value costs more than SQLite storing it: a column every job of the batch
         # shares is bound once (100,000 jobs of one shape: 1.5 million values bound -> 200,000).
         # Equal values of a column are the same stored value (INTEGER/REAL affinity: 1 and 1.0).

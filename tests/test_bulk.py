@@ -158,9 +158,9 @@ def test_positional_factory_builds_the_very_objects_the_constructor_does() -> No
     at = now()
     job_args = ("j1", "true", JobState.PENDING, 0, 3, 0, at, at, at, None, None, None, None, None, None, None, None,
                 False, "default", 0, None, None, None, "/tmp", {}, ("t",), None, 0, None, None, None,
-                None, None)  # limits: memory, cpu_time
+                None, None, {"gpu": 1})  # limits: memory, cpu_time; needs
     cases = [(NewJob, ("n1", "true", 3, 0, None, None, 2.0, "q", ("p",), "k", None, (1,), "/tmp", {"A": "1"}, (),
-                             512 * 1024**2, 10.0)),
+                             512 * 1024**2, 10.0, {"gpu": 1})),
              (Job, job_args), (JobEvent, (EventKind.ENQUEUED, Job(*job_args), None, None, None, at, None))]
     for cls, args in cases:
         made = positional_factory(cls)(*args)

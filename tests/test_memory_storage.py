@@ -45,11 +45,11 @@ class TestMemoryWithoutOutboxConformance(StorageConformance):
 
 
 def test_the_memory_storage_has_the_required_protocol_and_only_the_behaviour_capabilities() -> None:
-    """History, output, queue limits and the outbox, which no fallback can give as a database
+    """History, output, queue limits, the outbox and needs, which no fallback can give as a database
     does; none that only buys speed."""
     storage = MemoryStorage()
     assert isinstance(storage, Storage)
-    assert capabilities(storage) == ["AttemptHistory", "AttemptOutput", "QueueLimits", "Outbox"]
-    assert with_fallbacks(storage).native == frozenset({"AttemptHistory", "AttemptOutput", "QueueLimits", "Outbox"})
-    assert capabilities(_WithoutHistory()) == ["QueueLimits", "Outbox"]
-    assert capabilities(_WithoutOutbox()) == ["AttemptHistory", "AttemptOutput", "QueueLimits"]
+    assert capabilities(storage) == ["AttemptHistory", "AttemptOutput", "QueueLimits", "Outbox", "ResourceNeeds"]
+    assert with_fallbacks(storage).native == frozenset({"AttemptHistory", "AttemptOutput", "QueueLimits", "Outbox", "ResourceNeeds"})
+    assert capabilities(_WithoutHistory()) == ["QueueLimits", "Outbox", "ResourceNeeds"]
+    assert capabilities(_WithoutOutbox()) == ["AttemptHistory", "AttemptOutput", "QueueLimits", "ResourceNeeds"]

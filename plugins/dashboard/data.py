@@ -97,7 +97,14 @@ class Data:
     def overview(self) -> dict[str, Any]:
         now = self.now()
         return {"now": iso(now), "counts": self.counts(), "queues": [q.to_dict() for q in self.queues()],
-                "workers": self.workers(now), "schedules": self.schedules()}
+                "workers": self.workers(now), "schedules": self.schedules(),
+                "resources": self.resources()}  # -- needs
+
+    def resources(self) -> dict[str, Any]:
+        """Pools and live workers' resources, with units in use, as ``resource list --json``."""
+        from queuectl_core.storage.capabilities import with_fallbacks
+
+        return with_fallbacks(self.storage).resource_usage().to_dict()
 
     def jobs(self, state: str | None = None, queue: str | None = None, tag: str | None = None,
              before: str | None = None, limit: int = 50) -> dict[str, Any]:

@@ -64,13 +64,15 @@ class _EnqueueCommand(click.Command):
               help="Stop the job when its processes use more memory: SIZE, e.g. 512M, 2G (0: no limit).")
 @click.option("--cpu-time", metavar="DURATION",
               help="Stop the job when its processes used this much CPU time: 90s, 10m (0: no limit).")
+@click.option("--needs", metavar="NAME=N[,NAME=N...]",
+              help="Run only where these units are free: a worker's --resources or a pool (e.g. gpu=1).")
 @click.pass_context
 def enqueue(ctx: click.Context, words: tuple[str, ...], job_id: str | None, command: str | None, each: bool,
             max_retries: int | None, priority: int | None, delay: str | None, run_at: str | None,
             timeout: str | None, file_: Any, queue: str | None = None, after: str | None = None,
             unique_key: str | None = None, retry_on: str | None = None, no_retry_on: str | None = None,
             cwd: str | None = None, env: tuple[str, ...] = (), tags: tuple[str, ...] = (),
-            memory: str | None = None, cpu_time: str | None = None) -> None:
+            memory: str | None = None, cpu_time: str | None = None, needs: str | None = None) -> None:
     """Add jobs to the queue; prints the id of each, one a line.
 
     Give the job's command in exactly one way:
@@ -102,6 +104,7 @@ def enqueue(ctx: click.Context, words: tuple[str, ...], job_id: str | None, comm
       queuectl enqueue -- rsync -a "my dir" backup:
       queuectl enqueue --priority 5 make test
       queuectl enqueue --cmd 'make test | tee test.log' --cwd ~/src/app --env CI=1 --tag nightly
+      queuectl enqueue --needs gpu=1 -- python train.py
       ls *.wav | queuectl enqueue --each --tag batch1 -- sox {} {}.flac
       queuectl enqueue '{"id": "job1", "command": "sleep 2"}'
       queuectl enqueue --file jobs.jsonl
@@ -128,7 +131,7 @@ def enqueue(ctx: click.Context, words: tuple[str, ...], job_id: str | None, comm
         _refuse_one_shell_line(words[0])
     flags = flag_job(job_id=job_id, max_retries=max_retries, priority=priority, delay=delay, run_at=run_at,
                      timeout=timeout, queue=queue, unique_key=unique_key, retry_on=retry_on,
-                     no_retry_on=no_retry_on, after=after, memory=memory, cpu_time=cpu_time)
+                     no_retry_on=no_retry_on, after=after, memory=memory, cpu_time=cpu_time, needs=needs)
     has_command = command is not None or bool(words)
     sources = sum(x is not None for x in (job_json, file_)) + has_command
     if sources == 0:

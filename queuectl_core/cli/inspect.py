@@ -29,8 +29,11 @@ def status(ctx: click.Context, as_json: bool) -> None:
     storage = _app(ctx).storage
     view = overview(storage)
     orphaned = _orphaned(storage, view.counts)
+    from queuectl_core.storage.capabilities import with_fallbacks
+
+    usage = with_fallbacks(storage).resource_usage()  # -- needs: pools and workers' resources in use
     if as_json:
-        _print_json({**view.to_dict(), "orphaned": [j.id for j in orphaned]})
+        _print_json({**view.to_dict(), "orphaned": [j.id for j in orphaned], "resources": usage.to_dict()})
         return
     from queuectl_core.cli import display
     from queuectl_core.jobs.models import JobState
@@ -63,6 +66,12 @@ def status(ctx: click.Context, as_json: bool) -> None:
         qrows = [[name, str(q["pending"]), str(q["processing"]), str(q["failed"]), str(q["dead"]),
                   str(q["concurrency"] or "-"), "paused" if q["paused"] else ""] for name, q in sorted(view.queues.items())]
         for line in display.table(cols, qrows, colour=colour):
+            click.echo(line)
+    from queuectl_core.cli.resources import usage_lines
+
+    if usage.pools or usage.workers:  # -- needs
+        click.echo()
+        for line in usage_lines(usage):
             click.echo(line)
     click.echo()
     if not view.workers:
@@ -307,17 +316,20 @@ def show(ctx: click.Context, job_id: str, as_json: bool) -> None:
         raise JobNotFoundError(job_id)
     d = history.details(storage, job)
     from queuectl_core.control.limits import job_limits
+    from queuectl_core.control.needs import why_waiting
 
     limits = job_limits(storage, _app(ctx).config, job)  # -- limits: in force, and from where --
+    waiting = why_waiting(storage, job)  # -- needs: what no worker or pool can give it now
     if as_json:
         _print_json({**job_object(job, d.after, d.orphaned), "limits": limits,
-                     "attempts": [a.to_dict() for a in d.attempts]})
+                     "attempts": [a.to_dict() for a in d.attempts], "waiting_reason": waiting})
         return
     from queuectl_core.storage.capabilities import attempt_output
 
     store = attempt_output(storage)  # the storage keeps each attempt's output: its sizes are known anywhere
     sizes = store.output_sizes(job.id) if store is not None else None
-    for line in describe(job, d.attempts, d.after, d.orphaned, d.workers_live, d.now, limits, sizes=sizes):
+    for line in describe(job, d.attempts, d.after, d.orphaned, d.workers_live, d.now, limits, sizes=sizes,
+                         waiting=waiting):
         click.echo(line)
 
 
@@ -416,7 +428,8 @@ def retry_rules(job: Job) -> str:
 
 
 def describe(job: Job, attempts: list[Any], after: list[str], gone: bool, workers_live: bool, now: Any,
-             limits: dict[str, Any] | None = None, sizes: dict[int, int] | None = None) -> list[str]:
+             limits: dict[str, Any] | None = None, sizes: dict[int, int] | None = None,
+             waiting: str | None = None) -> list[str]:
     """``show``'s lines: one field a line (long values cut to the terminal), then the attempts."""
     from queuectl_core.cli import display
     from queuectl_core.jobs.models import JobState, masked_env
@@ -439,6 +452,12 @@ def describe(job: Job, attempts: list[Any], after: list[str], gone: bool, worker
     ]
     if limits is not None:  # -- limits --
         fields.insert(-1, ("limits", _limits_line(limits)))
+    if job.needs:  # -- needs
+        from queuectl_core.jobs.needs import format_needs
+
+        fields.insert(2, ("needs", format_needs(job.needs)))
+        if waiting:
+            fields.insert(2, ("waiting", waiting))
     if job.state in (JobState.PENDING, JobState.FAILED):
         fields.append(("runs", _clock(job.run_at, now) if job.run_at > now else "when a worker is free"))
     elif job.state == JobState.PROCESSING:

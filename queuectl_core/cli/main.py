@@ -28,6 +28,7 @@ COMMANDS = {
     "dlq": "control:dlq",
     "queue": "queues:queue_group",
     "schedule": "queues:schedule_group",
+    "resource": "resources:resource_group",  # -- needs
     "config": "admin:config",
     "plugins": "admin:plugins",
 }

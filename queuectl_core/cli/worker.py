@@ -24,9 +24,12 @@ def worker() -> None:
 @click.option("--queue", "queues", help="Claim only from these queues: Q[,Q...] (default: every queue).")
 @click.option("--slots", type=click.IntRange(1, 4096),
               help="Jobs each worker process runs at once [default: worker_slots, 1].")
+@click.option("--resources", "resources", multiple=True, metavar="NAME=N|NAME=ID,ID...",
+              help="What this host gives jobs' --needs: a count (cpu=8) or instances (gpu=0,1). Repeatable"
+                   " [default: worker.resources, else the GPUs nvidia-smi lists].")
 @click.pass_context
 def worker_start(ctx: click.Context, count: int, burst: bool, queues: str | None = None,
-                 slots: int | None = None) -> None:
+                 slots: int | None = None, resources: tuple[str, ...] = ()) -> None:
     """Run workers in the foreground. Ctrl+C or SIGTERM: finish running jobs, then exit;
     a second one stops at once and releases the jobs.
 
@@ -34,6 +37,7 @@ def worker_start(ctx: click.Context, count: int, burst: bool, queues: str | None
       queuectl worker start                 # one process, one job at a time
       queuectl worker start --slots 8       # one process, up to 8 jobs at once
       queuectl worker start --count 2 --slots 4
+      queuectl worker start --slots 4 --resources gpu=0,1   # at most two gpu=1 jobs at once
     """
     # Hold Ctrl+C/SIGTERM (pending, not lost) until the workers' handlers exist: a stop request
     # during start-up is then honoured gracefully instead of aborting half-way. supervise() and
@@ -48,15 +52,24 @@ def worker_start(ctx: click.Context, count: int, burst: bool, queues: str | None
         if not served:
             raise click.UsageError("--queue needs at least one queue name")
     with held():
-        code = _start_workers(ctx, count, burst, served, slots)
+        code = _start_workers(ctx, count, burst, served, slots, resources)
     ctx.exit(code)
 
 
 def _start_workers(ctx: click.Context, count: int, burst: bool, queues: list[str] | None = None,
-                   slots: int | None = None) -> int:
+                   slots: int | None = None, resources: tuple[str, ...] = ()) -> int:
     from queuectl_core.worker.supervisor import supervise
 
     app = _app(ctx)
+    from queuectl_core.errors import ValidationError
+    from queuectl_core.worker.resources import declared_resources
+
+    try:  # -- needs: declared (or detected) once, for every process of this host's start
+        declared = declared_resources(resources, app.config["worker.resources"])
+    except ValidationError as exc:
+        raise click.UsageError(f"--resources: {exc}" if resources else f"worker.resources: {exc}") from None
+    if declared and count > 1 and any(not _is_count(k, v) for k, v in declared.items()):
+        raise click.UsageError("named instances (e.g. gpu=0,1) belong to one worker process: use --slots, not --count")
     if slots is None:
         slots = int(app.config["worker_slots"])
     # Fail fast, with one line, on a bad provider name or an unreachable store, before forking.
@@ -73,11 +86,17 @@ def _start_workers(ctx: click.Context, count: int, burst: bool, queues: list[str
 
         worker_app = App()
         try:
-            return Worker(worker_app, slots=slots, burst=burst, queues=queues).run()
+            return Worker(worker_app, slots=slots, burst=burst, queues=queues, resources=declared).run()
         finally:
             worker_app.close()
 
     return supervise(count, run_one)
+
+
+def _is_count(name: str, spec: str) -> bool:
+    from queuectl_core.jobs.needs import is_count
+
+    return is_count(name, spec)
 
 
 @worker.command("stop")

@@ -315,6 +315,10 @@ CORE_SETTINGS = (
             "(empty or 0: none).", validate=lambda value: _check_limit("size", value)),
     Setting("job.cpu_time", str, "", "CPU time limit of a job that sets none, nor its queue: a duration such as "
             "90s or 10m (empty or 0: none).", validate=lambda value: _check_limit("duration", value)),
+    # -- needs: what this host's workers have (`worker start --resources` overrides) --------------
+    Setting("worker.resources", str, "",
+            "This host's resources for jobs' --needs, e.g. 'gpu=0,1 cpu=8' (empty: the GPUs nvidia-smi lists).",
+            validate=lambda value: _check_resources(value)),
 )
 
 
@@ -329,6 +333,16 @@ def _check_limit(kind: str, value: str) -> None:
 def _check_host(value: str) -> None:
     if not value.strip() or len(value) > 255 or not value.isprintable() or value != value.strip():
         raise ValueError("must be 1-255 printable characters, without leading or trailing blanks")
+
+
+def _check_resources(value: str) -> None:
+    if value.strip():
+        from queuectl_core.jobs.needs import parse_resources
+
+        try:
+            parse_resources(value)
+        except Exception as exc:
+            raise ValueError(str(exc).split(": ", 1)[-1]) from None
 
 
 def _check_exit_codes(value: str) -> None:

@@ -242,7 +242,7 @@ class _Batcher:
         seen, forward, keys = self.seen, self.forward, self.keys
         plain = self.plain
         if plain is not None:
-            mr, pr, ra, de, to, qu, af, uk, ro, nro, cwd, env, tags, mem, cpu = plain
+            mr, pr, ra, de, to, qu, af, uk, ro, nro, cwd, env, tags, *more = plain
         for n, (label, raw) in enumerate(chunk):
             # The commonest line, {"command": "..."}: its one key checked here as job_fields does
             # (an ASCII command needs no UTF-8 check); anything else, or any doubt, goes there.
@@ -252,7 +252,7 @@ class _Batcher:
                         and "\x00" not in command):
                     job_id = next_id()
                     add(make(job_id, command, mr, pr, ra, de, to, qu, af, uk, ro, nro, cwd,
-                             dict(env) if env else {}, tags, mem, cpu))
+                             dict(env) if env else {}, tags, *more))
                     labels[job_id] = label
                     continue
             if objs is None:
@@ -440,7 +440,10 @@ def _store(app: App, stream: BinaryIO, name: str, defaults: Callable[[list[Any]]
         try:
             try:
                 # A storage without StreamingInsert: core's fallback, every batch in memory, one enqueue.
-                return with_fallbacks(storage).enqueue_stream(iter(reader))
+                # -- needs: refused, at the first job with needs, by a storage that cannot keep them
+                from queuectl_core.jobs.needs import refuse_unsupported
+
+                return with_fallbacks(storage).enqueue_stream(refuse_unsupported(storage, reader))
             finally:
                 reader.close()
                 sys.setswitchinterval(switch)

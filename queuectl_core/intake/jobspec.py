@@ -31,6 +31,8 @@ _ENV_NAME_RE = r"[A-Za-z_][A-Za-z0-9_]*\Z"
 # -- limits: memory (bytes) and cpu_time (seconds); see queuectl_core.jobs.limits ----------------
 LIMIT_KEYS = ("memory", "cpu_time")
 ALLOWED_KEYS += LIMIT_KEYS
+NEEDS_KEYS = ("needs",)  # -- needs: {"gpu": 1}, units of resources a worker or pool must give the job
+ALLOWED_KEYS += NEEDS_KEYS
 _ID_RE = r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}\Z"
 _MAX_PRIORITY = 2**31 - 1
 ID_RULE = "1-128 characters of letters, digits and ._:@+-, starting with a letter or digit"
@@ -167,15 +169,17 @@ def validate(obj: Any, default_max_retries: int, default_no_retry: tuple[int, ..
 
 
 # The order of job_fields()'s values: NewJob's fields (a test keeps them equal).
-JOB_FIELDS = ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout", "queue", "after",
-              "unique_key", "retry_on", "no_retry_on", "cwd", "env", "tags", "memory", "cpu_time")
+JOB_FIELDS: tuple[str, ...] = ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout", "queue",
+                               "after", "unique_key", "retry_on", "no_retry_on", "cwd", "env", "tags", "memory", "cpu_time")
+JOB_FIELDS += ("needs",)  # -- needs
 _ALLOWED = frozenset(ALLOWED_KEYS)
 # What `list --json` and `show --json` print besides the keys above: ignored by enqueue, so a
 # printed job (its id changed or removed) can be enqueued again as it is.
 READ_ONLY_KEYS = frozenset(("state", "attempts", "created_at", "updated_at", "last_exit_code", "last_error",
                             "log_path", "output_tail", "worker_id", "host", "lease_expires_at", "waiting",
                             "cancel_requested", "last_duration", "last_attempt", "orphaned", "waits_on",
-                            "last_cpu_seconds", "last_max_rss_bytes"))
+                            "last_cpu_seconds", "last_max_rss_bytes",
+                            "waiting_reason"))  # -- needs: show --json's why it waits
 READ_ONLY_KEYS |= {"limits"}  # -- limits: show --json's limits in force, and where each comes from --
 
 
@@ -229,9 +233,11 @@ def job_fields(obj: Any, default_max_retries: int, default_no_retry: tuple[int, 
     sched = _scheduling(obj, default_no_retry) if default_no_retry or not _SCHEDULING_KEYS.isdisjoint(obj) else {}
     control = control_fields(obj) if not _CONTROL_KEYS.isdisjoint(obj) else {}
     limits = _limit_fields(obj) if not _LIMIT_KEYS.isdisjoint(obj) else (None, None)
+    needs = get("needs")  # -- needs
+    needs = {} if needs is None else _needs(needs)
     return (job_id, command, max_retries, priority, run_at, delay, timeout, sched.get("queue", "default"),
             sched.get("after", ()), sched.get("unique_key"), sched.get("retry_on"), sched.get("no_retry_on"),
-            control.get("cwd"), control.get("env", {}), control.get("tags", ()), *limits)
+            control.get("cwd"), control.get("env", {}), control.get("tags", ()), *limits, needs)
 
 
 _LIMIT_KEYS = frozenset(LIMIT_KEYS)
@@ -241,6 +247,12 @@ def _limit_fields(obj: dict[str, Any]) -> tuple[int | None, float | None]:
     from queuectl_core.jobs.limits import limit_fields
 
     return limit_fields(obj)
+
+
+def _needs(value: Any) -> dict[str, int]:
+    from queuectl_core.jobs.needs import parse_needs
+
+    return parse_needs(value)
 
 
 _SCHEDULING_KEYS = frozenset(("queue", "after", "unique_key", "retry_on", "no_retry_on"))
@@ -351,13 +363,14 @@ def flag_job(job_id: str | None = None, command: str | None = None, max_retries:
              priority: int | None = None, delay: str | None = None, run_at: str | None = None,
              timeout: str | None = None, queue: str | None = None, unique_key: str | None = None,
              retry_on: str | None = None, no_retry_on: str | None = None, after: str | None = None,
-             memory: str | None = None, cpu_time: str | None = None) -> dict[str, Any]:
+             memory: str | None = None, cpu_time: str | None = None, needs: str | None = None) -> dict[str, Any]:
     """The job object the flags give (only the flags given), as a JSON job would hold it."""
     flags = {"id": job_id, "command": command, "max_retries": max_retries, "priority": priority,
              "delay": delay, "run_at": run_at, "timeout": timeout,
              "queue": queue, "unique_key": unique_key, "retry_on": retry_on, "no_retry_on": no_retry_on,
              "after": [a.strip() for a in after.split(",") if a.strip()] if after is not None else None,
-             "memory": memory, "cpu_time": cpu_time}
+             "memory": memory, "cpu_time": cpu_time,
+             "needs": needs}  # -- needs: "gpu=1,license=2", checked as the JSON key is
     return {k: v for k, v in flags.items() if v is not None}
 
 
@@ -452,6 +465,10 @@ def enqueue_with_fresh_ids(storage: Storage, jobs: list[NewJob], given_ids: set[
     from queuectl_core.errors import DuplicateJobError
     from queuectl_core.jobs.ids import new_id
 
+    if any(j.needs for j in jobs):  # -- needs: only a storage that keeps them
+        from queuectl_core.jobs.needs import refuse_unsupported
+
+        jobs = list(refuse_unsupported(storage, jobs))
     for _ in range(5):
         try:
             return storage.enqueue(jobs)

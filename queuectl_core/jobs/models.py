@@ -58,6 +58,8 @@ class NewJob:
     # -- limits: its own (None: its queue's or the config's; 0: none), see queuectl_core.jobs.limits --
     memory: int | None = None  # bytes
     cpu_time: float | None = None  # seconds
+    # -- needs: units of resources a worker (or a pool) must give it, {"gpu": 1} --
+    needs: dict[str, int] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,8 @@ class Job:
     # -- limits: its own as stored; while an attempt runs, the executor is given the limits in force --
     memory: int | None = None  # bytes
     cpu_time: float | None = None  # seconds
+    # -- needs: what it must be given to run, {"gpu": 1} (queuectl_core.jobs.needs) --
+    needs: dict[str, int] = field(default_factory=dict, hash=False)
 
     @property
     def attempt_number(self) -> int:
@@ -148,6 +152,7 @@ class Job:
             "last_max_rss_bytes": self.last_max_rss_bytes,
             "memory": self.memory,
             "cpu_time": self.cpu_time,
+            "needs": dict(self.needs),  # -- needs
         }
 
 

@@ -12,7 +12,7 @@ whatever the backend offers.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:
     from queuectl_core.interfaces import Storage
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from queuectl_core.jobs.models import Job, JobState, NewJob
     from queuectl_core.jobs.notifications import OutboxEntry, OutboxItem
     from queuectl_core.jobs.output import OutputWrite
+    from queuectl_core.jobs.needs import ResourceUsage
     from queuectl_core.jobs.records import Attempt
 
     Changes = Sequence[tuple[str, str | None, Change]]
@@ -204,6 +205,28 @@ class Outbox(Protocol):
     def outbox_prune(self, older_than: float) -> int:
         """Delete entries settled more than ``older_than`` seconds ago; how many were deleted.
         (They are kept that long so a repeated write of one is still recognised.)"""
+# -- needs: what jobs need, what workers have, pools ------------------------------------------------
+@runtime_checkable
+class ResourceNeeds(Protocol):
+    """Jobs with ``needs``. A storage with it stores ``NewJob.needs`` and its claim takes a job only
+    when each unit it needs is free: in the pool of that name when there is one (every worker's
+    processing jobs count), else among what the claiming worker declared (its own processing jobs
+    count); a pool is never over capacity, however many claim at once. Fallback: none of it; core
+    refuses jobs with needs, and there are no pools."""
+
+    def declare_resources(self, worker_id: str, resources: Mapping[str, str]) -> None:
+        """Record the worker's resources ``{name: spec}`` (``queuectl_core.jobs.needs``), replacing
+        what it declared before. Fallback: nothing."""
+
+    def set_pool(self, name: str, capacity: int) -> None:
+        """Create or resize a pool. Fallback: refused (ValidationError)."""
+
+    def remove_pool(self, name: str) -> bool:
+        """Remove a pool; False when there was none. Fallback: False."""
+
+    def resource_usage(self) -> ResourceUsage:
+        """Every pool with its units in use, and every live worker that declared resources with
+        its units in use. Fallback: nothing."""
 
 
 CAPABILITIES: tuple[type, ...] = (ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert,
@@ -211,12 +234,13 @@ CAPABILITIES: tuple[type, ...] = (ClaimMany, ApplyBatch, ApplyAndClaim, CancelRe
 CAPABILITIES += (IdsWithPrefix, AttemptHistory, AttemptsPerMinute, FinishedAttempts)
 CAPABILITIES += (AttemptOutput, QueueLimits)
 CAPABILITIES += (Outbox,)
+CAPABILITIES += (ResourceNeeds,)
 PAGE = 1000  # jobs a fallback reads at once
 
 if TYPE_CHECKING:
     class FullStorage(Storage, ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert, CountJobs,
                       PendingSummary, AttemptsByState, Purge, IdsWithPrefix, AttemptHistory, AttemptsPerMinute,
-                      FinishedAttempts, QueueLimits, Outbox, Protocol):
+                      FinishedAttempts, QueueLimits, Outbox, ResourceNeeds, Protocol):
         """What :func:`with_fallbacks` gives, for type checkers: the required methods and every
         capability."""
 
@@ -259,6 +283,23 @@ class WithFallbacks:
                         queues: Sequence[str] | None = None) -> tuple[list[Job | None], list[Job]]:
         applied = self.apply_batch(changes) if changes else []
         return applied, (self.claim_many(worker_id, lease_seconds, limit, queues=queues) if limit > 0 else [])
+
+    # -- needs: a storage without ResourceNeeds has no pools, and core refuses jobs with needs ---------
+    def declare_resources(self, worker_id: str, resources: Mapping[str, str]) -> None:
+        pass
+
+    def set_pool(self, name: str, capacity: int) -> None:
+        from queuectl_core.errors import ValidationError
+
+        raise ValidationError(f"storage {type(self.storage).__name__} has no resource pools")
+
+    def remove_pool(self, name: str) -> bool:
+        return False
+
+    def resource_usage(self) -> ResourceUsage:
+        from queuectl_core.jobs.needs import ResourceUsage
+
+        return ResourceUsage()
 
     def cancel_requests(self, job_ids: Sequence[str]) -> list[tuple[str, str | None]]:
         found = []
@@ -507,5 +548,5 @@ def with_fallbacks(storage: Storage) -> WithFallbacks:
 
 __all__ = ["AttemptOutput", "attempt_output", "AttemptHistory", "AttemptsByState", "AttemptsPerMinute", "ApplyAndClaim", "ApplyBatch",
            "CAPABILITIES", "CancelRequests", "ClaimMany", "CountJobs", "FinishedAttempts", "IdsWithPrefix", "MemoryOutbox", "Outbox",
-           "PendingSummary", "Purge", "QueueLimits", "StreamingInsert", "WithFallbacks",
+           "PendingSummary", "Purge", "QueueLimits", "ResourceNeeds", "StreamingInsert", "WithFallbacks",
            "capabilities", "minute_of", "with_fallbacks"]

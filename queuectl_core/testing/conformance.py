@@ -1460,6 +1460,7 @@ class StorageConformance:
         assert storage.read_output("a", 1) == [] and storage.output_sizes("a") == {}
         assert sorted(x for x, _ in storage.purge([JobState.COMPLETED], -1)) == ["b", "c"]
         assert storage.get("b") is None and storage.read_output("b", 1) == [] and storage.read_output("c", 1) == []
+
     # -- limits: a job's own limits, and a queue's defaults (the QueueLimits capability) -----------
     def test_limits_are_kept_with_the_job_and_as_the_queues_defaults(self, storage: Any) -> None:
         from queuectl_core.jobs.limits import Limits
@@ -1480,6 +1481,7 @@ class StorageConformance:
         assert storage.queue_limits() == {"q": Limits(None, 3.0)}
         storage.set_queue_limits("q", cpu_time=0)
         assert storage.queue_limits() == {}
+
     # -- notifications: the outbox (the Outbox capability; its fallback is one process's memory) ---------
     @staticmethod
     def entry(notifier: str, nid: str, event: str = "dead") -> Any:
@@ -1561,3 +1563,101 @@ class StorageConformance:
         every = [i for ids in got for i in ids]
         assert len(every) == total and len(set(every)) == total
         assert first.notification_counts() == {("hook", "delivered"): total}
+
+    # -- needs: what jobs need, what workers have, pools (the ResourceNeeds capability) ----------
+    def needs(self, storage: Any) -> bool:
+        """Whether the storage keeps needs (without it, core refuses jobs with needs)."""
+        return "ResourceNeeds" in getattr(storage, "native", ())
+
+    def test_a_job_is_claimed_only_by_a_worker_whose_free_resources_cover_its_needs(self, storage: Any) -> None:
+        if not self.needs(storage):
+            pytest.skip("the storage has no ResourceNeeds capability")
+        for w in ("w1", "w2"):
+            storage.register_worker(self._info(storage, w))
+        storage.declare_resources("w1", {"gpu": "0,1"})
+        storage.declare_resources("w2", {})
+        storage.enqueue([self.new(f"g{i}", needs={"gpu": 1}, priority=5) for i in range(3)]
+                        + [self.new("three", needs={"gpu": 3}, priority=9), self.new("plain")])
+        assert storage.get("g0").needs == {"gpu": 1} and storage.get("plain").needs == {}
+        assert storage.claim("w2", 30).id == "plain"  # w2 has no gpu: nothing else fits it
+        assert storage.claim("w2", 30) is None
+        g0, g1 = storage.claim("w1", 30), storage.claim("w1", 30)
+        assert (g0.id, g1.id, g0.needs) == ("g0", "g1", {"gpu": 1})
+        assert storage.claim("w1", 30) is None  # both gpus held; "three" never fits two
+        self.complete(storage, "g0", g0.lease_token, self.ok())
+        assert [j.id for j in storage.claim_many("w1", 30, 5)] == ["g2"]
+        usage = storage.resource_usage()
+        assert [(w.worker_id, w.declared, w.in_use) for w in usage.workers] == [("w1", {"gpu": "0,1"}, {"gpu": 2})]
+
+    def test_needs_round_trip_through_a_stream_and_a_batch(self, storage: Any) -> None:
+        if not self.needs(storage):
+            pytest.skip("the storage has no ResourceNeeds capability")
+        jobs = [self.new(f"s{i}", needs={"gpu": 1, "license": 2} if i % 2 else {}) for i in range(6)]
+        got = [j for batch in storage.enqueue_stream([jobs[:3], jobs[3:]]) for j in batch]
+        assert [j.needs for j in got] == [j.needs for j in jobs]
+        assert [storage.get(j.id).needs for j in jobs] == [j.needs for j in jobs]
+
+    def test_a_pool_caps_its_units_across_workers_until_removed(self, storage: Any) -> None:
+        if not self.needs(storage):
+            pytest.skip("the storage has no ResourceNeeds capability")
+        storage.set_pool("license", 2)
+        storage.enqueue([self.new("big", needs={"license": 2}, priority=9)]
+                        + [self.new(f"l{i}", needs={"license": 1}) for i in range(3)])
+        big = storage.claim("w1", 30)
+        assert big.id == "big" and storage.claim("w2", 30) is None
+        assert [(p.name, p.capacity, p.in_use) for p in storage.resource_usage().pools] == [("license", 2, 2)]
+        self.complete(storage, "big", big.lease_token, self.ok())
+        assert {storage.claim("w1", 30).id, storage.claim("w2", 30).id} == {"l0", "l1"}
+        assert storage.claim("w3", 30) is None
+        storage.set_pool("license", 3)
+        assert storage.claim("w3", 30).id == "l2"
+        assert storage.remove_pool("license") and not storage.remove_pool("license")
+        assert storage.resource_usage().pools == ()
+
+    def test_a_pool_unit_comes_back_when_a_dead_workers_job_is_taken_back(self, storage: Any) -> None:
+        import time
+
+        if not self.needs(storage):
+            pytest.skip("the storage has no ResourceNeeds capability")
+        storage.set_pool("license", 1)
+        storage.enqueue([self.new("a", needs={"license": 1}), self.new("b", needs={"license": 1})])
+        assert storage.claim("dead", 0.05).id == "a"
+        assert storage.claim("w", 30) is None
+        time.sleep(0.2)
+        assert [j.id for j in self.recover(storage)] == ["a"]
+        assert storage.resource_usage().pools[0].in_use == 0
+        assert storage.claim("w", 30).id in ("a", "b")
+
+    def test_a_pool_holds_under_racing_claimers(self, storage_factory: Any) -> None:
+        from queuectl_core.jobs.models import JobState
+
+        first = self.connect(storage_factory)
+        if not self.needs(first):
+            pytest.skip("the storage has no ResourceNeeds capability")
+        first.set_pool("license", 1)
+        # Spread over queues, so no queue's limit (there is none) serialises the racers.
+        first.enqueue([self.new(f"r{i:03d}", queue=f"q{i % 4}", needs={"license": 1}) for i in range(40)])
+        stores = [self.connect(storage_factory) for _ in range(6)]
+        seen: list[int] = []
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(len(stores))
+
+        def run(n: int) -> None:
+            store = stores[n]
+            try:
+                barrier.wait()
+                for _ in range(2000):
+                    job = store.claim(f"w{n}", 30)
+                    if job is None:
+                        if store.counts()[JobState.PENDING] == 0:
+                            return
+                        continue
+                    # while this one holds the pool's only unit, nobody else may be processing
+                    seen.append(store.counts()[JobState.PROCESSING])
+                    assert self.complete(store, job.id, job.lease_token, self.ok()) is not None
+            except BaseException as exc:
+                errors.append(exc)
+
+        _in_threads(run, len(stores), timeout=120)
+        assert not errors, errors
+        assert max(seen) == 1 and len(seen) == 40

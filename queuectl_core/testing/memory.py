@@ -3,8 +3,9 @@
 It implements the required :class:`~queuectl_core.interfaces.Storage` protocol and the optional
 capabilities no fallback can give as a database does: ``AttemptHistory`` (every attempt of a job),
 ``AttemptOutput`` (every attempt's output, kept by the storage), ``QueueLimits`` (queues' default
-limits) and ``Outbox`` (notifications, shared by every MemoryStorage of the queue, as a database's
-are); core's fallbacks
+limits), ``Outbox`` (notifications, shared by every MemoryStorage of the queue, as a database's
+are) and ``ResourceNeeds`` (what jobs need, what workers have, pools: without it a storage refuses
+jobs with needs); core's fallbacks
 (:func:`~queuectl_core.storage.capabilities.with_fallbacks`) give it every other, and it passes
 :class:`~queuectl_core.testing.StorageConformance`. A backend for a real database keeps the same shape:
 persist what :mod:`queuectl_core.jobs.lifecycle` decides, fenced and atomic, and never decide anything itself.
@@ -56,6 +57,8 @@ class MemoryQueue:
         self.wakes = 0  # moves on every write that may make work available
         self.limits: dict[str, Limits] = {}  # queue name -> its default limits (QueueLimits)
         self.outbox = MemoryOutbox()  # notifications until delivered, and the count of every try
+        self.pools: dict[str, int] = {}  # -- needs: pool name -> capacity
+        self.resources: dict[str, dict[str, str]] = {}  # worker id -> its declared {name: spec}
 
 
 class MemoryStorage:
@@ -100,7 +103,7 @@ class MemoryStorage:
                     priority=new.priority, created_at=now, updated_at=now, run_at=run_at, timeout=new.timeout,
                     queue=new.queue, waiting=len(q.parents[new.id]), unique_key=new.unique_key,
                     retry_on=new.retry_on, no_retry_on=new.no_retry_on, cwd=new.cwd, env=dict(new.env), tags=new.tags,
-                    memory=new.memory, cpu_time=new.cpu_time)
+                    memory=new.memory, cpu_time=new.cpu_time, needs=dict(new.needs))
             # Parents stored before this batch: the lifecycle says whether their state releases or cancels the new jobs.
             for parent in {p for new in jobs for p in new.after if p not in ids}:
                 self._dependants(parent, lifecycle.dependants(parent, q.jobs[parent].state))
@@ -158,7 +161,7 @@ class MemoryStorage:
     def claim(self, worker_id: str, lease_seconds: float, queues: Sequence[str] | None = None) -> Job | None:
         with self.q.lock:
             now = self.now()
-            due = [j for j in self._ready(self._open(queues)) if j.run_at <= now]
+            due = [j for j in self._ready(self._open(queues)) if j.run_at <= now and self._fits(j, worker_id)]
             if not due:
                 return None
             job = min(due, key=lambda j: (-j.priority, j.run_at, j.id))
@@ -423,6 +426,55 @@ class MemoryStorage:
 
     def close(self) -> None:
         pass
+
+    # -- optional: the ResourceNeeds capability ----------------------------------------------------
+    def _used(self, name: str, worker_id: str | None = None) -> int:
+        """Units of ``name`` held by processing jobs (of ``worker_id`` only, when given); lock held."""
+        return sum(j.needs.get(name, 0) for j in self.q.jobs.values()
+                   if j.state == JobState.PROCESSING and (worker_id is None or j.worker_id == worker_id))
+
+    def _fits(self, job: Job, worker_id: str) -> bool:
+        """Whether every unit the job needs is free now: in the pool of that name, or else among
+        what the claiming worker declared (lock held)."""
+        from queuectl_core.jobs.needs import units_of
+
+        for name, units in job.needs.items():
+            if name in self.q.pools:
+                free = self.q.pools[name] - self._used(name)
+            else:
+                spec = self.q.resources.get(worker_id, {}).get(name)
+                free = (units_of(name, spec) if spec is not None else 0) - self._used(name, worker_id)
+            if units > free:
+                return False
+        return True
+
+    def declare_resources(self, worker_id: str, resources: dict[str, str]) -> None:
+        with self.q.lock:
+            self.q.resources = {w: r for w, r in self.q.resources.items() if w in self.q.workers and w != worker_id}
+            if resources:
+                self.q.resources[worker_id] = dict(resources)
+            self._wake()
+
+    def set_pool(self, name: str, capacity: int) -> None:
+        with self.q.lock:
+            self.q.pools[name] = capacity
+            self._wake()
+
+    def remove_pool(self, name: str) -> bool:
+        with self.q.lock:
+            self._wake()
+            return self.q.pools.pop(name, None) is not None
+
+    def resource_usage(self) -> Any:
+        from queuectl_core.jobs.needs import PoolUsage, ResourceUsage, WorkerUsage
+
+        with self.q.lock:
+            pools = tuple(PoolUsage(n, c, self._used(n)) for n, c in sorted(self.q.pools.items()))
+            workers = tuple(WorkerUsage(w.id, w.hostname, dict(self.q.resources[w.id]),
+                                        {k: u for k in self.q.resources[w.id] if k not in self.q.pools
+                                         and (u := self._used(k, w.id))})
+                            for w in self._live() if self.q.resources.get(w.id))
+            return ResourceUsage(pools, workers)
 
     # -- optional: the AttemptHistory capability (core falls back when a storage lacks it) ---------
     def attempts(self, job_id: str) -> list[Attempt]:

@@ -57,13 +57,16 @@ RECORD_RETRY_SECONDS = 0.5  # a result storage refused (an outage) is tried agai
 # How long the loop waits at most for claimed jobs to start before it announces them (`claimed`
 # goes out once a job has started, so no event plugin holds up its start) and uses storage again.
 SPAWN_WAIT_SECONDS = 0.05
+# A job due longer ago than this that a claim did not take waits on needs (or a racing worker):
+# an idle worker then waits as usual, for a wake-up or its poll, rather than claim again at once.
+OVERDUE_SECONDS = 0.2
 
 
 class Worker:
     """One worker process: up to ``slots`` jobs at once, through one loop (see the module's docstring)."""
 
     def __init__(self, app: App, *, slots: int = 1, burst: bool = False,
-                 queues: Sequence[str] | None = None) -> None:
+                 queues: Sequence[str] | None = None, resources: dict[str, str] | None = None) -> None:
         self.app = app
         self.queues = tuple(queues) if queues is not None else None  # None: every queue
         self.storage = with_fallbacks(app.storage)
@@ -106,6 +109,10 @@ class Worker:
         self._output = OutputWriter(app.storage, app.config["logs.max_bytes"])
         raise_fd_limit(slots)
         self._notify: Notifications | None = None  # from run(): the notifiers' threads, if any
+        # -- needs: what this worker declared ({name: spec}) and which instances its jobs hold --
+        from queuectl_core.worker.resources import Resources
+
+        self.resources = Resources(resources or {})
 
     # -- lifecycle --------------------------------------------------------------------------
     @property
@@ -166,8 +173,14 @@ class Worker:
         started = self.storage.now()
         info = WorkerInfo(self.id, self.app.config["worker.host"], self.pid, started, started)
         self._storage_call(lambda: self.storage.register_worker(info), until=lambda: self.stopping)
+        # -- needs: always, so a worker of a reused id never inherits another's declaration
+        self._storage_call(lambda: self.storage.declare_resources(self.id, self.resources.declared),
+                           until=lambda: self.stopping)
+        from queuectl_core.jobs.needs import resources_text
+
         message = ", ".join(filter(None, ("burst" if self.burst else "",
-                                          f"{self.slots} slots" if self.slots > 1 else "")))
+                                          f"{self.slots} slots" if self.slots > 1 else "",
+                                          resources_text(self.resources.declared) if self.resources.declared else "")))
         self._emit(EventKind.WORKER_STARTED, message=message or None)
         try:
             self._loop()
@@ -275,7 +288,11 @@ class Worker:
         timeout = min(self.poll, HOUSEKEEPING_SECONDS, timeout)
         next_at = self._storage_call(lambda: self.storage.next_run_at(queues=self.queues), default=None)
         if next_at is not None:
-            timeout = min(timeout, max(0.0, (next_at - self.storage.now()).total_seconds()))
+            due_in = (next_at - self.storage.now()).total_seconds()
+            # -- needs: a job due a while ago that the claim just left is one whose needs this
+            # worker cannot meet now: it is no reason to look again at once (that would spin).
+            if due_in > -OVERDUE_SECONDS:
+                timeout = min(timeout, max(0.0, due_in))
         if self._next_schedule_at is not None:
             timeout = min(timeout, max(0.0, (self._next_schedule_at - self.storage.now()).total_seconds()))
         self.storage.wait_for_work(timeout, self._sig_r)
@@ -334,9 +351,13 @@ class Worker:
             self._announce_by = now + SPAWN_WAIT_SECONDS
         self._attempts.spawned.clear()
         for job in jobs:
-            job = self._limits.apply(job)  # the limits in force: its own, its queue's or the config's
-            slot = Slot(job)
-            slot.output = self._output.open(job)
+            ready = self.resources.assign(job)  # -- needs: its instances, in its env
+            if ready is None:
+                self._hand_back(job)
+                continue
+            ready = self._limits.apply(ready)  # the limits in force: its own, its queue's or the config's
+            slot = Slot(ready)
+            slot.output = self._output.open(ready)
             self._running[job.id] = slot
             self._attempts.start(slot)
             self._unannounced.append(slot)
@@ -375,6 +396,7 @@ class Worker:
         while done:
             slot = done.popleft()
             self._running.pop(slot.job.id, None)
+            self.resources.release(slot.job.id)
             job, result = slot.job, slot.result
             assert result is not None
             self._announce(slot)  # `claimed` always comes before the outcome
@@ -421,6 +443,13 @@ class Worker:
                                       until=lambda: self.signals > 1)
         self._emit(EventKind.RELEASED, job=released or job,
                    message="not started: the worker is stopping")
+
+    def _hand_back(self, job: Job) -> None:
+        """A job claimed whose instances are still held here (by a job whose lease this worker lost,
+        not yet ended): pending again, its attempt not counted."""
+        released = self._storage_call(lambda: self.storage.apply(job.id, job.lease_token, lifecycle.release(job)))
+        self._emit(EventKind.RELEASED, job=released or job,
+                   message="not started: its resources are still held here by a job this worker lost")
 
     # -- running jobs -----------------------------------------------------------------------
     def _watch_running(self, now: float) -> None:

@@ -146,6 +146,20 @@
       el("td", { class: "next", title: local(s.next_tick) }, s.paused ? "paused" : ago(s.next_tick, o.now)))));
     $("schedules-empty").hidden = o.schedules.length > 0;
 
+    // -- needs: each pool's units in use (every host), each worker's resources in use
+    const res = o.resources || { pools: [], workers: [] };
+    const resRows = res.pools.map((p) => el("tr", { "data-pool": p.name },
+      el("td", { class: "mono" }, p.name), el("td", {}, "pool"), el("td", { class: "num" }, p.in_use + "/" + p.capacity)));
+    for (const w of res.workers) {
+      for (const [name, r] of Object.entries(w.resources)) {
+        resRows.push(el("tr", { "data-resource": w.worker + ":" + name },
+          el("td", { class: "mono", title: r.declared }, name), el("td", { class: "mono" }, w.host + " " + w.worker),
+          el("td", { class: "num" }, r.in_use + "/" + r.units)));
+      }
+    }
+    $("resources").replaceChildren(...resRows);
+    $("resources-panel").hidden = resRows.length === 0;
+
     const queueSel = $("f-queue");
     const names = o.queues.map((q) => q.name);
     if (view.queue && !names.includes(view.queue)) names.push(view.queue);

@@ -31,6 +31,7 @@ from queuectl_core.storage.sql.limits import LimitsMixin
 from queuectl_core.storage.sql.outbox import OutboxMixin
 from queuectl_core.storage.sql.output import OutputMixin
 from queuectl_core.storage.sql.queues import QueuesMixin
+from queuectl_core.storage.sql.resources import ResourcesMixin
 from queuectl_core.storage.sql.rows import CONTROL_COLUMNS, JOB_COLUMNS, codes_out, control_values
 from queuectl_core.storage.sql.schedules import SchedulesMixin
 from queuectl_core.storage.sql.workers import WORKER_LIVE_SECONDS, WorkersMixin
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 
 class SQLStore(JobsMixin, ClaimsMixin, DependenciesMixin, QueuesMixin, SchedulesMixin, WorkersMixin, HistoryMixin,
-               OutputMixin, LimitsMixin, OutboxMixin, SQLBase):
+               OutputMixin, LimitsMixin, OutboxMixin, ResourcesMixin, SQLBase):
     """The Storage protocol on any SQL database, given a dialect and what a backend provides:
     ``_tx`` (run a function in one transaction, mapping driver errors to StorageError),
     ``_insert`` (the batch insert, when the portable one is not fast enough), ``now``,

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from queuectl_core.storage.sql import rows as _rows  # -- limits --
 from queuectl_core.storage.sql.dialect import Dialect, quoted
-from queuectl_core.storage.sql.rows import CONTROL_AT, codes_in, columns, control_fields, json_loads, tags_in
+from queuectl_core.storage.sql.rows import CONTROL_AT, NEEDS_AT, codes_in, columns, control_fields, json_loads, tags_in
 
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Sequence, TypeVar
@@ -20,6 +20,14 @@ if TYPE_CHECKING:
 
 def _count(v: Any) -> int:
     return v or 0
+
+
+def _needs_in(text: str | None) -> dict[str, int]:
+    if not text:
+        return {}
+    from queuectl_core.jobs.needs import needs_from_text
+
+    return needs_from_text(text)
 
 
 class Fenced(Exception):
@@ -50,6 +58,8 @@ class SQLBase:
     schedules_table = "schedules"
     counts_table = "job_counts"  # per (queue, state, held) tallies the backend keeps exact
     attempts_table = "attempts"  # every finished attempt, recorded by the backend's trigger
+    # -- needs: pools, the units of each need class, what each worker declared --
+    pools_table, need_units_table, worker_resources_table = "resource_pools", "need_units", "worker_resources"
     hostname = ""
 
     # -- what a backend provides ----------------------------------------------------------
@@ -73,6 +83,7 @@ class SQLBase:
             no_retry_on=codes_in(row[22]),
             **control_fields(row, CONTROL_AT),
             **_rows.limit_fields(row),
+            needs=_needs_in(row[NEEDS_AT]),
         )
 
     def _q(self, tx: Tx, sql: str, **params: Any) -> list[Sequence[Any]]:
@@ -140,6 +151,7 @@ class SQLBase:
             columns_in_order += [column(_rows.LIMITS_AT), column(_rows.LIMITS_AT + 1, _rows.seconds_in)]
         else:
             columns_in_order += [repeat(None, n), repeat(None, n)]
+        columns_in_order.append(column(NEEDS_AT, _needs_in))  # -- needs
         return list(map(positional_factory(Job), *columns_in_order))
 
     def _sql(self, sql: str) -> str:
@@ -150,7 +162,8 @@ class SQLBase:
         if final is None:
             final = cache[sql] = self.dialect.sql(sql.format_map(_Names(
                 j=self.jobs, w=self.workers, now=self.dialect.now, qt=self.queues_table, dp=self.deps_table,
-                sc=self.schedules_table, jc=self.counts_table, at=self.attempts_table)))
+                sc=self.schedules_table, jc=self.counts_table, at=self.attempts_table,
+                rp=self.pools_table, nu=self.need_units_table, wr=self.worker_resources_table)))
         return final
 
     # -- one part's methods another part calls (defined in jobs.py, dependencies.py, claims.py) -----------
@@ -173,4 +186,10 @@ class SQLBase:
         raise NotImplementedError
 
     def _holders(self, tx: Tx | None, keys: Sequence[str]) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _insert_needs(self, tx: Tx, jobs: Sequence[NewJob], rows: list[Sequence[Any]]) -> list[Sequence[Any]]:
+        raise NotImplementedError
+
+    def _check_pools(self, tx: Tx, row: Sequence[Any]) -> None:
         raise NotImplementedError

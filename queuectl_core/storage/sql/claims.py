@@ -12,6 +12,7 @@ from queuectl_core.storage.sql.base import Fenced, SQLBase
 from queuectl_core.storage.sql.dialect import CHUNK, quoted
 from queuectl_core.storage.sql.dialect import in_list as _in
 from queuectl_core.storage.sql.dialect import named as _names
+from queuectl_core.storage.sql.resources import PoolFull, claim_pick
 from queuectl_core.storage.sql.rows import COLS, QUEUE_COL
 
 if TYPE_CHECKING:
@@ -69,14 +70,9 @@ class ClaimsMixin(SQLBase):
         # The walk is per queue: each queue's best job comes off the ready index (queue,
         # priority DESC, run_at, id; runnable rows with nothing to wait for only), so paused
         # queues, other workers' queues and waiting children cost nothing.
-        if d.lateral:
-            pick = ("SELECT c.id FROM {qt} q CROSS JOIN LATERAL (SELECT id, priority, run_at FROM {j}"
-                    " WHERE queue = q.name AND " + ready + " ORDER BY priority DESC, run_at, id LIMIT 1"
-                    + d.skip_locked + ") c WHERE " + cond + " ORDER BY c.priority DESC, c.run_at, c.id LIMIT 1")
-        else:
-            pick = ("SELECT c.id FROM {qt} q JOIN {j} c ON c.id = (SELECT id FROM {j} " + d.ready_index +
-                    " WHERE queue = q.name AND " + ready + " ORDER BY priority DESC, run_at, id LIMIT 1)"
-                    " WHERE " + cond + " ORDER BY c.priority DESC, c.run_at, c.id LIMIT 1")
+        # -- needs: and each fitting need class's best job (storage/sql/resources.py) --
+        params["whost"] = self.hostname
+        pick = claim_pick(d, ready, cond)
         # The CTE picks one row (LIMIT 1, MATERIALIZED where supported) and the UPDATE touches
         # only it. SKIP LOCKED lets concurrent claimers take different rows without waiting.
         sql = ("WITH next AS " + d.materialized + " (" + pick + ")"
@@ -158,6 +154,10 @@ class ClaimsMixin(SQLBase):
                                               name=queue)[0][0]
                             if running > limit:
                                 raise _QueueFull(queue)
+                        try:  # -- needs: a pool's limit, as a queue's
+                            self._check_pools(tx, row)
+                        except PoolFull:
+                            raise _QueueFull(queue) from None
                     out.append(row)
                 return out
 

@@ -28,6 +28,10 @@ JOB_COLUMNS += ACCOUNTING_COLUMNS
 LIMIT_COLUMNS = ("memory", "cpu_time")
 JOB_COLUMNS += LIMIT_COLUMNS
 LIMITS_AT = JOB_COLUMNS.index(LIMIT_COLUMNS[0])
+# -- needs: what the job must be given to run, as queuectl_core.jobs.needs stores it ("gpu=1") --
+NEEDS_COLUMNS = ("needs",)
+JOB_COLUMNS += NEEDS_COLUMNS
+NEEDS_AT = JOB_COLUMNS.index("needs")
 COLS = ", ".join(JOB_COLUMNS)
 QUEUE_COL = JOB_COLUMNS.index("queue")
 
