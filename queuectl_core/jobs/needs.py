@@ -39,7 +39,8 @@ def _units(what: str, value: Any) -> int:
 
 
 def parse_needs(value: Any) -> dict[str, int]:
-    """``needs`` as a JSON object ``{"gpu": 1}`` or flag text ``"gpu=1,license=2"``: validated."""
+    """``needs`` as a JSON object ``{"gpu": 1}`` or flag text ``"gpu=1,license=2"``: validated.
+    ``{}`` is no needs (what ``show --json`` prints for such a job, so it can be enqueued again)."""
     if isinstance(value, str):
         pairs: dict[str, Any] = {}
         for part in (p.strip() for p in value.split(",")):
@@ -52,7 +53,7 @@ def parse_needs(value: Any) -> dict[str, int]:
                 raise ValidationError(f"'needs': {name.strip()!r} is given twice")
             pairs[name.strip()] = n.strip()
         value = pairs
-    if not isinstance(value, dict) or not value:
+    if not isinstance(value, dict):
         raise ValidationError(f"'needs' must be an object of resource names to units, e.g. {{\"gpu\": 1}}, got {value!r}")
     return {check_name("'needs'", k): _units(f"'needs': {k}", v) for k, v in sorted(value.items())}
 

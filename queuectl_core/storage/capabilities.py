@@ -19,9 +19,9 @@ if TYPE_CHECKING:
     from queuectl_core.jobs.lifecycle import Change
     from queuectl_core.jobs.limits import Limits
     from queuectl_core.jobs.models import Job, JobState, NewJob
+    from queuectl_core.jobs.needs import ResourceUsage
     from queuectl_core.jobs.notifications import OutboxEntry, OutboxItem
     from queuectl_core.jobs.output import OutputWrite
-    from queuectl_core.jobs.needs import ResourceUsage
     from queuectl_core.jobs.records import Attempt
 
     Changes = Sequence[tuple[str, str | None, Change]]
