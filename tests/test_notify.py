@@ -119,8 +119,8 @@ def test_webhook_delivers_each_notification_once_signed_from_two_workers(qb: Any
     assert bad["job"]["state"] == "dead" and bad["job"]["last_exit_code"] == 7
     assert set(bad) == {"id", "event", "at", "job"} and bad["at"].endswith("Z")
     # The job as show --json gives it, less what show adds from elsewhere: the attempts, and the
-    # limits in force (the job's own `memory` and `cpu_time` are in the job).
-    assert set(qb.json("show", "bad")) <= set(bad["job"]) | {"attempts", "limits"}
+    # limits in force (the job's own `memory` and `cpu_time` are in the job) and why it waits.
+    assert set(qb.json("show", "bad")) <= set(bad["job"]) | {"attempts", "limits", "waiting_reason"}
     for headers, body in r.got:
         expected = "sha256=" + hmac.new(b"s3cret-value", body, hashlib.sha256).hexdigest()
         assert headers["X-Queuectl-Signature"] == expected
