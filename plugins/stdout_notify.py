@@ -56,7 +56,7 @@ def format_event(event: JobEvent, width: int | None = None) -> str | None:
     if kind == "worker_stopping":
         return f"{prefix} stopping: {event.message}"
     if kind == "worker_stopped":
-        return f"{prefix} stopped"
+        return f"{prefix} stopped{': ' + event.message if event.message else ''}"
     return None
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +276,33 @@ def test_a_storage_without_the_capability_refuses_jobs_with_needs() -> None:
     assert storage.get("g") is None
     assert [j.id for j in enqueue_with_fresh_ids(storage, [NewJob("p", "true", 0)], {"p"})] == ["p"]
     assert with_fallbacks(storage).resource_usage().pools == ()
+
+
+# -- --burst: jobs whose needs this worker can never meet are left behind ----------------------
+def test_a_burst_worker_without_a_gpu_runs_the_rest_and_leaves_a_gpu_job(qb: Any) -> None:
+    qb.run("enqueue", "--id", "gpu", "--needs", "gpu=1", "--cmd", "true")
+    qb.run("enqueue", "--id", "a", "--cmd", "true")
+    qb.run("enqueue", "--id", "b", "--cmd", "true")
+    began = time.monotonic()
+    result = qb.run("worker", "start", "--burst", timeout=10)
+    assert time.monotonic() - began < 10
+    assert qb.job("a")["state"] == "completed" and qb.job("b")["state"] == "completed"
+    assert qb.job("gpu")["state"] == "pending"
+    assert "stopped: burst; 1 job left that needs what this worker lacks" in result.stdout + result.stderr
+
+
+def test_a_burst_worker_leaves_a_job_needing_more_than_a_pools_capacity(qb: Any) -> None:
+    qb.run("resource", "set", "license", "--capacity", "2")
+    qb.run("enqueue", "--id", "big", "--needs", "license=3", "--cmd", "true")
+    qb.run("enqueue", "--id", "small", "--needs", "license=2", "--cmd", "true")
+    qb.run("worker", "start", "--burst", "--resources", "license=5", timeout=10)  # the pool, not its own, counts
+    assert qb.job("small")["state"] == "completed"
+    assert qb.job("big")["state"] == "pending"
+
+
+def test_a_burst_worker_with_one_gpu_runs_the_one_gpu_job_and_leaves_the_two_gpu_one(qb: Any) -> None:
+    qb.run("enqueue", "--id", "gpu", "--needs", "gpu=1", "--cmd", "true")
+    qb.run("enqueue", "--id", "gpus", "--needs", "gpu=2", "--cmd", "true")
+    qb.run("worker", "start", "--burst", "--resources", "gpu=0", timeout=10)
+    assert qb.job("gpu")["state"] == "completed"
+    assert qb.job("gpus")["state"] == "pending"

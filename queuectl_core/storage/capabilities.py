@@ -228,6 +228,12 @@ class ResourceNeeds(Protocol):
         """Every pool with its units in use, and every live worker that declared resources with
         its units in use. Fallback: nothing."""
 
+    def never_servable(self, worker_id: str, queues: Sequence[str] | None = None) -> int:
+        """Of the jobs :meth:`Storage.burst_remaining` counts as runnable (pending or failed,
+        waiting on nothing, in an unpaused queue of ``queues``), how many need more units of
+        something than ``worker_id`` could ever be given: more than the pool's capacity, or (no
+        pool of that name) more than that worker declared. A full pool is not "never". Fallback: 0."""
+
 
 CAPABILITIES: tuple[type, ...] = (ClaimMany, ApplyBatch, ApplyAndClaim, CancelRequests, StreamingInsert,
                                   CountJobs, PendingSummary, AttemptsByState, Purge)
@@ -300,6 +306,9 @@ class WithFallbacks:
         from queuectl_core.jobs.needs import ResourceUsage
 
         return ResourceUsage()
+
+    def never_servable(self, worker_id: str, queues: Sequence[str] | None = None) -> int:
+        return 0
 
     def cancel_requests(self, job_ids: Sequence[str]) -> list[tuple[str, str | None]]:
         found = []

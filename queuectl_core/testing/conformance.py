@@ -1628,6 +1628,31 @@ class StorageConformance:
         assert storage.resource_usage().pools[0].in_use == 0
         assert storage.claim("w", 30).id in ("a", "b")
 
+    def test_never_servable_counts_needs_beyond_a_pools_capacity_or_what_the_worker_declared(self, storage: Any) -> None:
+        if not self.needs(storage):
+            pytest.skip("the storage has no ResourceNeeds capability")
+        for w in ("w1", "w2"):
+            storage.register_worker(self._info(storage, w))
+        storage.declare_resources("w1", {"gpu": "0"})
+        storage.declare_resources("w2", {})
+        storage.set_pool("license", 2)
+        storage.enqueue([self.new("plain", queue="mine"), self.new("gpu1", queue="mine", needs={"gpu": 1}),
+                         self.new("gpu2", queue="mine", needs={"gpu": 2}),
+                         self.new("lic3", queue="mine", needs={"license": 3}),
+                         self.new("lic2", queue="mine", needs={"license": 2}, priority=9),
+                         self.new("lic1", queue="mine", needs={"license": 1}),
+                         self.new("held", queue="paused", needs={"gpu": 5}),
+                         self.new("other", queue="other", needs={"gpu": 5})])
+        storage.enqueue([self.new("child", queue="mine", needs={"gpu": 5}, after=("plain",))])
+        storage.set_queue("paused", paused=True)
+        assert storage.never_servable("w1", ["mine", "paused"]) == 2  # gpu2, lic3
+        assert storage.never_servable("w2", ["mine", "paused"]) == 3  # and gpu1: w2 has no gpu
+        assert storage.never_servable("w1", None) == 3  # and "other"; never a paused or waiting job
+        assert storage.claim("w2", 30).id == "lic2"  # the pool is full now: lic1 waits, but not "never"
+        assert storage.never_servable("w1", ["mine"]) == 2
+        assert storage.burst_remaining(["mine"]) == (6, 1)  # lic2 running; plain, gpu1, gpu2, lic3, lic1
+        assert storage.never_servable("nobody", ["none"]) == 0
+
     def test_a_pool_holds_under_racing_claimers(self, storage_factory: Any) -> None:
         from queuectl_core.jobs.models import JobState
 

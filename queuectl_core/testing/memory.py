@@ -448,6 +448,22 @@ class MemoryStorage:
                 return False
         return True
 
+    def never_servable(self, worker_id: str, queues: Sequence[str] | None = None) -> int:
+        """Of the jobs ``burst_remaining`` counts as runnable, those needing more of something than
+        its pool's capacity, or (no pool of that name) than this worker declared."""
+        from queuectl_core.jobs.needs import units_of
+
+        with self.q.lock:
+            have = self.q.resources.get(worker_id, {})
+
+            def most(name: str) -> int:
+                if name in self.q.pools:
+                    return self.q.pools[name]
+                return units_of(name, have[name]) if name in have else 0
+
+            return sum(1 for j in self._ready(self._open(queues, limits=False))
+                       if any(units > most(name) for name, units in j.needs.items()))
+
     def declare_resources(self, worker_id: str, resources: dict[str, str]) -> None:
         with self.q.lock:
             self.q.resources = {w: r for w, r in self.q.resources.items() if w in self.q.workers and w != worker_id}

@@ -74,6 +74,7 @@ class Worker:
         self.backoff = app.backoff
         self.slots = slots
         self.burst = burst
+        self._stop_message: str | None = None  # why a --burst worker left jobs behind
         self.lease = float(app.config["lease_seconds"])
         self.poll = app.config["poll_interval_ms"] / 1000
         self.pid = os.getpid()
@@ -193,7 +194,7 @@ class Worker:
             janitor.close()
             if self._notify is not None:
                 self._notify.close()  # the outcomes' notifications written, what is due delivered
-            self._emit(EventKind.WORKER_STOPPED)
+            self._emit(EventKind.WORKER_STOPPED, message=self._stop_message)
             self._restore_signals()
         return 0
 
@@ -267,6 +268,13 @@ class Worker:
         left = self._storage_call(lambda: self.storage.burst_remaining(self.queues), default=None)
         if left is not None and left[0] == 0:
             return None
+        if left is not None and left[1] == 0:
+            # What is left may be only jobs that need more than this worker can ever be given.
+            never = self._storage_call(lambda: self.storage.never_servable(self.id, self.queues), default=None)
+            if never is not None and never == left[0]:
+                jobs = "1 job left that needs" if never == 1 else f"{never} jobs left that need"
+                self._stop_message = f"burst; {jobs} what this worker lacks"
+                return None
         # Nothing wakes us when another worker's job ends, so a burst worker waiting only on those
         # rechecks often: it should exit (or take the retry) as soon as they finish.
         return BURST_RECHECK_SECONDS if left is None or left[1] > 0 else HOUSEKEEPING_SECONDS

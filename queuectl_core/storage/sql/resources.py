@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from queuectl_core.storage.sql.base import SQLBase
+from queuectl_core.storage.sql.dialect import in_list as _in
+from queuectl_core.storage.sql.dialect import named as _names
 from queuectl_core.storage.sql.rows import NEEDS_AT
 
 if TYPE_CHECKING:
@@ -120,6 +122,25 @@ class ResourcesMixin(SQLBase):
             tx.wake()
 
         self._tx(run)
+
+    def never_servable(self, worker_id: str, queues: Sequence[str] | None = None) -> int:
+        """Of the jobs ``burst_remaining`` counts as runnable (pending or failed, waiting on
+        nothing, in an unpaused queue of ``queues``), how many need more of something than this
+        worker could ever be given: more than its pool's capacity, or (no pool of that name) more
+        than the worker declared."""
+        served, params = "", {}
+        if queues is not None:
+            names = _names("qn", list(queues))
+            params.update(names)
+            served = " AND j.queue IN (" + (_in(names) or "NULL") + ")"
+        sql = ("SELECT count(*) FROM {j} j JOIN {qt} q ON q.name = j.queue WHERE NOT q.paused"
+               " AND j.state IN ({runnable}) AND j.waiting = 0 AND j.needs IS NOT NULL" + served +
+               " AND EXISTS (SELECT 1 FROM {nu} u WHERE u.needs = j.needs AND u.units > CASE"
+               " WHEN EXISTS (SELECT 1 FROM {rp} p WHERE p.name = u.name)"
+               " THEN (SELECT p.capacity FROM {rp} p WHERE p.name = u.name)"
+               " ELSE COALESCE((SELECT wr.units FROM {wr} wr WHERE wr.hostname = :whost AND wr.worker_id = :worker"
+               " AND wr.name = u.name), 0) END)")
+        return int(self._read(sql, whost=self.hostname, worker=worker_id, **params)[0][0])
 
     # -- pools ----------------------------------------------------------------------------------
     def set_pool(self, name: str, capacity: int) -> None:
