@@ -508,6 +508,8 @@ class SubprocessExecutor:
             returncode = attempt.supervise()
         finally:
             tail = log.close()
+            if log.error:  # the output is kept by the storage all the same: say there why the file is not
+                ctx.on_chunk(log.error.encode())
         error = attempt.error
         if error is None and not attempt.aborted:
             error = describe_exit(returncode)
