@@ -382,8 +382,10 @@ class Config:
             close = difflib.get_close_matches(norm, self.schema, n=1, cutoff=0.6)
             if close:
                 raise ConfigError(f"unknown config key {_short(key)}; did you mean {close[0]!r}?") from None
-            known = ", ".join(sorted(self.schema))
-            raise ConfigError(f"unknown config key {_short(key)} (known keys: {known})") from None
+            # Every key would make a line of 900 characters: the sections, and where the keys are.
+            sections = ", ".join(sorted({k.split(".")[0] + ("." if "." in k else "") for k in self.schema}))
+            raise ConfigError(f"unknown config key {_short(key)} (keys: {sections}; `queuectl config show`"
+                              " lists every key)") from None
 
     def source(self, key: str) -> str:
         s = self.setting(key)
