@@ -1017,12 +1017,11 @@ class StorageConformance:
         assert storage.claim("w", 30).id == "l3"
         assert {q.name: q.concurrency for q in storage.queues()}["lim"] == 0
 
-    def test_concurrency_limit_holds_under_racing_claimers(self, storage_factory: Any) -> None:
+    def _processing_seen_by_racing_claimers(self, storage_factory: Any) -> list[int]:
+        """Six claimers race for the pending jobs, each completing what it gets at once: how many
+        jobs were processing (its own included) each time one of them held a job."""
         from queuectl_core.jobs.models import JobState
 
-        first = self.connect(storage_factory)
-        first.set_queue("one", concurrency=1)
-        first.enqueue([self.new(f"r{i:03d}", queue="one") for i in range(40)])
         stores = [self.connect(storage_factory) for _ in range(6)]
         seen: list[int] = []
         errors: list[BaseException] = []
@@ -1038,7 +1037,6 @@ class StorageConformance:
                         if store.counts()[JobState.PENDING] == 0:
                             return
                         continue
-                    # while this one holds the queue's only slot, nobody else may be processing
                     seen.append(store.counts()[JobState.PROCESSING])
                     assert self.complete(store, job.id, job.lease_token, self.ok()) is not None
             except BaseException as exc:
@@ -1046,6 +1044,14 @@ class StorageConformance:
 
         _in_threads(run, len(stores), timeout=120)
         assert not errors, errors
+        return seen
+
+    def test_concurrency_limit_holds_under_racing_claimers(self, storage_factory: Any) -> None:
+        first = self.connect(storage_factory)
+        first.set_queue("one", concurrency=1)
+        first.enqueue([self.new(f"r{i:03d}", queue="one") for i in range(40)])
+        # while one holds the queue's only slot, nobody else may be processing
+        seen = self._processing_seen_by_racing_claimers(storage_factory)
         assert max(seen) == 1 and len(seen) == 40
 
     def test_after_holds_a_job_until_every_parent_completed(self, storage: Any) -> None:
@@ -1654,35 +1660,12 @@ class StorageConformance:
         assert storage.never_servable("nobody", ["none"]) == 0
 
     def test_a_pool_holds_under_racing_claimers(self, storage_factory: Any) -> None:
-        from queuectl_core.jobs.models import JobState
-
         first = self.connect(storage_factory)
         if not self.needs(first):
             pytest.skip("the storage has no ResourceNeeds capability")
         first.set_pool("license", 1)
         # Spread over queues, so no queue's limit (there is none) serialises the racers.
         first.enqueue([self.new(f"r{i:03d}", queue=f"q{i % 4}", needs={"license": 1}) for i in range(40)])
-        stores = [self.connect(storage_factory) for _ in range(6)]
-        seen: list[int] = []
-        errors: list[BaseException] = []
-        barrier = threading.Barrier(len(stores))
-
-        def run(n: int) -> None:
-            store = stores[n]
-            try:
-                barrier.wait()
-                for _ in range(2000):
-                    job = store.claim(f"w{n}", 30)
-                    if job is None:
-                        if store.counts()[JobState.PENDING] == 0:
-                            return
-                        continue
-                    # while this one holds the pool's only unit, nobody else may be processing
-                    seen.append(store.counts()[JobState.PROCESSING])
-                    assert self.complete(store, job.id, job.lease_token, self.ok()) is not None
-            except BaseException as exc:
-                errors.append(exc)
-
-        _in_threads(run, len(stores), timeout=120)
-        assert not errors, errors
+        # while one holds the pool's only unit, nobody else may be processing
+        seen = self._processing_seen_by_racing_claimers(storage_factory)
         assert max(seen) == 1 and len(seen) == 40

@@ -361,7 +361,7 @@ class Worker:
         for job in jobs:
             ready = self.resources.assign(job)  # -- needs: its instances, in its env
             if ready is None:
-                self._hand_back(job)
+                self._release_unstarted(job, "its resources are still held here by a job this worker lost")
                 continue
             ready = self._limits.apply(ready)  # the limits in force: its own, its queue's or the config's
             slot = Slot(ready)
@@ -442,22 +442,15 @@ class Worker:
             debug_traceback()
             return lifecycle.fallback_delay(job.attempts, self.app.config["backoff_base"])
 
-    def _release_unstarted(self, job: Job) -> None:
-        """Hand back a job claimed that the worker will not start after all (it is stopping):
-        pending again, its attempt not counted. Through a storage outage this is retried until a
-        second stop signal; then the job's lease expires."""
+    def _release_unstarted(self, job: Job, why: str = "the worker is stopping") -> None:
+        """Hand back a job claimed that the worker will not start after all (it is stopping, or
+        its instances are still held here by a job whose lease this worker lost): pending again,
+        its attempt not counted. Through a storage outage this is retried until a second stop
+        signal; then the job's lease expires."""
         change = lifecycle.release(job)
         released = self._storage_call(lambda: self.storage.apply(job.id, job.lease_token, change),
                                       until=lambda: self.signals > 1)
-        self._emit(EventKind.RELEASED, job=released or job,
-                   message="not started: the worker is stopping")
-
-    def _hand_back(self, job: Job) -> None:
-        """A job claimed whose instances are still held here (by a job whose lease this worker lost,
-        not yet ended): pending again, its attempt not counted."""
-        released = self._storage_call(lambda: self.storage.apply(job.id, job.lease_token, lifecycle.release(job)))
-        self._emit(EventKind.RELEASED, job=released or job,
-                   message="not started: its resources are still held here by a job this worker lost")
+        self._emit(EventKind.RELEASED, job=released or job, message=f"not started: {why}")
 
     # -- running jobs -----------------------------------------------------------------------
     def _watch_running(self, now: float) -> None:
