@@ -75,10 +75,8 @@ def _open(config: Config) -> CommandNotifier | None:
     command = config["notify.command"]
     if not command.strip():
         return None
-    hidden = frozenset({"PGPASSWORD", "PGPASSFILE", "PGSERVICEFILE"} |
-                       {s.env_var for s in config.schema.values() if s.secret})
     return CommandNotifier(command, parse_events(config["notify.command_events"]),
-                           float(config["notify.command_timeout"]), hidden)
+                           float(config["notify.command_timeout"]), config.secret_env_vars())
 
 
 @hookimpl

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from queuectl_core import hookimpl
-from queuectl_core.framework.settings import Setting, check_path, make_private_dirs
+from queuectl_core.framework.settings import LIBPQ_SECRET_ENV, Setting, check_path, make_private_dirs
 
 if TYPE_CHECKING:
     from queuectl_core.framework.settings import Config
@@ -179,14 +179,10 @@ def direct_argv(command: str) -> list[str] | None:
     return [path, *argv[1:]]
 
 
-# Environment variables a job never inherits: libpq's password sources (a job is not meant to
-# reach the queue's database as the worker does). queuectl's own secret settings are added per
-# config. A job that needs a secret is given it explicitly (``--env``, or its command).
-SECRET_ENV = frozenset({"PGPASSWORD", "PGPASSFILE", "PGSERVICEFILE"})
-
-
 def job_environment(base: Mapping[str, str], hidden: frozenset[str]) -> dict[str, str]:
-    """What every job of this worker inherits: ``base`` without the ``hidden`` names."""
+    """What every job of this worker inherits: ``base`` without the ``hidden`` names
+    (``Config.secret_env_vars``: a job is not meant to reach the queue's database as the worker
+    does; a job that needs a secret is given it explicitly, with ``--env`` or in its command)."""
     return {k: v for k, v in base.items() if k not in hidden}
 
 
@@ -406,7 +402,7 @@ def usage_of(usage: Any, rss_floor: int) -> tuple[float | None, int | None]:
 
 class SubprocessExecutor:
     def __init__(self, log_dir: Path, max_log_bytes: int, kill_grace: float, shell: str,
-                 direct_exec: bool = True, hidden_env: frozenset[str] = SECRET_ENV,
+                 direct_exec: bool = True, hidden_env: frozenset[str] = LIBPQ_SECRET_ENV,
                  limits: str = "auto", limits_poll: float = 0.2) -> None:
         self.log_dir = log_dir
         self.max_log_bytes = max_log_bytes
@@ -571,15 +567,10 @@ class SubprocessExecutor:
         return gone
 
 
-def hidden_environment(config: Config) -> frozenset[str]:
-    """Names a job must not inherit: libpq's password sources and queuectl's secret settings."""
-    return SECRET_ENV | {s.env_var for s in config.schema.values() if s.secret}
-
-
 def _make(config: Config) -> SubprocessExecutor:
     return SubprocessExecutor(Path(config["subprocess.log_dir"]).expanduser(), config["subprocess.max_log_bytes"],
                               config["subprocess.kill_grace_seconds"], config["subprocess.shell"],
-                              config["subprocess.direct_exec"], hidden_environment(config),
+                              config["subprocess.direct_exec"], config.secret_env_vars(),
                               config["subprocess.limits"], config["subprocess.limits_poll_ms"] / 1000)
 
 

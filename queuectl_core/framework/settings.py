@@ -355,6 +355,9 @@ def _check_exit_codes(value: str) -> None:
             raise ValueError(str(exc).split(": ", 1)[-1]) from None
 
 
+LIBPQ_SECRET_ENV = frozenset({"PGPASSWORD", "PGPASSFILE", "PGSERVICEFILE"})
+
+
 class Config:
     """Resolved configuration: every registered key's effective value and where it came from.
 
@@ -367,6 +370,11 @@ class Config:
         self.schema = schema
         self.file_values: dict[str, Any] = {} if file_values is None else file_values
         self.env: Mapping[str, str] = os.environ if env is None else env
+
+    def secret_env_vars(self) -> frozenset[str]:
+        """Environment variables no command queuectl runs for a user (a job, ``notify.command``)
+        may inherit: libpq's password sources and every secret setting's ``QUEUECTL_*``."""
+        return LIBPQ_SECRET_ENV | {s.env_var for s in self.schema.values() if s.secret}
 
     @property
     def path(self) -> Path:
