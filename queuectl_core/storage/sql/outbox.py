@@ -10,7 +10,7 @@ each other's rows (``SKIP LOCKED`` on PostgreSQL; SQLite serialises writers).
 
 from __future__ import annotations
 
-import uuid
+import os
 from typing import TYPE_CHECKING
 
 from queuectl_core.storage.sql.base import SQLBase
@@ -51,7 +51,7 @@ class OutboxMixin(SQLBase):
         if not notifiers or limit <= 0:
             return []
         names = named("n", list(notifiers))
-        token = uuid.uuid4().hex
+        token = os.urandom(8).hex()  # as a job lease's token
         sql = ("UPDATE {ob} SET due_at = " + self.dialect.after("lease") + ", tries = tries + 1, token = :token,"
                " owner = :owner WHERE (notifier, id) IN (SELECT notifier, id FROM {ob} WHERE settled_at IS NULL"
                f" AND due_at <= {{now}} AND notifier IN ({in_list(names)}) ORDER BY created_at, id LIMIT :limit"
