@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from queuectl_core.framework.settings import Config, Setting
     from queuectl_core.jobs.lifecycle import Change
     from queuectl_core.jobs.models import Job, NewJob
+    from queuectl_core.jobs.output import OutputWrite
     from queuectl_core.jobs.records import WorkerInfo
 
     T = TypeVar("T")
@@ -722,13 +723,14 @@ class PostgresStorage(SQLStore):
         return self._claim_tokens(worker_id, lease_seconds, max(limit, 1), queues)
 
     def apply_and_claim(self, changes: Sequence[tuple[str, str | None, Change]], worker_id: str,
-                        lease_seconds: float, limit: int,
-                        queues: Sequence[str] | None = None) -> tuple[list[Job | None], list[Job]]:
+                        lease_seconds: float, limit: int, queues: Sequence[str] | None = None,
+                        output: Sequence[OutputWrite] = ()) -> tuple[list[Job | None], list[Job]]:
         if self._unconfirmed_claim:  # take those up first, as claim() does
-            return self.apply_batch(changes), self._claim_tokens(worker_id, lease_seconds, max(limit, 1), queues)
+            return (self.apply_batch(changes, output),
+                    self._claim_tokens(worker_id, lease_seconds, max(limit, 1), queues))
         tokens = [os.urandom(8).hex() for _ in range(max(limit, 1))]
         try:
-            return self._apply_and_claim(changes, worker_id, tokens, lease_seconds, queues)
+            return self._apply_and_claim(changes, worker_id, tokens, lease_seconds, queues, output)
         except self._StorageError:
             self._unconfirmed_claim = tokens
             raise

@@ -1,7 +1,9 @@
 """Subprocess executor: each attempt runs ``sh -c COMMAND`` in its own session and process group,
-its stdout and stderr going to one bounded log file per attempt.
+its stdout and stderr handed to the worker as they come (``RunContext.on_chunk``), which stores them.
 
-The log files are this executor's own: ``ID.N.log`` in ``subprocess.log_dir`` on the worker's host.
+Where the storage keeps no output (or with ``subprocess.log_file = always``) they also go to one
+bounded log file per attempt, this executor's own: ``ID.N.log`` in ``subprocess.log_dir`` on the
+worker's host.
 Core finds and deletes them only through the executor (``attempt_log`` and ``discard_logs``, the
 optional ``queuectl_core.control.joblogs.AttemptLogs`` capability)."""
 
@@ -37,12 +39,14 @@ def log_name(job_id: str, attempt: int) -> str:
 
 class BoundedLog:
     """Keeps the first ``limit // 2`` bytes on disk as they come and the last ``limit // 2`` in
-    memory, so neither the disk nor memory grows with a job that prints gigabytes.
+    memory, so neither the disk nor memory grows with a job that prints gigabytes. With no
+    ``path`` (the storage keeps the output, ``subprocess.log_file = auto``) it writes no file and
+    keeps only the last few KiB, for the job's stored tail.
 
     A failing disk (full, unwritable, gone) never fails the job: output then stays in memory only,
     and the stored tail says why the file is short."""
 
-    def __init__(self, path: Path, limit: int) -> None:
+    def __init__(self, path: Path | None, limit: int) -> None:
         self.path = path
         self.head_limit = limit // 2
         self.tail_limit = limit - self.head_limit
@@ -65,6 +69,7 @@ class BoundedLog:
         # O_NOFOLLOW: a symlink planted at the log path must not make the worker write through it
         # (the open fails, and the output stays in memory with the reason in the stored tail).
         # 0600, and tightened if the file existed: a job's output is its owner's alone.
+        assert self.path is not None  # write() opens only a log that has a path
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
             self.fd = os.open(self.path, flags, 0o600)
@@ -80,6 +85,8 @@ class BoundedLog:
     def write(self, data: bytes) -> None:
         self.total += len(data)
         self.recent = (self.recent + data)[-TAIL_FOR_STORAGE:]
+        if self.path is None:
+            return
         room = self.head_limit - self.written
         if room > 0 and self.error is None:
             if self.fd is None:
@@ -311,7 +318,7 @@ class _Attempt:
         now = time.monotonic()
         if self.ctx.wakeup_fd in ready or now >= self.next_tick:
             self.next_tick = now + self.ctx.tick_interval
-            if self.log.recent is not self._reported:
+            if self.log.path is not None and self.log.recent is not self._reported:
                 self._reported = self.log.recent
                 self.ctx.on_output(str(self.log.path), self.log.recent.decode("utf-8", "replace"))
             if self.ctx.tick() and self.kill_at is None:
@@ -403,8 +410,9 @@ def usage_of(usage: Any, rss_floor: int) -> tuple[float | None, int | None]:
 class SubprocessExecutor:
     def __init__(self, log_dir: Path, max_log_bytes: int, kill_grace: float, shell: str,
                  direct_exec: bool = True, hidden_env: frozenset[str] = LIBPQ_SECRET_ENV,
-                 limits: str = "auto", limits_poll: float = 0.2) -> None:
+                 limits: str = "auto", limits_poll: float = 0.2, log_file: str = "auto") -> None:
         self.log_dir = log_dir
+        self.log_file = log_file
         self.max_log_bytes = max_log_bytes
         self.kill_grace = kill_grace
         self.shell = shell
@@ -460,8 +468,13 @@ class SubprocessExecutor:
     def run(self, job: Job, ctx: RunContext) -> AttemptResult:
         from queuectl_core.jobs.records import AttemptResult
 
-        self._prepare_log_dir()
-        log_path = self.log_dir / log_name(job.id, ctx.attempt)
+        # A file of its own only where nothing else keeps the output (or log_file = always):
+        # writing each attempt's output twice, to the storage and to a file, costs a drain of
+        # jobs that print 100 KB each a fifth of its speed.
+        log_path: Path | None = None
+        if self.log_file == "always" or not ctx.output_kept:
+            self._prepare_log_dir()
+            log_path = self.log_dir / log_name(job.id, ctx.attempt)
         log = BoundedLog(log_path, self.max_log_bytes)
         started = time.monotonic()
         if job.cwd is not None and not os.path.isdir(job.cwd):
@@ -482,7 +495,7 @@ class SubprocessExecutor:
             if limiter is not None:
                 limiter.close()
 
-    def _run_limited(self, job: Job, ctx: RunContext, log: BoundedLog, log_path: Path, started: float,
+    def _run_limited(self, job: Job, ctx: RunContext, log: BoundedLog, log_path: Path | None, started: float,
                      limiter: Limiter | None) -> AttemptResult:
         from queuectl_core.jobs.records import AttemptResult
 
@@ -523,7 +536,7 @@ class SubprocessExecutor:
         return AttemptResult(
             exit_code=returncode,
             error=error,
-            log_path=str(log_path),
+            log_path=str(log_path) if log_path is not None else None,
             output_tail=tail,
             duration=time.monotonic() - started,
             aborted=attempt.aborted,
@@ -571,7 +584,8 @@ def _make(config: Config) -> SubprocessExecutor:
     return SubprocessExecutor(Path(config["subprocess.log_dir"]).expanduser(), config["subprocess.max_log_bytes"],
                               config["subprocess.kill_grace_seconds"], config["subprocess.shell"],
                               config["subprocess.direct_exec"], config.secret_env_vars(),
-                              config["subprocess.limits"], config["subprocess.limits_poll_ms"] / 1000)
+                              config["subprocess.limits"], config["subprocess.limits_poll_ms"] / 1000,
+                              config["subprocess.log_file"])
 
 
 @hookimpl
@@ -583,6 +597,10 @@ def queuectl_register_executors(register: Callable[[str, Any], None]) -> None:
 def queuectl_register_settings(register: Callable[[Setting], None]) -> None:
     register(Setting("subprocess.log_dir", str, lambda home: str(home / "logs"),
                      "Where each attempt's output is written (default: logs in QUEUECTL_HOME).", validate=check_path))
+    register(Setting("subprocess.log_file", str, "auto",
+                     "Whether each attempt's output is also written to ID.N.log in log_dir: auto (only when the "
+                     "storage keeps no output), or always (a copy on the worker's host, for tail -f there).",
+                     choices=("auto", "always")))
     register(Setting("subprocess.max_log_bytes", int, 4 * 1024 * 1024,
                      "Most bytes kept per attempt: the first and last halves; the middle is dropped.", minimum=1024))
     register(Setting("subprocess.kill_grace_seconds", float, 5.0,

@@ -202,6 +202,9 @@ class RunContext:
     # here, as it comes; the worker keeps it in the storage (`logs` from any host). It must return
     # at once: it only files the bytes away, bounded in memory.
     on_chunk: Callable[[bytes], None] = lambda data: None
+    # True when the storage keeps what on_chunk receives (it has AttemptOutput), so `logs` reads
+    # it from any host: an executor then need not keep a copy of its own, nor report on_output.
+    output_kept: bool = False
 
 
 @runtime_checkable

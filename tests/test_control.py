@@ -100,6 +100,7 @@ def test_cancel_stops_a_running_job_within_a_second_and_cancels_waiting_ones(qb:
 
 # -- remove, restart, the DLQ, purge ---------------------------------------------------------------
 def test_remove_restart_dlq_retry_remove_and_purge(qb: Any) -> None:
+    qb.config("subprocess.log_file", "always")  # the worker's own file is what this tests
     qb.run("enqueue", "--id", "ok", "--cmd", "echo fine")
     qb.run("enqueue", "--id", "bad1", "--cmd", "echo bad; exit 3", "--max-retries", "0")
     qb.run("enqueue", "--id", "bad2", "--cmd", "exit 4", "--max-retries", "0")
@@ -153,6 +154,7 @@ def test_remove_restart_dlq_retry_remove_and_purge(qb: Any) -> None:
 
 
 def test_retention_is_applied_by_running_workers(qb: Any) -> None:
+    qb.config("subprocess.log_file", "always")  # the worker's own file is what this tests
     qb.run("enqueue", "--id", "old", "--cmd", "echo x")
     qb.run("enqueue", "--id", "dead", "--cmd", "exit 1", "--max-retries", "0")
     qb.run("worker", "start", "--burst", timeout=60)
@@ -196,6 +198,7 @@ def test_logs_follow_a_running_attempt_and_earlier_attempts(qb: Any, tmp_path: P
 
 
 def test_logs_of_an_attempt_running_on_another_host_come_from_the_storage(qb: Any, tmp_path: Path) -> None:
+    qb.config("subprocess.log_file", "always")  # a local copy too, deleted below: the storage's is read
     qb.config("lease_seconds", 3)
     qb.run("enqueue", "--id", "far", "--cmd", "for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 0.5; done")
     proc, out = start(qb)

@@ -73,6 +73,7 @@ def test_timeout_escalates_to_sigkill_after_the_grace(q: Any, tmp_path: Path) ->
 
 
 def test_huge_output_is_bounded_in_the_log_memory_and_database(q: Any, tmp_path: Path) -> None:
+    q.config("subprocess.log_file", "always")  # the worker's own file is what this tests
     limit = 64 * 1024
     q.config("subprocess.max_log_bytes", limit)
     q.config("logs.max_bytes", limit)  # what the storage keeps of it
@@ -166,6 +167,7 @@ def test_worker_survives_hostile_jobs_and_leaves_no_zombies(q: Any, tmp_path: Pa
 
 
 def test_a_log_file_that_cannot_be_written_never_fails_the_job(q: Any, tmp_path: Path) -> None:
+    q.config("subprocess.log_file", "always")  # the worker's own file is what this tests
     # A directory where the attempt's log file should go: writing the first output fails. The job
     # is the user's work and must still run to its end; its output survives in the stored tail.
     (q.home / "logs" / "unloggable.1.log").mkdir(parents=True)
@@ -263,6 +265,7 @@ def test_jobs_do_not_inherit_queuectl_secrets_or_libpq_passwords(q: Any, tmp_pat
 
 
 def test_a_symlink_at_the_log_path_is_not_written_through(q: Any, tmp_path: Path) -> None:
+    q.config("subprocess.log_file", "always")  # the worker's own file is what this tests
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
     logs = q.home / "logs"
@@ -279,6 +282,7 @@ def test_a_symlink_at_the_log_path_is_not_written_through(q: Any, tmp_path: Path
 
 
 def test_log_files_are_0600_and_the_logs_dir_0700_whatever_the_umask(q: Any, tmp_path: Path) -> None:
+    q.config("subprocess.log_file", "always")  # the worker's own file is what this tests
     logs = q.home / "logs"
     logs.mkdir(parents=True, mode=0o755)
     logs.chmod(0o755)  # an existing, too open directory is tightened

@@ -149,6 +149,7 @@ def test_the_supervisor_keeps_every_worker_through_repeated_kills(q: Q) -> None:
 
 # -- logs of a log the disk cut short -----------------------------------------------------------
 def test_a_log_file_the_disk_cuts_short_leaves_the_stored_output_whole(q: Q) -> None:
+    q.config("subprocess.log_file", "always")  # the worker's own file is what this tests
     # A file-size limit makes the log write fail part-way (EFBIG), as a full disk would (ENOSPC);
     # Python ignores SIGXFSZ, so the worker carries on. The storage keeps the output (its start
     # and its end, within logs.max_bytes, kept small here so the database stays under the limit)

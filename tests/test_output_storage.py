@@ -71,6 +71,7 @@ TICKS = 'for i in $(seq 1 12); do echo "tick $i"; sleep 0.25; done; echo "to std
 
 def test_output_of_a_job_on_host_b_is_followed_live_and_read_from_host_a(hosts: tuple[Q, Q, Any]) -> None:
     a, b, rows = hosts
+    b.config("subprocess.log_file", "always")  # a local copy, to delete
     a.run("enqueue", "--id", "far", "--cmd", TICKS)
     worker = b.start_worker()
     a.wait_state("far", "processing")
@@ -110,6 +111,7 @@ def test_output_of_a_job_on_host_b_is_followed_live_and_read_from_host_a(hosts: 
 
 def test_a_megabyte_under_a_64k_limit_keeps_its_first_and_last_lines(hosts: tuple[Q, Q, Any]) -> None:
     a, b, rows = hosts
+    b.config("subprocess.log_file", "always")  # a local copy too, deleted below: the storage's is read
     b.config("logs.max_bytes", 65536)  # the worker's host decides what it keeps
     printed = "".join(f"line {i:06d} {'x' * 40}\n" for i in range(20000))  # 1,000,000 bytes
     a.run("enqueue", "--id", "big", "--cmd",
@@ -128,6 +130,7 @@ def test_a_megabyte_under_a_64k_limit_keeps_its_first_and_last_lines(hosts: tupl
 
 
 def test_on_sqlite_show_and_the_dashboard_give_the_output_after_the_logs_are_deleted(q: Q, dash: Any) -> None:
+    q.config("subprocess.log_file", "always")  # a local copy too, deleted below: the storage's is read
     q.run("enqueue", "--id", "j", "--cmd", "echo out; echo err >&2; exit 3", "--max-retries", "1")
     q.config("backoff_base", 0.01)
     q.run("worker", "start", "--burst", timeout=60)
@@ -306,3 +309,17 @@ def test_the_cap_keeps_head_and_tail_whatever_the_pieces_and_failed_writes() -> 
             line = f"[queuectl: {len(printed) - limit:,} bytes cut]\n".encode()
             head, tail = printed[:limit // 2], printed[-(limit - limit // 2):]
             assert out == head + b"\n" + line + tail and cap.stored == limit
+
+
+def test_the_worker_writes_no_log_file_of_its_own_unless_asked(q: Q) -> None:
+    """The storage keeps the output, so by default no second copy goes to the worker's disk; with
+    subprocess.log_file = always, each attempt also gets its ID.N.log there."""
+    q.run("enqueue", "--id", "plain", "--cmd", "echo only stored")
+    q.run("worker", "start", "--burst", timeout=60)
+    assert q.run("logs", "plain").stdout == "only stored\n"
+    assert q.job("plain")["log_path"] is None and not list(q.home.rglob("*.log"))
+    q.config("subprocess.log_file", "always")
+    q.run("enqueue", "--id", "copied", "--cmd", "echo also on disk")
+    q.run("worker", "start", "--burst", timeout=60)
+    assert q.run("logs", "copied").stdout == "also on disk\n"
+    assert Path(q.job("copied")["log_path"]).read_text() == "also on disk\n"

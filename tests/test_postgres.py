@@ -77,6 +77,7 @@ def _finish(procs: list[subprocess.Popen[str]], timeout: float) -> list[tuple[in
 # -- CLI ----------------------------------------------------------------------------------------
 
 def test_cli_round_trip(pq: Any, tmp_path: Path) -> None:
+    pq.config("subprocess.log_file", "always")  # a local copy too, deleted below: the storage's is read
     pq.config("backoff_base", 0.1)
     pq.run("enqueue", "--id", "hello", "--cmd", "echo hi there; echo oops >&2")
     pq.run("enqueue", "--id", "broken", "--cmd", "echo bad; exit 3", "--max-retries", "1")

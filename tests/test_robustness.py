@@ -54,6 +54,7 @@ def _ppid(pid: int) -> int | None:
 
 
 def test_an_unwritable_log_directory_does_not_fail_jobs(q: Any) -> None:
+    q.config("subprocess.log_file", "always")  # the worker's own file is what this tests
     q.config("subprocess.log_dir", "/proc/queuectl-no-such-dir")
     q.run("enqueue", "--id", "nolog", "--cmd", "echo still here", "--max-retries", "0")
     q.run("worker", "start", "--burst")

@@ -12,7 +12,7 @@ whatever the backend offers.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol, Sequence, cast, runtime_checkable
 
 if TYPE_CHECKING:
     from queuectl_core.interfaces import Storage
@@ -38,18 +38,21 @@ class ClaimMany(Protocol):
 
 @runtime_checkable
 class ApplyBatch(Protocol):
-    def apply_batch(self, changes: Changes) -> list[Job | None]:
+    def apply_batch(self, changes: Changes, output: Sequence[OutputWrite] = ()) -> list[Job | None]:
         """Apply several ``(job_id, token, change)`` in one transaction, each fenced on its own as
         ``apply`` is: the updated job, or None for one fenced out (the others still apply).
-        Fallback: ``apply`` for each."""
+        ``output`` is only ever given to a storage with ``AttemptOutput``: the finished attempts'
+        last output, stored in the same transaction before the changes, as ``write_output`` stores
+        it. Fallback: ``write_output``, then ``apply`` for each."""
 
 
 @runtime_checkable
 class ApplyAndClaim(Protocol):
     def apply_and_claim(self, changes: Changes, worker_id: str, lease_seconds: float, limit: int,
-                        queues: Sequence[str] | None = None) -> tuple[list[Job | None], list[Job]]:
-        """``apply_batch`` then ``claim_many``, in one transaction (one commit a finished job, not
-        two). Fallback: the two, one after the other."""
+                        queues: Sequence[str] | None = None,
+                        output: Sequence[OutputWrite] = ()) -> tuple[list[Job | None], list[Job]]:
+        """``apply_batch`` (with ``output``) then ``claim_many``, in one transaction (one commit a
+        finished job, not two). Fallback: the two, one after the other."""
 
 
 @runtime_checkable
@@ -282,12 +285,15 @@ class WithFallbacks:
             jobs.append(job)
         return jobs
 
-    def apply_batch(self, changes: Changes) -> list[Job | None]:
+    def apply_batch(self, changes: Changes, output: Sequence[OutputWrite] = ()) -> list[Job | None]:
+        if output:  # only ever given with AttemptOutput
+            cast(AttemptOutput, self.storage).write_output(output)
         return [self.storage.apply(job_id, token, change) for job_id, token, change in changes]
 
     def apply_and_claim(self, changes: Changes, worker_id: str, lease_seconds: float, limit: int,
-                        queues: Sequence[str] | None = None) -> tuple[list[Job | None], list[Job]]:
-        applied = self.apply_batch(changes) if changes else []
+                        queues: Sequence[str] | None = None,
+                        output: Sequence[OutputWrite] = ()) -> tuple[list[Job | None], list[Job]]:
+        applied = self.apply_batch(changes, output) if changes or output else []
         return applied, (self.claim_many(worker_id, lease_seconds, limit, queues=queues) if limit > 0 else [])
 
     # -- needs: a storage without ResourceNeeds has no pools, and core refuses jobs with needs ---------

@@ -1451,6 +1451,34 @@ class StorageConformance:
         assert f"[queuectl: {len(printed) - 4096:,} bytes cut]\n".encode() in out
         assert len(out) < 4096 + 40 and sum(storage.output_sizes("big").values()) == len(out)
 
+    def test_an_attempts_last_output_is_stored_with_its_outcome(self, storage: Any) -> None:
+        """A worker hands a finished attempt's last output to ``apply_and_claim`` (or
+        ``apply_batch``) with its outcome: whoever sees the attempt ended sees all it printed."""
+        from queuectl_core.jobs import lifecycle
+        from queuectl_core.jobs.models import JobState
+        from queuectl_core.jobs.output import OutputWrite
+
+        self.output(storage)
+        storage.enqueue([self.new("a"), self.new("b"), self.new("c")])
+        a = storage.claim("w", 30)
+        storage.write_output([OutputWrite("a", 1, ((1, b"early\n"),))])
+        done, taken = storage.apply_and_claim([("a", a.lease_token, lifecycle.complete(self.ok()))], "w", 30, 1,
+                                              output=[OutputWrite("a", 1, ((1, b"early\nlast\n"), (2, b"end\n")))])
+        assert done[0].state == JobState.COMPLETED and [j.id for j in taken] == ["b"]
+        assert storage.read_output("a", 1) == [(1, b"early\nlast\n"), (2, b"end\n")]
+        b = taken[0]
+        # Without a claim, and with a write for a job that is gone: the rest is still stored.
+        done = storage.apply_batch([("b", b.lease_token, lifecycle.complete(self.ok()))],
+                                   output=[OutputWrite("gone", 1, ((1, b"x"),)), OutputWrite("b", 1, ((1, b"bee\n"),))])
+        assert done[0].state == JobState.COMPLETED
+        assert storage.read_output("b", 1) == [(1, b"bee\n")] and storage.read_output("gone", 1) == []
+        # A fenced-out outcome changes nothing, but what the attempt printed is kept all the same.
+        c = storage.claim("w", 30)
+        done = storage.apply_batch([("c", "stale", lifecycle.complete(self.ok()))],
+                                   output=[OutputWrite("c", 1, ((1, b"printed\n"),))])
+        assert done == [None] and storage.get("c").state == JobState.PROCESSING and c.id == "c"
+        assert storage.read_output("c", 1) == [(1, b"printed\n")]
+
     def test_deleting_or_purging_a_job_deletes_its_output(self, storage: Any) -> None:
         from queuectl_core.control import actions
         from queuectl_core.jobs.models import JobState

@@ -34,6 +34,10 @@ FDS_PER_SLOT = 5
 FDS_BASE = 64
 
 
+def _ignore(data: bytes) -> None:
+    """``RunContext.on_chunk`` where the storage keeps no output."""
+
+
 class Wakeup:
     """A thread's wake-up fd: an eventfd on Linux (one descriptor), a pipe elsewhere."""
 
@@ -192,7 +196,9 @@ class Attempts:
         ctx = RunContext(attempt=attempt, tick_interval=self.tick_interval, tick=slot.tick,
                          wakeup_fd=wakeup.r, on_spawn=on_spawn, on_reaped=janitor.remove,
                          on_output=slot.on_output,
-                         **({"on_chunk": slot.output.add} if slot.output is not None else {}))
+                         # Where the storage keeps the output, it goes there as it comes.
+                         on_chunk=slot.output.add if slot.output is not None else _ignore,
+                         output_kept=slot.output is not None)
         try:
             result = self.executor.run(slot.job, ctx)
         except BaseException as exc:  # an executor bug is a failed attempt, never a stranded slot

@@ -315,16 +315,20 @@ class Worker:
         # fill (full or stopping) then hands those jobs back.
         limit = max(free, 1) if self._retry_combined and changes else free
         stored: list[Job | None] = []
+        # An attempt's last output is stored with its outcome, in the same transaction; passed
+        # only when there is some, so a storage that keeps no output never sees the argument.
+        taken = self._output.take(slot.output for slot, _ in pending)
+        output = {"output": [w for _, w in taken]} if taken else {}
         try:
-            if changes:  # an attempt's output is all stored before its outcome is
-                self._output.flush(slot.output for slot, _ in pending)
             if not changes:
                 jobs = self.storage.claim_many(self.id, self.lease, limit, queues=self.queues)
             elif limit:
-                stored, jobs = self.storage.apply_and_claim(changes, self.id, self.lease, limit, queues=self.queues)
+                stored, jobs = self.storage.apply_and_claim(changes, self.id, self.lease, limit,
+                                                            queues=self.queues, **output)
             else:
-                stored, jobs = self.storage.apply_batch(changes), []
+                stored, jobs = self.storage.apply_batch(changes, **output), []
         except StorageError as exc:
+            self._output.give_back(taken)
             self._retry_combined = bool(changes and limit)
             self._storage_failed(exc)
             if self.signals > 0:

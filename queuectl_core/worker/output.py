@@ -4,9 +4,9 @@ The executor hands each piece of output it reads to ``RunContext.on_chunk`` on t
 thread: :meth:`AttemptOutput.add` files it into the attempt's :class:`~queuectl_core.jobs.output.OutputCap`
 (head and tail within ``logs.max_bytes``, so memory stays bounded whatever the job prints) and
 returns. The worker's loop, which alone uses storage, writes what changed for every running attempt
-in one transaction (:meth:`OutputWriter.flush`): at least once a second while jobs run, and for a
-finished attempt before its outcome is recorded, so whoever sees the attempt ended sees all of its
-output. Neither the job nor the next claim waits on it; a job that prints nothing costs nothing.
+in one transaction (:meth:`OutputWriter.flush`) at least once a second while jobs run; a finished
+attempt's last output is stored in the transaction that records its outcome, so whoever sees the
+attempt ended sees all of its output. Neither the job nor the next claim waits on it; a job that prints nothing costs nothing.
 
 Only with a storage that has the ``AttemptOutput`` capability; with any other, nothing here is
 used and output stays where the executor puts it.
@@ -79,15 +79,24 @@ class OutputWriter:
         self.next_flush = time.monotonic() + FLUSH_SECONDS
         if self.store is None:
             return
-        taken = [(b, w) for b in buffers if b is not None for w in (b.take(),) if w is not None]
+        taken = self.take(buffers)
         if not taken:
             return
         try:
             self.store.write_output([w for _, w in taken])
         except BaseException:
-            for buffer, write in taken:
-                buffer.give_back(write)
+            self.give_back(taken)
             raise
+
+    def take(self, buffers: Iterable[AttemptOutput | None]) -> list[tuple[AttemptOutput, OutputWrite]]:
+        """What changed in ``buffers``, for a caller that writes it in a transaction of its own
+        (finished attempts' last output with their outcomes); :meth:`give_back` if that fails."""
+        return [(b, w) for b in buffers if b is not None for w in (b.take(),) if w is not None]
+
+    @staticmethod
+    def give_back(taken: Iterable[tuple[AttemptOutput, OutputWrite]]) -> None:
+        for buffer, write in taken:
+            buffer.give_back(write)
 
 
 __all__ = ["FLUSH_SECONDS", "AttemptOutput", "OutputWriter"]

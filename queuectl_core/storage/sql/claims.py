@@ -8,10 +8,11 @@ import os
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from queuectl_core.storage.sql.base import Fenced, SQLBase
+from queuectl_core.storage.sql.base import Fenced
 from queuectl_core.storage.sql.dialect import CHUNK, quoted
 from queuectl_core.storage.sql.dialect import in_list as _in
 from queuectl_core.storage.sql.dialect import named as _names
+from queuectl_core.storage.sql.output import OutputMixin
 from queuectl_core.storage.sql.resources import PoolFull, claim_pick
 from queuectl_core.storage.sql.rows import COLS, QUEUE_COL
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from queuectl_core.interfaces import Tx
     from queuectl_core.jobs.lifecycle import Change
     from queuectl_core.jobs.models import Job
+    from queuectl_core.jobs.output import OutputWrite
 
 
 class _QueueFull(Exception):
@@ -37,7 +39,7 @@ def _heartbeat_only(change: Change) -> Change:
     return heartbeat(change.lease_seconds or 0.0)
 
 
-class ClaimsMixin(SQLBase):
+class ClaimsMixin(OutputMixin):
     def claim(self, worker_id: str, lease_seconds: float, queues: Sequence[str] | None = None) -> Job | None:
         """The next runnable job (highest priority, earliest run_at, then id) of an unpaused queue
         below its concurrency limit (of ``queues`` only, when given), taken in one statement:
@@ -193,15 +195,25 @@ class ClaimsMixin(SQLBase):
             return None
         return [self._job(r) for r in rows]
 
-    def apply_batch(self, changes: Sequence[tuple[str, str | None, Change]]) -> list[Job | None]:
+    def apply_batch(self, changes: Sequence[tuple[str, str | None, Change]],
+                    output: Sequence[OutputWrite] = ()) -> list[Job | None]:
         """Apply several ``(job id, token, change)`` in one transaction, each fenced on its own as
         :meth:`apply` is: the updated job, or None for one fenced out (the others still apply). A
-        worker's finished attempts and heartbeats go this way. Heartbeats without output to store
-        are one statement for all of them."""
+        worker's finished attempts and heartbeats go this way, with the attempts' last output
+        (``output``, stored first, as :meth:`write_output` stores it). Heartbeats without output to
+        store are one statement for all of them."""
         if not changes:
+            self.write_output(output)
             return []
         run = self._batch_runner(changes)
-        return [self._job(r) if r is not None else None for r in self._tx(lambda tx: run(tx)())]
+        write = self._output_runner(output)
+
+        def both(tx: Tx) -> list[Sequence[Any] | None]:
+            if write is not None:
+                write(tx)
+            return run(tx)()
+
+        return [self._job(r) if r is not None else None for r in self._tx(both)]
 
     def _batch_runner(self, changes: Sequence[tuple[str, str | None, Change]]
                       ) -> Callable[[Tx], Callable[[], list[Sequence[Any] | None]]]:
@@ -254,18 +266,19 @@ class ClaimsMixin(SQLBase):
         return run_all
 
     def apply_and_claim(self, changes: Sequence[tuple[str, str | None, Change]], worker_id: str,
-                        lease_seconds: float, limit: int,
-                        queues: Sequence[str] | None = None) -> tuple[list[Job | None], list[Job]]:
-        """:meth:`apply_batch` of ``changes`` then :meth:`claim_many` of ``limit``, in one
-        transaction: a worker records the jobs that just finished and takes their successors at
-        one lock (one commit) rather than two."""
+                        lease_seconds: float, limit: int, queues: Sequence[str] | None = None,
+                        output: Sequence[OutputWrite] = ()) -> tuple[list[Job | None], list[Job]]:
+        """:meth:`apply_batch` of ``changes`` (and ``output``) then :meth:`claim_many` of ``limit``,
+        in one transaction: a worker records the jobs that just finished and takes their successors
+        at one lock (one commit) rather than two."""
         return self._apply_and_claim(changes, worker_id, [os.urandom(8).hex() for _ in range(limit)],
-                                     lease_seconds, queues)
+                                     lease_seconds, queues, output)
 
     def _apply_and_claim(self, changes: Sequence[tuple[str, str | None, Change]], worker_id: str,
-                         tokens: Sequence[str], lease_seconds: float,
-                         queues: Sequence[str] | None) -> tuple[list[Job | None], list[Job]]:
+                         tokens: Sequence[str], lease_seconds: float, queues: Sequence[str] | None,
+                         output: Sequence[OutputWrite] = ()) -> tuple[list[Job | None], list[Job]]:
         apply = self._batch_runner(changes)
+        write = self._output_runner(output)
         skip: list[str] = []
         while True:
             claim = self._claim_runner(worker_id, tokens, lease_seconds, queues, skip)
@@ -273,6 +286,8 @@ class ClaimsMixin(SQLBase):
             def run(tx: Tx) -> tuple[list[Sequence[Any] | None], list[Sequence[Any]]]:
                 # Pipelined (PostgreSQL), the changes and the first claim go in one round trip
                 # and the commit in a second; otherwise the changes are done before the claim.
+                if write is not None:
+                    write(tx)
                 read_applied = apply(tx)
                 applied = None if tx.pipelined else read_applied()
                 read_claimed = claim(tx)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from queuectl_core.storage.sql.base import SQLBase
 
 if TYPE_CHECKING:
-    from typing import Any, Sequence
+    from typing import Any, Callable, Sequence
 
     from queuectl_core.interfaces import Tx
     from queuectl_core.jobs.output import OutputWrite
@@ -34,12 +34,20 @@ class OutputMixin(SQLBase):
 
     def write_output(self, writes: Sequence[OutputWrite]) -> None:
         """Store the chunks, delete the ranges: one transaction, one executemany per kind."""
+        run = self._output_runner(writes)
+        if run is not None:
+            self._tx(run)
+
+    def _output_runner(self, writes: Sequence[OutputWrite]) -> Callable[[Tx], None] | None:
+        """What :meth:`write_output` runs in its transaction, and ``apply_batch`` and
+        ``apply_and_claim`` in theirs before the changes (a finished attempt's last output and
+        its outcome, one commit); None when there is nothing to write."""
         drops = [dict(job_id=w.job_id, attempt=w.attempt, first=w.drop[0], end=w.drop[1])
                  for w in writes if w.drop is not None]
         puts = [dict(job_id=w.job_id, attempt=w.attempt, seq=seq, data=data)
                 for w in writes for seq, data in w.chunks]
         if not drops and not puts:
-            return
+            return None
 
         def run(tx: Tx) -> None:
             if drops:
@@ -47,7 +55,7 @@ class OutputMixin(SQLBase):
             if puts:
                 tx.many(self._sql(self._output_sql(_PUT)), puts)
 
-        self._tx(run)
+        return run
 
     def read_output(self, job_id: str, attempt: int, after: int = 0) -> list[tuple[int, bytes]]:
         rows = self._read(self._output_sql("SELECT seq, data FROM {ot} WHERE job_id = :job_id AND attempt = :attempt"
