@@ -336,6 +336,16 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE state IN ('pending', 'failed') AND waiting = 0 AND needs IS NOT NULL;
     CREATE INDEX jobs_running_needs ON {s}.jobs (needs) WHERE state = 'processing' AND needs IS NOT NULL;
     """,
+    # -- output: chunks compressed with lz4 where the server has it (PostgreSQL 14 and later, built
+    # with lz4, as the usual packages are), else stored as they come. The default, pglz, took a
+    # third of a drain of jobs printing 100 KB each, on the database's CPU.
+    """
+    DO $$ BEGIN
+        EXECUTE 'ALTER TABLE {s}.job_output ALTER COLUMN data SET COMPRESSION lz4';
+    EXCEPTION WHEN OTHERS THEN
+        EXECUTE 'ALTER TABLE {s}.job_output ALTER COLUMN data SET STORAGE EXTERNAL';
+    END $$;
+    """,
 )
 
 
