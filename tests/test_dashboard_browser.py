@@ -31,6 +31,10 @@ def _unavailable(reason: str) -> None:
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
     """A fresh Chromium profile (its own --user-data-dir) for each test."""
+    yield from _browser(tmp_path)
+
+
+def _browser(tmp_path: Path, **options: Any) -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -40,7 +44,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=FLAGS,
-            viewport={"width": 1280, "height": 900})
+            viewport={"width": 1280, "height": 900}, **options)
         try:
             yield context
         finally:
@@ -59,6 +63,29 @@ def started(q: Any) -> Iterator[Any]:
     yield start
     for d in running:
         d.close()
+
+
+def test_the_chart_labels_its_hour_by_the_clock_just_after_midnight(q: Any, started: Any, tmp_path: Path) -> None:
+    """In a time zone where it is now just past midnight, the chart's first minute (an hour ago) is
+    yesterday's: its label is still the time of day, not a date cut short ("2026-")."""
+    import re
+    from datetime import UTC, datetime
+
+    from playwright.sync_api import expect
+
+    hour = datetime.now(UTC).hour
+    offset = -hour if hour <= 12 else 24 - hour  # local = UTC + offset: between 00:00 and 01:00
+    zone = "UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"  # the Etc/ names count the other way
+    d = started()
+    for context in _browser(tmp_path, timezone_id=zone):
+        page = context.new_page()
+        page.goto(d.base + "/")
+        expect(page.locator("#tp-chart svg g.minute")).to_have_count(60)
+        first = page.locator("#tp-chart .x span").first.inner_text()
+        assert re.fullmatch(r"\d\d:\d\d", first), first
+        assert page.evaluate("new Date().getHours()") == 0
+        hint = page.locator("#tp-chart g.minute title").first.text_content() or ""
+        assert re.match(r"\d\d:\d\d · ", hint), hint
 
 
 def test_page_shows_updates_and_acts(q: Any, started: Any, browser: Any, tmp_path: Path) -> None:

@@ -27,6 +27,11 @@
   }
   // A moment for people, in the browser's zone: "14:03:12" today, "2026-12-08 01:30:00" another
   // day (the API speaks UTC ISO 8601; only what is shown is local).
+  // The chart's minutes (the last hour): the time of day alone, even for those of yesterday.
+  function hhmm(iso) {
+    const d = new Date(iso);
+    return isNaN(d) ? "" : String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0");
+  }
   function local(iso) {
     if (!iso) return "";
     const d = new Date(iso);
@@ -333,7 +338,7 @@
     const bars = [];
     t.minutes.forEach((m, i) => {
       const x = i * slot + (slot - bar) / 2;
-      const label = local(m.at).slice(0, 5) + " · " + m.completed + " completed, " + m.failed + " failed";
+      const label = hhmm(m.at) + " · " + m.completed + " completed, " + m.failed + " failed";
       const g = svg("g", { class: "minute", "data-minute": m.at }, svg("title", {}, label));
       g.append(svg("rect", { class: "hit", x: i * slot, y: 0, width: slot, height: H }));
       if (m.completed) g.append(svg("rect", { class: "ok", x, y: H - y(m.completed), width: bar, height: y(m.completed) }));
@@ -343,7 +348,7 @@
     const chart = svg("svg", { viewBox: "0 0 " + W + " " + H, preserveAspectRatio: "none", role: "img",
       "aria-label": t.completed + " completed and " + t.failed + " failed in the last hour" },
       svg("line", { class: "base", x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5 }), ...bars);
-    const first = t.minutes.length ? local(t.minutes[0].at).slice(0, 5) : "";
+    const first = t.minutes.length ? hhmm(t.minutes[0].at) : "";
     $("tp-chart").replaceChildren(
       el("div", { class: "y" }, el("span", {}, String(top)), el("span", {}, "0")),
       el("div", { class: "plot" }, chart,
