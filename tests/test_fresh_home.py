@@ -183,13 +183,17 @@ def test_first_enqueues_racing_on_a_fresh_home_all_succeed(tmp_path: Path) -> No
 
 
 def test_worker_logs_make_a_missing_home_0700_whatever_the_umask(tmp_path: Path) -> None:
-    """With the queue elsewhere the executor's log directory is the first thing in the home: it
-    and every missing parent are created 0700; an existing parent keeps its mode."""
+    """With the queue elsewhere and a local copy of the output asked for, the executor's log
+    directory is the first thing in the home: it and every missing parent are created 0700; an
+    existing parent keeps its mode. Without that copy the worker writes nothing there."""
     home, db = tmp_path / "not-yet" / "home", tmp_path / "data" / "q.db"
     tmp_path.chmod(0o755)
+    assert _run(home, "enqueue", "--id", "j0", "--cmd", "echo only stored", QUEUECTL_SQLITE_PATH=str(db)).returncode == 0
+    assert _run(home, "worker", "start", "--burst", QUEUECTL_SQLITE_PATH=str(db)).returncode == 0
+    assert not home.exists() and not (tmp_path / "not-yet").exists()
     assert _run(home, "enqueue", "--id", "j1", "--cmd", "echo hi", QUEUECTL_SQLITE_PATH=str(db)).returncode == 0
     assert not home.exists()
-    proc = _run(home, "worker", "start", "--burst", QUEUECTL_SQLITE_PATH=str(db))
+    proc = _run(home, "worker", "start", "--burst", QUEUECTL_SQLITE_PATH=str(db), QUEUECTL_SUBPROCESS_LOG_FILE="always")
     assert proc.returncode == 0, proc.stderr
     assert _mode(tmp_path / "not-yet") == _mode(home) == _mode(home / "logs") == 0o700
     assert _mode(tmp_path) == 0o755
