@@ -659,19 +659,20 @@ class PostgresStorage(SQLStore):
         try:
             return tx.conn.execute(
                 f"INSERT INTO {self.s}.jobs (id, command, state, max_retries, priority, run_at, timeout,"
-                f" queue, unique_key, retry_on, no_retry_on, cwd, env, tags, needs)"
+                f" queue, unique_key, retry_on, no_retry_on, cwd, env, tags, needs, memory, cpu_time)"
                 f" SELECT i, c, 'pending', m, p, coalesce(r, now() + make_interval(secs => coalesce(d, 0))), t,"
-                f" q, k, ro, nro, cw, en, tg, nd"
+                f" q, k, ro, nro, cw, en, tg, nd, mem, cpu"
                 f" FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[], %s::timestamptz[],"
                 f" %s::float8[], %s::float8[], %s::text[], %s::text[], %s::text[], %s::text[],"
-                f" %s::text[], %s::text[], %s::text[], %s::text[])"
-                f" AS u(i, c, m, p, r, d, t, q, k, ro, nro, cw, en, tg, nd)"
+                f" %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::float8[])"
+                f" AS u(i, c, m, p, r, d, t, q, k, ro, nro, cw, en, tg, nd, mem, cpu)"
                 f" ON CONFLICT (id) DO NOTHING RETURNING {_COLS}",
                 ([j.id for j in jobs], [j.command for j in jobs], [j.max_retries for j in jobs],
                  [j.priority for j in jobs], [j.run_at for j in jobs], [_float(j.delay) for j in jobs],
                  [_float(j.timeout) for j in jobs],
                  [j.queue for j in jobs], [_text(j.unique_key) for j in jobs], [codes_out(j.retry_on) for j in jobs],
-                 [codes_out(j.no_retry_on) for j in jobs], *_control_arrays(jobs), _needs_array(jobs)),
+                 [codes_out(j.no_retry_on) for j in jobs], *_control_arrays(jobs), _needs_array(jobs),
+                 [j.memory for j in jobs], [_float(j.cpu_time) for j in jobs]),
             ).fetchall()
         except self._psycopg.errors.UniqueViolation as exc:
             if "unique_key" not in str(exc):
@@ -700,7 +701,7 @@ class PostgresStorage(SQLStore):
             rows.append((j.id, j.command, "pending", 0, j.max_retries, j.priority, now, now, run_at, _float(j.timeout),
                          None, None, None, None, None, None, None, False, j.queue, 0, _text(j.unique_key),
                          codes_out(j.retry_on), codes_out(j.no_retry_on), _text(v["cwd"]), _text(v["env"]),
-                         v["tags"], None, 0, None, None, None, None, None,  # ..., limits (set after), needs
+                         v["tags"], None, 0, None, None, None, j.memory, _float(j.cpu_time),
                          needs_text(j.needs) if j.needs else None))
         # Column by column, so escaping is a few C-level passes over joined text, not a call per value.
         columns = [_copy_column([r[c] for r in rows]) for c in _COPY_COLUMNS]
@@ -874,7 +875,7 @@ _NO_CONTROL: dict[str, Any] = {"cwd": None, "env": None, "tags": None}
 # The columns _insert_copy writes (indexes into JOB_COLUMNS; the rest keep their defaults).
 _COPY_COLUMNS = tuple(JOB_COLUMNS.index(c) for c in (
     "id", "command", "state", "max_retries", "priority", "created_at", "updated_at", "run_at", "timeout", "queue",
-    "unique_key", "retry_on", "no_retry_on", "cwd", "env", "tags", "needs"))
+    "unique_key", "retry_on", "no_retry_on", "cwd", "env", "tags", "memory", "cpu_time", "needs"))
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 

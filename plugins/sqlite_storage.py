@@ -299,14 +299,14 @@ def _statements(script: str) -> list[str]:
     return out
 
 
-_INSERT_WIDTH = 15  # values bound per job by _insert
+_INSERT_WIDTH = 18  # values bound per job by _insert
 _insert_sql_cache: dict[tuple[int, tuple[int, ...]], str] = {}
 
 
 def _insert_sql(rows: int, varying: tuple[int, ...]) -> str:
-    """INSERT of ``rows`` jobs. Of the 15 values a job binds (the rest are literals), those the
+    """INSERT of ``rows`` jobs. Of the 18 values a job binds (the rest are literals), those the
     batch shares (``enqueue --file``: usually all but the id and the command) are bound once, as
-    ?1..?k, and each row refers to them; only the ``varying`` ones (indexes into the 15) are bound
+    ?1..?k, and each row refers to them; only the ``varying`` ones (indexes into the 18) are bound
     per row. Cached by (rows, varying), so full batches of one shape reuse one prepared statement."""
     key = (rows, varying)
     sql = _insert_sql_cache.get(key)
@@ -322,14 +322,16 @@ def _insert_sql(rows: int, varying: tuple[int, ...]) -> str:
                           f" 0, {', '.join(a[9:])})")
         sql = _insert_sql_cache[key] = (
             "INSERT INTO jobs (id, command, state, attempts, max_retries, priority, created_at, updated_at,"
-            " run_at, timeout, cancel_requested, queue, waiting, unique_key, retry_on, no_retry_on, cwd, env, tags)"
+            " run_at, timeout, cancel_requested, queue, waiting, unique_key, retry_on, no_retry_on, cwd, env, tags,"
+            " memory, cpu_time, needs)"
             " VALUES " + ", ".join(values))
     return sql
 
 
 (_ID, _COMMAND, _MAX_RETRIES, _PRIORITY, _RUN_AT, _DELAY, _TIMEOUT, _QUEUE, _UNIQUE_KEY, _RETRY_ON, _NO_RETRY_ON,
- _CWD, _ENV, _TAGS) = map(attrgetter, ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout", "queue",
-                                      "unique_key", "retry_on", "no_retry_on", "cwd", "env", "tags"))
+ _CWD, _ENV, _TAGS, _MEMORY, _CPU_TIME, _JOB_NEEDS) = map(attrgetter, (
+    "id", "command", "max_retries", "priority", "run_at", "delay", "timeout", "queue", "unique_key", "retry_on",
+    "no_retry_on", "cwd", "env", "tags", "memory", "cpu_time", "needs"))
 
 
 def _now_ms() -> int:
@@ -683,18 +685,28 @@ class SQLiteStorage(SQLStore):
         else:
             env = [None] * n
         tags = ["," + ",".join(t) + "," if t else None for t in tags] if any(tags) else [None] * n
+        # -- limits and needs: written by the insert itself, never by an UPDATE after it --
+        memory, cpu_time, needs = list(map(_MEMORY, jobs)), list(map(_CPU_TIME, jobs)), list(map(_JOB_NEEDS, jobs))
+        if cpu_time.count(None) != n:
+            cpu_time = [float(c) if c is not None else None for c in cpu_time]
+        if any(needs):
+            from queuectl_core.jobs.needs import needs_text
+
+            needs = [needs_text(x) if x else None for x in needs]
+        else:
+            needs = [None] * n
         max_retries, priority, timeout = list(map(_MAX_RETRIES, jobs)), list(map(_PRIORITY, jobs)), list(map(_TIMEOUT, jobs))
         queue, unique_key, cwd = list(map(_QUEUE, jobs)), list(map(_UNIQUE_KEY, jobs)), list(map(_CWD, jobs))
         none, zero = repeat(None), repeat(0)
         rows: list[Sequence[Any]] = list(zip(ids, commands, repeat("pending"), zero, max_retries, priority, nows, nows,
                                              run_at, timeout, none, none, none, none, none, none, none, zero, queue,
                                              zero, unique_key, retry_on, no_retry_on, cwd, env, tags, none, zero,
-                                             none, none, none, none, none, none))  # ... limits, needs: set after
+                                             none, none, none, memory, cpu_time, needs))
         # Binding a value costs more than SQLite storing it: a column every job of the batch
         # shares is bound once (100,000 jobs of one shape: 1.5 million values bound -> 200,000).
         # Equal values of a column are the same stored value (INTEGER/REAL affinity: 1 and 1.0).
         columns = [ids, commands, max_retries, priority, nows, nows, run_at, timeout, queue, unique_key, retry_on,
-                   no_retry_on, cwd, env, tags]
+                   no_retry_on, cwd, env, tags, memory, cpu_time, needs]
         varying = tuple(i for i, col in enumerate(columns) if col.count(col[0]) != n)
         shared = [columns[i][0] for i in range(_INSERT_WIDTH) if i not in varying]
         # SQLite before 3.32 allows 999 bound variables a statement, later ones 32,766.

@@ -276,3 +276,53 @@ def test_a_peak_just_over_the_limit_never_reads_as_the_limit() -> None:
     assert _peak_size(100 * MIB + 5000, 100 * MIB) == "100.1M"
     assert _peak_size(164 * MIB, 100 * MIB) == "164M"
     assert _peak_size(90 * MIB, 100 * MIB) == "90M"
+
+
+def _limited_batch(n: int) -> list[Any]:
+    """Jobs whose limits and needs vary within one batch: every third has a memory limit, every
+    fifth a CPU time and a GPU, the rest nothing."""
+    from queuectl_core.jobs.models import NewJob
+
+    return [NewJob(f"j{i}", "true", 0, memory=(i + 1) * 1024 * 1024 if i % 3 == 0 else None,
+                   cpu_time=1.5 if i % 5 == 0 else None, needs={"gpu": 1} if i % 5 == 0 else None)
+            for i in range(n)]
+
+
+def _check_limited(storage: Any, n: int) -> None:
+    for i in (0, 1, 3, 5, 15, n - 1):
+        job = storage.get(f"j{i}")
+        assert job.memory == ((i + 1) * 1024 * 1024 if i % 3 == 0 else None), i
+        assert job.cpu_time == (1.5 if i % 5 == 0 else None) and job.needs == ({"gpu": 1} if i % 5 == 0 else {}), i
+
+
+def test_limits_and_needs_are_written_by_the_insert_with_no_update_after_it(tmp_path: Path) -> None:
+    """A bulk load of jobs with limits and needs is one INSERT, not an UPDATE a job after it (on
+    PostgreSQL each such UPDATE left a dead row version and dead index entries)."""
+    from queuectl_plugins.postgres_storage import _COPY_FROM, PostgresStorage
+    from queuectl_plugins.postgres_testing import temporary_postgres_database
+    from queuectl_plugins.sqlite_storage import SQLiteStorage
+
+    storage = SQLiteStorage(tmp_path / "q.db")
+    try:
+        from queuectl_core.jobs.models import NewJob
+
+        storage.enqueue([NewJob("first", "true", 0)])  # the file and its schema exist; now count a batch's statements
+        statements: list[str] = []
+        storage.conn.set_trace_callback(statements.append)
+        storage.enqueue(_limited_batch(300))
+        assert not [s for s in statements if s.lstrip().upper().startswith("UPDATE JOBS")], statements
+        _check_limited(storage, 300)
+    finally:
+        storage.close()
+    with temporary_postgres_database() as dsn:
+        pg = PostgresStorage(dsn)
+        try:
+            pg.enqueue(_limited_batch(20))  # one statement of arrays
+            _check_limited(pg, 20)
+            from queuectl_core.jobs.models import JobState
+
+            pg.delete([f"j{i}" for i in range(20)], [JobState.PENDING])
+            pg.enqueue(_limited_batch(_COPY_FROM + 5))  # a large batch: COPY
+            _check_limited(pg, _COPY_FROM + 5)
+        finally:
+            pg.close()

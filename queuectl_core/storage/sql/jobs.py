@@ -11,7 +11,6 @@ from queuectl_core.storage.sql.base import Fenced, SQLBase
 from queuectl_core.storage.sql.dialect import CHUNK, quoted
 from queuectl_core.storage.sql.dialect import in_list as _in
 from queuectl_core.storage.sql.dialect import named as _names
-from queuectl_core.storage.sql.limits import store_job_limits
 from queuectl_core.storage.sql.rows import COLS, codes_out, columns, control_values
 
 if TYPE_CHECKING:
@@ -41,7 +40,6 @@ class JobsMixin(SQLBase):
             if len(rows) != len(jobs):
                 inserted = {r[0] for r in rows}
                 raise DuplicateJobError(next(i for i in ids if i not in inserted))  # rolls the batch back
-            rows = store_job_limits(self, tx, jobs, rows)  # -- limits --
             by_id = {r[0]: r for r in rows}
             by_id.update(self._after_insert(tx, jobs))
             tx.wake()
@@ -94,7 +92,6 @@ class JobsMixin(SQLBase):
                 if len(rows) != len(jobs):
                     inserted = {r[0] for r in rows}
                     raise DuplicateJobError(next(i for i in ids if i not in inserted))
-                rows = store_job_limits(self, tx, jobs, rows)  # -- limits --
                 if any(j.after for j in jobs):
                     by_id = {r[0]: r for r in rows}
                     by_id.update(self._after_insert(tx, jobs))

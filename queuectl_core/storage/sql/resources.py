@@ -71,24 +71,17 @@ class PoolFull(Exception):
 class ResourcesMixin(SQLBase):
     # -- at enqueue -----------------------------------------------------------------------------
     def _insert_needs(self, tx: Tx, jobs: Sequence[NewJob], rows: list[Sequence[Any]]) -> list[Sequence[Any]]:
-        """After a batch's insert: record its jobs' needs (their rows and their classes' units),
-        and return the rows as they now are. A batch needing nothing costs one pass over it."""
+        """After a batch's insert (which writes each job's ``needs`` column): record the units of
+        its jobs' need classes. A batch needing nothing costs one pass over it."""
         if not any(j.needs for j in jobs):
             return rows
         from queuectl_core.jobs.needs import needs_text
 
-        texts = {j.id: needs_text(j.needs) for j in jobs if j.needs}
-        classes = {t: j.needs for j in jobs if j.needs for t in [texts[j.id]]}
+        classes = {needs_text(j.needs): j.needs for j in jobs if j.needs}
         tx.many(self._sql("INSERT INTO {nu} (needs, name, units) VALUES (:needs, :name, :units)"
                           " ON CONFLICT (needs, name) DO NOTHING"),
                 [{"needs": t, "name": k, "units": v} for t, needs in classes.items() for k, v in needs.items()])
-        # A backend whose INSERT writes the needs column already (PostgreSQL: an UPDATE would leave
-        # dead entries in the ready index) is not written again.
-        written = {r[0] for r in rows if len(r) > NEEDS_AT and r[NEEDS_AT] is not None}
-        unwritten = [{"needs": t, "id": i} for i, t in texts.items() if i not in written]
-        if unwritten:
-            tx.many(self._sql("UPDATE {j} SET needs = :needs WHERE id = :id"), unwritten)
-        return [(*r[:NEEDS_AT], texts.get(r[0]), *r[NEEDS_AT + 1:]) if r[0] in texts else r for r in rows]
+        return rows
 
     # -- at claim (PostgreSQL): a pool's row lock, as a limited queue's ---------------------------
     def _check_pools(self, tx: Tx, row: Sequence[Any]) -> None:

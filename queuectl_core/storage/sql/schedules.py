@@ -72,9 +72,6 @@ class SchedulesMixin(SQLBase):
             rows = self._insert(tx, [job])
             if not rows:
                 raise _Lost()  # the id exists: roll the schedule's row back too
-            from queuectl_core.storage.sql.limits import store_job_limits
-
-            rows = store_job_limits(self, tx, [job], rows)  # -- limits --
             tx.wake()
             return self._job(rows[0])
 
