@@ -469,8 +469,8 @@ class SubprocessExecutor:
         from queuectl_core.jobs.records import AttemptResult
 
         # A file of its own only where nothing else keeps the output (or log_file = always):
-        # writing each attempt's output twice, to the storage and to a file, costs a drain of
-        # jobs that print 100 KB each a fifth of its speed.
+        # writing each attempt's output twice, to the storage and to a file, cost a drain of
+        # jobs printing 100 KB each 13-21 % of its speed (bench/NOTES.md).
         log_path: Path | None = None
         if self.log_file == "always" or not ctx.output_kept:
             self._prepare_log_dir()

@@ -6,7 +6,8 @@ thread: :meth:`AttemptOutput.add` files it into the attempt's :class:`~queuectl_
 returns. The worker's loop, which alone uses storage, writes what changed for every running attempt
 in one transaction (:meth:`OutputWriter.flush`) at least once a second while jobs run; a finished
 attempt's last output is stored in the transaction that records its outcome, so whoever sees the
-attempt ended sees all of its output. Neither the job nor the next claim waits on it; a job that prints nothing costs nothing.
+attempt ended sees all of its output. Neither the job nor the next claim waits on it; a job that
+prints nothing costs nothing.
 
 Only with a storage that has the ``AttemptOutput`` capability; with any other, nothing here is
 used and output stays where the executor puts it.
