@@ -139,7 +139,7 @@ def measure(backend: str, kind: str, size: int, args: argparse.Namespace) -> dic
             if len(jobs) == 50:
                 st.count_jobs(None, states=states)
 
-        out["status_ms"] = _median_ms(lambda: overview(st), args.samples)
+        out["status_ms"] = _median_ms(lambda: overview(st, os.uname().nodename), args.samples)
         out["list_ms"] = _median_ms(lambda: list_work(None), args.samples)
         out["list_pending_ms"] = _median_ms(lambda: list_work([JobState.PENDING]), args.samples)
         cli = [args.queuectl]

@@ -173,6 +173,23 @@ def test_a_sigkilled_workers_job_is_shown_orphaned(qb: Any, tmp_path: Path) -> N
     stop(second, out)
 
 
+def test_a_sigkilled_worker_under_a_host_name_of_its_own_is_known_gone_at_once(qb: Any, tmp_path: Path) -> None:
+    """With worker.host set (not the machine's name), the CLI on the same machine still looks up
+    that host's workers' processes: a SIGKILLed one is gone, not live until its row ages out."""
+    qb.config("worker.host", "build-box-7")
+    qb.config("lease_seconds", 30)  # the lease cannot be what tells
+    qb.run("enqueue", "--id", "victim", "--cmd", f"echo $$ > {tmp_path}/pid; sleep 60")
+    worker, _ = start(qb)
+    pgid = qb.wait_for(lambda: pid_from(tmp_path / "pid"), what="the job to start")
+    assert [w["hostname"] for w in qb.json("status")["workers"]] == ["build-box-7"]
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=30)
+    qb.wait_for(lambda: not group_alive(pgid), timeout=10, what="the janitor to stop the job")
+    assert qb.job("victim")["orphaned"] is True
+    status = qb.json("status")
+    assert status["orphaned"] == ["victim"] and status["workers"] == []
+
+
 def test_show_names_each_attempts_end_once(q: Any) -> None:
     q.run("enqueue", "--id", "missing", "--max-retries", "0", "--", "./no-such-script.sh")
     q.run("enqueue", "--id", "three", "--max-retries", "0", "--", "sh", "-c", "exit 3")

@@ -39,7 +39,7 @@ def test_sqlite_status_and_list_never_scan_the_jobs_table(tmp_path: Path) -> Non
         _fill(storage)
         seen: list[str] = []
         storage.conn.set_trace_callback(seen.append)
-        overview(storage)
+        overview(storage, "this-host")
         for states in (None, [JobState.PENDING], [JobState.COMPLETED]):
             storage.list_jobs(None, 50, states=states)
             storage.list_jobs(None, 50, states=states, before="j3")

@@ -128,7 +128,7 @@ class Data:
         job = self.storage.get(job_id)
         if job is None:
             raise JobNotFoundError(job_id)
-        d = history.details(self.storage, job)
+        d = history.details(self.storage, job, self.app.config["worker.host"])
         now = d.now
         out = job_object(job, d.after, d.orphaned)
         out.pop("log_path", None)  # a path on the worker's host: the log endpoint serves it

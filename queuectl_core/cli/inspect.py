@@ -26,9 +26,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """
     from queuectl_core.control.overview import overview
 
-    storage = _app(ctx).storage
-    view = overview(storage)
-    orphaned = _orphaned(storage, view.counts)
+    app = _app(ctx)
+    storage, here = app.storage, app.config["worker.host"]
+    view = overview(storage, here)
+    orphaned = _orphaned(storage, view.counts, here)
     from queuectl_core.storage.capabilities import with_fallbacks
 
     usage = with_fallbacks(storage).resource_usage()  # -- needs: pools and workers' resources in use
@@ -105,7 +106,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(line)
 
 
-def _orphaned(storage: Any, counts: dict[Any, int]) -> list[Job]:
+def _orphaned(storage: Any, counts: dict[Any, int], here: str) -> list[Job]:
     """The processing jobs whose worker is known gone, soonest taken back first."""
     from queuectl_core.jobs.history import orphans
     from queuectl_core.jobs.models import JobState
@@ -113,7 +114,7 @@ def _orphaned(storage: Any, counts: dict[Any, int]) -> list[Job]:
     if not counts[JobState.PROCESSING]:
         return []
     running = storage.list_jobs(JobState.PROCESSING)
-    gone, _ = orphans(storage, running)
+    gone, _ = orphans(storage, running, here)
     return sorted((j for j in running if j.id in gone), key=lambda j: (j.lease_expires_at or j.updated_at, j.id))
 
 
@@ -248,10 +249,11 @@ def show_jobs(ctx: click.Context, filters: dict[str, Any], limit: int | None, al
         raise click.UsageError("give --limit or --all, not both")
     from queuectl_core.jobs.history import orphans
 
-    storage = _app(ctx).storage
+    app = _app(ctx)
+    storage, here = app.storage, app.config["worker.host"]
     if as_json:
         jobs = storage.list_jobs(None, limit, **filters)
-        waits, (gone, _) = _waits(storage, jobs), orphans(storage, jobs)
+        waits, (gone, _) = _waits(storage, jobs), orphans(storage, jobs, here)
         _print_json([job_object(j, waits.get(j.id), j.id in gone) for j in jobs])
         return
     shown = None if all_ else (limit or DEFAULT_LIMIT)
@@ -259,7 +261,7 @@ def show_jobs(ctx: click.Context, filters: dict[str, Any], limit: int | None, al
     if not jobs:
         click.echo(empty)
         return
-    gone, workers_live = orphans(storage, jobs)
+    gone, workers_live = orphans(storage, jobs, here)
     job_table(jobs, storage.now(), waits=_waits(storage, jobs), orphaned=gone, workers_live=workers_live)
     if shown is not None and len(jobs) == shown:
         more = storage.count_jobs(None, **filters) - len(jobs)
@@ -310,11 +312,12 @@ def show(ctx: click.Context, job_id: str, as_json: bool) -> None:
     from queuectl_core.errors import JobNotFoundError
     from queuectl_core.jobs import history
 
-    storage = _app(ctx).storage
+    app = _app(ctx)
+    storage = app.storage
     job = storage.get(job_id)
     if job is None:
         raise JobNotFoundError(job_id)
-    d = history.details(storage, job)
+    d = history.details(storage, job, app.config["worker.host"])
     from queuectl_core.control.limits import job_limits
     from queuectl_core.control.needs import why_waiting
 

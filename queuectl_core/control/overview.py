@@ -42,9 +42,8 @@ class Overview:
         }
 
 
-def overview(storage: Storage) -> Overview:
-    import socket
-
+def overview(storage: Storage, here: str) -> Overview:
+    """What ``status`` shows; ``here`` is this machine's ``worker.host``."""
     from queuectl_core.jobs.history import live
     from queuectl_core.storage.capabilities import with_fallbacks
 
@@ -54,9 +53,9 @@ def overview(storage: Storage) -> Overview:
     for q in storage.queues():
         queues[q.name] = {**{str(s): q.counts.get(str(s), 0) for s in JobState},
                           "paused": q.paused, "concurrency": q.concurrency}
-    host = socket.gethostname()
-    # Grouped by the host each reports (config worker.host), by id within a host.
-    workers = sorted(live(storage.live_workers(), host), key=lambda w: (w.hostname, w.id))
+    # Grouped by the host each reports (config worker.host), by id within a host; a worker of this
+    # host (``here``, this machine's worker.host) whose process is gone is left out.
+    workers = sorted(live(storage.live_workers(), here), key=lambda w: (w.hostname, w.id))
     return Overview(storage.now(), counts, ready, scheduled, oldest, queues, workers)
 
 

@@ -47,10 +47,10 @@ class Details:
     now: datetime  # the storage's clock
 
 
-def details(storage: Any, job: Job) -> Details:
-    """Everything ``show`` tells of ``job``, beyond its row."""
+def details(storage: Any, job: Job, here: str) -> Details:
+    """Everything ``show`` tells of ``job``, beyond its row; ``here`` as for :func:`orphans`."""
     after = storage.waits_on([job.id]).get(job.id, []) if job.waiting else []
-    gone, workers_live = orphans(storage, [job])
+    gone, workers_live = orphans(storage, [job], here)
     return Details(job, attempts(storage, job), after, bool(gone), workers_live, storage.now())
 
 
@@ -92,15 +92,15 @@ def live(workers: Sequence[WorkerInfo], here: str) -> list[WorkerInfo]:
     return [w for w in workers if not (w.hostname == here and _pid_gone(w.pid))]
 
 
-def orphans(storage: Any, jobs: Sequence[Job]) -> tuple[set[str], bool]:
+def orphans(storage: Any, jobs: Sequence[Job], here: str) -> tuple[set[str], bool]:
     """The ids of the orphaned jobs among ``jobs``, and whether a live worker will take them back
-    once their leases expire; one read of the live workers, and none when no job is processing."""
+    once their leases expire; one read of the live workers, and none when no job is processing.
+    ``here`` is the host name this machine's workers report (config ``worker.host``): only their
+    processes can be looked up here."""
     running = [j for j in jobs if j.state == JobState.PROCESSING]
     if not running:
         return set(), True
-    import socket
-
-    workers, here, now = storage.live_workers(), socket.gethostname(), storage.now()
+    workers, now = storage.live_workers(), storage.now()
     return {j.id for j in running if orphaned(j, workers, here, now)}, bool(live(workers, here))
 
 
