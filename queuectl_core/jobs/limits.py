@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from queuectl_core.jobs.models import Job
@@ -81,15 +81,23 @@ def format_seconds(seconds: float) -> str:
     return format_duration(seconds)
 
 
+def _from_text(key: str, value: Any, parse: Callable[[str], Any]) -> Any:
+    """``value`` as given, or parsed when a person wrote it as text ("512M", "90s")."""
+    from queuectl_core.errors import ValidationError
+
+    if not isinstance(value, str):
+        return value
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise ValidationError(f"{key!r}: {exc}") from None
+
+
 def memory_value(key: str, value: Any) -> int:
     """A job object's ``memory``: bytes as a JSON integer (or, from a person, a SIZE string)."""
     from queuectl_core.errors import ValidationError
 
-    if isinstance(value, str):
-        try:
-            value = parse_size(value)
-        except ValueError as exc:
-            raise ValidationError(f"{key!r}: {exc}") from None
+    value = _from_text(key, value, parse_size)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_MEMORY:
         raise ValidationError(f"{key!r} must be a number of bytes from 0 (no limit) to {MAX_MEMORY}, got {value!r:.60}")
     return value
@@ -100,11 +108,7 @@ def cpu_time_value(key: str, value: Any) -> float:
     from queuectl_core.errors import ValidationError
     from queuectl_core.jobs.timeutil import parse_duration
 
-    if isinstance(value, str):
-        try:
-            value = parse_duration(value)
-        except ValueError as exc:
-            raise ValidationError(f"{key!r}: {exc}") from None
+    value = _from_text(key, value, parse_duration)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or not 0 <= value <= MAX_CPU_TIME:
         raise ValidationError(f"{key!r} must be a number of seconds from 0 (no limit) to ten years, got {value!r:.60}")
