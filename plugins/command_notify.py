@@ -64,13 +64,13 @@ class CommandNotifier:
 
 
 def _check_events(value: str) -> None:
-    from queuectl_core.jobs.notifications import parse_events
+    from queuectl_core.jobs.notify_events import parse_events
 
     parse_events(value)
 
 
 def _open(config: Config) -> CommandNotifier | None:
-    from queuectl_core.jobs.notifications import parse_events
+    from queuectl_core.jobs.notify_events import parse_events
 
     command = config["notify.command"]
     if not command.strip():
@@ -87,7 +87,7 @@ def queuectl_register_notifiers(register: Callable[[str, Any], None]) -> None:
 @hookimpl
 def queuectl_register_settings(register: Callable[[Setting], None]) -> None:
     from queuectl_core.framework.settings import Setting
-    from queuectl_core.jobs.notifications import NOTIFY_EVENTS
+    from queuectl_core.jobs.notify_events import NOTIFY_EVENTS
 
     register(Setting("notify.command", str, "",
                      "A shell command run for each notification, with QUEUECTL_EVENT, QUEUECTL_JOB_ID, "

@@ -49,7 +49,7 @@ class DesktopNotifier:
 
 
 def _check_events(value: str) -> None:
-    from queuectl_core.jobs.notifications import parse_events
+    from queuectl_core.jobs.notify_events import parse_events
 
     parse_events(value)
 
@@ -58,7 +58,7 @@ def _open(config: Config) -> DesktopNotifier | None:
     import shutil
 
     from queuectl_core.errors import ConfigError
-    from queuectl_core.jobs.notifications import parse_events
+    from queuectl_core.jobs.notify_events import parse_events
 
     if not config["notify.desktop"]:
         return None
@@ -76,7 +76,7 @@ def queuectl_register_notifiers(register: Callable[[str, Any], None]) -> None:
 @hookimpl
 def queuectl_register_settings(register: Callable[[Setting], None]) -> None:
     from queuectl_core.framework.settings import Setting
-    from queuectl_core.jobs.notifications import NOTIFY_EVENTS
+    from queuectl_core.jobs.notify_events import NOTIFY_EVENTS
 
     register(Setting("notify.desktop", bool, False,
                      "Show a desktop notification (notify-send) on the worker's machine."))

@@ -83,13 +83,13 @@ def _check_url(value: str) -> None:
 
 
 def _check_events(value: str) -> None:
-    from queuectl_core.jobs.notifications import parse_events
+    from queuectl_core.jobs.notify_events import parse_events
 
     parse_events(value)
 
 
 def _open(config: Config) -> WebhookNotifier | None:
-    from queuectl_core.jobs.notifications import parse_events
+    from queuectl_core.jobs.notify_events import parse_events
 
     url = config["notify.webhook.url"]
     if not url:
@@ -106,7 +106,7 @@ def queuectl_register_notifiers(register: Callable[[str, Any], None]) -> None:
 @hookimpl
 def queuectl_register_settings(register: Callable[[Setting], None]) -> None:
     from queuectl_core.framework.settings import Setting
-    from queuectl_core.jobs.notifications import NOTIFY_EVENTS
+    from queuectl_core.jobs.notify_events import NOTIFY_EVENTS
 
     events = ", ".join(NOTIFY_EVENTS)
     register(Setting("notify.webhook.url", str, "",

@@ -3,6 +3,7 @@ are imported only when used (click's documented lazy loading), and the entry poi
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 
@@ -86,6 +87,11 @@ def main() -> None:
     except QueuectlError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
+    # What start-up made (modules, classes, the plugin manager) lives as long as the process:
+    # moved out of the collector's sight, the collections during the command and the last one at
+    # exit do not walk it again. About 5 % of a `queuectl enqueue` (22 M of 397 M instructions,
+    # counted with `valgrind --tool=callgrind`); a worker's full collections skip it too.
+    gc.freeze()
     try:
         cli(prog_name="queuectl")
     except KeyboardInterrupt:  # Ctrl+C while Python was still starting up: no traceback

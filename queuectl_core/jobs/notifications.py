@@ -1,10 +1,11 @@
 """Notifications: what a notifier is told, and the outbox rows that carry it.
 
 A *notifier* (a plugin's, registered through ``queuectl_register_notifiers``) chooses its events
-among :data:`NOTIFY_EVENTS`. The worker turns each job event it announces into one
-:class:`OutboxEntry` per notifier that wants it, kept in the storage's outbox (the ``Outbox``
-capability), and a background thread of the worker claims due rows under a lease and hands each to
-its notifier as a :class:`Notification` (see :mod:`queuectl_core.worker.notify`).
+among :data:`NOTIFY_EVENTS` (defined in :mod:`queuectl_core.jobs.notify_events`). The worker turns
+each job event it announces into one :class:`OutboxEntry` per notifier that wants it, kept in the
+storage's outbox (the ``Outbox`` capability), and a background thread of the worker claims due rows
+under a lease and hands each to its notifier as a :class:`Notification` (see
+:mod:`queuectl_core.worker.notify`).
 """
 
 from __future__ import annotations
@@ -15,21 +16,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from queuectl_core.jobs.notify_events import NOTIFY_EVENTS, NotifyEvent, parse_events  # noqa: F401 (re-exported)
+
 if TYPE_CHECKING:
     from queuectl_core.jobs.models import Job
-
-
-class NotifyEvent(StrEnum):
-    """What a notifier may ask to be told about."""
-
-    COMPLETED = "completed"
-    FAILED = "failed"  # an attempt failed and a retry is scheduled
-    DEAD = "dead"
-    CANCELLED = "cancelled"
-    QUEUE_EMPTY = "queue_empty"  # a queue's last unfinished job finished (once per emptied queue)
-
-
-NOTIFY_EVENTS = tuple(str(e) for e in NotifyEvent)
 
 
 class Outcome(StrEnum):
@@ -105,15 +95,6 @@ def body(notification_id: str, event: str, at: datetime, job: Job) -> str:
     job_doc = {**job.to_dict(), "after": [], "orphaned": False}
     return json.dumps({"id": notification_id, "event": event, "at": format_time(at), "job": job_doc},
                       separators=(",", ":"), ensure_ascii=False)
-
-
-def parse_events(value: str) -> frozenset[str]:
-    """``"dead,failed"`` (commas or spaces) as a set of events; raises ValueError naming a wrong one."""
-    names = frozenset(v.strip().lower() for v in value.replace(",", " ").split() if v.strip())
-    unknown = sorted(names - set(NOTIFY_EVENTS))
-    if unknown:
-        raise ValueError(f"unknown event {unknown[0]!r}; choose among {', '.join(NOTIFY_EVENTS)}")
-    return names
 
 
 __all__ = ["NOTIFY_EVENTS", "Notification", "Notifier", "NotifyEvent", "Outcome", "OutboxEntry", "OutboxItem",
