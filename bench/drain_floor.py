@@ -42,7 +42,7 @@ from queuectl_core.jobs import lifecycle
 from queuectl_core.jobs.models import NewJob
 from queuectl_core.jobs.records import AttemptResult
 from queuectl_plugins.sqlite_storage import SQLiteStorage
-from queuectl_plugins.subprocess_executor import SubprocessExecutor
+from queuectl_plugins.subprocess_executor.executor import SubprocessExecutor
 
 
 def _threads(n: int, target: object, args: tuple[object, ...] = ()) -> float:

@@ -69,7 +69,7 @@ def run(backend: str, jobs: int) -> None:
 
             storage: Any = SQLiteStorage(Path(tempfile.mkdtemp(prefix="queuectl-needs-")) / "queue.db")
         else:
-            from queuectl_plugins.postgres_storage import PostgresStorage
+            from queuectl_plugins.postgres_storage.store import PostgresStorage
             from queuectl_plugins.postgres_testing import temporary_postgres_database
 
             ctx = temporary_postgres_database("queuectl_needs")

@@ -63,7 +63,7 @@ class Queue:
         self.env["QUEUECTL_HOME"] = str(self.home)
         self.env["QUEUECTL_STORAGE"] = backend
         if backend == "postgres":
-            from queuectl_plugins.postgres_storage import PostgresStorage
+            from queuectl_plugins.postgres_storage.store import PostgresStorage
 
             schema = f"queuectl_scale_{secrets.token_hex(4)}"
             self.env["QUEUECTL_POSTGRES_DSN"] = ADMIN_DSN

@@ -92,7 +92,7 @@ def plans(backend: str) -> None:
     else:
         import psycopg
 
-        from queuectl_plugins.postgres_storage import PostgresStorage
+        from queuectl_plugins.postgres_storage.store import PostgresStorage
         from queuectl_plugins.postgres_testing import temporary_postgres_database
 
         ctx = temporary_postgres_database("queuectl_plan")

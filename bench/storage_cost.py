@@ -90,7 +90,7 @@ def wal_pages(tmp: str, without: tuple[str, ...], together: bool, jobs: int = 10
 
 
 def _postgres(dsn: str) -> tuple[Any, Any]:
-    from queuectl_plugins.postgres_storage import PostgresStorage
+    from queuectl_plugins.postgres_storage.store import PostgresStorage
 
     storage = PostgresStorage(dsn, schema=f"queuectl_cost_{os.getpid()}")
     pid = storage._run(lambda conn: conn.execute("SELECT pg_backend_pid()").fetchone()[0])

@@ -75,7 +75,7 @@ def temporary_postgres_database(prefix: str = "queuectl_test") -> Iterator[str]:
 def postgres_schema_at(conn: Any, version: int, schema: str = "queuectl") -> None:
     """Build ``schema`` as a release at migration ``version`` left it (for upgrade tests): the
     migrations up to it, each recorded, through the psycopg connection ``conn`` (autocommit)."""
-    from .postgres_storage import MIGRATIONS
+    from .postgres_storage.store import MIGRATIONS
 
     quoted = '"' + schema.replace('"', '""') + '"'
     conn.execute(f"CREATE SCHEMA {quoted}")

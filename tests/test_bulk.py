@@ -187,7 +187,7 @@ def test_inserted_rows_read_back_as_the_same_jobs(tmp_path: Path, backend: str) 
         if backend == "sqlite":
             store: Any = SQLiteStorage(tmp_path / "q.db")
         else:
-            from queuectl_plugins.postgres_storage import PostgresStorage
+            from queuectl_plugins.postgres_storage.store import PostgresStorage
             from queuectl_plugins.postgres_testing import temporary_postgres_database
 
             store = PostgresStorage(stack.enter_context(temporary_postgres_database()))

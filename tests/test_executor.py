@@ -191,7 +191,7 @@ def test_a_log_file_that_cannot_be_written_never_fails_the_job(q: Any, tmp_path:
 
 
 def test_plain_commands_skip_the_shell_and_shell_syntax_keeps_it(q: Any, tmp_path: Path) -> None:
-    from queuectl_plugins.subprocess_executor import direct_argv
+    from queuectl_plugins.subprocess_executor.executor import direct_argv
 
     # Plain words run directly (one exec instead of a shell's start-up plus an exec)...
     assert direct_argv("true") == [shutil.which("true")]
@@ -219,7 +219,7 @@ def test_without_pidfd_the_executor_polls_for_the_exit(tmp_path: Path, monkeypat
     from queuectl_core.interfaces import RunContext
     from queuectl_core.jobs.models import Job, JobState
     from queuectl_core.jobs.timeutil import now
-    from queuectl_plugins.subprocess_executor import SubprocessExecutor
+    from queuectl_plugins.subprocess_executor.executor import SubprocessExecutor
 
     monkeypatch.delattr(os, "pidfd_open")
     executor = SubprocessExecutor(tmp_path / "logs", 1 << 20, 1.0, "/bin/sh")
@@ -241,7 +241,7 @@ def test_without_pidfd_the_executor_polls_for_the_exit(tmp_path: Path, monkeypat
 def test_what_a_job_used_comes_from_wait4_and_a_peak_below_the_workers_is_unknown() -> None:
     from types import SimpleNamespace
 
-    from queuectl_plugins.subprocess_executor import usage_of
+    from queuectl_plugins.subprocess_executor.executor import usage_of
 
     usage = SimpleNamespace(ru_utime=0.5, ru_stime=0.25, ru_maxrss=300 * 1024)  # KiB, as Linux reports it
     assert usage_of(usage, 40 * 1024 * 1024) == (0.75, 300 * 1024 * 1024)
@@ -308,7 +308,7 @@ def test_the_subprocess_executor_names_and_discards_its_own_logs(tmp_path: Path)
     from types import SimpleNamespace
 
     from queuectl_core.control.joblogs import AttemptLogs, attempt_logs, discard_logs
-    from queuectl_plugins.subprocess_executor import SubprocessExecutor
+    from queuectl_plugins.subprocess_executor.executor import SubprocessExecutor
 
     logs_dir, moved = tmp_path / "logs", tmp_path / "old-logs"
     executor = SubprocessExecutor(logs_dir, 4096, 1.0, "/bin/sh")

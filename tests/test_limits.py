@@ -34,7 +34,7 @@ def attempts(q: Any, job_id: str) -> list[dict[str, Any]]:
 
 
 def _cgroup_available() -> bool:
-    from queuectl_plugins.process_limits import LimitEnforcer
+    from queuectl_plugins.subprocess_executor.limits import LimitEnforcer
 
     return LimitEnforcer("cgroup").mechanism() != "procfs"
 
@@ -244,7 +244,7 @@ def test_sqlite_upgrade_to_limits(tmp_path: Path) -> None:
 def test_postgres_upgrade_to_limits() -> None:
     import psycopg
 
-    from queuectl_plugins.postgres_storage import MIGRATIONS, PostgresStorage
+    from queuectl_plugins.postgres_storage.store import MIGRATIONS, PostgresStorage
     from queuectl_plugins.postgres_testing import postgres_schema_at, temporary_postgres_database
 
     with temporary_postgres_database() as dsn:
@@ -298,7 +298,7 @@ def _check_limited(storage: Any, n: int) -> None:
 def test_limits_and_needs_are_written_by_the_insert_with_no_update_after_it(tmp_path: Path) -> None:
     """A bulk load of jobs with limits and needs is one INSERT, not an UPDATE a job after it (on
     PostgreSQL each such UPDATE left a dead row version and dead index entries)."""
-    from queuectl_plugins.postgres_storage import _COPY_FROM, PostgresStorage
+    from queuectl_plugins.postgres_storage.store import _COPY_FROM, PostgresStorage
     from queuectl_plugins.postgres_testing import temporary_postgres_database
     from queuectl_plugins.sqlite_storage import SQLiteStorage
 

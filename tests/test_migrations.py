@@ -45,7 +45,7 @@ def test_sqlite_v1_database_is_migrated_in_place(tmp_path: Path) -> None:
 def test_postgres_v1_schema_is_migrated_in_place() -> None:
     import psycopg
 
-    from queuectl_plugins.postgres_storage import PostgresStorage
+    from queuectl_plugins.postgres_storage.store import PostgresStorage
     from queuectl_plugins.postgres_testing import postgres_schema_at, temporary_postgres_database
 
     with temporary_postgres_database() as dsn:
@@ -100,7 +100,7 @@ def test_sqlite_history_migration_keeps_the_last_attempt(tmp_path: Path) -> None
 def test_postgres_history_migration_keeps_the_last_attempt() -> None:
     import psycopg
 
-    from queuectl_plugins.postgres_storage import PostgresStorage
+    from queuectl_plugins.postgres_storage.store import PostgresStorage
     from queuectl_plugins.postgres_testing import postgres_schema_at, temporary_postgres_database
 
     with temporary_postgres_database() as dsn:
@@ -159,7 +159,7 @@ def test_sqlite_accounting_migration_adds_what_attempts_used(tmp_path: Path) -> 
 def test_postgres_accounting_migration_adds_what_attempts_used() -> None:
     import psycopg
 
-    from queuectl_plugins.postgres_storage import PostgresStorage
+    from queuectl_plugins.postgres_storage.store import PostgresStorage
     from queuectl_plugins.postgres_testing import postgres_schema_at, temporary_postgres_database
 
     with temporary_postgres_database() as dsn:

@@ -217,7 +217,7 @@ def test_postgres_needs_migration_keeps_jobs_claimable() -> None:
     import psycopg
 
     from queuectl_core.jobs.models import NewJob
-    from queuectl_plugins.postgres_storage import MIGRATIONS, PostgresStorage
+    from queuectl_plugins.postgres_storage.store import MIGRATIONS, PostgresStorage
     from queuectl_plugins.postgres_testing import postgres_schema_at, temporary_postgres_database
 
     before = next(n for n, script in enumerate(MIGRATIONS) if "need_units" in script)

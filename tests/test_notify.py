@@ -303,7 +303,7 @@ def test_sqlite_outbox_migration(tmp_path: Path) -> None:
 def test_postgres_outbox_migration() -> None:
     import psycopg
 
-    from queuectl_plugins.postgres_storage import MIGRATIONS, PostgresStorage
+    from queuectl_plugins.postgres_storage.store import MIGRATIONS, PostgresStorage
     from queuectl_plugins.postgres_testing import postgres_schema_at, temporary_postgres_database
 
     mine = next(i for i, sql in enumerate(MIGRATIONS) if "CREATE TABLE {s}.outbox" in sql)

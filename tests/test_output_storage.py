@@ -225,7 +225,7 @@ def test_postgres_migration_adds_the_output_table(tmp_path: Path) -> None:
     import psycopg
 
     from queuectl_core.storage.capabilities import with_fallbacks
-    from queuectl_plugins.postgres_storage import MIGRATIONS, PostgresStorage
+    from queuectl_plugins.postgres_storage.store import MIGRATIONS, PostgresStorage
     from queuectl_plugins.postgres_testing import postgres_schema_at, temporary_postgres_database
 
     mine = next(i for i, m in enumerate(MIGRATIONS) if "CREATE TABLE {s}.job_output" in m)

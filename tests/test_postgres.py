@@ -160,7 +160,7 @@ def test_unreachable_database_is_one_line_error(q: Any) -> None:
 # -- schema -------------------------------------------------------------------------------------
 
 def test_migrations_are_safe_when_many_workers_start_at_once(pg_dsn: str) -> None:
-    from queuectl_plugins.postgres_storage import MIGRATIONS, PostgresStorage
+    from queuectl_plugins.postgres_storage.store import MIGRATIONS, PostgresStorage
 
     barrier = threading.Barrier(8)
     errors: list[BaseException] = []
@@ -187,7 +187,7 @@ def test_migrations_are_safe_when_many_workers_start_at_once(pg_dsn: str) -> Non
 
 def test_a_claim_whose_reply_was_lost_is_taken_up_again(pg_dsn: str) -> None:
     from queuectl_core.jobs.models import NewJob
-    from queuectl_plugins.postgres_storage import PostgresStorage
+    from queuectl_plugins.postgres_storage.store import PostgresStorage
 
     storage = PostgresStorage(pg_dsn, "lost_reply")
     try:
@@ -230,7 +230,7 @@ def test_claim_reads_a_handful_of_rows_at_scale(pg_dsn: str) -> None:
     few index entries, locks one row and updates one row."""
     import psycopg
 
-    from queuectl_plugins.postgres_storage import PostgresStorage
+    from queuectl_plugins.postgres_storage.store import PostgresStorage
 
     storage = PostgresStorage(pg_dsn)
     statement, queue_params = storage.claim_statement()

@@ -22,7 +22,7 @@ from queuectl_plugins.postgres_testing import temporary_postgres_database
 def proxied() -> Iterator[tuple[Any, TcpProxy]]:
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    from queuectl_plugins.postgres_storage import PostgresStorage
+    from queuectl_plugins.postgres_storage.store import PostgresStorage
 
     with temporary_postgres_database() as dsn:
         info = conninfo_to_dict(dsn)

@@ -86,7 +86,7 @@ LOSSY = '''
 import time
 
 from queuectl_core.api import StorageError, hookimpl
-from queuectl_plugins.postgres_storage import PostgresStorage
+from queuectl_plugins.postgres_storage.store import PostgresStorage
 
 
 class Lossy(PostgresStorage):

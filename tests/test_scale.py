@@ -96,7 +96,7 @@ def test_sqlite_previous_version_upgrades_with_exact_tallies(tmp_path: Path) -> 
 
 
 def _pg_storage(dsn: str, schema: str) -> Any:
-    from queuectl_plugins.postgres_storage import PostgresStorage
+    from queuectl_plugins.postgres_storage.store import PostgresStorage
 
     return PostgresStorage(dsn, schema)
 
@@ -104,7 +104,7 @@ def _pg_storage(dsn: str, schema: str) -> Any:
 def test_postgres_previous_version_upgrades_with_exact_tallies() -> None:
     import psycopg
 
-    from queuectl_plugins.postgres_storage import MIGRATIONS
+    from queuectl_plugins.postgres_storage.store import MIGRATIONS
     from queuectl_plugins.postgres_testing import postgres_schema_at, temporary_postgres_database
 
     with temporary_postgres_database() as dsn:

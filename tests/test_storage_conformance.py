@@ -62,7 +62,7 @@ class TestPostgresConformance(StorageConformance):
     def storage_factory(self, pg_database: str) -> Iterator[Callable[[], Any]]:
         import psycopg
 
-        from queuectl_plugins.postgres_storage import PostgresStorage
+        from queuectl_plugins.postgres_storage.store import PostgresStorage
 
         schema = f"t_{secrets.token_hex(6)}"
         opened: list[Any] = []

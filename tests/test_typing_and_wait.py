@@ -220,7 +220,7 @@ def test_id_prefixes_on_a_postgres_database_that_does_not_order_bytewise() -> No
     import psycopg
 
     from queuectl_core.jobs.models import NewJob
-    from queuectl_plugins.postgres_storage import PostgresStorage
+    from queuectl_plugins.postgres_storage.store import PostgresStorage
     from queuectl_plugins.postgres_testing import _with_dbname, require_postgres
 
     admin = require_postgres()

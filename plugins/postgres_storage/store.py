@@ -1,16 +1,15 @@
-"""PostgreSQL storage: workers on any number of machines share one queue.
+"""The PostgreSQL storage itself (the package's ``__init__`` holds its hooks and settings).
 
 The statements are core's shared SQL layer (``queuectl_core.storage.sql``) in the PostgreSQL dialect:
 claims use ``FOR UPDATE SKIP LOCKED`` and every time written comes from the database clock, so hosts
 with skewed clocks agree. This module keeps what is PostgreSQL's own: the connection and its
 reconnects, migrations under an advisory lock, the one-round-trip batch insert, LISTEN/NOTIFY
 wake-ups (polling alone stays correct), and keeping the DSN's password out of every message.
-psycopg is imported lazily so this module loads (and registers its settings) without the
-``postgres`` extra installed.
+psycopg is imported when a connection is opened, so that the message for a missing ``postgres``
+extra is one line.
 
-Where logs live: the executor writes full per-attempt log files on the worker's host; the last few
-KiB of each attempt (``output_tail``) are stored in the jobs table, which is what ``queuectl logs``
-shows on any other host.
+Each attempt's output is kept in the ``job_output`` table (the ``AttemptOutput`` capability), so
+``queuectl logs`` and ``show`` read it from any host.
 """
 
 from __future__ import annotations
@@ -22,13 +21,13 @@ import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from queuectl_core import hookimpl
 from queuectl_core.storage.sql import JOB_COLUMNS, SQLStore
+
+from . import IDENT_RE
 
 if TYPE_CHECKING:
     from typing import Any, Callable, Sequence, TypeVar
 
-    from queuectl_core.framework.settings import Config, Setting
     from queuectl_core.jobs.lifecycle import Change
     from queuectl_core.jobs.models import Job, NewJob
     from queuectl_core.jobs.output import OutputWrite
@@ -37,8 +36,6 @@ if TYPE_CHECKING:
     T = TypeVar("T")
 
 INSTALL_HINT = "the postgres storage needs psycopg: pip install 'queuectl[postgres]'"
-# A pattern, not compiled at import: every command imports this module, only PostgreSQL ones open it.
-_IDENT_RE = r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z"
 _COLS = ", ".join(JOB_COLUMNS)
 
 # Versioned migrations, applied in order under an advisory lock; never edit a released one, add
@@ -469,7 +466,7 @@ class PostgresStorage(SQLStore):
         # replaced by the registering worker's own.
         self.hostname = os.uname().nodename
         self._unconfirmed_claim: list[str] = []  # the tokens of a claim whose reply never came
-        if not re.match(_IDENT_RE, schema):
+        if not re.match(IDENT_RE, schema):
             raise ConfigError(f"postgres.schema must be a plain identifier, got {schema!r}")
         try:
             import psycopg
@@ -931,45 +928,6 @@ def _redact(text: str, secrets: Sequence[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, "***")
     return text
-
-
-def _open(config: Config) -> PostgresStorage:
-    return PostgresStorage(config["postgres.dsn"], config["postgres.schema"], config["postgres.connect_timeout"])
-
-
-def _validate_schema(value: str) -> None:
-    if not re.match(_IDENT_RE, value):
-        raise ValueError("must be a plain identifier (letters, digits, underscores; not starting with a digit)")
-
-
-def _validate_dsn(value: str) -> None:
-    """Refuse, at `config set`, a DSN libpq cannot parse; the message never quotes it."""
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        return  # cannot check without the driver; opening the storage says what is missing
-    if value and _dsn_secrets(value) is None:
-        raise ValueError("cannot be parsed as a PostgreSQL connection string (postgresql://user:password@host/db"
-                         " or key=value pairs; percent-encode special characters in the password)")
-
-
-@hookimpl
-def queuectl_register_storages(register: Callable[[str, Any], None]) -> None:
-    register("postgres", _open)
-
-
-@hookimpl
-def queuectl_register_settings(register: Callable[[Setting], None]) -> None:
-    from queuectl_core.framework.settings import Setting
-
-    register(Setting("postgres.dsn", str, "",
-                     "PostgreSQL connection string (postgresql://user:password@host/db); empty uses libpq's "
-                     "PG* environment variables.", secret=True, validate=_validate_dsn))
-    register(Setting("postgres.schema", str, "queuectl",
-                     "The schema holding the queue's tables; queues in different schemas are independent.",
-                     validate=_validate_schema))
-    register(Setting("postgres.connect_timeout", int, 5,
-                     "Seconds to wait for a connection before reporting the database unreachable.", minimum=1))
 
 
 __all__ = ["MIGRATIONS", "PostgresStorage"]
