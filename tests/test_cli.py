@@ -167,3 +167,19 @@ def test_broken_pipe_is_quiet(q: Q) -> None:
         text=True, env=q.env, timeout=30,
     )
     assert "Traceback" not in pipeline.stderr and "BrokenPipe" not in pipeline.stderr
+
+
+def test_a_command_runs_with_the_cyclic_collector_on(tmp_path: Path) -> None:
+    """Start-up keeps the collector off while the plugins load and freezes what they made; the
+    command itself (a worker that runs for weeks) runs with it on, or its cycles would never be freed."""
+    code = ("import atexit, gc, sys\n"
+            "from queuectl_core.cli.main import main\n"
+            "atexit.register(lambda: print('collector on:', gc.isenabled(), 'start-up frozen:', gc.get_freeze_count() > 0))\n"
+            "sys.argv = ['queuectl', 'config', 'show']\n"
+            "main()\n")
+    import os
+
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "QUEUECTL_HOME": str(tmp_path)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "collector on: True start-up frozen: True"

@@ -1,7 +1,8 @@
-"""The in-memory reference storage (queuectl_core.testing.MemoryStorage): it has the required
-protocol and two optional capabilities, AttemptHistory (which no fallback can know) and Outbox
-(notifications shared by every connection), so the conformance suite run on it checks core's
-fallbacks for every other; run again without each, it checks those fallbacks too."""
+"""The in-memory reference storage (queuectl_core.testing.MemoryStorage): the required protocol,
+and the optional capabilities no fallback can give as a database does (AttemptHistory,
+AttemptOutput, QueueLimits, Outbox, ResourceNeeds), so the conformance suite run on it checks core's
+fallbacks for every other; run again without history and output, and without the outbox, it checks
+those fallbacks too."""
 
 from __future__ import annotations
 

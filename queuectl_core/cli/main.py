@@ -94,8 +94,9 @@ def main() -> None:
     except QueuectlError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
-    gc.freeze()
-    gc.enable()
+    finally:
+        gc.freeze()
+        gc.enable()
     try:
         cli(prog_name="queuectl")
     except KeyboardInterrupt:  # Ctrl+C while Python was still starting up: no traceback

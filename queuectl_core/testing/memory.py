@@ -1,15 +1,10 @@
 """An in-memory storage: the smallest complete one, to read and to copy.
 
-It implements the required :class:`~queuectl_core.interfaces.Storage` protocol and the optional
-capabilities no fallback can give as a database does: ``AttemptHistory`` (every attempt of a job),
-``AttemptOutput`` (every attempt's output, kept by the storage), ``QueueLimits`` (queues' default
-limits), ``Outbox`` (notifications, shared by every MemoryStorage of the queue, as a database's
-are) and ``ResourceNeeds`` (what jobs need, what workers have, pools: without it a storage refuses
-jobs with needs); core's fallbacks
-(:func:`~queuectl_core.storage.capabilities.with_fallbacks`) give it every other, and it passes
+This module is the required :class:`~queuectl_core.interfaces.Storage` protocol, the part every backend
+writes; :mod:`~queuectl_core.testing.memory_capabilities` adds the optional capabilities no fallback can
+give as a database does, and core's fallbacks give it every other. It passes
 :class:`~queuectl_core.testing.StorageConformance`. A backend for a real database keeps the same shape:
-persist what :mod:`queuectl_core.jobs.lifecycle` decides, fenced and atomic, and never decide anything itself.
-
+persist what :mod:`queuectl_core.jobs.lifecycle` decides, fenced and atomic, and never decide anything.
 Jobs live in one :class:`MemoryQueue`, seen by every :class:`MemoryStorage` opened on it (one per worker
 thread, as a database has one connection each). One lock makes every method a transaction. Nothing
 survives the process: for tests and examples, not for work.
@@ -24,18 +19,15 @@ import time
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from queuectl_core.errors import DuplicateJobError, UniqueKeyError, ValidationError
 from queuectl_core.jobs import lifecycle
 from queuectl_core.jobs.limits import Limits
 from queuectl_core.jobs.models import Job, JobState, NewJob
-from queuectl_core.jobs.output import OutputWrite
 from queuectl_core.jobs.records import Attempt, QueueInfo, Schedule, WorkerInfo
 from queuectl_core.storage.capabilities import MemoryOutbox
-
-if TYPE_CHECKING:
-    from queuectl_core.jobs.notifications import OutboxEntry, OutboxItem
+from queuectl_core.testing.memory_capabilities import MemoryCapabilities
 
 WORKER_LIVE_SECONDS = 15.0  # a worker not seen for this long is not listed as live
 
@@ -52,7 +44,7 @@ class MemoryQueue:
         self.schedules: dict[str, Schedule] = {}
         self.workers: dict[str, WorkerInfo] = {}  # id -> as registered, with last_seen and current_job kept
         self.stops: dict[str, int] = {}  # worker id -> 1: stop after the current job, 2: stop now
-        self.history: dict[str, list[Attempt]] = {}  # job id -> its finished attempts, oldest first
+        self.history: dict[str, list[Attempt]] = {}  # job id -> its finished attempts, oldest first (_apply)
         self.output: dict[tuple[str, int], dict[int, bytes]] = {}  # (job id, attempt) -> {seq: chunk}
         self.wakes = 0  # moves on every write that may make work available
         self.limits: dict[str, Limits] = {}  # queue name -> its default limits (QueueLimits)
@@ -61,9 +53,10 @@ class MemoryQueue:
         self.resources: dict[str, dict[str, str]] = {}  # worker id -> its declared {name: spec}
 
 
-class MemoryStorage:
+class MemoryStorage(MemoryCapabilities):
     """The Storage protocol on a :class:`MemoryQueue` (a new one when none is given): its methods in the
-    order of the protocol's parts (Jobs, Claims, Queues, Schedules, Workers), then AttemptHistory and AttemptOutput."""
+    order of the protocol's parts (Jobs, Claims, Queues, Schedules, Workers); the optional
+    capabilities come from :class:`~queuectl_core.testing.memory_capabilities.MemoryCapabilities`."""
 
     def __init__(self, queue: MemoryQueue | None = None) -> None:
         self.q = queue if queue is not None else MemoryQueue()
@@ -161,6 +154,7 @@ class MemoryStorage:
     def claim(self, worker_id: str, lease_seconds: float, queues: Sequence[str] | None = None) -> Job | None:
         with self.q.lock:
             now = self.now()
+            # _fits: the ResourceNeeds capability's check; a storage without it is given no job with needs.
             due = [j for j in self._ready(self._open(queues)) if j.run_at <= now and self._fits(j, worker_id)]
             if not due:
                 return None
@@ -307,24 +301,6 @@ class MemoryStorage:
                                           paused=old.paused if paused is None else paused)
             self._wake()
 
-    # -- QueueLimits: a queue's default limits --
-    def queue_limits(self) -> dict[str, Limits]:
-        with self.q.lock:
-            return dict(self.q.limits)
-
-    def set_queue_limits(self, name: str, *, memory: int | None = None, cpu_time: float | None = None) -> None:
-        from queuectl_core.jobs.limits import Limits
-
-        with self.q.lock:
-            self.q.queues.setdefault(name, QueueInfo(name))
-            old = self.q.limits.get(name, Limits())
-            new = Limits(old.memory if memory is None else (memory or None),
-                         old.cpu_time if cpu_time is None else (float(cpu_time) or None))
-            if new == Limits():
-                self.q.limits.pop(name, None)
-            else:
-                self.q.limits[name] = new
-
     def set_all_paused(self, paused: bool) -> list[str]:
         with self.q.lock:
             changed = sorted(name for name, info in self.q.queues.items() if info.paused != paused)
@@ -427,118 +403,6 @@ class MemoryStorage:
     def close(self) -> None:
         pass
 
-    # -- optional: the ResourceNeeds capability ----------------------------------------------------
-    def _used(self, name: str, worker_id: str | None = None) -> int:
-        """Units of ``name`` held by processing jobs (of ``worker_id`` only, when given); lock held."""
-        return sum(j.needs.get(name, 0) for j in self.q.jobs.values()
-                   if j.state == JobState.PROCESSING and (worker_id is None or j.worker_id == worker_id))
-
-    def _fits(self, job: Job, worker_id: str) -> bool:
-        """Whether every unit the job needs is free now: in the pool of that name, or else among
-        what the claiming worker declared (lock held)."""
-        from queuectl_core.jobs.needs import units_of
-
-        for name, units in job.needs.items():
-            if name in self.q.pools:
-                free = self.q.pools[name] - self._used(name)
-            else:
-                spec = self.q.resources.get(worker_id, {}).get(name)
-                free = (units_of(name, spec) if spec is not None else 0) - self._used(name, worker_id)
-            if units > free:
-                return False
-        return True
-
-    def never_servable(self, worker_id: str, queues: Sequence[str] | None = None) -> int:
-        """Of the jobs ``burst_remaining`` counts as runnable, those needing more of something than
-        its pool's capacity, or (no pool of that name) than this worker declared."""
-        from queuectl_core.jobs.needs import units_of
-
-        with self.q.lock:
-            have = self.q.resources.get(worker_id, {})
-
-            def most(name: str) -> int:
-                if name in self.q.pools:
-                    return self.q.pools[name]
-                return units_of(name, have[name]) if name in have else 0
-
-            return sum(1 for j in self._ready(self._open(queues, limits=False))
-                       if any(units > most(name) for name, units in j.needs.items()))
-
-    def declare_resources(self, worker_id: str, resources: dict[str, str]) -> None:
-        with self.q.lock:
-            self.q.resources = {w: r for w, r in self.q.resources.items() if w in self.q.workers and w != worker_id}
-            if resources:
-                self.q.resources[worker_id] = dict(resources)
-            self._wake()
-
-    def set_pool(self, name: str, capacity: int) -> None:
-        with self.q.lock:
-            self.q.pools[name] = capacity
-            self._wake()
-
-    def remove_pool(self, name: str) -> bool:
-        with self.q.lock:
-            self._wake()
-            return self.q.pools.pop(name, None) is not None
-
-    def resource_usage(self) -> Any:
-        from queuectl_core.jobs.needs import PoolUsage, ResourceUsage, WorkerUsage
-
-        with self.q.lock:
-            pools = tuple(PoolUsage(n, c, self._used(n)) for n, c in sorted(self.q.pools.items()))
-            workers = tuple(WorkerUsage(w.id, w.hostname, dict(self.q.resources[w.id]),
-                                        {k: u for k in self.q.resources[w.id] if k not in self.q.pools
-                                         and (u := self._used(k, w.id))})
-                            for w in self._live() if self.q.resources.get(w.id))
-            return ResourceUsage(pools, workers)
-
-    # -- optional: the AttemptHistory capability (core falls back when a storage lacks it) ---------
-    def attempts(self, job_id: str) -> list[Attempt]:
-        """Every finished attempt of the job, oldest first, as ``_apply`` records them."""
-        with self.q.lock:
-            return list(self.q.history.get(job_id, []))
-
-    # -- optional: the AttemptOutput capability (without it, output stays in the executor's files) --
-    def write_output(self, writes: Sequence[OutputWrite]) -> None:
-        """Store and delete the chunks core decided (:class:`~queuectl_core.jobs.output.OutputCap`),
-        all at once; a job that is gone gets nothing."""
-        with self.q.lock:
-            for w in writes:
-                if w.job_id not in self.q.jobs:
-                    continue
-                chunks = self.q.output.setdefault((w.job_id, w.attempt), {})
-                if w.drop is not None:
-                    for seq in [s for s in chunks if w.drop[0] <= s < w.drop[1]]:
-                        del chunks[seq]
-                chunks.update(w.chunks)
-
-    def read_output(self, job_id: str, attempt: int, after: int = 0) -> list[tuple[int, bytes]]:
-        with self.q.lock:
-            chunks = self.q.output.get((job_id, attempt), {})
-            return sorted((seq, data) for seq, data in chunks.items() if seq > after)
-
-    def output_sizes(self, job_id: str) -> dict[int, int]:
-        with self.q.lock:
-            sizes = {n: sum(map(len, chunks.values())) for (i, n), chunks in self.q.output.items() if i == job_id}
-        return {n: size for n, size in sorted(sizes.items()) if size}
-
-    # -- optional: the Outbox capability (notifications delivered at least once) --------------------
-    def outbox_add(self, entries: Sequence[OutboxEntry]) -> list[str]:
-        return self.q.outbox.add(entries, self.now())
-
-    def outbox_claim(self, owner: str, notifiers: Sequence[str], lease_seconds: float,
-                     limit: int) -> list[OutboxItem]:
-        return self.q.outbox.claim(notifiers, lease_seconds, limit, self.now())
-
-    def outbox_settle(self, item: OutboxItem, outcome: str, retry_in: float | None,
-                      error: str | None = None) -> bool:
-        return self.q.outbox.settle(item, outcome, retry_in, self.now())
-
-    def notification_counts(self) -> dict[tuple[str, str], int]:
-        return self.q.outbox.counts()
-
-    def outbox_prune(self, older_than: float) -> int:
-        return self.q.outbox.prune(older_than, self.now())
 
 
 __all__ = ["MemoryQueue", "MemoryStorage"]
