@@ -1,7 +1,7 @@
 """Two (or more) builds of queuectl draining the same jobs, interleaved round by round.
 
 Each round gives every build a fresh QUEUECTL_HOME (on PostgreSQL, a throw-away schema), enqueues
-the same N jobs with `enqueue --each`, and times `worker start --count W --burst` until the queue is
+the same N jobs with `enqueue --file -`, and times `worker start --count W --burst` until the queue is
 empty. It prints each build's jobs/s per round, the median, the median of its per-round ratios to
 the first build (rounds drift on a shared machine; a pair in one round does not), and on SQLite how
 much the database grew per job.
@@ -18,6 +18,7 @@ installs of each build, on a quiet machine.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -38,8 +39,9 @@ def drain(queuectl: str, args: argparse.Namespace, schema: str) -> tuple[float, 
     if args.postgres:
         env.update(QUEUECTL_STORAGE="postgres", QUEUECTL_POSTGRES_DSN=args.postgres, QUEUECTL_POSTGRES_SCHEMA=schema)
     try:
-        lines = "".join(f"{i}\n" for i in range(args.jobs))
-        subprocess.run([queuectl, "enqueue", "--each", "--cmd", args.cmd], input=lines, env=env, text=True,
+        # JSON Lines, which every build reads (`--each` is newer, and quotes what it puts in for {}).
+        lines = "".join(json.dumps({"command": args.cmd.replace("{}", str(i))}) + "\n" for i in range(args.jobs))
+        subprocess.run([queuectl, "enqueue", "--file", "-"], input=lines, env=env, text=True,
                        check=True, stdout=subprocess.DEVNULL)
         before = None if args.postgres else _size(home)
         started = time.perf_counter()
