@@ -188,7 +188,7 @@ class SQLBase:
     def _holders(self, tx: Tx | None, keys: Sequence[str]) -> dict[str, str]:
         raise NotImplementedError
 
-    def _insert_needs(self, tx: Tx, jobs: Sequence[NewJob], rows: list[Sequence[Any]]) -> list[Sequence[Any]]:
+    def _insert_needs(self, tx: Tx, jobs: Sequence[NewJob]) -> None:
         raise NotImplementedError
 
     def _check_pools(self, tx: Tx, row: Sequence[Any]) -> None:

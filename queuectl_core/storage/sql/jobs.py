@@ -36,7 +36,8 @@ class JobsMixin(SQLBase):
 
         def insert(tx: Tx) -> dict[str, Sequence[Any]]:
             self._before_insert(tx, jobs)
-            rows = self._insert_needs(tx, jobs, self._insert(tx, jobs))
+            rows = self._insert(tx, jobs)
+            self._insert_needs(tx, jobs)
             if len(rows) != len(jobs):
                 inserted = {r[0] for r in rows}
                 raise DuplicateJobError(next(i for i in ids if i not in inserted))  # rolls the batch back
@@ -88,7 +89,8 @@ class JobsMixin(SQLBase):
                             raise DuplicateJobError(job_id)
                         seen.add(job_id)
                 self._before_insert(tx, jobs, queues)
-                rows = self._insert_needs(tx, jobs, self._insert(tx, jobs))
+                rows = self._insert(tx, jobs)
+                self._insert_needs(tx, jobs)
                 if len(rows) != len(jobs):
                     inserted = {r[0] for r in rows}
                     raise DuplicateJobError(next(i for i in ids if i not in inserted))

@@ -70,18 +70,17 @@ class PoolFull(Exception):
 
 class ResourcesMixin(SQLBase):
     # -- at enqueue -----------------------------------------------------------------------------
-    def _insert_needs(self, tx: Tx, jobs: Sequence[NewJob], rows: list[Sequence[Any]]) -> list[Sequence[Any]]:
+    def _insert_needs(self, tx: Tx, jobs: Sequence[NewJob]) -> None:
         """After a batch's insert (which writes each job's ``needs`` column): record the units of
         its jobs' need classes. A batch needing nothing costs one pass over it."""
         if not any(j.needs for j in jobs):
-            return rows
+            return
         from queuectl_core.jobs.needs import needs_text
 
         classes = {needs_text(j.needs): j.needs for j in jobs if j.needs}
         tx.many(self._sql("INSERT INTO {nu} (needs, name, units) VALUES (:needs, :name, :units)"
                           " ON CONFLICT (needs, name) DO NOTHING"),
                 [{"needs": t, "name": k, "units": v} for t, needs in classes.items() for k, v in needs.items()])
-        return rows
 
     # -- at claim (PostgreSQL): a pool's row lock, as a limited queue's ---------------------------
     def _check_pools(self, tx: Tx, row: Sequence[Any]) -> None:
